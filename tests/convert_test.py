@@ -1,0 +1,477 @@
+"""Tests for tftransfer.convert, tftransfer.published and the convert command.
+
+The reference is a random-weight PyTorch ResNet with torchvision's module
+structure (written here with torch.nn; no torchvision, no network), saved in the
+robustness-library, robust-models-transfer and plain torchvision layouts.
+"""
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import sys
+import urllib.error
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import tensorflow as tf  # noqa: E402
+from absl.testing import parameterized  # noqa: E402
+
+from tftransfer import convert, published, saving, sources  # noqa: E402
+from tftransfer.commands import convert as convert_command  # noqa: E402
+from tftransfer.errors import UserError  # noqa: E402
+
+nn = torch.nn
+IMAGE_SIZE = 64
+# Not the ImageNet statistics, so a normalizer that is not copied shows up.
+ROBUST_MEAN = (0.5, 0.4, 0.3)
+ROBUST_STD = (0.2, 0.25, 0.3)
+
+
+# --- a torchvision-structured ResNet in plain torch.nn ------------------------------------
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, inplanes, planes, stride=1, downsample=None):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
+class Bottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, inplanes, planes, stride=1, downsample=None):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * 4)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + identity)
+
+
+class TorchResNet(nn.Module):
+    def __init__(self, block, layers, num_classes, width=1.0):
+        super().__init__()
+        planes = [max(1, int(round(64 * width * 2 ** i))) for i in range(4)]
+        self.inplanes = planes[0]
+        self.conv1 = nn.Conv2d(3, planes[0], 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes[0])
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        self.layer1 = self._make_layer(block, planes[0], layers[0], 1)
+        self.layer2 = self._make_layer(block, planes[1], layers[1], 2)
+        self.layer3 = self._make_layer(block, planes[2], layers[2], 2)
+        self.layer4 = self._make_layer(block, planes[3], layers[3], 2)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(planes[3] * block.expansion, num_classes)
+
+    def _make_layer(self, block, planes, blocks, stride):
+        downsample = None
+        if stride != 1 or self.inplanes != planes * block.expansion:
+            downsample = nn.Sequential(
+                nn.Conv2d(self.inplanes, planes * block.expansion, 1, stride, bias=False),
+                nn.BatchNorm2d(planes * block.expansion))
+        layers = [block(self.inplanes, planes, stride, downsample)]
+        self.inplanes = planes * block.expansion
+        layers += [block(self.inplanes, planes) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    def forward(self, x):
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+class InputNormalize(nn.Module):
+    """The robustness library's normalizer: buffers new_mean/new_std of shape (3, 1, 1)."""
+
+    def __init__(self, mean, std):
+        super().__init__()
+        self.register_buffer("new_mean", torch.tensor(mean)[:, None, None])
+        self.register_buffer("new_std", torch.tensor(std)[:, None, None])
+
+
+class Attacker(nn.Module):
+    def __init__(self, model, mean, std):
+        super().__init__()
+        self.normalize = InputNormalize(mean, std)
+        self.model = model
+
+
+class AttackerModel(nn.Module):
+    """The robustness library's wrapper, whose state dict the checkpoints hold."""
+
+    def __init__(self, model, mean, std):
+        super().__init__()
+        self.normalizer = InputNormalize(mean, std)
+        self.model = model
+        self.attacker = Attacker(model, mean, std)
+
+
+def make_torch_resnet(arch, num_classes, width, seed):
+    """A random ResNet in eval mode with non-trivial BatchNorm statistics.
+
+    The running statistics are measured on random normalized images and then
+    perturbed: like a trained network's, they keep activations near unit scale,
+    so the logits depend on the input (arbitrary statistics make them either
+    explode or collapse onto the BatchNorm biases, and a test would compare little).
+    """
+    torch.manual_seed(seed)
+    block, layers = {"resnet18": (BasicBlock, (2, 2, 2, 2)),
+                     "resnet50": (Bottleneck, (3, 4, 6, 3))}[arch]
+    model = TorchResNet(block, layers, num_classes, width)
+    batch_norms = [module for module in model.modules() if isinstance(module, nn.BatchNorm2d)]
+    with torch.no_grad():
+        for bn in batch_norms:
+            bn.weight.uniform_(0.5, 1.5)
+            bn.bias.normal_(0.0, 0.1)
+            bn.momentum = None  # running stats = the calibration batch's exact statistics
+        model.train()
+        model((torch.rand(8, 3, 64, 64) - 0.45) / 0.25)
+        for bn in batch_norms:
+            bn.running_mean.add_(0.1 * bn.running_var.sqrt() * torch.randn_like(bn.running_mean))
+            bn.running_var.mul_(torch.empty_like(bn.running_var).uniform_(0.8, 1.25))
+            bn.momentum = 0.1
+        # Logits of order 1: float32 round-off grows with their scale (both frameworks are
+        # ~1.5e-5 * scale away from a float64 run of ResNet-50), and the bound is absolute.
+        model.fc.weight.mul_(0.25)
+    return model.eval()
+
+
+def save_checkpoint(model, fmt, directory, mean=ROBUST_MEAN, std=ROBUST_STD, entry="model"):
+    """Saves ``model`` in one of convert.FORMATS; returns the file path."""
+    directory = Path(directory)
+    if fmt == "torchvision":
+        path = directory / "plain.pth"
+        torch.save(model.state_dict(), path)
+        return path
+    wrapped = nn.DataParallel(AttackerModel(model, mean, std))  # adds the "module." prefix
+    path = directory / ("robust.ckpt" if fmt == "robust-models-transfer" else "robust.pt")
+    torch.save({entry: wrapped.state_dict(), "optimizer": {}, "schedule": None, "epoch": 90},
+               path)
+    return path
+
+
+def torch_logits(model, images, mean, std):
+    """PyTorch's logits for NHWC [0, 1] images, normalizing as the checkpoint says."""
+    x = torch.from_numpy(images).permute(0, 3, 1, 2)
+    x = (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        return model(x).numpy()
+
+
+def random_images(num=2, size=IMAGE_SIZE, seed=1):
+    return np.random.default_rng(seed).uniform(0, 1, (num, size, size, 3)).astype(np.float32)
+
+
+# --- conversion matches PyTorch -------------------------------------------------------------
+
+class ConvertLogitsTest(tf.test.TestCase, parameterized.TestCase):
+    """Keras logits of converted checkpoints against the PyTorch modules'."""
+
+    # arch -> (num_classes, width): ResNet-18 at half width also covers --width.
+    SPECS = {"resnet50": (1000, 1.0), "resnet18": (10, 0.5)}
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.torch_models = {arch: make_torch_resnet(arch, classes, width, seed=3)
+                            for arch, (classes, width) in cls.SPECS.items()}
+        cls.images = random_images()
+
+    @parameterized.product(arch=["resnet50", "resnet18"], fmt=list(convert.FORMATS))
+    def test_logits_match_pytorch(self, arch, fmt):
+        num_classes, width = self.SPECS[arch]
+        torch_model = self.torch_models[arch]
+        path = save_checkpoint(torch_model, fmt, self.get_temp_dir())
+
+        checkpoint = convert.read_checkpoint(path)
+        model = convert.build_keras_model(checkpoint, arch, width, IMAGE_SIZE)
+
+        self.assertEqual(checkpoint.format, fmt)
+        self.assertEqual(convert.infer_num_classes(checkpoint), num_classes)
+        mean, std = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)) if fmt == "torchvision" \
+            else (ROBUST_MEAN, ROBUST_STD)
+        self.assertAllClose(model.get_layer("normalize").mean.numpy(), mean)
+        self.assertAllClose(model.get_layer("normalize").std.numpy(), std)
+        expected = torch_logits(torch_model, self.images, mean, std)
+        actual = model(self.images, training=False).numpy()
+        max_abs_diff = float(np.max(np.abs(actual - expected)))
+        print(f"\n{arch} {fmt}: max abs logit diff {max_abs_diff:.2e} "
+              f"(logit scale {np.abs(expected).max():.2f})", file=sys.stderr)
+        # Not a degenerate comparison: the logits depend on the image.
+        self.assertGreater(np.abs(expected[0] - expected[1]).max(), 0.1)
+        self.assertLessEqual(max_abs_diff, 1e-4)
+        # The functional reference used by --verify agrees with the nn.Module too.
+        self.assertAllClose(convert.reference_logits(checkpoint, self.images), expected,
+                            atol=1e-5, rtol=0)
+
+
+# --- small checkpoints for error handling, the command and the registry ---------------------
+
+TINY_ARCH, TINY_WIDTH, TINY_CLASSES, TINY_SIZE = "resnet18", 0.125, 5, 32
+
+
+def tiny_state_dict(seed=5):
+    return make_torch_resnet(TINY_ARCH, TINY_CLASSES, TINY_WIDTH, seed).state_dict()
+
+
+class ConvertErrorsTest(tf.test.TestCase):
+    """Bad checkpoints stop with one UserError naming the key, shape or file."""
+
+    def _convert_state(self, state, name="bad.pth"):
+        path = Path(self.get_temp_dir()) / name
+        torch.save(state, path)
+        checkpoint = convert.read_checkpoint(path)
+        return convert.build_keras_model(checkpoint, TINY_ARCH, TINY_WIDTH, TINY_SIZE)
+
+    def test_missing_key_is_named(self):
+        state = tiny_state_dict()
+        del state["layer3.1.bn2.running_var"]
+        with self.assertRaisesRegex(UserError, r"missing the key 'layer3\.1\.bn2\.running_var'"):
+            self._convert_state(state)
+
+    def test_unexpected_key_is_named(self):
+        state = tiny_state_dict()
+        state["layer5.0.conv1.weight"] = torch.zeros(1, 1, 3, 3)
+        with self.assertRaisesRegex(UserError, r"unexpected key 'layer5\.0\.conv1\.weight'"):
+            self._convert_state(state)
+
+    def test_unexpected_robustness_key_is_named(self):
+        state = nn.DataParallel(AttackerModel(
+            make_torch_resnet(TINY_ARCH, TINY_CLASSES, TINY_WIDTH, 5), ROBUST_MEAN,
+            ROBUST_STD)).state_dict()
+        state["module.extra.weight"] = torch.zeros(3)
+        with self.assertRaisesRegex(UserError, r"unexpected key 'extra\.weight'"):
+            self._convert_state({"model": state}, name="bad.pt")
+
+    def test_wrong_shape_is_named(self):
+        state = tiny_state_dict()
+        state["layer2.0.conv1.weight"] = torch.zeros(16, 8, 5, 5)
+        with self.assertRaisesRegex(
+                UserError, r"'layer2\.0\.conv1\.weight' has shape \(16, 8, 5, 5\) but resnet18 "
+                           r"\(width 0\.125\) expects \(16, 8, 3, 3\)"):
+            self._convert_state(state)
+
+    def test_wrong_arch_is_reported_as_keys(self):
+        path = Path(self.get_temp_dir()) / "r18.pth"
+        torch.save(tiny_state_dict(), path)
+        with self.assertRaisesRegex(UserError, r"missing the key 'layer1\.2\.conv1\.weight'.*"
+                                               r"resnet34.*--arch"):
+            convert.build_keras_model(convert.read_checkpoint(path), "resnet34", TINY_WIDTH,
+                                      TINY_SIZE)
+
+    def test_non_checkpoint_file_is_named(self):
+        path = Path(self.get_temp_dir()) / "notes.txt"
+        path.write_text("this is not a checkpoint\n")
+        with self.assertRaisesRegex(UserError, r"notes\.txt' is not a PyTorch checkpoint"):
+            convert.read_checkpoint(path)
+
+    def test_missing_file_is_named(self):
+        with self.assertRaisesRegex(UserError, r"nowhere\.pt' does not exist"):
+            convert.read_checkpoint(Path(self.get_temp_dir()) / "nowhere.pt")
+
+    def test_non_state_dict_is_reported(self):
+        path = Path(self.get_temp_dir()) / "list.pth"
+        torch.save([torch.zeros(2)], path)
+        with self.assertRaisesRegex(UserError, r"list\.pth' holds a list, not a state dict"):
+            convert.read_checkpoint(path)
+
+    def test_pickled_objects_need_trust_pickle(self):
+        path = Path(self.get_temp_dir()) / "old.pt"
+        state = tiny_state_dict()
+        torch.save({"state_dict": state, "args": argparse.Namespace(arch="resnet18")}, path)
+        with self.assertRaisesRegex(UserError, r"old\.pt' cannot be read safely.*--trust-pickle"
+                                               r".*argparse\.Namespace"):
+            convert.read_checkpoint(path)
+
+        stderr = io.StringIO()
+        with contextlib.redirect_stderr(stderr):
+            checkpoint = convert.read_checkpoint(path, trust_pickle=True)
+        self.assertIn("arbitrary code", stderr.getvalue())
+        self.assertEqual(checkpoint.format, "torchvision")  # legacy 'state_dict' entry
+        self.assertAllEqual(checkpoint.state["fc.weight"], state["fc.weight"].numpy())
+
+    def test_verify_catches_a_wrong_weight(self):
+        path = Path(self.get_temp_dir()) / "ok.pth"
+        torch.save(tiny_state_dict(), path)
+        checkpoint = convert.read_checkpoint(path)
+        model = convert.build_keras_model(checkpoint, TINY_ARCH, TINY_WIDTH, TINY_SIZE)
+        self.assertLessEqual(convert.verify(model, checkpoint, TINY_SIZE), 1e-4)
+        kernel = model.get_layer("layer3.0.conv2").kernel
+        kernel.assign(kernel.numpy()[::-1])  # a spatially flipped kernel: a typical slip
+        with self.assertRaisesRegex(UserError, "disagrees with PyTorch"):
+            convert.verify(model, checkpoint, TINY_SIZE)
+
+    def test_missing_torch_names_the_extra(self):
+        with mock.patch.dict(sys.modules, {"torch": None}):  # None makes `import torch` fail
+            with self.assertRaisesRegex(UserError, r'pip install -e "\.\[torch\]"'):
+                convert.import_torch()
+
+
+class ConvertCommandTest(tf.test.TestCase):
+    """The convert command writes a model directory that load_model reads."""
+
+    def _args(self, **overrides):
+        values = dict(list=False, published=None, checkpoint=None, arch=TINY_ARCH,
+                      width=TINY_WIDTH, image_size=TINY_SIZE, out=None, attack=None, eps=None,
+                      trust_pickle=False, verify=True)
+        values.update(overrides)
+        return argparse.Namespace(**values)
+
+    def test_checkpoint_to_model_dir(self):
+        import tftransfer
+
+        torch_model = make_torch_resnet(TINY_ARCH, TINY_CLASSES, TINY_WIDTH, seed=7)
+        path = save_checkpoint(torch_model, "robustness", self.get_temp_dir())
+        out = Path(self.get_temp_dir()) / "converted"
+
+        result = convert_command.run(self._args(checkpoint=str(path), out=str(out),
+                                                attack="l2", eps=3.0))
+
+        self.assertEqual(result["out"], str(out))
+        self.assertEqual((result["arch"], result["num_classes"], result["format"]),
+                         (TINY_ARCH, TINY_CLASSES, "robustness"))
+        self.assertLessEqual(result["max_abs_diff"], 1e-4)
+        json.dumps(result)  # the CLI prints it as JSON
+        config = json.loads((out / "config.json").read_text())
+        self.assertEqual(config["source"]["sha256"], convert.file_sha256(path))
+        self.assertEqual(config["source"]["epoch"], 90)
+        self.assertEqual((config["attack"], config["eps"], config["image_size"]), ("l2", 3.0, 32))
+        self.assertLen(config["class_names"], TINY_CLASSES)
+        images = random_images(size=TINY_SIZE)
+        reloaded = tftransfer.load_model(out)
+        self.assertAllClose(reloaded(images, training=False),
+                            torch_logits(torch_model, images, ROBUST_MEAN, ROBUST_STD),
+                            atol=1e-4, rtol=0)
+
+    def test_checkpoint_needs_out(self):
+        with self.assertRaisesRegex(UserError, "--out"):
+            convert_command.run(self._args(checkpoint="x.pt"))
+
+    def test_list_prints_the_registry(self):
+        stdout = io.StringIO()
+        with contextlib.redirect_stdout(stdout):
+            result = convert_command.run(self._args(list=True))
+        self.assertIn("robust-resnet50-l2-eps3", stdout.getvalue())
+        self.assertIn("resnet50-natural", result["published"])
+
+    def test_unknown_published_name(self):
+        with self.assertRaisesRegex(UserError, r"No published model called 'nope'.*"
+                                               r"robust-resnet50-l2-eps3"):
+            convert_command.run(self._args(published="nope"))
+
+
+class PublishedTest(tf.test.TestCase):
+    """The registry, its download/convert cache and the sources hook (no network)."""
+
+    def setUp(self):
+        super().setUp()
+        self.cache = Path(self.get_temp_dir()) / "cache"
+        patcher = mock.patch.dict(os.environ, {"TFTRANSFER_CACHE": str(self.cache)})
+        patcher.start()
+        self.addCleanup(patcher.stop)
+
+    def _local_entry(self, sha256=None):
+        """A registry entry whose 'download' is a file:// URL to a tiny checkpoint."""
+        source = Path(self.get_temp_dir()) / "tiny.pth"
+        torch.save(tiny_state_dict(), source)
+        return published.PublishedModel(
+            name="tiny-test", file_name="tiny.pth", urls=(source.as_uri(),), arch=TINY_ARCH,
+            attack="l2", eps=3.0, eps_label="3", imagenet_top1=None,
+            sha256=sha256 or convert.file_sha256(source)[:8], origin="test",
+            width=TINY_WIDTH)
+
+    def test_registry_contents(self):
+        names = published.names()
+        self.assertLen(set(names), len(names))
+        for name in ("robust-resnet50-l2-eps3", "resnet50-natural", "robust-resnet50-linf-eps4",
+                     "robust-resnet50-linf-eps8", "salman-resnet50-l2-eps0.01",
+                     "salman-resnet50-l2-eps5", "salman-resnet50-linf-eps0.5",
+                     "salman-resnet50-linf-eps8"):
+            self.assertIn(name, names)
+        entry = published.get("salman-resnet50-linf-eps4")
+        self.assertAllClose(entry.eps, 4 / 255)
+        self.assertEqual((entry.file_name, entry.imagenet_top1),
+                         ("resnet50_linf_eps4.0.ckpt", 63.86))
+        self.assertEqual(published.get("salman-resnet50-l2-eps0").attack, "none")
+        for entry in published.REGISTRY.values():
+            self.assertTrue(all(url.startswith("https://") for url in entry.urls))
+
+    def test_sources_know_published_names(self):
+        self.assertIn("robust-resnet50-l2-eps3", sources.names())
+        source = sources.get("robust-resnet50-l2-eps3")
+        self.assertEqual((source.arch, source.attack, source.eps), ("resnet50", "l2", 3.0))
+        self.assertIsNone(sources.resolve("no-such-source"))
+
+    def test_sources_resolve_uses_the_cache(self):
+        directory = self.cache / "robust-resnet50-l2-eps3"
+        directory.mkdir(parents=True)
+        (directory / saving.MODEL_FILE).write_bytes(b"")
+        (directory / saving.CONFIG_FILE).write_text("{}")
+        with mock.patch.object(published, "_download_one", side_effect=AssertionError):
+            self.assertEqual(sources.resolve("robust-resnet50-l2-eps3"), directory)
+
+    def test_offline_names_url_and_place(self):
+        entry = published.get("robust-resnet50-l2-eps3")
+        with mock.patch("urllib.request.urlopen",
+                        side_effect=urllib.error.URLError("no network")):
+            with self.assertRaises(UserError) as raised:
+                published.resolve("robust-resnet50-l2-eps3")
+        message = str(raised.exception)
+        self.assertIn(entry.urls[0], message)
+        self.assertIn(str(self.cache / entry.name / "imagenet_l2_3_0.pt"), message)
+
+    def test_download_and_convert_once(self):
+        import tftransfer
+
+        entry = self._local_entry()
+        directory = published.ensure_converted(entry, image_size=TINY_SIZE)
+
+        self.assertEqual(directory, self.cache / "tiny-test")
+        self.assertTrue((directory / "tiny.pth").is_file())
+        config = saving.read_config(directory)
+        self.assertEqual((config["attack"], config["dataset"]), ("l2", "imagenet"))
+        self.assertLessEqual(config["source"]["max_abs_diff_vs_pytorch"], 1e-4)
+        self.assertEqual(tftransfer.load_model(directory).output_shape, (None, TINY_CLASSES))
+        with mock.patch.object(published, "_download_one", side_effect=AssertionError), \
+                mock.patch.object(convert, "convert", side_effect=AssertionError):
+            self.assertEqual(published.ensure_converted(entry, image_size=TINY_SIZE), directory)
+
+    def test_checksum_mismatch_is_refused(self):
+        entry = self._local_entry(sha256="00000000")
+        with self.assertRaisesRegex(UserError, "has sha256 .* but 00000000 is published"):
+            published.ensure_converted(entry, image_size=TINY_SIZE)
+        self.assertFalse((self.cache / "tiny-test" / "tiny.pth").exists())
+
+
+if __name__ == "__main__":
+    tf.test.main()

@@ -1,0 +1,151 @@
+"""Tests of the input pipeline: TFDS, image folders, subsets, preprocessing, errors."""
+
+import contextlib
+import io
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from tests.helpers import SHARED_TFDS, make_image_folder
+from tftransfer import data
+from tftransfer.errors import UserError
+
+
+class SubsetTest(tf.test.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        rng = np.random.default_rng(1)
+        # Unbalanced classes: 0 is ten times as frequent as 4.
+        self.labels = rng.choice(5, size=3000, p=[0.5, 0.2, 0.15, 0.1, 0.05])
+
+    def test_count_determinism_and_nesting(self):
+        a = data.select_subset(self.labels, 200, seed=3)
+        self.assertLen(a, 200)
+        self.assertLen(np.unique(a), 200)
+        self.assertAllEqual(a, data.select_subset(self.labels, 200, seed=3))
+        self.assertFalse(np.array_equal(a, data.select_subset(self.labels, 200, seed=4)))
+        bigger = data.select_subset(self.labels, 400, seed=3)
+        self.assertTrue(set(a) <= set(bigger))
+
+    def test_stratified_and_every_class_present(self):
+        small = data.select_subset(self.labels, 5, seed=0)
+        self.assertCountEqual(self.labels[small], range(5))
+        chosen = self.labels[data.select_subset(self.labels, 1000, seed=0)]
+        expected = np.bincount(self.labels) / len(self.labels) * 1000
+        self.assertAllClose(np.bincount(chosen), expected, atol=2)
+
+    def test_too_few_or_too_many_images_is_a_clear_error(self):
+        with self.assertRaisesRegex(UserError, "fewer than the 5 classes"):
+            data.select_subset(self.labels, 4, seed=0)
+        with self.assertRaisesRegex(UserError, "more than the 3000"):
+            data.select_subset(self.labels, 3001, seed=0)
+
+    def test_validation_split_is_disjoint_stratified_and_from_training(self):
+        train = data.select_subset(self.labels, 500, seed=0)
+        fit, val = data.split_validation(self.labels, train, 0.2, seed=0)
+        self.assertEmpty(set(fit) & set(val))
+        self.assertCountEqual(np.concatenate([fit, val]), train)
+        self.assertAllClose(len(val), 100, atol=3)
+        self.assertCountEqual(np.unique(self.labels[val]), range(5))
+
+
+class PreprocessTest(tf.test.TestCase):
+
+    def test_grayscale_is_repeated_and_resized_into_unit_range(self):
+        gray = tf.constant((np.arange(28 * 28) % 256).astype(np.uint8).reshape(28, 28, 1))
+        out = data.to_model_input(gray, 32)
+        self.assertEqual(out.shape, (32, 32, 3))
+        self.assertEqual(out.dtype, tf.float32)
+        self.assertAllClose(out[..., 0], out[..., 2])
+        self.assertBetween(float(tf.reduce_min(out)), 0.0, 1.0)
+        self.assertBetween(float(tf.reduce_max(out)), 0.0, 1.0)
+
+    def test_augment_keeps_shape_and_range(self):
+        image = tf.random.uniform((32, 32, 3))
+        out = data.augment(image, flip=True, color_jitter=True)
+        self.assertEqual(out.shape, (32, 32, 3))
+        self.assertAllInRange(out, 0.0, 1.0)
+
+
+class TfdsTest(tf.test.TestCase):
+
+    def test_mnist_offline_counts_ranges_and_channels(self):
+        target = data.load("mnist", data_dir=str(SHARED_TFDS), download=False)
+        self.assertEqual((len(target.train), len(target.test)), (60000, 10000))
+        self.assertEqual(target.num_classes, 10)
+        self.assertFalse(target.flip)  # mirrored digits are other digits
+        idx = data.select_subset(target.train.labels, 50, seed=0)
+        images, labels = next(iter(data.pipeline(target.train, idx, 32, 50, training=True)))
+        self.assertEqual(images.shape, (50, 32, 32, 3))
+        self.assertAllInRange(images, 0.0, 1.0)
+        self.assertAllEqual(np.sort(labels.numpy()), np.sort(target.train.labels[idx]))
+
+    def test_unknown_dataset_suggests_close_names(self):
+        with self.assertRaisesRegex(UserError, "Unknown dataset 'mnsit'.*'mnist'"):
+            data.load("mnsit", data_dir=str(SHARED_TFDS))
+
+    def test_missing_offline_dataset_says_where_it_looked(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            with self.assertRaisesRegex(UserError, f"not prepared in {tmp}.*--data-dir"):
+                data.load("cifar10", data_dir=tmp, download=False)
+
+    def test_variable_size_flowers_with_mock_data(self):
+        with tfds.testing.mock_data(num_examples=12):
+            target = data.load("oxford_flowers102")
+            self.assertEqual(target.num_classes, 102)
+            self.assertIsNone(target.train.fixed_shape)
+            images, _ = next(iter(data.pipeline(target.train, None, 40, 12)))
+        self.assertEqual(images.shape, (12, 40, 40, 3))
+
+    def test_prepared_datasets_lists_shared_folder(self):
+        names = {d["name"] for d in data.prepared_datasets(str(SHARED_TFDS))}
+        self.assertTrue({"mnist", "fashion_mnist", "cifar10"} <= names)
+
+
+class FolderTest(tf.test.TestCase):
+
+    def test_train_test_layout(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            make_image_folder(tmp, classes=("a", "b", "c"), per_class=4, split=True)
+            target = data.load(tmp)
+            self.assertEqual(target.class_names, ("a", "b", "c"))
+            self.assertEqual((len(target.train), len(target.test)), (12, 6))
+            images, labels = next(iter(data.pipeline(target.test, None, 16, 64)))
+        self.assertEqual(images.shape, (6, 16, 16, 3))
+        self.assertCountEqual(labels.numpy(), [0, 0, 1, 1, 2, 2])
+
+    def test_class_folders_hold_out_a_stratified_seeded_test_fraction(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            make_image_folder(tmp, per_class=10, fmt="jpg", mode="L")
+            a = data.load(tmp, test_fraction=0.3, seed=1)
+            b = data.load(tmp, test_fraction=0.3, seed=1)
+            self.assertAllEqual(a.test.labels, b.test.labels)
+            self.assertEqual(np.bincount(a.test.labels).tolist(), [3, 3])
+            self.assertLen(a.train, 14)
+            images, _ = next(iter(data.pipeline(a.train, None, 8, 64)))
+        self.assertEqual(images.shape[-1], 3)  # grayscale JPEGs come out RGB
+
+    def test_folder_errors_are_clear(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            make_image_folder(tmp, classes=("only",))
+            with self.assertRaisesRegex(UserError, "1 class sub-folder"):
+                data.load(tmp)
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "a").mkdir()
+            (Path(tmp) / "b").mkdir()
+            with self.assertRaisesRegex(UserError, "no readable images"):
+                data.load(tmp)
+
+    def test_unreadable_images_are_skipped_with_a_count(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            make_image_folder(tmp, per_class=5)
+            (Path(tmp) / "cat" / "broken.png").write_bytes(b"not an image")
+            err = io.StringIO()
+            with contextlib.redirect_stderr(err):
+                target = data.load(tmp, test_fraction=0.2)
+        self.assertEqual(len(target.train) + len(target.test), 10)
+        self.assertIn("skipped 1 unreadable image", err.getvalue())

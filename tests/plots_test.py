@@ -1,0 +1,101 @@
+"""Tests of tftransfer.plots: figures from small synthetic stats tables."""
+
+import tempfile
+import unittest
+import warnings
+from pathlib import Path
+
+import pandas as pd
+
+from tftransfer import plots, stats
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+SIZES = (100, 400, 1600)
+
+
+def results_table(blocks=(0,), seeds=(0, 1)):
+    """A tiny validated results table: two sources, two targets, three N, 3-epoch curves."""
+    rows = []
+    for target in ("cifar10", "oxford flowers/102"):
+        for source, attack, gain in (("natural", "none", 0.0), ("robust", "l2", 0.08)):
+            for n in SIZES:
+                for block in blocks:
+                    for seed in seeds:
+                        accuracy = 0.3 + 0.1 * SIZES.index(n) + gain + 0.01 * seed
+                        rows.append({
+                            "run_key": f"{target}-{source}-{n}-{block}-{seed}",
+                            "source": source, "source_attack": attack, "target": target,
+                            "train_images": n, "unfrozen_blocks": block, "epochs": 3,
+                            "seed": seed, "test_accuracy": accuracy,
+                            "test_accuracy_epoch_1": accuracy / 2,
+                            "test_accuracy_epoch_3": accuracy})
+    return stats.validate_results(pd.DataFrame(rows))
+
+
+class PlotsTest(unittest.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        cls.table = results_table(blocks=(0, 1))
+        cls.summary = stats.summarize(cls.table)
+        cls.differences = stats.paired_differences(cls.table, "natural")
+        cls.curves = stats.epoch_curves(cls.table)
+        cls.out = Path(tempfile.mkdtemp())
+
+    def assert_png(self, figure, name):
+        path = plots.save_figure(figure, self.out / name)
+        self.assertEqual(path.read_bytes()[:8], PNG_SIGNATURE)
+        self.assertGreater(path.stat().st_size, 5000)
+
+    def assert_labelled(self, ax):
+        self.assertTrue(ax.get_xlabel())
+        self.assertTrue(ax.get_ylabel())
+
+    def test_accuracy_vs_images(self):
+        figure = plots.plot_accuracy_vs_images(self.summary, "cifar10", baseline="natural")
+        axes = figure.axes
+        self.assertEqual(len(axes), 2)  # one panel per unfrozen-blocks setting
+        for ax in axes:
+            self.assertEqual(ax.get_xscale(), "log")
+            self.assertEqual(list(ax.get_xticks()), list(SIZES))
+            self.assertEqual(len(ax.get_lines()), 2)  # one line per source
+            self.assertTrue(ax.collections)  # the shaded intervals
+        self.assert_labelled(axes[0])
+        self.assertEqual(axes[0].get_legend_handles_labels()[1], ["natural", "robust"])
+        self.assertIn("cifar10", figure.get_suptitle())
+        self.assert_png(figure, "accuracy.png")
+
+    def test_difference_vs_images(self):
+        figure = plots.plot_difference_vs_images(self.differences, "oxford flowers/102")
+        ax = figure.axes[0]
+        self.assertEqual(ax.get_xscale(), "log")
+        self.assert_labelled(ax)
+        zero_lines = [line for line in ax.get_lines() if list(line.get_ydata()) == [0, 0]]
+        self.assertEqual(len(zero_lines), 1)
+        self.assert_png(figure, "difference.png")
+
+    def test_accuracy_vs_epochs(self):
+        figure = plots.plot_accuracy_vs_epochs(self.curves, "cifar10", train_images=[100, 1600],
+                                               baseline="natural")
+        self.assertEqual([ax.get_title() for ax in figure.axes], ["N = 100", "N = 1600"])
+        self.assert_labelled(figure.axes[0])
+        self.assertEqual(figure.axes[1].get_xlabel(), "Epoch")
+        self.assertEqual(len(figure.axes[0].get_lines()), 4)  # 2 sources x 2 block settings
+        self.assert_png(figure, "epochs.png")
+
+    def test_single_seed_and_single_size(self):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", stats.DataWarning)
+            table = results_table(seeds=(0,))
+        summary = stats.summarize(table.loc[table["train_images"] == 400])
+        figure = plots.plot_accuracy_vs_images(summary, "cifar10")
+        self.assertEqual(figure.axes[0].get_xscale(), "log")
+        self.assert_png(figure, "single.png")
+
+    def test_default_curve_images(self):
+        self.assertEqual(plots.default_curve_images([5, 1, 3, 2, 4]), [1, 3, 5])
+        self.assertEqual(plots.default_curve_images([2, 1]), [1, 2])
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,291 @@
+"""Tests of tftransfer.stats (and the ``report`` command built on it) on synthetic tables."""
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+import tempfile
+import unittest
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats as scipy_stats
+
+from tftransfer import stats
+from tftransfer.commands import report
+from tftransfer.errors import UserError
+
+NATURAL, ROBUST = "natural", "robust_l2"
+
+
+def make_row(source, seed, accuracy, target="cifar10", n=100, blocks=0, epochs=3, curve=None):
+    """One results row as the sweep writes it (plus an extra column the report must ignore)."""
+    row = {"run_key": f"{target}-{source}-{n}-{blocks}-{epochs}-{seed}", "source": source,
+           "source_attack": "none" if source.startswith("natural") else "l2",
+           "source_eps": 0.0 if source.startswith("natural") else 3.0, "target": target,
+           "train_images": n, "unfrozen_blocks": blocks, "epochs": epochs, "seed": seed,
+           "test_accuracy": accuracy, "test_loss": 1.0 - accuracy, "train_seconds": 1.0,
+           "git_commit": "abc", "learning_rate": 0.01}
+    for epoch, value in enumerate(curve or [], start=1):
+        row[f"test_accuracy_epoch_{epoch}"] = value
+    return row
+
+
+def table(rows):
+    return stats.validate_results(pd.DataFrame(rows))
+
+
+class IntervalTest(unittest.TestCase):
+
+    def test_half_width_matches_scipy_t_interval(self):
+        values = np.array([0.61, 0.65, 0.58, 0.70, 0.66])
+        low, high = scipy_stats.t.interval(0.95, df=len(values) - 1, loc=values.mean(),
+                                           scale=scipy_stats.sem(values))
+        half = stats.t_half_width(values.std(ddof=1), len(values))
+        self.assertAlmostEqual(half, (high - low) / 2, places=12)
+
+    def test_single_run_has_no_interval(self):
+        self.assertTrue(math.isnan(stats.t_half_width(0.0, 1)))
+
+    def test_summarize_per_cell(self):
+        accuracies = [0.5, 0.55, 0.62]
+        rows = [make_row(NATURAL, seed, acc) for seed, acc in enumerate(accuracies)]
+        rows.append(make_row(NATURAL, 0, 0.9, n=400))
+        summary = stats.summarize(table(rows))
+        self.assertEqual(len(summary), 2)
+        cell = summary.loc[summary["train_images"] == 100].iloc[0]
+        low, high = scipy_stats.t.interval(0.95, df=2, loc=np.mean(accuracies),
+                                           scale=scipy_stats.sem(accuracies))
+        self.assertAlmostEqual(cell["accuracy_mean"], np.mean(accuracies))
+        self.assertAlmostEqual(cell["accuracy_ci_low"], low)
+        self.assertAlmostEqual(cell["accuracy_ci_high"], high)
+        self.assertEqual(cell["n_runs"], 3)
+        single = summary.loc[summary["train_images"] == 400].iloc[0]
+        self.assertTrue(math.isnan(single["accuracy_ci_half"]))
+
+    def test_epochs_is_part_of_the_cell(self):
+        rows = [make_row(NATURAL, 0, 0.5, epochs=3), make_row(NATURAL, 0, 0.7, epochs=9)]
+        self.assertEqual(len(stats.summarize(table(rows))), 2)
+
+
+class PairedDifferenceTest(unittest.TestCase):
+
+    def setUp(self):
+        # A large seed effect shared by both sources: pairing removes it, unpairing cannot.
+        self.natural = {0: 0.50, 1: 0.60, 2: 0.70, 3: 0.80, 9: 0.65}
+        self.robust = {0: 0.56, 1: 0.64, 2: 0.77, 3: 0.85, 7: 0.99}
+        rows = [make_row(NATURAL, s, a) for s, a in self.natural.items()]
+        rows += [make_row(ROBUST, s, a) for s, a in self.robust.items()]
+        self.table = table(rows)
+
+    def test_pairs_by_seed_and_excludes_unpaired_seeds(self):
+        with self.assertWarns(stats.DataWarning):
+            differences = stats.paired_differences(self.table, NATURAL)
+        row = differences.iloc[0]
+        self.assertEqual(len(differences), 1)
+        self.assertEqual(row["source"], ROBUST)
+        self.assertEqual(row["n_pairs"], 4)
+        self.assertEqual(row["n_unpaired_seeds"], 2)
+        seeds = [0, 1, 2, 3]
+        robust = [self.robust[s] for s in seeds]
+        natural = [self.natural[s] for s in seeds]
+        expected = scipy_stats.ttest_rel(robust, natural).confidence_interval(0.95)
+        self.assertAlmostEqual(row["difference_mean"], np.mean(robust) - np.mean(natural))
+        self.assertAlmostEqual(row["difference_ci_low"], expected.low)
+        self.assertAlmostEqual(row["difference_ci_high"], expected.high)
+        self.assertAlmostEqual(row["baseline_mean"], np.mean(natural))
+
+    def test_paired_interval_is_narrower_than_unpaired(self):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", stats.DataWarning)
+            row = stats.paired_differences(self.table, NATURAL).iloc[0]
+        seeds = [0, 1, 2, 3]
+        unpaired = scipy_stats.ttest_ind([self.robust[s] for s in seeds],
+                                         [self.natural[s] for s in seeds]).confidence_interval()
+        self.assertLess(row["difference_ci_half"], (unpaired.high - unpaired.low) / 2 / 5)
+
+    def test_baseline_choice(self):
+        self.assertEqual(stats.resolve_baseline(self.table), NATURAL)
+        two = table([make_row(NATURAL, 0, 0.5), make_row("natural_b", 0, 0.6),
+                     make_row(ROBUST, 0, 0.7)])
+        with self.assertRaisesRegex(UserError, "--baseline"):
+            stats.resolve_baseline(two)
+        self.assertEqual(stats.resolve_baseline(two, "natural_b"), "natural_b")
+        with self.assertRaisesRegex(UserError, "'nope'.*natural_b"):
+            stats.resolve_baseline(two, "nope")
+        with self.assertRaisesRegex(UserError, "no natural source"):
+            stats.resolve_baseline(table([make_row(ROBUST, 0, 0.7)]))
+
+
+class EfficiencyTest(unittest.TestCase):
+
+    @staticmethod
+    def summary(factor, sizes=(100, 200, 400, 800, 1600)):
+        # Accuracy linear in log N; the robust source at N is as good as natural at factor*N.
+        def natural(n):
+            return 0.2 + 0.05 * math.log2(n / 100)
+        rows = []
+        for n in sizes:
+            rows.append(make_row(NATURAL, 0, natural(n), n=n))
+            rows.append(make_row(ROBUST, 0, natural(factor * n), n=n))
+        return stats.summarize(table(rows))
+
+    def test_ratio_four_on_grid_points(self):
+        efficiency = stats.data_efficiency(self.summary(4), NATURAL).set_index("train_images")
+        for n in (400, 800, 1600):
+            self.assertEqual(efficiency.loc[n, "status"], "ok")
+            self.assertAlmostEqual(efficiency.loc[n, "ratio"], 4.0, places=6)
+        self.assertEqual(efficiency.loc[200, "status"], "below_range")
+        self.assertTrue(math.isnan(efficiency.loc[200, "ratio"]))
+        self.assertEqual(efficiency.loc[200, "ratio_text"], ">2.0")
+
+    def test_ratio_three_between_grid_points(self):
+        efficiency = stats.data_efficiency(self.summary(3), NATURAL).set_index("train_images")
+        for n in (400, 800, 1600):
+            self.assertAlmostEqual(efficiency.loc[n, "ratio"], 3.0, places=6)
+        self.assertEqual(efficiency.loc[400, "ratio_text"], "3.0")
+
+    def test_not_reached(self):
+        efficiency = stats.data_efficiency(self.summary(0.25), NATURAL).set_index("train_images")
+        self.assertEqual(efficiency.loc[1600, "status"], "not_reached")
+        self.assertEqual(efficiency.loc[1600, "ratio_text"], "<1.0")
+        self.assertAlmostEqual(efficiency.loc[400, "ratio"], 0.25, places=6)
+
+    def test_images_needed_interpolates_in_log_n(self):
+        needed, status = stats.images_needed([100, 400], [0.2, 0.4], 0.3)
+        self.assertEqual(status, "ok")
+        self.assertAlmostEqual(needed, 200.0)
+
+
+class EpochSpeedupTest(unittest.TestCase):
+
+    def test_first_epoch_reaching_natural_final_accuracy(self):
+        rows = [make_row(NATURAL, s, 0.6, curve=[0.3, 0.4, 0.5, 0.6]) for s in (0, 1)]
+        rows += [make_row(ROBUST, s, 0.7, curve=[0.45, 0.61, 0.65, 0.7]) for s in (0, 1)]
+        rows.append(make_row(ROBUST, 0, 0.5, n=400, curve=[0.3, 0.4, 0.45, 0.5]))
+        rows.append(make_row(NATURAL, 0, 0.6, n=400, curve=[0.3, 0.4, 0.5, 0.6]))
+        speedup = stats.epochs_speedup(table(rows), NATURAL).set_index("train_images")
+        self.assertEqual(speedup.loc[100, "baseline_epoch"], 4)
+        self.assertEqual(speedup.loc[100, "source_epoch"], 2)
+        self.assertAlmostEqual(speedup.loc[100, "speedup"], 2.0)
+        self.assertEqual(speedup.loc[400, "status"], "not_reached")
+
+    def test_curves_skip_missing_epochs(self):
+        rows = [make_row(NATURAL, 0, 0.5, curve=[0.3, 0.5]),
+                make_row(NATURAL, 1, 0.5, curve=[0.3, 0.5, 0.6])]
+        curves = stats.epoch_curves(table(rows)).set_index("epoch")
+        self.assertEqual(curves.loc[1, "accuracy_n"], 2)
+        self.assertEqual(curves.loc[3, "accuracy_n"], 1)
+
+
+class ReadResultsTest(unittest.TestCase):
+
+    def setUp(self):
+        self.dir = Path(tempfile.mkdtemp())
+
+    def write(self, name, rows):
+        pd.DataFrame(rows).to_csv(self.dir / name, index=False)
+
+    def test_merges_shards_and_drops_duplicate_run_keys(self):
+        self.write("results.shard-1-of-2.csv", [make_row(NATURAL, 0, 0.5)])
+        self.write("results.shard-2-of-2.csv", [make_row(NATURAL, 0, 0.5),
+                                                make_row(ROBUST, 0, 0.6, curve=[0.6])])
+        (self.dir / "other.csv").write_text("not,a,results,file\n")
+        with self.assertWarnsRegex(stats.DataWarning, "1 duplicate"):
+            merged = stats.read_results(self.dir)
+        self.assertEqual(sorted(merged["source"]), [NATURAL, ROBUST])
+        self.assertEqual(merged["train_images"].dtype, np.int64)
+        self.assertIn("learning_rate", merged.columns)
+
+    def test_conflicting_duplicates_are_named(self):
+        self.write("results.shard-1-of-2.csv", [make_row(NATURAL, 0, 0.5)])
+        self.write("results.shard-2-of-2.csv", [make_row(NATURAL, 0, 0.7)])
+        with self.assertWarnsRegex(stats.DataWarning, "differing values"):
+            merged = stats.read_results(self.dir)
+        self.assertEqual(merged["test_accuracy"].tolist(), [0.5])
+
+    def test_missing_directory_files_and_columns(self):
+        with self.assertRaisesRegex(UserError, "does not exist"):
+            stats.read_results(self.dir / "absent")
+        with self.assertRaisesRegex(UserError, "no results"):
+            stats.read_results(self.dir)
+        self.write("results.csv", [{"run_key": "a", "source": "s", "test_accuracy": 0.5}])
+        with self.assertRaisesRegex(UserError, "source_attack, target, train_images"):
+            stats.read_results(self.dir)
+
+    def test_bad_values(self):
+        self.write("results.csv", [make_row(NATURAL, 0, 68.7)])
+        with self.assertRaisesRegex(UserError, "fraction"):
+            stats.read_results(self.dir)
+        row = make_row(NATURAL, 0, 0.5)
+        row["train_images"] = "many"
+        self.write("results.csv", [row])
+        with self.assertRaisesRegex(UserError, "'train_images'.*'many'"):
+            stats.read_results(self.dir)
+
+
+class MarkdownTest(unittest.TestCase):
+
+    def test_summary_table_layout(self):
+        rows = []
+        for target, n, natural, robust in [("cifar10", 100, (0.687, 0.687), (0.838, 0.838)),
+                                           ("cifar10", 400, (0.80, 0.82), (0.85, 0.86)),
+                                           ("flowers", 100, (0.40, 0.40), (0.45, 0.45))]:
+            for seed in (0, 1):
+                rows.append(make_row(NATURAL, seed, natural[seed], target=target, n=n))
+                rows.append(make_row(ROBUST, seed, robust[seed], target=target, n=n))
+        differences = stats.paired_differences(table(rows), NATURAL)
+        half = scipy_stats.t.ppf(0.975, 1) * np.std([0.05, 0.04], ddof=1) / math.sqrt(2)
+        expected = "\n".join([
+            "#### natural / robust_l2, 0 unfrozen block(s), 3 epochs",
+            "",
+            "| N | cifar10 | flowers |",
+            "|---:|:---:|:---:|",
+            "| 100 | 68.7 / 83.8 (+15.1 ± 0.0) | 40.0 / 45.0 (+5.0 ± 0.0) |",
+            f"| 400 | 81.0 / 85.5 (+4.5 ± {100 * half:.1f}) | – |"])
+        self.assertEqual(stats.summary_tables_markdown(differences), expected)
+
+    def test_single_pair_has_no_plus_minus(self):
+        row = {"baseline_mean": 0.5, "source_mean": 0.55, "difference_mean": 0.05,
+               "difference_ci_half": float("nan")}
+        self.assertEqual(stats.difference_cell_text(row), "50.0 / 55.0 (+5.0)")
+
+
+class ReportCommandTest(unittest.TestCase):
+    """End to end through the ``report`` subcommand (kept here: it is mostly stats)."""
+
+    def test_writes_report(self):
+        results = Path(tempfile.mkdtemp())
+        rows = []
+        for n in (100, 400):
+            for seed in (0, 1):
+                rows.append(make_row(NATURAL, seed, 0.4 + n / 2000, n=n, curve=[0.2, 0.4, 0.5]))
+                rows.append(make_row(ROBUST, seed, 0.5 + n / 2000 + seed / 100, n=n,
+                                     curve=[0.3, 0.5, 0.6]))
+        pd.DataFrame(rows).to_csv(results / "results.csv", index=False)
+        parser = argparse.ArgumentParser()
+        report.register(parser.add_subparsers())
+        args = parser.parse_args(["report", "--results", str(results)])
+        result = args.run(args)
+        json.dumps(result)
+        self.assertEqual((result["runs"], result["cells"]), (8, 4))
+        out = results / "report"
+        for name in ("summary.csv", "differences.csv", "efficiency.csv", "summary.md",
+                     "accuracy_vs_images_cifar10.png", "difference_vs_images_cifar10.png",
+                     "accuracy_vs_epochs_cifar10.png"):
+            self.assertGreater((out / name).stat().st_size, 0, name)
+        self.assertIn("| 100 | 45.0 / 55.5 (+10.5 ± 6.4) |", (out / "summary.md").read_text())
+
+    def test_report_modules_do_not_import_tensorflow(self):
+        code = ("import sys, tftransfer.commands.report, tftransfer.plots, tftransfer.stats; "
+                "print('tensorflow' in sys.modules)")
+        output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                check=True).stdout.strip()
+        self.assertEqual(output, "False")
+
+
+if __name__ == "__main__":
+    unittest.main()

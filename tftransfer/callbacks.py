@@ -1,0 +1,91 @@
+"""Keras callbacks for run records."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import time
+from pathlib import Path
+
+import keras
+
+from tftransfer.runs import write_text_atomic
+
+
+class HistoryCSV(keras.callbacks.Callback):
+    """Writes one row per epoch to a CSV that survives interruption and resume.
+
+    Rows are keyed by epoch and the file is rewritten atomically, so a run killed and
+    resumed (``BackupAndRestore``) never has duplicate or half rows.
+
+    Args:
+      path: the CSV file.
+      extra: callable ``(epoch, logs) -> dict`` of more columns (e.g. test accuracy).
+    """
+
+    def __init__(self, path, extra=None):
+        super().__init__()
+        self.path = Path(path)
+        self.extra = extra
+        self.rows: dict[int, dict] = {}
+        self._start = None
+
+    def on_train_begin(self, logs=None):
+        self.rows = {}
+        if self.path.exists():
+            with open(self.path) as handle:
+                for row in csv.DictReader(handle):
+                    self.rows[int(row["epoch"])] = row
+        first = getattr(self.model, "_initial_epoch", None) or 0
+        self.rows = {e: r for e, r in self.rows.items() if e <= first}
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        row = {"epoch": epoch + 1, "seconds": round(time.time() - self._start, 3)}
+        row.update({k: _number(v) for k, v in (logs or {}).items()})
+        row["learning_rate"] = _current_learning_rate(self.model)
+        if self.extra is not None:
+            row.update(self.extra(epoch, logs or {}))
+        self.rows[epoch + 1] = row
+        self._write()
+
+    def _write(self):
+        columns = []
+        for row in self.rows.values():
+            columns += [c for c in row if c not in columns]
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns)
+        writer.writeheader()
+        for epoch in sorted(self.rows):
+            writer.writerow(self.rows[epoch])
+        write_text_atomic(self.path, buffer.getvalue())
+
+
+class StopOnNaN(keras.callbacks.Callback):
+    """Stops training when the loss becomes NaN or infinite and remembers the epoch."""
+
+    def __init__(self):
+        super().__init__()
+        self.bad_epoch = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.bad_epoch = epoch + 1
+            self.model.stop_training = True
+
+
+def _number(value):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return value
+
+
+def _current_learning_rate(model) -> float:
+    optimizer = model.optimizer
+    learning_rate = optimizer.learning_rate
+    return float(keras.ops.convert_to_numpy(learning_rate))

@@ -1,0 +1,57 @@
+"""``pretrain``: train a source model naturally or adversarially (resumable)."""
+
+from __future__ import annotations
+
+from tftransfer.commands.common import (add_attack_arguments, add_data_arguments,
+                                        add_precision_argument, attack_config)
+from tftransfer.config import (DISTRIBUTIONS, SCHEDULES, DataConfig, ModelConfig, OptimConfig,
+                               PretrainConfig, apply_overrides)
+from tftransfer.resnet import ARCHITECTURES
+
+
+def register(subparsers):
+    parser = subparsers.add_parser(
+        "pretrain", help="train a source model (naturally, or adversarially with --attack)",
+        description="Train a torchvision-layout ResNet with fit(). Re-running the same command "
+                    "after an interruption resumes from the last finished epoch.")
+    parser.add_argument("--dataset", default="cifar10", help="TFDS name or image folder")
+    parser.add_argument("--arch", choices=ARCHITECTURES, default="resnet20")
+    parser.add_argument("--width", type=float, default=1.0, help="channel-count multiplier")
+    parser.add_argument("--out", required=True, help="run directory (e.g. saved_models/NAME)")
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=0.1, help="peak learning rate (SGD)")
+    parser.add_argument("--weight-decay", type=float, default=5e-4)
+    parser.add_argument("--schedule", choices=SCHEDULES, default="cosine")
+    parser.add_argument("--warmup-epochs", type=int, default=0)
+    parser.add_argument("--image-size", type=int, default=None)
+    parser.add_argument("--train-images", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-augment", action="store_true")
+    parser.add_argument("--distribute", choices=DISTRIBUTIONS, default="none")
+    parser.add_argument("--adversarial-fraction", type=float, default=1.0,
+                        help="share of each batch replaced by adversarial examples")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override any config field, e.g. --set optim.nesterov=true")
+    add_attack_arguments(parser, default_steps=7)
+    add_precision_argument(parser)
+    add_data_arguments(parser)
+    parser.set_defaults(run=run)
+    return parser
+
+
+def run(args) -> dict:
+    from tftransfer.training import pretrain
+
+    cfg = PretrainConfig(
+        out=args.out,
+        data=DataConfig(dataset=args.dataset, data_dir=args.data_dir, download=args.download,
+                        image_size=args.image_size, train_images=args.train_images,
+                        augment=not args.no_augment, batch_size=args.batch_size),
+        model=ModelConfig(arch=args.arch, width=args.width),
+        attack=attack_config(args),
+        optim=OptimConfig(learning_rate=args.lr, weight_decay=args.weight_decay,
+                          schedule=args.schedule, warmup_epochs=args.warmup_epochs),
+        epochs=args.epochs, seed=args.seed, precision=args.precision,
+        distribute=args.distribute, adversarial_fraction=args.adversarial_fraction)
+    return pretrain(apply_overrides(cfg, args.set))

@@ -1,0 +1,79 @@
+"""``transfer``: fine-tune a source model on a target and report test accuracy."""
+
+from __future__ import annotations
+
+from tftransfer.commands.common import add_data_arguments, add_precision_argument
+from tftransfer.config import (FEATURE_CACHE_MODES, FROZEN_BN_MODES, HEAD_INITS, SCHEDULES,
+                               DataConfig, OptimConfig, TransferConfig, apply_overrides)
+
+
+def register(subparsers):
+    from tftransfer.transfer import DEFAULT_SOURCE
+
+    parser = subparsers.add_parser(
+        "transfer", help="fine-tune a source model on a target dataset",
+        description="Put a new head on a source network, fine-tune it and the last N residual "
+                    "blocks on a target, and report test accuracy (the paper's recipe by "
+                    "default: SGD lr 0.1, momentum 0.9, weight decay 5e-4, batch 128, lr x0.1 "
+                    "every epochs/3, normal(0, 1) head).")
+    parser.add_argument("--target", required=True, help="TFDS name or image folder")
+    parser.add_argument("--source", default=None,
+                        help=f"registered name or model path (default: {DEFAULT_SOURCE})")
+    parser.add_argument("--train-images", type=int, default=None,
+                        help="number of training images in total (default: all)")
+    parser.add_argument("--test-images", type=int, default=None,
+                        help="evaluate on a fixed stratified subset of the test split")
+    parser.add_argument("--unfrozen-blocks", type=int, default=0,
+                        help="fine-tune the head and the last N residual blocks (-1: all)")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--eval-every", type=int, default=1,
+                        help="test accuracy every N epochs into history.csv (0: only the last)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=None, help="run directory (default: runs/transfer/...)")
+    parser.add_argument("--head-init", choices=HEAD_INITS, default="normal",
+                        help="normal: the paper's N(0, 1); glorot: Keras' default")
+    parser.add_argument("--frozen-bn", choices=FROZEN_BN_MODES, default="inference",
+                        help="frozen BatchNorm layers: inference mode (Keras) or updating "
+                             "statistics (the paper's PyTorch code)")
+    parser.add_argument("--lr", type=float, default=0.1)
+    parser.add_argument("--momentum", type=float, default=0.9)
+    parser.add_argument("--weight-decay", type=float, default=5e-4)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--schedule", choices=SCHEDULES, default="step")
+    parser.add_argument("--label-smoothing", type=float, default=0.0)
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="input size (default: the source's)")
+    parser.add_argument("--augment", action="store_true",
+                        help="pad-and-crop / flip the training images (disables feature caching)")
+    parser.add_argument("--test-fraction", type=float, default=0.2,
+                        help="held-out share of an image folder without a test/ sub-folder")
+    parser.add_argument("--feature-cache", choices=FEATURE_CACHE_MODES, default="auto")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override any config field, e.g. --set optim.nesterov=true")
+    add_precision_argument(parser)
+    add_data_arguments(parser)
+    parser.set_defaults(run=run)
+    return parser
+
+
+def config_from_args(args) -> TransferConfig:
+    """The TransferConfig that the command line describes."""
+    cfg = TransferConfig(
+        target=args.target, source=args.source, out=args.out,
+        data=DataConfig(dataset=args.target, data_dir=args.data_dir, download=args.download,
+                        image_size=args.image_size, train_images=args.train_images,
+                        test_images=args.test_images, test_fraction=args.test_fraction,
+                        augment=args.augment, batch_size=args.batch_size),
+        optim=OptimConfig(learning_rate=args.lr, momentum=args.momentum,
+                          weight_decay=args.weight_decay, schedule=args.schedule,
+                          label_smoothing=args.label_smoothing),
+        unfrozen_blocks=args.unfrozen_blocks, head_init=args.head_init,
+        frozen_bn=args.frozen_bn, epochs=args.epochs, eval_every=args.eval_every,
+        seed=args.seed, precision=args.precision, feature_cache=args.feature_cache)
+    return apply_overrides(cfg, args.set)
+
+
+def run(args) -> dict:
+    from tftransfer.transfer import fine_tune
+
+    return fine_tune(config_from_args(args))

@@ -1,0 +1,260 @@
+"""Frozen, validated experiment configs and typed ``--set section.field=value`` overrides.
+
+Configs are plain frozen dataclasses: they serialize to the ``config.json`` of every
+run (``to_dict``) and validate themselves on construction, so an impossible config
+stops with one sentence before any TensorFlow work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+
+from tftransfer.errors import UserError
+
+ATTACKS = ("none", "l2", "linf")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+DISTRIBUTIONS = ("none", "mirrored", "multi_worker_mirrored")
+SCHEDULES = ("cosine", "step", "constant")
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise UserError(message)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which images, at what size, and how they are fed."""
+
+    dataset: str = "cifar10"
+    data_dir: str | None = None
+    download: bool = True
+    image_size: int | None = None          # None: the dataset's own size
+    train_images: int | None = None        # None: the whole training split
+    test_images: int | None = None         # None: the whole test split
+    test_fraction: float = 0.2             # image folders without a test/ sub-folder
+    augment: bool = True
+    color_jitter: bool = False
+    batch_size: int = 128
+
+    def __post_init__(self):
+        _check(self.image_size is None or self.image_size >= 8,
+               f"image_size must be at least 8 pixels, got {self.image_size}.")
+        _check(self.train_images is None or self.train_images >= 2,
+               f"train_images must be at least 2, got {self.train_images}.")
+        _check(self.test_images is None or self.test_images >= 1,
+               f"test_images must be positive, got {self.test_images}.")
+        _check(0.0 < self.test_fraction < 1.0,
+               f"test_fraction must be between 0 and 1, got {self.test_fraction}.")
+        _check(self.batch_size >= 1, f"batch_size must be positive, got {self.batch_size}.")
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    """A PGD threat model in [0, 1] pixel space. ``kind='none'`` is natural training."""
+
+    kind: str = "none"
+    eps: float = 0.5
+    steps: int = 7
+    step_size: float | None = None         # None: 2.5 * eps / steps (robustness library)
+    random_start: bool = False
+
+    def __post_init__(self):
+        _check(self.kind in ATTACKS, f"attack must be one of {', '.join(ATTACKS)}, got {self.kind!r}.")
+        if self.kind != "none":
+            _check(self.eps > 0, f"eps must be positive for a {self.kind} attack, got {self.eps}.")
+            _check(self.steps >= 1, f"attack steps must be at least 1, got {self.steps}.")
+            _check(self.step_size is None or self.step_size > 0,
+                   f"attack step size must be positive, got {self.step_size}.")
+
+    @property
+    def resolved_step_size(self) -> float:
+        """The step size, defaulting to the robustness library's 2.5 * eps / steps."""
+        return self.step_size if self.step_size is not None else 2.5 * self.eps / self.steps
+
+    def describe(self) -> dict:
+        """The settings a result row records."""
+        if self.kind == "none":
+            return {"attack": "none"}
+        return {"attack": self.kind, "eps": self.eps, "attack_steps": self.steps,
+                "attack_step_size": self.resolved_step_size, "random_start": self.random_start}
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """SGD recipe. The defaults are the paper's fine-tuning recipe."""
+
+    learning_rate: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    schedule: str = "step"                 # step: x0.1 every epochs/3 (the paper's)
+    step_every: int | None = None          # epochs between x0.1 steps (None: epochs // 3)
+    warmup_epochs: int = 0
+    label_smoothing: float = 0.0
+
+    def __post_init__(self):
+        _check(self.learning_rate > 0, f"learning_rate must be positive, got {self.learning_rate}.")
+        _check(0.0 <= self.momentum < 1.0, f"momentum must be in [0, 1), got {self.momentum}.")
+        _check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}.")
+        _check(self.schedule in SCHEDULES,
+               f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}.")
+        _check(0.0 <= self.label_smoothing < 1.0,
+               f"label_smoothing must be in [0, 1), got {self.label_smoothing}.")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A torchvision-layout ResNet (see ``tftransfer.resnet``)."""
+
+    arch: str = "resnet20"
+    width: float = 1.0
+    small_inputs: bool | None = None       # None: yes for images of 64 pixels or fewer
+
+    def __post_init__(self):
+        from tftransfer.resnet import ARCHITECTURES
+
+        _check(self.arch in ARCHITECTURES,
+               f"arch must be one of {', '.join(ARCHITECTURES)}, got {self.arch!r}.")
+        _check(self.width > 0, f"width must be positive, got {self.width}.")
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Training a source model, naturally or adversarially."""
+
+    out: str
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(schedule="cosine"))
+    epochs: int = 30
+    seed: int = 0
+    precision: str = "float32"
+    distribute: str = "none"
+    adversarial_fraction: float = 1.0      # share of each batch replaced by its adversarial copy
+
+    def __post_init__(self):
+        _check(self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}.")
+        _check(self.precision in PRECISIONS,
+               f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}.")
+        _check(self.distribute in DISTRIBUTIONS,
+               f"distribute must be one of {', '.join(DISTRIBUTIONS)}, got {self.distribute!r}.")
+        _check(0.0 < self.adversarial_fraction <= 1.0,
+               f"adversarial_fraction must be in (0, 1], got {self.adversarial_fraction}.")
+
+
+def to_dict(config) -> dict:
+    """A config as plain JSON-ready data."""
+    return dataclasses.asdict(config)
+
+
+def from_dict(cls, data: dict):
+    """Rebuilds a (nested) config from ``to_dict`` output, ignoring unknown keys."""
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        value = data[f.name]
+        if dataclasses.is_dataclass(hints[f.name]) and isinstance(value, dict):
+            value = from_dict(hints[f.name], value)
+        kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+def apply_overrides(config, assignments) -> object:
+    """Returns ``config`` with ``section.field=value`` assignments applied.
+
+    Values are cast by the field's declared type (int, float, bool, str, optional
+    versions of those); nothing is evaluated as code.
+
+    Args:
+      config: a frozen config dataclass.
+      assignments: strings such as ``"optim.learning_rate=0.01"`` or ``"epochs=20"``.
+    """
+    for assignment in assignments or ():
+        if "=" not in assignment:
+            raise UserError(f"--set expects FIELD=VALUE, got {assignment!r}.")
+        path, raw = assignment.split("=", 1)
+        config = _set_path(config, path.strip().split("."), raw.strip(), path)
+    return config
+
+
+def _set_path(config, parts, raw, full_path):
+    hints = typing.get_type_hints(type(config))
+    name = parts[0]
+    if name not in hints:
+        valid = ", ".join(f.name for f in dataclasses.fields(config))
+        raise UserError(f"--set {full_path}: {type(config).__name__} has no field {name!r} "
+                        f"(fields: {valid}).")
+    if len(parts) > 1:
+        child = getattr(config, name)
+        if not dataclasses.is_dataclass(child):
+            raise UserError(f"--set {full_path}: {name!r} is not a section.")
+        return dataclasses.replace(config, **{name: _set_path(child, parts[1:], raw, full_path)})
+    return dataclasses.replace(config, **{name: _cast(raw, hints[name], full_path)})
+
+
+def _cast(raw: str, annotation, full_path):
+    options = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
+    if type(None) in typing.get_args(annotation) and raw.lower() in ("none", "null", ""):
+        return None
+    target = options[0]
+    try:
+        if target is bool:
+            if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(raw)
+            return raw.lower() in ("true", "1", "yes")
+        if target in (int, float, str):
+            return target(raw)
+    except ValueError:
+        raise UserError(f"--set {full_path}: {raw!r} is not a valid {target.__name__}.") from None
+    raise UserError(f"--set {full_path}: fields of type {annotation} cannot be set from the CLI.")
+
+
+HEAD_INITS = ("normal", "glorot")
+FROZEN_BN_MODES = ("inference", "train")
+FEATURE_CACHE_MODES = ("auto", "on", "off")
+
+
+@dataclass(frozen=True)
+class TransferConfig:
+    """Fine-tuning a source model on a target: the paper's variables and recipe.
+
+    Defaults follow the paper: SGD lr 0.1, momentum 0.9, weight decay 5e-4, batch 128,
+    learning rate x0.1 every epochs/3, a normal(0, 1) head. No augmentation by default:
+    the paper's variable is the number of training images, and without augmentation the
+    frozen trunk's features can be computed once (feature caching).
+    """
+
+    target: str
+    source: str | None = None              # None: the registered default source
+    out: str | None = None                 # run directory (None: runs/transfer/<auto name>)
+    data: DataConfig = field(default_factory=lambda: DataConfig(augment=False))
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    unfrozen_blocks: int = 0               # 0 head only; -1 everything
+    head_init: str = "normal"
+    frozen_bn: str = "inference"
+    epochs: int = 10
+    eval_every: int = 1
+    seed: int = 0
+    precision: str = "float32"
+    feature_cache: str = "auto"
+
+    def __post_init__(self):
+        _check(self.unfrozen_blocks >= -1,
+               f"unfrozen_blocks must be -1 (everything) or >= 0, got {self.unfrozen_blocks}.")
+        _check(self.head_init in HEAD_INITS,
+               f"head_init must be one of {', '.join(HEAD_INITS)}, got {self.head_init!r}.")
+        _check(self.frozen_bn in FROZEN_BN_MODES,
+               f"frozen_bn must be one of {', '.join(FROZEN_BN_MODES)}, got {self.frozen_bn!r}.")
+        _check(self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}.")
+        _check(self.eval_every >= 0, f"eval_every must be >= 0, got {self.eval_every}.")
+        _check(self.precision in PRECISIONS,
+               f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}.")
+        _check(self.feature_cache in FEATURE_CACHE_MODES,
+               f"feature_cache must be one of {', '.join(FEATURE_CACHE_MODES)}, "
+               f"got {self.feature_cache!r}.")

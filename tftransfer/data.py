@@ -1,0 +1,457 @@
+"""Image-classification data -> ``tf.data``: TFDS datasets by name, or a folder of images.
+
+Every pipeline yields ``(images, labels)`` with images float32 RGB in [0, 1] at the
+requested size (grayscale repeated to 3 channels, variable sizes resized) and
+integer labels. The paper's variable "number of training images" is
+``select_subset``: N images in total, stratified, seeded, and nested (the subset
+for N is a prefix of the one for 2N with the same seed).
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import tensorflow as tf
+
+from tftransfer.errors import UserError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
+# Mirroring changes the meaning of digits and characters; everything else may flip.
+NO_FLIP_DATASETS = frozenset({"mnist", "kmnist", "emnist", "svhn_cropped", "omniglot",
+                              "binarized_mnist", "fashion_mnist_digits"})
+_TEST_SPLIT_NAMES = ("test", "validation")
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """One split's examples: labels in memory, images in memory or read lazily.
+
+    ``read(indices)`` returns an unbatched dataset of ``(uint8 image [h, w, c], label)``
+    for the examples at ``indices``, in that order.
+    """
+
+    labels: np.ndarray
+    read: Callable[[np.ndarray], tf.data.Dataset]
+    fixed_shape: tuple | None = None   # (h, w, c) when every image has the same shape
+
+    def __len__(self):
+        return len(self.labels)
+
+
+@dataclass(frozen=True)
+class TargetData:
+    """A dataset with a training and a test split and its class names."""
+
+    name: str
+    class_names: tuple
+    train: ImageSet
+    test: ImageSet
+    flip: bool = True
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+# ----------------------------------------------------------------------------- loading
+
+def load(target: str, data_dir: str | None = None, download: bool = True,
+         test_fraction: float = 0.2, seed: int = 0) -> TargetData:
+    """Loads a TFDS dataset by name or a folder of images.
+
+    Args:
+      target: a TFDS name (``mnist``, ``cifar10``, ``oxford_flowers102``...) or a path to
+        a folder with ``train/`` and ``test/`` sub-folders of class folders, or with
+        class folders only (then a stratified ``test_fraction`` is held out).
+      data_dir: TFDS data directory (default: TFDS's own, honouring ``TFDS_DATA_DIR``).
+      download: let TFDS download and prepare a dataset that is not there yet.
+      test_fraction: held-out share for a folder without a ``test/`` sub-folder.
+      seed: seed of that hold-out.
+
+    Returns:
+      A ``TargetData``.
+    """
+    if _looks_like_path(target):
+        return load_folder(target, test_fraction=test_fraction, seed=seed)
+    return load_tfds(target, data_dir=data_dir, download=download)
+
+
+def _looks_like_path(target: str) -> bool:
+    return os.sep in target or target.startswith(".") or Path(target).is_dir()
+
+
+def default_data_dir() -> str:
+    """TFDS's data directory: ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``."""
+    return os.environ.get("TFDS_DATA_DIR", os.path.expanduser("~/tensorflow_datasets"))
+
+
+def load_tfds(name: str, data_dir: str | None = None, download: bool = True) -> TargetData:
+    """Loads a TFDS image-classification dataset (see ``load``)."""
+    builder = _tfds_builder(name, data_dir, download)
+    image_key, label_key = _supervised_keys(builder, name)
+    label_feature = builder.info.features[label_key]
+    class_names = tuple(label_feature.names)
+    # An empty split list means the metadata is not known in advance (tfds mock data).
+    splits = builder.info.splits or {"train": None, "test": None}
+    train_split = "train"
+    test_split = next((s for s in _TEST_SPLIT_NAMES if s in splits), None)
+    if train_split not in splits or test_split is None:
+        raise UserError(f"Dataset {name!r} has splits {sorted(builder.info.splits)}; "
+                        f"tftransfer needs a 'train' split and a 'test' (or 'validation') split.")
+    shape = tuple(builder.info.features[image_key].shape)
+    fixed = shape if None not in shape else None
+    return TargetData(
+        name=name, class_names=class_names,
+        train=_tfds_split(builder, data_dir, train_split, image_key, label_key, fixed),
+        test=_tfds_split(builder, data_dir, test_split, image_key, label_key, fixed),
+        flip=name not in NO_FLIP_DATASETS)
+
+
+def _tfds_builder(name: str, data_dir: str | None, download: bool):
+    import tensorflow_datasets as tfds
+
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError:
+        close = difflib.get_close_matches(name, tfds.list_builders(), n=3, cutoff=0.6)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise UserError(f"Unknown dataset {name!r}: it is neither a TFDS dataset nor a folder."
+                        f"{hint}") from None
+    if _is_prepared(builder):
+        return builder
+    where = data_dir or default_data_dir()
+    if not download:
+        raise UserError(
+            f"Dataset {name!r} is not prepared in {where} (looked for {builder.data_path}); "
+            f"point --data-dir (or TFDS_DATA_DIR) at a folder that has it, or allow --download.")
+    print(f"Downloading and preparing {name!r} into {where} ...", file=sys.stderr)
+    try:
+        builder.download_and_prepare()
+    except Exception as error:  # network, checksum and manual-download errors all land here
+        raise UserError(
+            f"Could not download {name!r} into {where} ({type(error).__name__}: "
+            f"{str(error).splitlines()[0][:200]}); offline, prepare it elsewhere and point "
+            f"--data-dir at it.") from error
+    return builder
+
+
+def _is_prepared(builder) -> bool:
+    return tf.io.gfile.exists(os.path.join(str(builder.data_path), "dataset_info.json"))
+
+
+def _supervised_keys(builder, name: str):
+    keys = builder.info.supervised_keys
+    if not keys or len(keys) != 2:
+        raise UserError(f"Dataset {name!r} is not a supervised image-classification dataset.")
+    image_key, label_key = keys
+    import tensorflow_datasets as tfds
+
+    if not isinstance(builder.info.features[label_key], tfds.features.ClassLabel):
+        raise UserError(f"Dataset {name!r} has no class labels ({label_key!r} is not a ClassLabel).")
+    return image_key, label_key
+
+
+def _tfds_split(builder, data_dir, split, image_key, label_key, fixed_shape) -> ImageSet:
+    if fixed_shape is not None:
+        images, labels = _tfds_arrays(builder.name, data_dir, split, image_key, label_key)
+        return ImageSet(labels=labels, read=_array_reader(images, labels), fixed_shape=fixed_shape)
+    labels = _tfds_labels(builder, split, image_key, label_key)
+    return ImageSet(labels=labels,
+                    read=_streaming_reader(builder, split, image_key, label_key, len(labels)))
+
+
+@functools.lru_cache(maxsize=8)
+def _tfds_arrays(name, data_dir, split, image_key, label_key):
+    """All images of a fixed-shape split as one uint8 array (cached per process,
+    so a sweep reads each dataset once)."""
+    import tensorflow_datasets as tfds
+
+    builder = tfds.builder(name, data_dir=data_dir)
+    ds = builder.as_dataset(split=split, batch_size=-1)
+    arrays = tfds.as_numpy(ds)
+    return arrays[image_key], arrays[label_key].astype(np.int32)
+
+
+def _tfds_labels(builder, split, image_key, label_key) -> np.ndarray:
+    import tensorflow_datasets as tfds
+
+    ds = builder.as_dataset(split=split, decoders={image_key: tfds.decode.SkipDecoding()})
+    labels = [int(example[label_key]) for example in tfds.as_numpy(ds)]
+    return np.asarray(labels, dtype=np.int32)
+
+
+def _array_reader(images: np.ndarray, labels: np.ndarray):
+    def read(indices):
+        indices = np.asarray(indices)
+        return tf.data.Dataset.from_tensor_slices((images[indices], labels[indices]))
+    return read
+
+
+def _streaming_reader(builder, split, image_key, label_key, num_examples):
+    """Reads selected examples of a split too large or too irregular to hold in memory."""
+    import tensorflow_datasets as tfds
+
+    def read(indices):
+        indices = np.asarray(indices)
+        ds = builder.as_dataset(split=split, decoders={image_key: tfds.decode.SkipDecoding()})
+        mask = np.zeros(num_examples, bool)
+        mask[indices] = True
+        keep = tf.constant(mask)
+        ds = ds.enumerate().filter(lambda i, ex: tf.gather(keep, i))
+        return ds.map(lambda i, ex: (_decode(ex[image_key]), tf.cast(ex[label_key], tf.int32)),
+                      num_parallel_calls=tf.data.AUTOTUNE)
+    return read
+
+
+def _decode(encoded):
+    return tf.io.decode_image(encoded, channels=3, expand_animations=False)
+
+
+# ----------------------------------------------------------------------------- folders
+
+def load_folder(path: str, test_fraction: float = 0.2, seed: int = 0) -> TargetData:
+    """Loads a folder of images, one sub-folder per class (see ``load``).
+
+    Unreadable image files are skipped with one warning that counts them: one bad file
+    in a scraped folder should not end a long run, and the count says if it is many.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise UserError(f"Image folder {path!r} does not exist.")
+    if (root / "train").is_dir() and (root / "test").is_dir():
+        class_names = _class_folders(root / "train")
+        train = _folder_files(root / "train", class_names)
+        test = _folder_files(root / "test", class_names)
+    else:
+        if not 0.0 < test_fraction < 1.0:
+            raise UserError(f"--test-fraction must be between 0 and 1, got {test_fraction}.")
+        class_names = _class_folders(root)
+        files = _folder_files(root, class_names)
+        test_idx = stratified_holdout(files[1], test_fraction, seed)
+        train_mask = np.ones(len(files[1]), bool)
+        train_mask[test_idx] = False
+        train = (files[0][train_mask], files[1][train_mask])
+        test = (files[0][test_idx], files[1][test_idx])
+    return TargetData(name=str(root), class_names=tuple(class_names),
+                      train=_file_set(*train), test=_file_set(*test))
+
+
+def _class_folders(root: Path) -> list[str]:
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if len(classes) < 2:
+        raise UserError(
+            f"Image folder {str(root)!r} has {len(classes)} class sub-folder(s); a classifier "
+            f"needs at least 2 (one sub-folder of images per class).")
+    return classes
+
+
+def _folder_files(root: Path, class_names) -> tuple[np.ndarray, np.ndarray]:
+    paths, labels, skipped = [], [], []
+    for label, name in enumerate(class_names):
+        folder = root / name
+        for file in sorted(folder.rglob("*")) if folder.is_dir() else []:
+            if file.suffix.lower() not in IMAGE_EXTENSIONS:
+                continue
+            if _readable_image(file):
+                paths.append(str(file))
+                labels.append(label)
+            else:
+                skipped.append(str(file))
+    if skipped:
+        print(f"warning: skipped {len(skipped)} unreadable image file(s) in {root} "
+              f"(first: {skipped[0]})", file=sys.stderr)
+    if not paths:
+        raise UserError(f"Image folder {str(root)!r} has no readable images "
+                        f"({', '.join(IMAGE_EXTENSIONS)}) in its class sub-folders.")
+    return np.asarray(paths), np.asarray(labels, dtype=np.int32)
+
+
+def _readable_image(file: Path) -> bool:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(file) as image:
+            image.verify()
+        return True
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        return False
+
+
+def _file_set(paths: np.ndarray, labels: np.ndarray) -> ImageSet:
+    def read(indices):
+        indices = np.asarray(indices)
+        ds = tf.data.Dataset.from_tensor_slices((paths[indices], labels[indices]))
+        return ds.map(lambda p, y: (_decode(tf.io.read_file(p)), y),
+                      num_parallel_calls=tf.data.AUTOTUNE)
+    return ImageSet(labels=labels, read=read)
+
+
+# ----------------------------------------------------------------------------- subsets
+
+def select_subset(labels: np.ndarray, n: int | None, seed: int) -> np.ndarray:
+    """Indices of ``n`` examples: seeded, stratified, nested, every class at least once.
+
+    The examples are put in one seeded order and the first ``n`` are taken, so the
+    subset for N is contained in the subset for 2N with the same seed. The order
+    starts with one example of each class and then interleaves the classes in
+    proportion to their sizes (stratified quantiles).
+
+    Args:
+      labels: integer labels of the whole split.
+      n: number of examples in total (None: all of them, in the seeded order).
+      seed: the seed of the order.
+
+    Returns:
+      int64 indices into ``labels``.
+    """
+    labels = np.asarray(labels)
+    classes = np.unique(labels)
+    if n is not None:
+        if n < len(classes):
+            raise UserError(f"--train-images {n} is fewer than the {len(classes)} classes; "
+                            f"use at least {len(classes)} so every class has an image.")
+        if n > len(labels):
+            raise UserError(f"--train-images {n} is more than the {len(labels)} training images "
+                            f"available.")
+    return nested_order(labels, seed)[:n]
+
+
+def nested_order(labels: np.ndarray, seed: int) -> np.ndarray:
+    """The seeded, stratified order behind ``select_subset``."""
+    rng = np.random.default_rng(seed)
+    keys = np.empty(len(labels))
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        members = members[rng.permutation(len(members))]
+        # Rank j of n_c sits at quantile (j + 0.5) / n_c; the first of each class goes first.
+        keys[members] = (np.arange(len(members)) + 0.5) / len(members)
+        keys[members[0]] = -1.0
+    tie_break = rng.random(len(labels))
+    return np.lexsort((tie_break, keys)).astype(np.int64)
+
+
+def stratified_holdout(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Seeded indices of a stratified ``fraction`` of each class (at least one per class
+    that has two or more examples)."""
+    rng = np.random.default_rng(seed)
+    held = []
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        if len(members) < 2:
+            continue
+        k = min(len(members) - 1, max(1, int(round(fraction * len(members)))))
+        held.extend(rng.choice(members, size=k, replace=False))
+    return np.sort(np.asarray(held, dtype=np.int64))
+
+
+def split_validation(labels: np.ndarray, indices: np.ndarray, fraction: float,
+                     seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Splits training ``indices`` into (fit, validation) parts, stratified and seeded.
+
+    The validation part comes from the training images only, never the test split.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise UserError(f"The validation fraction must be between 0 and 1, got {fraction}.")
+    indices = np.asarray(indices)
+    held = stratified_holdout(labels[indices], fraction, seed)
+    mask = np.zeros(len(indices), bool)
+    mask[held] = True
+    return indices[~mask], indices[mask]
+
+
+# ----------------------------------------------------------------------------- pipelines
+
+def to_model_input(image, image_size: int | None):
+    """uint8 (or float) image of any size/channels -> float32 RGB in [0, 1] at ``image_size``.
+
+    The export signature uses this same function, so serving sees what training saw.
+    """
+    image = tf.convert_to_tensor(image)
+    if image.dtype == tf.uint8:
+        image = tf.cast(image, tf.float32) / 255.0
+    else:
+        image = tf.cast(image, tf.float32)
+    if image.shape[-1] == 1:
+        image = tf.image.grayscale_to_rgb(image)
+    elif image.shape[-1] == 4:
+        image = image[..., :3]
+    if image_size is not None:
+        image = tf.image.resize(image, (image_size, image_size), method="bilinear", antialias=True)
+        image = tf.clip_by_value(image, 0.0, 1.0)
+    return image
+
+
+def augment(image, flip: bool, color_jitter: bool = False):
+    """Training augmentation: pad-and-crop (1/8 of the side), optional flip and jitter."""
+    size = image.shape[0]
+    pad = max(1, size // 8)
+    padded = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]])
+    image = tf.image.random_crop(padded, tf.shape(image))
+    if flip:
+        image = tf.image.random_flip_left_right(image)
+    if color_jitter:
+        image = tf.image.random_brightness(image, 0.2)
+        image = tf.image.random_contrast(image, 0.8, 1.2)
+        image = tf.image.random_saturation(image, 0.8, 1.2)
+        image = tf.clip_by_value(image, 0.0, 1.0)
+    return image
+
+
+def pipeline(image_set: ImageSet, indices, image_size: int | None, batch_size: int,
+             training: bool = False, augmentation: bool = True, flip: bool = True,
+             color_jitter: bool = False, seed: int = 0, cache: bool = True) -> tf.data.Dataset:
+    """A batched ``tf.data`` pipeline over ``image_set[indices]``.
+
+    Args:
+      image_set: the split to read.
+      indices: which examples (e.g. from ``select_subset``); None for all.
+      image_size: output side in pixels (None keeps fixed-size images as they are).
+      batch_size: examples per batch.
+      training: shuffle every epoch (seeded) and augment if ``augmentation``.
+      augmentation, flip, color_jitter: see ``augment``.
+      seed: seed of the shuffle and the augmentation.
+      cache: keep the decoded, resized images in memory after the first epoch.
+
+    Returns:
+      Batches of (float32 [B, S, S, 3] in [0, 1], int32 [B]).
+    """
+    if indices is None:
+        indices = np.arange(len(image_set))
+    if image_size is None and image_set.fixed_shape is None:
+        raise UserError("This dataset has images of different sizes: give an --image-size.")
+    ds = image_set.read(np.asarray(indices))
+    ds = ds.map(lambda x, y: (to_model_input(x, image_size), y),
+                num_parallel_calls=tf.data.AUTOTUNE)
+    if cache:
+        ds = ds.cache()
+    if training:
+        ds = ds.shuffle(min(len(indices), 50_000), seed=seed, reshuffle_each_iteration=True)
+        if augmentation:
+            ds = ds.map(lambda x, y: (augment(x, flip, color_jitter), y),
+                        num_parallel_calls=tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.deterministic = True
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE).with_options(options)
+
+
+# ----------------------------------------------------------------------------- listing
+
+def prepared_datasets(data_dir: str | None = None) -> list[dict]:
+    """The TFDS datasets prepared in ``data_dir``: name, version, splits and sizes."""
+    import json
+
+    root = Path(data_dir or default_data_dir())
+    found = []
+    for info_file in sorted(root.glob("*/*/dataset_info.json")):
+        info = json.loads(info_file.read_text())
+        splits = {s["name"]: sum(int(n) for n in s.get("shardLengths", [])) for s in info["splits"]}
+        found.append({"name": info_file.parent.parent.name, "version": info_file.parent.name,
+                      "splits": splits, "path": str(info_file.parent)})
+    return found

@@ -1,0 +1,92 @@
+"""Clean and adversarial test accuracy of a model -> one result dict (a results row)."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from tftransfer import attacks, data
+from tftransfer.config import AttackConfig
+from tftransfer.errors import UserError
+
+
+def model_image_size(model) -> int:
+    """The input side in pixels that ``model`` expects."""
+    shape = model.inputs[0].shape
+    if shape[1] is None or shape[1] != shape[2] or shape[-1] != 3:
+        raise UserError(f"Expected a model taking square RGB images, got input shape {tuple(shape)}.")
+    return int(shape[1])
+
+
+def accuracy(model, dataset: tf.data.Dataset, attack: AttackConfig | None = None,
+             implementation: str = "cleverhans") -> dict:
+    """Clean (and, with an attack, adversarial) accuracy and loss over ``dataset``.
+
+    Args:
+      model: Keras classifier on [0, 1] images.
+      dataset: batches of (images, labels).
+      attack: the attack to evaluate under (None or kind ``none``: clean only).
+      implementation: ``cleverhans`` (the reference PGD) or ``ours`` (``attacks.pgd``).
+
+    Returns:
+      ``{"examples", "accuracy", "loss"}`` plus ``adversarial_accuracy`` with an attack.
+    """
+    attacked = attack is not None and attack.kind != "none"
+    predict = tf.function(lambda x: tf.cast(model(x, training=False), tf.float32))
+    adversary = tf.function(_adversary(model, attack, implementation)) if attacked else None
+    correct = adv_correct = 0
+    loss_sum, count, start = 0.0, 0, time.time()
+    for images, labels in dataset:
+        logits = predict(images)
+        correct += int(tf.reduce_sum(tf.cast(tf.argmax(logits, 1, output_type=tf.int32) == labels,
+                                             tf.int32)))
+        loss_sum += float(tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=labels, logits=logits)))
+        if attacked:
+            adv_logits = predict(adversary(images, labels))
+            adv_correct += int(tf.reduce_sum(tf.cast(
+                tf.argmax(adv_logits, 1, output_type=tf.int32) == labels, tf.int32)))
+        count += int(labels.shape[0])
+        print(f"\revaluated {count} examples ({time.time() - start:.0f}s)", end="", file=sys.stderr)
+    print("", file=sys.stderr)
+    if count == 0:
+        raise UserError("The evaluation set is empty.")
+    result = {"examples": count, "accuracy": correct / count, "loss": loss_sum / count}
+    if attacked:
+        result["adversarial_accuracy"] = adv_correct / count
+    return result
+
+
+def _adversary(model, attack: AttackConfig, implementation: str):
+    if implementation == "cleverhans":
+        return lambda x, y: attacks.cleverhans_pgd(model, x, y, attack)
+    if implementation == "ours":
+        return lambda x, y: attacks.attack_with(model, x, y, attack)
+    raise UserError(f"--attack-impl must be 'cleverhans' or 'ours', got {implementation!r}.")
+
+
+def evaluate_on_dataset(model, dataset_name: str, data_dir=None, download=True,
+                        attack: AttackConfig | None = None, max_examples: int | None = None,
+                        batch_size: int = 256, implementation: str = "cleverhans",
+                        test_fraction: float = 0.2, seed: int = 0) -> dict:
+    """Loads the test split of ``dataset_name`` at the model's size and evaluates on it.
+
+    ``max_examples`` takes a fixed stratified subset (seed 0), the same for every model.
+    """
+    target = data.load(dataset_name, data_dir, download, test_fraction, seed)
+    num_outputs = int(model.outputs[0].shape[-1])
+    if num_outputs != target.num_classes:
+        raise UserError(f"The model has {num_outputs} outputs but {target.name} has "
+                        f"{target.num_classes} classes; fine-tune it with `transfer` first.")
+    indices = (data.select_subset(target.test.labels, max_examples, 0)
+               if max_examples and max_examples < len(target.test) else None)
+    ds = data.pipeline(target.test, indices, model_image_size(model), batch_size, cache=False)
+    result = {"dataset": target.name, "split": "test"}
+    result.update(accuracy(model, ds, attack, implementation))
+    if attack is not None and attack.kind != "none":
+        result.update(attack.describe())
+        result["attack_implementation"] = implementation
+    return result

@@ -1,0 +1,215 @@
+"""Figures of the results tables made by ``tftransfer.stats`` (PNG, no TensorFlow).
+
+Every function returns a ``matplotlib.figure.Figure`` built without ``pyplot``: no
+global figure registry (nothing leaks in a long sweep report) and no display
+backend is needed; ``save_figure`` renders it with the Agg canvas.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullLocator
+
+DPI = 120
+_LINESTYLES = ("-", "--", ":", "-.")
+_BASELINE_COLOR = "0.25"
+_COLORS = ("tab:red", "tab:blue", "tab:green", "tab:orange", "tab:purple", "tab:brown",
+           "tab:pink", "tab:olive", "tab:cyan")
+
+
+def save_figure(figure: Figure, path, dpi: int = DPI) -> Path:
+    """Writes ``figure`` as a PNG file (creating the directory) and returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(figure)  # attaches the Agg canvas explicitly, whatever the default backend
+    figure.savefig(path, dpi=dpi, format="png")
+    return path
+
+
+def source_colors(sources, baseline: str | None = None) -> dict:
+    """A fixed colour per source (the baseline in dark grey), stable across figures."""
+    others = sorted(source for source in set(sources) if source != baseline)
+    colors = {source: _COLORS[i % len(_COLORS)] for i, source in enumerate(others)}
+    if baseline is not None:
+        colors[baseline] = _BASELINE_COLOR
+    return colors
+
+
+def _style_columns(frame: pd.DataFrame) -> list[str]:
+    # Settings other than the source that vary in this figure get their own line style.
+    return [column for column in ("unfrozen_blocks", "epochs")
+            if column in frame.columns and frame[column].nunique() > 1]
+
+
+def _series(frame: pd.DataFrame, baseline: str | None, colors: dict):
+    """Yields ``(label, color, linestyle, rows)``: one line per source and varying setting."""
+    styles = _style_columns(frame)
+    settings = sorted(frame[styles].drop_duplicates().itertuples(index=False, name=None)) \
+        if styles else [()]
+    linestyle = {setting: _LINESTYLES[i % len(_LINESTYLES)] for i, setting in enumerate(settings)}
+    sources = sorted(frame["source"].unique(), key=lambda name: (name != baseline, name))
+    for source in sources:
+        for setting in settings:
+            mask = frame["source"] == source
+            for column, value in zip(styles, setting):
+                mask &= frame[column] == value
+            if not mask.any():
+                continue
+            label = source + "".join(
+                f", {_SHORT.get(column, column)}={value}" for column, value in zip(styles, setting))
+            yield label, colors.get(source, "black"), linestyle[setting], frame.loc[mask]
+
+
+_SHORT = {"unfrozen_blocks": "blocks", "epochs": "epochs"}
+
+
+def _log_images_axis(ax, train_images) -> None:
+    """Log x axis with one labelled tick per measured N and no minor ticks."""
+    ticks = sorted({int(n) for n in train_images})
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.xaxis.set_minor_locator(NullLocator())
+    if len(ticks) == 1:
+        # A single N would give a zero-width log range.
+        ax.set_xlim(ticks[0] / 2, ticks[0] * 2)
+    ax.set_xlabel("Training images N (log scale)")
+
+
+def _line_with_band(ax, x, mean, low, high, label, color, linestyle) -> None:
+    ax.plot(x, mean, marker="o", markersize=4, label=label, color=color, linestyle=linestyle)
+    # NaN bounds (one seed) leave a gap rather than a fake zero-width band.
+    ax.fill_between(x, low, high, color=color, alpha=0.18, linewidth=0)
+
+
+def _block_panels(frame: pd.DataFrame):
+    """``(title, rows)`` per unfrozen-blocks setting: separate panels keep the bands readable."""
+    if "unfrozen_blocks" not in frame.columns or frame.empty:
+        return [("", frame)]
+    return [(f"{blocks} unfrozen block(s)", rows)
+            for blocks, rows in frame.groupby("unfrozen_blocks", sort=True)]
+
+
+def _images_figure(frame: pd.DataFrame, title: str, ylabel: str, draw) -> Figure:
+    """One log-N panel per blocks setting; ``draw(ax, rows)`` adds the lines of one panel."""
+    panels = _block_panels(frame)
+    figure = Figure(figsize=(5.6 * len(panels) + 0.8, 4.4))
+    axes = figure.subplots(1, len(panels), sharey=True, squeeze=False)[0]
+    for ax, (panel_title, rows) in zip(axes, panels):
+        draw(ax, rows)
+        _log_images_axis(ax, frame["train_images"] if not frame.empty else [1])
+        ax.set_title(panel_title, fontsize="medium")
+        ax.grid(True, alpha=0.3)
+    axes[0].set_ylabel(ylabel)
+    if axes[0].get_legend_handles_labels()[0]:
+        axes[0].legend(fontsize="small")
+    figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
+def plot_accuracy_vs_images(summary: pd.DataFrame, target: str,
+                            baseline: str | None = None, colors: dict | None = None) -> Figure:
+    """Test accuracy (%) vs number of training images for one target, with 95% bands.
+
+    Args:
+      summary: output of ``stats.summarize``.
+      target: the target dataset to plot.
+      baseline: the baseline source (drawn first, in grey).
+      colors: source -> colour (default ``source_colors``).
+
+    Returns:
+      The figure: one log-N axes per unfrozen-blocks setting, one line per source.
+    """
+    rows = summary.loc[summary["target"] == target]
+    colors = colors or source_colors(summary["source"], baseline)
+
+    def draw(ax, panel):
+        for label, color, linestyle, line in _series(panel, baseline, colors):
+            line = line.sort_values("train_images")
+            _line_with_band(ax, line["train_images"], 100 * line["accuracy_mean"],
+                            100 * line["accuracy_ci_low"], 100 * line["accuracy_ci_high"],
+                            label, color, linestyle)
+
+    return _images_figure(rows, f"{target}: test accuracy vs training images (95% CI)",
+                          "Test accuracy (%)", draw)
+
+
+def plot_difference_vs_images(differences: pd.DataFrame, target: str,
+                              colors: dict | None = None) -> Figure:
+    """Source-minus-baseline accuracy (percentage points) vs N, paired 95% bands, zero line.
+
+    Args:
+      differences: output of ``stats.paired_differences``.
+      target: the target dataset to plot.
+      colors: source -> colour (default ``source_colors``).
+
+    Returns:
+      The figure: one log-N axes per unfrozen-blocks setting, one line per source.
+    """
+    rows = differences.loc[differences["target"] == target]
+    baseline = rows["baseline"].iloc[0] if not rows.empty else "baseline"
+    colors = colors or source_colors(differences["source"])
+
+    def draw(ax, panel):
+        ax.axhline(0.0, color="black", linewidth=0.8)
+        for label, color, linestyle, line in _series(panel, None, colors):
+            line = line.sort_values("train_images")
+            _line_with_band(ax, line["train_images"], 100 * line["difference_mean"],
+                            100 * line["difference_ci_low"], 100 * line["difference_ci_high"],
+                            label, color, linestyle)
+
+    return _images_figure(rows, f"{target}: source − {baseline} (paired by seed, 95% CI)",
+                          "Accuracy difference (percentage points)", draw)
+
+
+def default_curve_images(train_images) -> list[int]:
+    """Up to three N values for the epoch figures: the smallest, middle and largest."""
+    values = sorted({int(n) for n in train_images})
+    if len(values) <= 3:
+        return values
+    return [values[0], values[len(values) // 2], values[-1]]
+
+
+def plot_accuracy_vs_epochs(curves: pd.DataFrame, target: str, train_images=None,
+                            baseline: str | None = None, colors: dict | None = None) -> Figure:
+    """Test accuracy (%) vs epoch for one target: one panel per chosen N, one line per source.
+
+    Args:
+      curves: output of ``stats.epoch_curves``.
+      target: the target dataset to plot.
+      train_images: the N values to show (default ``default_curve_images``); values
+        absent from the curves are skipped.
+      baseline: the baseline source (drawn first, in grey).
+      colors: source -> colour (default ``source_colors``).
+
+    Returns:
+      The figure (one axes per N, sharing the y axis).
+    """
+    rows = curves.loc[curves["target"] == target]
+    available = sorted({int(n) for n in rows["train_images"]})
+    chosen = [n for n in (train_images or default_curve_images(available)) if n in available]
+    colors = colors or source_colors(curves["source"], baseline)
+    figure = Figure(figsize=(4.2 * max(len(chosen), 1) + 0.6, 4.2))
+    axes = figure.subplots(1, max(len(chosen), 1), sharey=True, squeeze=False)[0]
+    for ax, n in zip(axes, chosen):
+        panel = rows.loc[rows["train_images"] == n]
+        for label, color, linestyle, line in _series(panel, baseline, colors):
+            line = line.sort_values("epoch")
+            _line_with_band(ax, line["epoch"], 100 * line["accuracy_mean"],
+                            100 * line["accuracy_ci_low"], 100 * line["accuracy_ci_high"],
+                            label, color, linestyle)
+        ax.set_title(f"N = {n}")
+        ax.set_xlabel("Epoch")
+        ax.grid(True, alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[0].set_ylabel("Test accuracy (%)")
+    if chosen and axes[0].get_legend_handles_labels()[0]:
+        axes[0].legend(fontsize="small")
+    figure.suptitle(f"{target}: test accuracy vs epochs (95% CI)")
+    figure.tight_layout()
+    return figure

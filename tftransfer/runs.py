@@ -1,0 +1,60 @@
+"""Run records: resolved config, git commit, JSON files written atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+
+def git_commit() -> str:
+    """The commit of the checkout this package runs from ("unknown" outside git), with
+    a ``+dirty`` suffix when tracked files have uncommitted changes."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                                text=True, check=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return commit + ("+dirty" if dirty else "")
+
+
+def write_text_atomic(path, text: str) -> None:
+    """Writes ``text`` to ``path`` via a temporary file and rename, so readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(handle, "w") as out:
+            out.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def write_json(path, obj) -> None:
+    """Writes ``obj`` as indented JSON, atomically."""
+    write_text_atomic(path, json.dumps(obj, indent=2, default=_default) + "\n")
+
+
+def as_json_data(obj):
+    """``obj`` as it reads back from JSON (tuples become lists, numpy scalars numbers)."""
+    return json.loads(json.dumps(obj, default=_default))
+
+
+def read_json(path) -> dict:
+    """Reads a JSON file written by ``write_json``."""
+    with open(path) as handle:
+        return json.load(handle)
+
+
+def _default(value):
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)

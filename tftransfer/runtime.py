@@ -1,0 +1,46 @@
+"""Process-wide TensorFlow settings: seeds, precision policy, distribution strategy."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+
+import keras
+import tensorflow as tf
+
+from tftransfer.errors import UserError
+
+
+def set_seed(seed: int) -> None:
+    """Seeds Python, NumPy, TensorFlow and Keras (every random choice takes this seed)."""
+    keras.utils.set_random_seed(int(seed))
+
+
+def set_precision(precision: str) -> None:
+    """Sets the global Keras dtype policy (``float32``, ``mixed_float16``, ``mixed_bfloat16``)."""
+    try:
+        keras.mixed_precision.set_global_policy(precision)
+    except ValueError as error:
+        raise UserError(f"Unknown precision {precision!r}: {error}") from None
+
+
+def strategy(name: str) -> tf.distribute.Strategy:
+    """``none`` (the default strategy), ``mirrored`` (all local GPUs, else the CPU) or
+    ``multi_worker_mirrored`` (configured by ``TF_CONFIG``)."""
+    if name == "none":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        gpus = tf.config.list_logical_devices("GPU")
+        devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(devices=devices)
+    if name == "multi_worker_mirrored":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise UserError(f"Unknown distribution strategy {name!r}; use none, mirrored or "
+                    f"multi_worker_mirrored.")
+
+
+@contextlib.contextmanager
+def progress_to_stderr():
+    """Sends Keras' progress bar (written to stdout) to stderr: stdout carries only results."""
+    with contextlib.redirect_stdout(sys.stderr):
+        yield

@@ -1,0 +1,157 @@
+"""Training a source model (``pretrain``), naturally or adversarially, with ``fit()``.
+
+A run directory holds ``model.keras`` + ``config.json`` (the trained classifier),
+``history.csv`` (one row per epoch), ``metrics.json`` (the final result),
+``checkpoint/`` (``BackupAndRestore``: a killed run resumes from its last finished
+epoch) and ``logs/`` (TensorBoard).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from tftransfer import data, resnet, runs, runtime, saving
+from tftransfer.adversarial import AdversarialTrainer
+from tftransfer.callbacks import HistoryCSV, StopOnNaN
+from tftransfer.config import PretrainConfig, to_dict
+from tftransfer.errors import UserError
+from tftransfer.optim import make_optimizer
+
+METRICS_FILE = "metrics.json"
+_STATS_SAMPLE = 10_000
+
+
+def pretrain(cfg: PretrainConfig) -> dict:
+    """Trains a source model as ``cfg`` says, resuming an interrupted run in ``cfg.out``.
+
+    Returns:
+      The final metrics (test accuracy as a fraction, time, epochs, paths).
+    """
+    out = Path(cfg.out)
+    _check_same_run(out, cfg)
+    if (out / METRICS_FILE).exists() and (out / saving.MODEL_FILE).exists():
+        print(f"{out} already holds this finished run; reporting it.", file=sys.stderr)
+        return runs.read_json(out / METRICS_FILE)
+    out.mkdir(parents=True, exist_ok=True)
+    runs.write_json(out / "run_config.json", to_dict(cfg))
+
+    runtime.set_seed(cfg.seed)
+    runtime.set_precision(cfg.precision)
+    target = data.load(cfg.data.dataset, cfg.data.data_dir, cfg.data.download,
+                       cfg.data.test_fraction, cfg.seed)
+    train_idx = data.select_subset(target.train.labels, cfg.data.train_images, cfg.seed)
+    test_idx = data.select_subset(target.test.labels, cfg.data.test_images, 0)
+    image_size = cfg.data.image_size or _native_size(target)
+    strategy = runtime.strategy(cfg.distribute)
+    train_ds = data.pipeline(target.train, train_idx, image_size, cfg.data.batch_size,
+                             training=True, augmentation=cfg.data.augment, flip=target.flip,
+                             color_jitter=cfg.data.color_jitter, seed=cfg.seed)
+    test_ds = data.pipeline(target.test, test_idx, image_size, cfg.data.batch_size)
+    steps_per_epoch = math.ceil(len(train_idx) / cfg.data.batch_size)
+
+    with strategy.scope():
+        mean, std = channel_statistics(target.train, train_idx, image_size, cfg.seed)
+        classifier = build_classifier(cfg, target.num_classes, image_size, mean, std)
+        trainer = AdversarialTrainer(classifier, attack=cfg.attack,
+                                     adversarial_fraction=cfg.adversarial_fraction,
+                                     weight_decay=cfg.optim.weight_decay)
+        trainer.compile(optimizer=make_optimizer(cfg.optim, cfg.epochs, steps_per_epoch),
+                        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        trainer.build((None, image_size, image_size, 3))
+
+    nan_guard = StopOnNaN()
+    callbacks = [
+        # First, so that the other callbacks see the restored epoch.
+        keras.callbacks.BackupAndRestore(str(out / "checkpoint"), double_checkpoint=True,
+                                         delete_checkpoint=False),
+        HistoryCSV(out / "history.csv"),
+        keras.callbacks.TensorBoard(str(out / "logs"), update_freq="epoch"),
+        nan_guard,
+    ]
+    print(f"pretrain: {cfg.model.arch} on {target.name} ({len(train_idx)} images, "
+          f"{image_size}px), attack={cfg.attack.kind}, {cfg.epochs} epochs -> {out}",
+          file=sys.stderr)
+    start = time.time()
+    with runtime.progress_to_stderr():
+        history = trainer.fit(train_ds, epochs=cfg.epochs, validation_data=test_ds,
+                              callbacks=callbacks, shuffle=False,
+                              verbose=1 if sys.stderr.isatty() else 2)
+    if nan_guard.bad_epoch is not None:
+        raise UserError(f"The training loss became NaN at epoch {nan_guard.bad_epoch}; lower "
+                        f"the learning rate (now {cfg.optim.learning_rate}) or check the data.")
+    return _finish(cfg, out, trainer, test_ds, target, image_size, len(train_idx),
+                   len(test_idx), time.time() - start, history)
+
+
+def build_classifier(cfg: PretrainConfig, num_classes: int, image_size: int, mean, std):
+    """The ResNet of ``cfg.model`` for ``num_classes`` at ``image_size``."""
+    small = cfg.model.small_inputs
+    if small is None:
+        small = image_size <= 64
+    return resnet.build(cfg.model.arch, num_classes, image_size, width=cfg.model.width,
+                        small_inputs=small, mean=mean, std=std)
+
+
+def channel_statistics(image_set, indices, image_size, seed):
+    """Per-channel mean and std of (a seeded sample of) the training images in [0, 1]."""
+    rng = np.random.default_rng(seed)
+    sample = np.asarray(indices)
+    if len(sample) > _STATS_SAMPLE:
+        sample = rng.choice(sample, _STATS_SAMPLE, replace=False)
+    total, squares, count = np.zeros(3), np.zeros(3), 0
+    for images, _ in data.pipeline(image_set, sample, image_size, 512, cache=False):
+        pixels = images.numpy().reshape(-1, 3).astype(np.float64)
+        total += pixels.sum(0)
+        squares += (pixels ** 2).sum(0)
+        count += len(pixels)
+    mean = total / count
+    std = np.sqrt(np.maximum(squares / count - mean ** 2, 1e-12))
+    return tuple(float(v) for v in mean), tuple(float(v) for v in std)
+
+
+def _native_size(target) -> int:
+    shape = target.train.fixed_shape
+    if shape is None:
+        raise UserError(f"{target.name} has images of different sizes: give an --image-size.")
+    return int(shape[0])
+
+
+def _check_same_run(out: Path, cfg: PretrainConfig) -> None:
+    previous = out / "run_config.json"
+    if previous.exists() and runs.read_json(previous) != runs.as_json_data(to_dict(cfg)):
+        raise UserError(f"{out} holds a run with a different configuration; resume it with the "
+                        f"same options or choose another --out.")
+
+
+def _finish(cfg, out, trainer, test_ds, target, image_size, n_train, n_test, seconds, history):
+    with runtime.progress_to_stderr():
+        results = trainer.evaluate(test_ds, verbose=0, return_dict=True)
+    config = {
+        "kind": "pretrain",
+        "arch": cfg.model.arch,
+        "dataset": target.name,
+        "num_classes": target.num_classes,
+        "class_names": list(target.class_names),
+        "image_size": image_size,
+        "attack": cfg.attack.describe(),
+        "precision": cfg.precision,
+        "resolved_config": to_dict(cfg),
+    }
+    saving.save_model_dir(trainer.classifier, out, config)
+    epochs_run = len(history.epoch) + (getattr(trainer, "_initial_epoch", 0) or 0)
+    metrics = {
+        "dataset": target.name, "split": "test", "examples": n_test,
+        "accuracy": float(results["accuracy"]), "loss": float(results["loss"]),
+        "arch": cfg.model.arch, **cfg.attack.describe(), "epochs": cfg.epochs,
+        "epochs_this_session": len(history.epoch), "last_epoch": epochs_run,
+        "train_images": n_train, "train_seconds_this_session": round(seconds, 1),
+        "model": str(out),
+    }
+    runs.write_json(out / METRICS_FILE, metrics)
+    return metrics
