@@ -258,3 +258,48 @@ class TransferConfig:
         _check(self.feature_cache in FEATURE_CACHE_MODES,
                f"feature_cache must be one of {', '.join(FEATURE_CACHE_MODES)}, "
                f"got {self.feature_cache!r}.")
+
+
+@dataclass(frozen=True)
+class CellOverride:
+    """Per-cell exceptions of a sweep: cells with these N get other seeds and/or epochs."""
+
+    train_images: tuple = ()
+    seeds: tuple | None = None
+    epochs: int | None = None
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """A grid of fine-tuning runs: sources x targets x N x unfrozen blocks x seeds.
+
+    ``recipe`` holds ``--set``-style assignments applied to every run's TransferConfig
+    (e.g. ``"optim.learning_rate=0.01"``).
+    """
+
+    name: str
+    sources: tuple
+    targets: tuple
+    train_images: tuple
+    unfrozen_blocks: tuple
+    seeds: tuple
+    epochs: int
+    test_images: int | None = None
+    eval_every: int = 1
+    overrides: tuple = ()
+    recipe: tuple = ()
+    description: str = ""
+
+    def __post_init__(self):
+        for name in ("sources", "targets", "train_images", "unfrozen_blocks", "seeds"):
+            _check(len(getattr(self, name)) > 0, f"sweep {self.name!r}: {name} is empty.")
+        _check(self.epochs >= 1, f"sweep {self.name!r}: epochs must be at least 1.")
+        _check(all(n >= 2 for n in self.train_images),
+               f"sweep {self.name!r}: every train_images value must be at least 2.")
+        _check(all(b >= -1 for b in self.unfrozen_blocks),
+               f"sweep {self.name!r}: unfrozen_blocks values must be -1 or >= 0.")
+        for override in self.overrides:
+            _check(isinstance(override, CellOverride),
+                   f"sweep {self.name!r}: overrides must be CellOverride objects.")
+        for assignment in self.recipe:
+            apply_overrides(TransferConfig(target="x"), [assignment])  # validates each one

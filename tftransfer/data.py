@@ -404,6 +404,81 @@ def augment(image, flip: bool, color_jitter: bool = False):
     return image
 
 
+def stateless_augment(image, seed, flip: bool, color_jitter: bool = False):
+    """``augment`` with stateless random ops: the same (image, seed) always gives the same
+    result, so a resumed run sees exactly the augmentations an uninterrupted one would."""
+    seeds = tf.random.experimental.stateless_split(seed, num=5)
+    size = image.shape[0]
+    pad = max(1, size // 8)
+    padded = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]])
+    image = tf.image.stateless_random_crop(padded, tf.shape(image), seeds[0])
+    if flip:
+        image = tf.image.stateless_random_flip_left_right(image, seeds[1])
+    if color_jitter:
+        image = tf.image.stateless_random_brightness(image, 0.2, seeds[2])
+        image = tf.image.stateless_random_contrast(image, 0.8, 1.2, seeds[3])
+        image = tf.image.stateless_random_saturation(image, 0.8, 1.2, seeds[4])
+        image = tf.clip_by_value(image, 0.0, 1.0)
+    return image
+
+
+def epoch_batches(examples: tf.data.Dataset, num_examples: int, batch_size: int, seed: int,
+                  epochs: int, first_epoch: int = 0, per_example=None) -> tf.data.Dataset:
+    """Batches for epochs ``first_epoch .. epochs - 1``, each epoch shuffled with its own seed.
+
+    Because epoch e's order (and ``per_example``'s randomness, keyed by (seed, e, position))
+    depends only on e, a run resumed at epoch k sees exactly the batches that an
+    uninterrupted run sees from epoch k on. Use with ``fit(steps_per_epoch=...)``.
+
+    Args:
+      examples: unbatched (x, y) examples (cache them before: they are re-read every epoch).
+      num_examples: how many there are.
+      batch_size: examples per batch (the last batch of an epoch may be smaller).
+      seed: the run's seed.
+      epochs, first_epoch: which epochs to produce.
+      per_example: optional ``fn(x, y, stateless_seed) -> (x, y)``, e.g. augmentation.
+    """
+    buffer = min(num_examples, 50_000)
+    steps = -(-num_examples // batch_size)
+
+    def one_epoch(epoch: int):
+        # Python-int seeds: TF turns a tensor op seed into a Python bool when a global seed is set.
+        epoch_seed = seed * 1_000_003 + epoch
+        ds = examples.shuffle(buffer, seed=epoch_seed, reshuffle_each_iteration=False)
+        if per_example is not None:
+            ds = ds.enumerate().map(
+                lambda i, xy: per_example(xy[0], xy[1], tf.stack([tf.constant(epoch_seed, tf.int64), i])),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return ds.batch(batch_size)
+
+    epoch_range = range(first_epoch, epochs)
+    if not epoch_range:
+        return examples.batch(batch_size).take(0)
+    # One dataset per epoch, read one after the other (a flat choice, not a deep chain).
+    order = np.repeat(np.arange(len(epoch_range), dtype=np.int64), steps)
+    return tf.data.Dataset.choose_from_datasets(
+        [one_epoch(e) for e in epoch_range], tf.data.Dataset.from_tensor_slices(order),
+        stop_on_empty_dataset=False).prefetch(tf.data.AUTOTUNE)
+
+
+def training_pipeline(image_set: ImageSet, indices, image_size: int | None, batch_size: int,
+                      seed: int, epochs: int, first_epoch: int = 0, augmentation: bool = True,
+                      flip: bool = True, color_jitter: bool = False) -> tf.data.Dataset:
+    """The training input of ``epochs`` epochs: decoded once and cached, then shuffled per
+    epoch and (optionally) augmented with stateless ops; see ``epoch_batches``."""
+    indices = np.arange(len(image_set)) if indices is None else np.asarray(indices)
+    if image_size is None and image_set.fixed_shape is None:
+        raise UserError("This dataset has images of different sizes: give an --image-size.")
+    examples = image_set.read(indices).map(lambda x, y: (to_model_input(x, image_size), y),
+                                           num_parallel_calls=tf.data.AUTOTUNE).cache()
+    augment_fn = None
+    if augmentation:
+        def augment_fn(x, y, example_seed):
+            return stateless_augment(x, example_seed, flip, color_jitter), y
+    return epoch_batches(examples, len(indices), batch_size, seed, epochs, first_epoch,
+                         augment_fn)
+
+
 def pipeline(image_set: ImageSet, indices, image_size: int | None, batch_size: int,
              training: bool = False, augmentation: bool = True, flip: bool = True,
              color_jitter: bool = False, seed: int = 0, cache: bool = True) -> tf.data.Dataset:

@@ -23,7 +23,9 @@ def learning_rate_schedule(optim: OptimConfig, epochs: int, steps_per_epoch: int
                 0.0, total - warmup, warmup_target=optim.learning_rate, warmup_steps=warmup)
         return keras.optimizers.schedules.CosineDecay(optim.learning_rate, total)
     every = optim.step_every or max(1, epochs // 3)
-    boundaries = [k * every * steps_per_epoch for k in range(1, (epochs - 1) // every + 1)]
+    # PiecewiseConstantDecay keeps value i while step <= boundary i; optimizer step s (from 0)
+    # is the first step of epoch s // steps_per_epoch, so the boundary is the step before.
+    boundaries = [k * every * steps_per_epoch - 1 for k in range(1, (epochs - 1) // every + 1)]
     if not boundaries:
         return optim.learning_rate
     values = [optim.learning_rate * 0.1 ** i for i in range(len(boundaries) + 1)]

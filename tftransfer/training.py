@@ -19,7 +19,7 @@ import numpy as np
 from tftransfer import data, resnet, runs, runtime, saving
 from tftransfer.adversarial import AdversarialTrainer
 from tftransfer.callbacks import HistoryCSV, StopOnNaN
-from tftransfer.config import PretrainConfig, to_dict
+from tftransfer.config import PretrainConfig, from_dict, to_dict
 from tftransfer.errors import UserError
 from tftransfer.optim import make_optimizer
 
@@ -49,9 +49,10 @@ def pretrain(cfg: PretrainConfig) -> dict:
     test_idx = data.select_subset(target.test.labels, cfg.data.test_images, 0)
     image_size = cfg.data.image_size or _native_size(target)
     strategy = runtime.strategy(cfg.distribute)
-    train_ds = data.pipeline(target.train, train_idx, image_size, cfg.data.batch_size,
-                             training=True, augmentation=cfg.data.augment, flip=target.flip,
-                             color_jitter=cfg.data.color_jitter, seed=cfg.seed)
+    train_ds = data.training_pipeline(
+        target.train, train_idx, image_size, cfg.data.batch_size, cfg.seed, cfg.epochs,
+        first_epoch=_resumed_epoch(out), augmentation=cfg.data.augment, flip=target.flip,
+        color_jitter=cfg.data.color_jitter)
     test_ds = data.pipeline(target.test, test_idx, image_size, cfg.data.batch_size)
     steps_per_epoch = math.ceil(len(train_idx) / cfg.data.batch_size)
 
@@ -80,7 +81,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
     start = time.time()
     with runtime.progress_to_stderr():
         history = trainer.fit(train_ds, epochs=cfg.epochs, validation_data=test_ds,
-                              callbacks=callbacks, shuffle=False,
+                              callbacks=callbacks, shuffle=False, steps_per_epoch=steps_per_epoch,
                               verbose=1 if sys.stderr.isatty() else 2)
     if nan_guard.bad_epoch is not None:
         raise UserError(f"The training loss became NaN at epoch {nan_guard.bad_epoch}; lower "
@@ -115,6 +116,16 @@ def channel_statistics(image_set, indices, image_size, seed):
     return tuple(float(v) for v in mean), tuple(float(v) for v in std)
 
 
+def _resumed_epoch(out: Path) -> int:
+    """The epoch a resumed run starts from: what BackupAndRestore will restore.
+
+    The input pipeline must know it before fit() starts (it produces the batches of the
+    remaining epochs only); this reads the metadata file BackupAndRestore writes.
+    """
+    metadata = out / "checkpoint" / "training_metadata.json"
+    return int(runs.read_json(metadata)["epoch"]) if metadata.exists() else 0
+
+
 def _native_size(target) -> int:
     shape = target.train.fixed_shape
     if shape is None:
@@ -124,7 +135,9 @@ def _native_size(target) -> int:
 
 def _check_same_run(out: Path, cfg: PretrainConfig) -> None:
     previous = out / "run_config.json"
-    if previous.exists() and runs.read_json(previous) != runs.as_json_data(to_dict(cfg)):
+    # Compare as configs, not as files: fields added to the config later take their defaults.
+    if previous.exists() and runs.as_json_data(to_dict(from_dict(
+            PretrainConfig, runs.read_json(previous)))) != runs.as_json_data(to_dict(cfg)):
         raise UserError(f"{out} holds a run with a different configuration; resume it with the "
                         f"same options or choose another --out.")
 

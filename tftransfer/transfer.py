@@ -221,9 +221,9 @@ def fine_tune(cfg: TransferConfig, cache: FeatureCache | None = None, save_model
                                                       cache or FeatureCache())
     else:
         trained = model
-        train_ds = data.pipeline(target.train, train_idx, image_size, cfg.data.batch_size,
-                                 training=True, augmentation=cfg.data.augment, flip=target.flip,
-                                 color_jitter=cfg.data.color_jitter, seed=cfg.seed)
+        train_ds = data.training_pipeline(
+            target.train, train_idx, image_size, cfg.data.batch_size, cfg.seed, cfg.epochs,
+            augmentation=cfg.data.augment, flip=target.flip, color_jitter=cfg.data.color_jitter)
         test_ds = data.pipeline(target.test, test_idx, image_size, 256)
     history = _train(cfg, trained, train_ds, test_ds, len(train_idx), out, verbose)
     seconds = time.time() - start
@@ -270,9 +270,10 @@ def _cached_datasets(cfg, model, blocks, source, target, train_idx, test_idx, im
     key = (source.identity["source_path"], target.name, boundary_key, image_size)
     train_x = cache.features(key + ("train",), trunk, target.train, train_idx, image_size)
     test_x = cache.features(key + ("test",), trunk, target.test, test_idx, image_size)
-    train_ds = (tf.data.Dataset.from_tensor_slices((train_x, target.train.labels[train_idx]))
-                .shuffle(min(len(train_idx), 50_000), seed=cfg.seed, reshuffle_each_iteration=True)
-                .batch(cfg.data.batch_size).prefetch(tf.data.AUTOTUNE))
+    examples = tf.data.Dataset.from_tensor_slices((train_x, target.train.labels[train_idx]))
+    # The same epoch-seeded order as the uncached path: both give the same result.
+    train_ds = data.epoch_batches(examples, len(train_idx), cfg.data.batch_size, cfg.seed,
+                                  cfg.epochs)
     test_ds = (tf.data.Dataset.from_tensor_slices((test_x, target.test.labels[test_idx]))
                .batch(256).prefetch(tf.data.AUTOTUNE))
     return top, train_ds, test_ds
@@ -309,7 +310,8 @@ def _train(cfg, network, train_ds, test_ds, n_train, out: Path, verbose: bool):
     if history_file.exists():
         history_file.unlink()  # a re-run replaces the record of an unfinished one
     with runtime.progress_to_stderr():
-        trainer.fit(train_ds, epochs=cfg.epochs, shuffle=False, verbose=2 if verbose else 0,
+        trainer.fit(train_ds, epochs=cfg.epochs, steps_per_epoch=steps, shuffle=False,
+                    verbose=2 if verbose else 0,
                     callbacks=[evaluator, HistoryCSV(history_file)])
     return evaluator
 

@@ -9,6 +9,13 @@ COMMAND_MODULES = (
     "pretrain",
     "evaluate",
     "transfer",
+    "sweep",
     "report",
+    "saliency",
+    "influence",
+    "tune",
     "convert",
+    "export",
+    "serve",
+    "predict",
 )

@@ -1,0 +1,25 @@
+"""The paper's grid at CPU scale (issue 8): CIFAR-10 resnet20 sources -> MNIST, Fashion-MNIST.
+
+Targets mnist and fashion_mnist; N in {100, ..., 3200}; head only (0) and the last
+stage (3 blocks of resnet20, like layer4 of ResNet-50); 5 seeds for N <= 800 and 3
+above; 30 epochs (x0.1 every 10), test accuracy recorded every 5 epochs.
+"""
+
+from pipelines import register
+from tftransfer.config import CellOverride, SweepConfig
+
+SOURCES = ("cifar10-resnet20-natural", "cifar10-resnet20-l2-eps0.25",
+           "cifar10-resnet20-l2-eps0.5", "cifar10-resnet20-l2-eps1.0")
+
+REPLICATION = register(SweepConfig(
+    name="replication",
+    description="Natural vs L2-robust CIFAR-10 resnet20 sources on MNIST and Fashion-MNIST.",
+    sources=SOURCES,
+    targets=("mnist", "fashion_mnist"),
+    train_images=(100, 200, 400, 800, 1600, 3200),
+    unfrozen_blocks=(0, 3),
+    seeds=(0, 1, 2, 3, 4),
+    epochs=30,
+    eval_every=5,
+    overrides=(CellOverride(train_images=(1600, 3200), seeds=(0, 1, 2)),),
+))

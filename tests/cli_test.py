@@ -1,0 +1,143 @@
+"""Tests of the command line: help, the result contract, errors, pretrain/evaluate, resume."""
+
+import contextlib
+import io
+import json
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import tensorflow as tf
+
+import tftransfer
+from tests.helpers import SHARED_TFDS, make_image_folder
+from tftransfer import cli, training
+from tftransfer.callbacks import HistoryCSV
+from tftransfer.commands import COMMAND_MODULES
+from tftransfer.config import DataConfig, ModelConfig, PretrainConfig
+
+
+def run_cli(*argv):
+    """Runs the CLI in-process; returns (exit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = cli.main([str(a) for a in argv])
+        except SystemExit as exit_:
+            code = exit_.code
+    return code, out.getvalue(), err.getvalue()
+
+
+class HelpTest(tf.test.TestCase):
+
+    def test_every_command_has_help(self):
+        for command in COMMAND_MODULES:
+            code, out, _ = run_cli(command, "--help")
+            self.assertEqual(code, 0, command)
+            self.assertIn(f"usage: tftransfer {command}", out)
+
+    def test_bad_input_is_one_sentence_and_exit_code_2(self):
+        code, out, err = run_cli("evaluate", "--model", "no/such/model", "--dataset", "mnist")
+        self.assertEqual(code, 2)
+        self.assertEqual(out, "")
+        self.assertRegex(err, r"^error: No model at 'no/such/model'.*\n$")
+        self.assertNotIn("Traceback", err)
+
+    def test_datasets_lists_the_offline_folder(self):
+        code, out, _ = run_cli("datasets", "--data-dir", SHARED_TFDS)
+        self.assertEqual(code, 0)
+        names = {d["name"] for d in json.loads(out.strip().splitlines()[-1])["datasets"]}
+        self.assertIn("mnist", names)
+
+
+class PretrainEvaluateTest(tf.test.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.tmp = Path(self.get_temp_dir())
+        self.folder = make_image_folder(self.tmp / "images", classes=("a", "b"), per_class=16,
+                                        split=True)
+
+    def test_pretrain_then_evaluate_with_an_attack(self):
+        out = self.tmp / "model"
+        code, stdout, err = run_cli("pretrain", "--dataset", self.folder, "--arch", "resnet20",
+                                    "--width", "0.25", "--epochs", "2", "--batch-size", "8",
+                                    "--image-size", "16", "--out", out, "--attack", "l2",
+                                    "--eps", "0.25", "--attack-steps", "2",
+                                    "--attack-step-size", "0.2")
+        self.assertEqual(code, 0, err)
+        result = json.loads(stdout.strip().splitlines()[-1])
+        self.assertEqual(result["attack"], "l2")
+        for name in ("model.keras", "config.json", "history.csv", "metrics.json"):
+            self.assertTrue((out / name).exists(), name)
+        self.assertTrue(any((out / "logs").rglob("*tfevents*")))
+        config = json.loads((out / "config.json").read_text())
+        self.assertEqual(config["attack"]["attack_steps"], 2)
+        self.assertAllClose(config["attack"]["attack_step_size"], 0.2)
+
+        json_out = self.tmp / "eval.json"
+        code, stdout, _ = run_cli("evaluate", "--model", out, "--dataset", self.folder,
+                                  "--attack", "l2", "--eps", "0.25", "--attack-steps", "3",
+                                  "--json-out", json_out)
+        self.assertEqual(code, 0)
+        result = json.loads(stdout.strip().splitlines()[-1])
+        self.assertEqual(result, json.loads(json_out.read_text()))
+        self.assertEqual(result["examples"], 16)
+        self.assertLessEqual(result["adversarial_accuracy"], result["accuracy"])
+
+    def test_resumed_run_ends_where_an_uninterrupted_one_would(self):
+        def config(out):
+            return PretrainConfig(out=str(out), data=DataConfig(
+                dataset=str(self.folder), image_size=16, batch_size=8),
+                model=ModelConfig(arch="resnet20", width=0.25), epochs=3)
+
+        training.pretrain(config(self.tmp / "whole"))
+        original = HistoryCSV.on_epoch_end
+
+        def crash_after_second_epoch(callback, epoch, logs=None):
+            original(callback, epoch, logs)
+            if epoch == 1:
+                raise KeyboardInterrupt  # as if killed after the epoch's checkpoint
+        with mock.patch.object(HistoryCSV, "on_epoch_end", crash_after_second_epoch):
+            with self.assertRaises(KeyboardInterrupt):
+                training.pretrain(config(self.tmp / "resumed"))
+        self.assertFalse((self.tmp / "resumed" / "model.keras").exists())
+        metrics = training.pretrain(config(self.tmp / "resumed"))
+        self.assertEqual(metrics["epochs_this_session"], 1)  # only the third epoch ran again
+
+        whole = tftransfer.load_model(self.tmp / "whole")
+        resumed = tftransfer.load_model(self.tmp / "resumed")
+        for a, b in zip(whole.weights, resumed.weights):
+            self.assertAllClose(a, b, atol=1e-5, rtol=1e-5, msg=a.path)
+        rows = (self.tmp / "resumed" / "history.csv").read_text().strip().splitlines()
+        self.assertEqual([r.split(",")[0] for r in rows[1:]], ["1", "2", "3"])
+
+    def test_changed_config_in_an_existing_run_dir_is_refused(self):
+        out = self.tmp / "run"
+        args = ["pretrain", "--dataset", self.folder, "--arch", "resnet20", "--width", "0.25",
+                "--epochs", "1", "--image-size", "16", "--out", out]
+        self.assertEqual(run_cli(*args)[0], 0)
+        code, _, err = run_cli(*args[:-4], "--epochs", "2", "--image-size", "16", "--out", out)
+        self.assertEqual(code, 2)
+        self.assertIn("different configuration", err)
+
+
+class SetOverrideTest(tf.test.TestCase):
+
+    def test_typed_overrides(self):
+        from tftransfer.config import TransferConfig, apply_overrides
+        from tftransfer.errors import UserError
+
+        cfg = apply_overrides(TransferConfig(target="mnist"),
+                              ["epochs=20", "optim.learning_rate=0.01", "data.augment=true",
+                               "data.train_images=none"])
+        self.assertEqual((cfg.epochs, cfg.optim.learning_rate, cfg.data.augment),
+                         (20, 0.01, True))
+        self.assertIsNone(cfg.data.train_images)
+        with self.assertRaisesRegex(UserError, "'ten' is not a valid int"):
+            apply_overrides(cfg, ["epochs=ten"])
+        with self.assertRaisesRegex(UserError, "no field 'epoch'"):
+            apply_overrides(cfg, ["epoch=3"])
+        with self.assertRaisesRegex(UserError, "epochs must be at least 1"):
+            apply_overrides(cfg, ["epochs=0"])
+        self.assertTrue(np.isfinite(cfg.optim.weight_decay))

@@ -1,0 +1,168 @@
+"""Tests of the fine-tuning recipe."""
+
+import tempfile
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from absl.testing import parameterized
+
+import tftransfer
+from tests.helpers import make_image_folder
+from tftransfer import optim, resnet, saving, transfer
+from tftransfer.config import DataConfig, OptimConfig, TransferConfig
+from tftransfer.errors import UserError
+
+
+def make_source(directory, num_classes=10, size=32, seed=0):
+    """A small random resnet20 saved as a model directory."""
+    keras.utils.set_random_seed(seed)
+    model = resnet.build("resnet20", num_classes, size, width=0.25)
+    saving.save_model_dir(model, directory, {"arch": "resnet20", "image_size": size,
+                                             "attack": {"attack": "none"}})
+    return directory
+
+
+class TransferTestCase(tf.test.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.tmp = Path(self.get_temp_dir())
+        self.source = make_source(self.tmp / "source")
+        self.folder = make_image_folder(self.tmp / "images", classes=("a", "b", "c"),
+                                        per_class=12, split=True)
+
+    def config(self, **kwargs):
+        data = DataConfig(dataset=str(self.folder), batch_size=8, augment=False)
+        defaults = dict(target=str(self.folder), source=str(self.source), data=data, epochs=3,
+                        out=str(self.tmp / "run"), optim=OptimConfig(learning_rate=0.05),
+                        head_init="glorot")
+        defaults.update(kwargs)
+        return TransferConfig(**defaults)
+
+
+class HeadAndFreezingTest(TransferTestCase, parameterized.TestCase):
+
+    def test_head_is_replaced_with_target_classes(self):
+        source = tftransfer.load_model(self.source)
+        model = transfer.attach_head(source, 5, "normal")
+        self.assertEqual(model.output.shape[-1], 5)
+        self.assertEqual(model.layers[-1].name, "fc")
+        self.assertIsNot(model.layers[-1], source.layers[-1])
+        self.assertAllClose(np.std(model.layers[-1].kernel.numpy()), 1.0, atol=0.15)
+
+    @parameterized.parameters((0, []), (1, ["layer3.2"]), (3, ["layer3.0", "layer3.1", "layer3.2"]))
+    def test_trainable_layers_for_each_n(self, n, blocks):
+        model = transfer.attach_head(tftransfer.load_model(self.source), 3, "glorot")
+        self.assertEqual(transfer.freeze(model, n, "inference"), blocks)
+        trainable = {layer.name.split(".")[0] + ("." + layer.name.split(".")[1]
+                     if layer.name.startswith("layer") else "")
+                     for layer in model.layers if layer.trainable_weights}
+        self.assertEqual(trainable, set(blocks) | {"fc"})
+        self.assertFalse(model.get_layer("bn1").trainable)  # frozen BN: inference mode
+
+    def test_minus_one_unfreezes_everything(self):
+        model = transfer.attach_head(tftransfer.load_model(self.source), 3, "glorot")
+        transfer.freeze(model, -1, "inference")
+        self.assertEqual(len(model.trainable_weights), len(resnet.build(
+            "resnet20", 3, 32, width=0.25).trainable_weights))
+
+    def test_frozen_bn_train_mode_updates_statistics_but_not_scale(self):
+        model = transfer.attach_head(tftransfer.load_model(self.source), 3, "glorot")
+        transfer.freeze(model, 0, "train")
+        bn = model.get_layer("layer1.0.bn1")
+        self.assertFalse(any(v is bn.gamma for v in model.trainable_weights))
+        self.assertTrue(bn.trainable)
+        before = bn.moving_mean.numpy().copy()
+        model(np.random.rand(4, 32, 32, 3).astype("float32"), training=True)
+        self.assertNotAllClose(bn.moving_mean.numpy(), before)
+
+    def test_bad_inputs_give_clear_errors(self):
+        model = tftransfer.load_model(self.source)
+        with self.assertRaisesRegex(UserError, "more than the 9 residual blocks"):
+            transfer.freeze(transfer.attach_head(model, 3, "glorot"), 10, "inference")
+        with self.assertRaisesRegex(UserError, "at least 2"):
+            transfer.attach_head(model, 1, "glorot")
+        not_classifier = keras.Sequential([keras.Input((32, 32, 3)),
+                                           keras.layers.GlobalAveragePooling2D()])
+        with self.assertRaisesRegex(UserError, "does not end in a Dense classifier"):
+            transfer.attach_head(not_classifier, 3, "glorot")
+        one_class = make_image_folder(self.tmp / "one", classes=("only",))
+        with self.assertRaisesRegex(UserError, "at least 2"):
+            transfer.fine_tune(self.config(target=str(one_class)))
+
+
+class ScheduleTest(tf.test.TestCase):
+
+    def test_step_schedule_divides_by_ten_every_third(self):
+        schedule = optim.learning_rate_schedule(OptimConfig(), epochs=9, steps_per_epoch=10)
+        self.assertAllClose([float(schedule(s)) for s in (0, 29, 30, 59, 60, 89)],
+                            [0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
+
+    def test_cosine_schedule_ends_near_zero(self):
+        schedule = optim.learning_rate_schedule(OptimConfig(schedule="cosine"), 4, 10)
+        self.assertAllClose(float(schedule(0)), 0.1)
+        self.assertLess(float(schedule(39)), 0.001)
+
+
+class FineTuneTest(TransferTestCase):
+
+    def test_run_record_and_result_row(self):
+        row = transfer.fine_tune(self.config(eval_every=1))
+        run = Path(row["run_dir"])
+        for name in ("model.keras", "config.json", "history.csv", "metrics.json"):
+            self.assertTrue((run / name).exists(), name)
+        for key in ("test_accuracy", "target", "source", "train_images", "unfrozen_blocks",
+                    "epochs", "seed", "run_dir", "test_accuracy_epoch_3"):
+            self.assertIn(key, row)
+        self.assertBetween(row["test_accuracy"], 0.0, 1.0)
+        model = tftransfer.load_model(run)
+        self.assertEqual(model.output.shape[-1], 3)
+        self.assertEqual(saving.read_config(run)["class_names"], ["a", "b", "c"])
+        self.assertLen(open(run / "history.csv").read().strip().splitlines(), 4)
+
+    def test_learns_an_easy_target_well_above_chance(self):
+        row = transfer.fine_tune(self.config(epochs=15, unfrozen_blocks=3))
+        self.assertGreater(row["test_accuracy"], 0.6)  # chance is 1/3
+
+    def test_same_seed_same_result(self):
+        a = transfer.fine_tune(self.config(unfrozen_blocks=1, out=str(self.tmp / "a")))
+        b = transfer.fine_tune(self.config(unfrozen_blocks=1, out=str(self.tmp / "b")))
+        self.assertEqual(a["test_accuracy"], b["test_accuracy"])
+        self.assertAllClose(tftransfer.load_model(self.tmp / "a").get_layer("fc").kernel,
+                            tftransfer.load_model(self.tmp / "b").get_layer("fc").kernel)
+
+    def test_cached_and_uncached_paths_agree(self):
+        x = np.random.default_rng(0).random((6, 32, 32, 3)).astype("float32")
+        outputs = {}
+        for mode in ("on", "off"):
+            row = transfer.fine_tune(self.config(unfrozen_blocks=2, feature_cache=mode,
+                                                 out=str(self.tmp / mode)))
+            self.assertEqual(row["feature_cache"], mode == "on")
+            outputs[mode] = tftransfer.load_model(self.tmp / mode)(x).numpy()
+        self.assertAllClose(outputs["on"], outputs["off"], atol=1e-4, rtol=1e-4)
+
+    def test_feature_cache_reuses_features_across_runs(self):
+        cache = transfer.FeatureCache()
+        transfer.fine_tune(self.config(), cache=cache, save_model=False)
+        first = cache.computed
+        transfer.fine_tune(self.config(seed=1), cache=cache, save_model=False)
+        self.assertEqual(cache.computed, first)  # same images, nothing recomputed
+
+    def test_other_image_size_rebuilds_the_source(self):
+        row = transfer.fine_tune(self.config(data=DataConfig(
+            dataset=str(self.folder), batch_size=8, augment=False, image_size=48)))
+        self.assertEqual(tftransfer.load_model(row["run_dir"]).inputs[0].shape[1], 48)
+
+
+class FlowersOfflineTest(TransferTestCase):
+
+    def test_oxford_flowers102_end_to_end_with_mock_data(self):
+        with tfds.testing.mock_data(num_examples=110):
+            cfg = self.config(target="oxford_flowers102", epochs=1, data=DataConfig(
+                dataset="oxford_flowers102", batch_size=32, augment=False, train_images=102))
+            row = transfer.fine_tune(cfg)
+        self.assertEqual(row["train_images"], 102)
+        self.assertEqual(tftransfer.load_model(row["run_dir"]).output.shape[-1], 102)

@@ -1,0 +1,58 @@
+"""``serve``: run ``tensorflow_model_server`` on an exported model's folder.
+
+    python main.py serve --base saved_models/flowers [--rest-port 8501] [--grpc-port 8500]
+
+Without the binary it explains how to serve the folder with Docker or TF Serving's apt
+package instead.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def register(subparsers):
+    """Adds the ``serve`` subcommand and returns its parser."""
+    parser = subparsers.add_parser(
+        "serve", help="serve exported models with tensorflow_model_server (REST and gRPC)",
+        description="Start tensorflow_model_server on BASE (a folder of integer versions "
+                    "written by `export`), wait until the model is AVAILABLE, then keep it "
+                    "running until Ctrl-C (or return at once with --detach).")
+    parser.add_argument("--base", required=True,
+                        help="the model's folder of versions, e.g. saved_models/NAME")
+    parser.add_argument("--name", default=None,
+                        help="model name clients use (default: the folder name of --base)")
+    parser.add_argument("--rest-port", type=int, default=8501)
+    parser.add_argument("--grpc-port", type=int, default=8500)
+    parser.add_argument("--timeout", type=float, default=120.0,
+                        help="seconds to wait for the model to become available")
+    parser.add_argument("--log", default=None, help="server log file (default: a temp file)")
+    parser.add_argument("--detach", action="store_true",
+                        help="return once the model is available and leave the server running")
+    parser.set_defaults(run=run)
+    return parser
+
+
+def run(args) -> dict:
+    """Runs ``serve``; returns the result row the CLI prints (after the server stops,
+    or at once with ``--detach``)."""
+    from tftransfer import export
+
+    name = args.name or Path(args.base).resolve().name
+    server = export.start_model_server(args.base, name, args.rest_port, args.grpc_port,
+                                       args.timeout, args.log)
+    result = {"name": name, "base": str(Path(args.base).resolve()), "pid": server.process.pid,
+              "rest": f"http://localhost:{args.rest_port}/v1/models/{name}",
+              "grpc": f"localhost:{args.grpc_port}",
+              "available_versions": server.available_versions(), "log": str(server.log_path)}
+    print(f"serving {name!r} (versions {result['available_versions']}) at {result['rest']} "
+          f"and gRPC {result['grpc']}; log {server.log_path}", file=sys.stderr)
+    if args.detach:
+        return result
+    print("Ctrl-C stops the server.", file=sys.stderr)
+    try:
+        result["exit_code"] = server.process.wait()
+    except KeyboardInterrupt:
+        result["exit_code"] = server.stop()
+    return result

@@ -1,0 +1,163 @@
+"""Sweeps: a grid of fine-tuning runs -> one CSV row per finished run, resumable and shardable.
+
+Each cell of a ``SweepConfig`` is one ``transfer.fine_tune`` run. A finished run
+appends exactly one row to the shard's results CSV (rewritten atomically, so a
+crash never leaves half a row); re-running the sweep skips the cells already in
+the table and re-runs failed or interrupted ones. ``--shard i/n`` takes every n-th
+cell of the deterministic cell order, so n machines share a grid without talking
+to each other; ``report`` merges their files.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from tftransfer import runs
+from tftransfer.config import SweepConfig, TransferConfig, apply_overrides
+from tftransfer.errors import UserError
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """One run of a sweep."""
+
+    source: str
+    target: str
+    train_images: int
+    unfrozen_blocks: int
+    seed: int
+    epochs: int
+
+    @property
+    def key(self) -> str:
+        """A stable identifier of the cell (the ``run_key`` column)."""
+        return (f"{self.target}|{self.source}|n{self.train_images}|b{self.unfrozen_blocks}"
+                f"|s{self.seed}|e{self.epochs}")
+
+
+def cells(sweep: SweepConfig) -> list[Cell]:
+    """Every cell of the grid, in a deterministic order (grouped by source and target, so
+    consecutive runs share cached features)."""
+    grid = []
+    for source in sweep.sources:
+        for target in sweep.targets:
+            for n in sweep.train_images:
+                seeds, epochs = _cell_settings(sweep, n)
+                for blocks in sweep.unfrozen_blocks:
+                    grid += [Cell(source, target, n, blocks, s, epochs) for s in seeds]
+    return grid
+
+
+def _cell_settings(sweep: SweepConfig, n: int):
+    seeds, epochs = sweep.seeds, sweep.epochs
+    for override in sweep.overrides:
+        if n in override.train_images:
+            seeds = override.seeds if override.seeds is not None else seeds
+            epochs = override.epochs if override.epochs is not None else epochs
+    return tuple(seeds), epochs
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """``"i/n"`` -> (i, n) with 1 <= i <= n; None -> (1, 1)."""
+    if not text:
+        return 1, 1
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise UserError(f"--shard expects i/n (e.g. 2/4), got {text!r}.") from None
+    if not 1 <= index <= count:
+        raise UserError(f"--shard {text}: i must be between 1 and n.")
+    return index, count
+
+
+def shard_cells(grid: list[Cell], index: int, count: int) -> list[Cell]:
+    """The cells of shard ``index`` of ``count`` (every count-th cell, round-robin)."""
+    return [cell for position, cell in enumerate(grid) if position % count == index - 1]
+
+
+def results_file(results_dir, index: int, count: int) -> Path:
+    """``results.csv``, or ``results.shard-i-of-n.csv`` for a shard."""
+    name = "results.csv" if count == 1 else f"results.shard-{index}-of-{count}.csv"
+    return Path(results_dir) / name
+
+
+def read_rows(path) -> list[dict]:
+    """The rows of a results CSV ([] when it does not exist)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def append_row(path, row: dict) -> None:
+    """Adds ``row`` to the CSV by rewriting it atomically (the columns are the union)."""
+    rows = read_rows(path) + [row]
+    columns = []
+    for r in rows:
+        columns += [c for c in r if c not in columns]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    runs.write_text_atomic(path, buffer.getvalue())
+
+
+def transfer_config(sweep: SweepConfig, cell: Cell, run_dir: Path, data_dir=None,
+                    download=True) -> TransferConfig:
+    """The TransferConfig of one cell (the sweep's recipe assignments applied)."""
+    cfg = TransferConfig(target=cell.target, source=cell.source, out=str(run_dir),
+                         unfrozen_blocks=cell.unfrozen_blocks, epochs=cell.epochs,
+                         eval_every=sweep.eval_every, seed=cell.seed)
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(
+        cfg.data, dataset=cell.target, data_dir=data_dir, download=download,
+        train_images=cell.train_images, test_images=sweep.test_images))
+    return apply_overrides(cfg, sweep.recipe)
+
+
+def run_sweep(sweep: SweepConfig, results_dir, shard: str | None = None,
+              max_runs: int | None = None, data_dir=None, download=True,
+              save_models: bool = False) -> dict:
+    """Runs the unfinished cells of (a shard of) ``sweep``; see the module docstring.
+
+    Returns:
+      Counts of cells, finished-before, run now and failed, and the results file.
+    """
+    from tqdm import tqdm
+
+    from tftransfer import transfer
+
+    index, count = parse_shard(shard)
+    results_dir = Path(results_dir)
+    path = results_file(results_dir, index, count)
+    mine = shard_cells(cells(sweep), index, count)
+    done = {row["run_key"] for row in read_rows(path)}
+    todo = [cell for cell in mine if cell.key not in done][:max_runs]
+    cache = transfer.FeatureCache()
+    failed, ran = [], 0
+    print(f"sweep {sweep.name} shard {index}/{count}: {len(mine)} cells, {len(done)} finished "
+          f"before, {len(todo)} to run now -> {path}", file=sys.stderr)
+    for cell in tqdm(todo, desc=f"sweep {sweep.name}", unit="run", file=sys.stderr):
+        run_dir = results_dir / "runs" / cell.key.replace("|", "__").replace("/", "_")
+        try:
+            row = transfer.fine_tune(transfer_config(sweep, cell, run_dir, data_dir, download),
+                                     cache=cache, save_model=save_models, verbose=False)
+        except UserError:
+            raise  # a config problem fails every cell the same way: stop and say it
+        except Exception:  # one broken run should not end a long sweep; it is retried
+            failed.append(cell.key)
+            print(f"\nrun {cell.key} failed:\n{traceback.format_exc()}", file=sys.stderr)
+            continue
+        append_row(path, {"run_key": cell.key, "sweep": sweep.name, **row,
+                          "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        ran += 1
+    return {"sweep": sweep.name, "shard": f"{index}/{count}", "cells": len(mine),
+            "finished_before": len(done), "ran": ran, "failed": len(failed),
+            "remaining": len(mine) - len(done) - ran, "results": str(path),
+            "features_computed": cache.computed}
