@@ -710,18 +710,21 @@ def plot_most_influential(analyses, rows: int = 4, rank: str = "helpful", top: i
     from matplotlib.figure import Figure
 
     rows = max(1, min(rows, min(len(a.run.test_labels) for a in analyses)))
-    cell = 1.25
+    cell, header = 1.25, 0.8   # inches: one image, the two title lines above the grids
     width = len(analyses) * (top + 1) * cell + 0.4 * (len(analyses) - 1)
-    figure = Figure(figsize=(width, rows * (cell + 0.35) + 0.9))
+    height = rows * (cell + 0.35) + header
+    figure = Figure(figsize=(width, height))
     subfigures = np.atleast_1d(figure.subfigures(1, len(analyses), wspace=0.04))
     for sub, analysis in zip(subfigures, analyses):
-        _draw_influence_block(sub, analysis, rows, rank, top)
+        _draw_influence_block(sub, analysis, rows, rank, top, 1.0 - header / height)
     figure.suptitle(f"Most {'helpful' if rank == 'helpful' else 'influential (|I|)'} training "
-                    f"images for test images (green frame: same label)", fontsize="medium")
+                    f"images for test images (green frame: same label)", fontsize="medium",
+                    y=1.0 - 0.08 / height, va="top")
     return figure
 
 
-def _draw_influence_block(sub, analysis: RunAnalysis, rows: int, rank: str, top: int) -> None:
+def _draw_influence_block(sub, analysis: RunAnalysis, rows: int, rank: str, top: int,
+                          grid_top: float) -> None:
     run = analysis.run
     order = top_influential(ranking_scores(analysis.influence.on_test[:rows], rank), top)
     test_images = _images(run.target, "test", run.test_indices[:rows], run.image_size)
@@ -737,8 +740,12 @@ def _draw_influence_block(sub, analysis: RunAnalysis, rows: int, rank: str, top:
             label = int(run.train_labels[index])
             color = "tab:green" if label == truth else "tab:red"
             _show(axes[i, j + 1], lookup[int(index)], f"#{j + 1}: {names[label]}", color)
-    sub.suptitle(run.name, fontsize="medium", fontweight="bold")
-    sub.subplots_adjust(left=0.02, right=0.98, top=0.86, bottom=0.02, wspace=0.12, hspace=0.45)
+    accuracy = analysis.summary["test_accuracy_head"]
+    sub.suptitle(f"{run.name} (test accuracy {accuracy:.0%} on the {len(run.test_labels)} "
+                 f"test images)", fontsize="medium", fontweight="bold",
+                 y=grid_top + 0.45 * (1.0 - grid_top), va="center")
+    sub.subplots_adjust(left=0.02, right=0.98, top=grid_top - 0.02, bottom=0.01, wspace=0.12,
+                        hspace=0.45)
 
 
 def _show(ax, image, title: str, frame_color: str) -> None:

@@ -24,6 +24,7 @@ class Source:
     eps: float = 0.0
     description: str = ""
     metrics: dict = field(default_factory=dict)
+    command: str = ""              # the exact command that produced it
 
 
 _REGISTRY: dict[str, Source] = {}
@@ -61,7 +62,13 @@ def resolve(name: str) -> Path | None:
         from tftransfer import published
 
         return published.resolve(name)
-    return REPO_ROOT / source.path
+    path = REPO_ROOT / source.path
+    if not (path / "model.keras").exists():
+        from tftransfer.errors import UserError
+
+        raise UserError(f"Source {name!r} is registered but {source.path}/model.keras is not "
+                        f"there yet; create it with: {source.command}")
+    return path
 
 
 def _published_source(name: str) -> Source | None:
@@ -77,3 +84,34 @@ def _published_source(name: str) -> Source | None:
                   attack=entry.attack, eps=entry.eps,
                   description=f"published ImageNet model, eps {entry.eps_label} ({entry.origin})",
                   metrics=metrics)
+
+
+def _register_replication_sources() -> None:
+    """The CIFAR-10 resnet20 sources of the replication (pipelines/train_sources.sh)."""
+    common = ("python main.py pretrain --dataset cifar10 --arch resnet20 --epochs 30 "
+              "--batch-size 128 --lr 0.1 --schedule cosine --weight-decay 5e-4 --seed 0 "
+              "--data-dir ../shared/tfds --no-download")
+    short = common.replace("--epochs 30", "--epochs 10")
+    register(Source(name="cifar10-resnet20-natural-10ep",
+                    path="saved_models/cifar10-resnet20-natural-10ep", arch="resnet20",
+                    description="CIFAR-10 resnet20, natural training, 10 epochs",
+                    command=f"{short} --out saved_models/cifar10-resnet20-natural-10ep"))
+    register(Source(name="cifar10-resnet20-l2-eps0.5-10ep",
+                    path="saved_models/cifar10-resnet20-l2-eps0.5-10ep", arch="resnet20",
+                    attack="l2", eps=0.5,
+                    description="CIFAR-10 resnet20, L2 PGD-3 adversarial training (eps 0.5), "
+                                "10 epochs",
+                    command=f"{short} --attack l2 --eps 0.5 --attack-steps 3 "
+                            f"--out saved_models/cifar10-resnet20-l2-eps0.5-10ep"))
+    register(Source(name="cifar10-resnet20-natural", path="saved_models/cifar10-resnet20-natural",
+                    arch="resnet20", description="CIFAR-10 resnet20, natural training, 30 epochs",
+                    command=f"{common} --out saved_models/cifar10-resnet20-natural"))
+    for eps in ("0.25", "0.5", "1.0"):
+        name = f"cifar10-resnet20-l2-eps{eps}"
+        register(Source(
+            name=name, path=f"saved_models/{name}", arch="resnet20", attack="l2", eps=float(eps),
+            description=f"CIFAR-10 resnet20, L2 PGD-3 adversarial training (eps {eps}), 30 epochs",
+            command=f"{common} --attack l2 --eps {eps} --attack-steps 3 --out saved_models/{name}"))
+
+
+_register_replication_sources()

@@ -27,7 +27,9 @@ from tftransfer.config import TransferConfig, to_dict
 from tftransfer.errors import UserError
 from tftransfer.optim import make_optimizer
 
-DEFAULT_SOURCE = "cifar10-resnet20-l2-eps0.5"
+# The robust source shipped in saved_models/ (10 epochs; becomes the 30-epoch replication
+# source cifar10-resnet20-l2-eps0.5 once that is trained and committed).
+DEFAULT_SOURCE = "cifar10-resnet20-l2-eps0.5-10ep"
 HEAD_NAME = "fc"
 
 

@@ -132,8 +132,8 @@ def unfrozen_block_choices(model: keras.Model) -> list[int]:
     for stage in reversed(stages):
         counted += sum(1 for b in blocks if b.split(".")[0] == stage)
         choices.add(counted)
-    # Every residual block but the stem is -1 in all but name; keep the clearer -1.
-    choices.discard(len(blocks))
+    if blocks:  # every residual block but the stem is -1 in all but name; keep -1
+        choices.discard(len(blocks))
     return sorted(choices) + [-1]
 
 
@@ -282,6 +282,11 @@ class FineTuneHyperModel(kt.HyperModel):
         steps = math.ceil(len(self.data.fit_idx) / cfg.data.batch_size)
         trainer.compile(optimizer=make_optimizer(cfg.optim, cfg.epochs, steps),
                         loss=transfer.classification_loss(cfg.optim.label_smoothing))
+        # Hyperband loads a previous trial's checkpoint right after build(): a subclassed
+        # model accepts weights only once called, and the optimizer's momentum only once
+        # built (so a continued trial keeps it).
+        trainer(tf.zeros([1, *network.inputs[0].shape[1:]]), training=False)
+        trainer.optimizer.build(trainer.trainable_variables)
         return trainer
 
     def fit(self, hp, model, *args, **kwargs):
@@ -512,7 +517,8 @@ def retrain_best(cfg: TuneConfig, tuner, search_data: SearchData, verbose: bool 
               f"  {command}", file=sys.stderr)
 
     row = _finished_retrain(directory, out, command)
-    if row is None:
+    retrained = row is None
+    if retrained:
         runs.write_text_atomic(directory / BEST_COMMAND_FILE, command + "\n")
         row = transfer.fine_tune(retrain_cfg, cache=search_data.cache, verbose=verbose)
     result = {
@@ -522,7 +528,7 @@ def retrain_best(cfg: TuneConfig, tuner, search_data: SearchData, verbose: bool 
         "tuner": cfg.tuner, "target": cfg.base.target, "source": row["source"],
         "train_images": int(cfg.base.data.train_images),
         "validation_images": int(len(search_data.val_idx)),
-        "test_images": row["test_images"], "run_dir": str(out),
+        "test_images": row["test_images"], "run_dir": str(out), "retrained": retrained,
     }
     runs.write_json(directory / RESULT_FILE, result)
     return result

@@ -1,0 +1,623 @@
+"""Tests of tftransfer.export and the export / serve / predict commands.
+
+The SavedModel is compared signature by signature with the Keras model on real encoded
+images; the REST (and, when the stubs are installed, gRPC) client is tested against
+in-process servers that follow TF Serving's documented APIs and run the exported
+signatures; ``serve`` is tested with a stand-in ``tensorflow_model_server`` script. A
+real end-to-end test runs only where ``tensorflow_model_server`` is installed.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+
+from tftransfer import cli, data, export, resnet, saving
+from tftransfer.errors import UserError
+
+CLASS_NAMES = ("cat", "dog", "bird")
+IMAGE_SIZE = 32
+NAME = "tiny"
+REAL_SERVER = shutil.which(export.SERVER_BINARY)  # looked up before any test edits PATH
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def encode(pixels: np.ndarray, fmt: str, mode: str = "RGB") -> bytes:
+    """``pixels`` (uint8 [h, w, 3]) encoded as ``fmt`` by PIL, after converting to ``mode``."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).convert(mode).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def sample_images(seed: int = 0) -> dict[str, bytes]:
+    """Encoded images of several sizes, formats and colour modes."""
+    rng = np.random.default_rng(seed)
+
+    def pixels(h, w):
+        return rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+    return {"png_rgb_20x24": encode(pixels(20, 24), "PNG"),
+            "png_gray_28x28": encode(pixels(28, 28), "PNG", "L"),
+            "png_rgba_40x31": encode(pixels(40, 31), "PNG", "RGBA"),
+            "jpeg_45x50": encode(pixels(45, 50), "JPEG"),
+            "gif_palette_17x17": encode(pixels(17, 17), "GIF", "P"),
+            "bmp_32x32": encode(pixels(32, 32), "BMP")}
+
+
+def pil_pixels(encoded: bytes) -> np.ndarray:
+    """PIL's decoding: uint8 [h, w, 1] for grayscale, [h, w, 3] otherwise (alpha dropped)."""
+    image = Image.open(io.BytesIO(encoded))
+    if image.mode == "L":
+        return np.asarray(image)[..., None]
+    return np.asarray(image.convert("RGB"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run_cli(argv) -> tuple[int, str, str]:
+    """Runs the CLI in-process; returns (exit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli.main(argv)
+    return code, out.getvalue(), err.getvalue()
+
+
+def make_run_dir(directory) -> Path:
+    """A tiny fine-tuned-model directory as ``transfer`` writes it."""
+    tf.keras.utils.set_random_seed(0)
+    model = resnet.build("resnet20", len(CLASS_NAMES), IMAGE_SIZE, width=0.25)
+    saving.save_model_dir(model, directory, {
+        "kind": "transfer", "arch": "resnet20", "dataset": "toy",
+        "class_names": list(CLASS_NAMES), "image_size": IMAGE_SIZE,
+        "source": "cifar10-resnet20-l2-eps0.5", "source_attack": "l2", "source_eps": 0.5,
+        "resolved_config": {"target": "toy", "epochs": 3}, "test_accuracy": 0.625})
+    return Path(directory)
+
+
+# ----------------------------------------------------------------------------- fake servers
+
+class FakeTFServing:
+    """An HTTP server on 127.0.0.1 (random port, own thread) that answers like TF Serving's
+    REST API (tensorflow_serving/g3doc/api_rest.md): ``GET /v1/models/NAME[/versions/N]``
+    and ``POST ...:predict`` in the row format, errors as ``{"error": message}``, running
+    the signatures of loaded SavedModels."""
+
+    ROUTE = re.compile(r"^/v1/models/([^/:]+)(?:/versions/(\d+))?(?::(\w+))?$")
+
+    def __init__(self, models: dict):
+        self.models = models  # name -> {version: loaded SavedModel}
+        self.requests = []
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+    def _handler(self):
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (http.server's naming)
+                self._reply(*fake.get(self.path))
+
+            def do_POST(self):  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                fake.requests.append(json.loads(body))
+                self._reply(*fake.post(self.path, json.loads(body)))
+
+            def _reply(self, code, payload, content_type="application/json"):
+                raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+            def log_message(self, *args):
+                pass
+
+        return Handler
+
+    def _find(self, path):
+        match = self.ROUTE.match(path)
+        if not match:
+            return None, None, (404, {"error": f"Malformed request: {path}"})
+        name, version, verb = match.groups()
+        versions = self.models.get(name, {})
+        key = int(version) if version else (max(versions) if versions else None)
+        if key not in versions:
+            which = f"Specific({name}, {version})" if version else f"Latest({name})"
+            return None, verb, (404, {"error": f"Servable not found for request: {which}"})
+        return (name, key, versions), verb, None
+
+    def get(self, path):
+        found, _, error = self._find(path)
+        if error:
+            return error
+        _, _, versions = found
+        return 200, {"model_version_status": [
+            {"version": str(v), "state": "AVAILABLE",
+             "status": {"error_code": "OK", "error_message": ""}} for v in sorted(versions)]}
+
+    def post(self, path, body):
+        if path.endswith(":html"):
+            return 200, b"<html>not tf serving</html>", "text/html"
+        found, verb, error = self._find(path)
+        if error:
+            return error
+        _, version, versions = found
+        signature = versions[version].signatures[body.get("signature_name", "serving_default")]
+        input_name = next(iter(signature.structured_input_signature[1]))
+        values = [base64.b64decode(v["b64"]) if isinstance(v, dict) else v
+                  for v in body["instances"]]
+        try:
+            outputs = signature(**{input_name: tf.constant(values)})
+        except tf.errors.InvalidArgumentError as exc:
+            return 400, {"error": exc.message}
+        rows = [{key: _jsonable(value[i]) for key, value in outputs.items()}
+                for i in range(len(values))]
+        return 200, {"predictions": rows}
+
+
+def _jsonable(tensor):
+    value = tensor.numpy().tolist()
+    if tensor.dtype == tf.string:
+        return [v.decode() for v in value]
+    return value
+
+
+FAKE_SERVER_SCRIPT = """\
+#!{python}
+# Stand-in for tensorflow_model_server: parses its flags and answers the REST status API.
+import argparse, http.server, json, os, sys
+parser = argparse.ArgumentParser()
+for flag in ("--port", "--rest_api_port", "--model_name", "--model_base_path"):
+    parser.add_argument(flag)
+args = parser.parse_args()
+{exit_early}
+versions = sorted(int(d) for d in os.listdir(args.model_base_path) if d.isdigit())
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        ok = self.path == "/v1/models/" + args.model_name
+        body = json.dumps({{"model_version_status": [{{"version": str(v), "state": "AVAILABLE"}}
+                                                    for v in versions]}} if ok
+                          else {{"error": "Servable not found"}}).encode()
+        self.send_response(200 if ok else 404)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+print("fake server on", args.rest_api_port, flush=True)
+http.server.HTTPServer(("127.0.0.1", int(args.rest_api_port)), Handler).serve_forever()
+"""
+
+
+# ----------------------------------------------------------------------------- export
+
+class ExportTest(tf.test.TestCase):
+    """One export of a tiny model, shared by the tests that only read it."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.root = Path(tempfile.mkdtemp(prefix="export_test_"))
+        cls.run_dir = make_run_dir(cls.root / "run")
+        cls.base = cls.root / "base"
+        with contextlib.redirect_stderr(io.StringIO()):
+            cls.result = export.export_model(cls.run_dir, NAME, base=cls.base, top_k=2)
+        cls.export_dir = Path(cls.result["export_dir"])
+        cls.loaded = tf.saved_model.load(str(cls.export_dir))
+        cls.model = saving.load_model(cls.run_dir)
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.root, ignore_errors=True)
+        super().tearDownClass()
+
+    def keras_outputs(self, images):
+        """What the signature should return, from the Keras model on ``images`` (float32
+        [N, S, S, 3] already preprocessed)."""
+        logits = self.model(images, training=False).numpy()
+        probabilities = tf.nn.softmax(logits).numpy()
+        classes = np.argsort(-probabilities, axis=1)[:, :2]
+        return logits, probabilities, classes
+
+    def assert_matches_keras(self, outputs, images):
+        logits, probabilities, classes = self.keras_outputs(images)
+        self.assertAllClose(outputs["logits"], logits, atol=1e-5)
+        self.assertAllClose(outputs["probabilities"], probabilities, atol=1e-6)
+        self.assertAllEqual(outputs["classes"], classes)
+        names = np.asarray(CLASS_NAMES, dtype=object)[classes]
+        self.assertAllEqual(outputs["class_names"].numpy().astype(str), names.astype(str))
+
+    def test_layout_and_signatures(self):
+        self.assertEqual(self.export_dir, self.base / NAME / "1")
+        self.assertTrue((self.export_dir / "saved_model.pb").exists())
+        signatures = self.loaded.signatures
+        self.assertCountEqual(signatures.keys(), ["serving_default", "predict_images"])
+        inputs = signatures["serving_default"].structured_input_signature[1]
+        self.assertEqual(list(inputs), ["image_bytes"])
+        self.assertEqual(inputs["image_bytes"].dtype, tf.string)
+        self.assertEqual(list(signatures["predict_images"].structured_input_signature[1]),
+                         ["images"])
+        for signature in signatures.values():
+            self.assertCountEqual(signature.structured_outputs, export.OUTPUT_KEYS)
+
+    def test_metadata_records_source_recipe_and_accuracy(self):
+        metadata = export.read_metadata(self.export_dir)
+        self.assertEqual(metadata["test_accuracy"], 0.625)
+        self.assertEqual(metadata["recipe"], {"target": "toy", "epochs": 3})
+        self.assertEqual(metadata["source"]["source"], "cifar10-resnet20-l2-eps0.5")
+        self.assertEqual(metadata["class_names"], list(CLASS_NAMES))
+        self.assertEqual(metadata["image_size"], IMAGE_SIZE)
+        self.assertEqual(self.result["top_k"], 2)
+
+    def test_serving_default_matches_keras_on_encoded_images(self):
+        images = sample_images()
+        outputs = self.loaded.signatures["serving_default"](
+            image_bytes=tf.constant(list(images.values())))
+        # The reference: TensorFlow's decoder + the training preprocessing + Keras.
+        decoded = [tf.io.decode_image(e, channels=3, expand_animations=False)
+                   for e in images.values()]
+        expected = tf.stack([data.to_model_input(d, IMAGE_SIZE) for d in decoded])
+        self.assert_matches_keras(outputs, expected)
+
+    def test_lossless_formats_match_the_training_pipeline_on_pil_pixels(self):
+        # For lossless formats, an independent decoder (PIL) fed through the training
+        # pipeline's to_model_input (grayscale repeated to RGB there) must agree.
+        images = {k: v for k, v in sample_images(1).items() if not k.startswith("jpeg")}
+        outputs = self.loaded.signatures["serving_default"](
+            image_bytes=tf.constant(list(images.values())))
+        expected = tf.stack([data.to_model_input(pil_pixels(e), IMAGE_SIZE)
+                             for e in images.values()])
+        self.assert_matches_keras(outputs, expected)
+
+    def test_predict_images_matches_keras(self):
+        rng = np.random.default_rng(2)
+        same_size = rng.random((3, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.float32)
+        outputs = self.loaded.signatures["predict_images"](images=tf.constant(same_size))
+        self.assert_matches_keras(outputs, same_size)  # no resizing at the model's size
+        other_size = rng.random((2, 45, 50, 3), dtype=np.float32)
+        outputs = self.loaded.signatures["predict_images"](images=tf.constant(other_size))
+        self.assert_matches_keras(outputs, data.to_model_input(other_size, IMAGE_SIZE))
+
+    def test_corrupt_bytes_raise_invalid_argument_naming_decode(self):
+        # TensorFlow's message names the failing node (map/while/decode_image/DecodeImage)
+        # and the reason, e.g. "Unknown image file format. One of JPEG, JPEG XL, PNG, GIF,
+        # BMP, WebP required." or "Invalid PNG data, size 60".
+        png = sample_images()["png_rgb_20x24"]
+        serve = self.loaded.signatures["serving_default"]
+        with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
+                                    r"(?s)decode_image.*Unknown image file format"):
+            serve(image_bytes=tf.constant([png, b"this is not an image"]))
+        with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
+                                    r"(?s)decode_image.*Invalid PNG data"):
+            serve(image_bytes=tf.constant([png[:60]]))
+
+    def test_saved_model_cli_runs_both_signatures(self):
+        png = sample_images()["png_rgb_20x24"]
+        npy = self.root / "png.npy"
+        np.save(npy, np.array([png], dtype=object))
+        served = _saved_model_cli(self.export_dir, "serving_default",
+                                  ["--inputs", f"image_bytes={npy}"])
+        expected = data.to_model_input(tf.io.decode_image(png, channels=3), IMAGE_SIZE)[None]
+        self.assertEqual(served["classes"][0], self.keras_outputs(expected)[2][0, 0])
+
+        # --input_exprs takes Python literals only (no np calls in TF 2.21).
+        pixels = np.round(np.random.default_rng(4).random((1, 24, 20, 3)), 3)
+        served = _saved_model_cli(self.export_dir, "predict_images",
+                                  ["--input_exprs", f"images={pixels.tolist()!r}"])
+        expected = data.to_model_input(pixels.astype(np.float32), IMAGE_SIZE)
+        self.assertEqual(served["classes"][0], self.keras_outputs(expected)[2][0, 0])
+
+    def test_versions_count_up_and_are_never_overwritten(self):
+        base = self.root / "versions"
+        with contextlib.redirect_stderr(io.StringIO()):
+            first = export.export_model(self.run_dir, "m", base=base)
+            second = export.export_model(self.run_dir, "m", base=base)
+            self.assertEqual((first["version"], second["version"]), (1, 2))
+            with self.assertRaisesRegex(UserError, r"Version 2 already exists.*next free one \(3\)"):
+                export.export_model(self.run_dir, "m", base=base, version=2)
+            self.assertEqual(export.export_model(self.run_dir, "m", base=base, version=7)["version"], 7)
+        self.assertEqual(export.existing_versions(base / "m"), [1, 2, 7])
+        self.assertEqual(export.version_dir(base / "m", None), base / "m" / "8")
+        self.assertEqual([p.name for p in (base / "m").iterdir() if p.name.startswith(".")], [])
+
+    def test_export_cli_and_bad_arguments(self):
+        base = self.root / "cli"
+        code, out, _ = run_cli(["export", "--model", str(self.run_dir), "--name", "m",
+                                "--base", str(base), "--top-k", "10"])
+        self.assertEqual(code, 0)
+        result = json.loads(out.strip().splitlines()[-1])
+        self.assertEqual((result["version"], result["top_k"]), (1, 3))  # k <= classes
+        code, _, err = run_cli(["export", "--model", str(self.run_dir), "--name", "m",
+                                "--base", str(base), "--version", "1"])
+        self.assertEqual(code, 2)
+        self.assertIn("already exists", err)
+        self.assertNotIn("Traceback", err)
+        with self.assertRaisesRegex(UserError, "not usable in a path"):
+            export.export_model(self.run_dir, "bad/name", base=base)
+        with self.assertRaisesRegex(UserError, "--top-k"):
+            export.export_model(self.run_dir, "m", base=base, top_k=0)
+        with self.assertRaisesRegex(UserError, "positive"):
+            export.version_dir(base / "m", 0)
+
+
+def _saved_model_cli(export_dir, signature, input_args) -> dict:
+    """Runs ``saved_model_cli run`` and parses its ``Result for output key K:`` blocks."""
+    command = [shutil.which("saved_model_cli") or "saved_model_cli", "run", "--dir",
+               str(export_dir), "--tag_set", "serve", "--signature_def", signature, *input_args]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    blocks = re.findall(r"Result for output key (\w+):\n(.*?)(?=\nResult for|\Z)", done.stdout,
+                        re.S)
+    parsed = {key: value for key, value in blocks}
+    assert set(parsed) == set(export.OUTPUT_KEYS), done.stdout
+    parsed["classes"] = [int(v) for v in re.findall(r"-?\d+", parsed["classes"])]
+    return parsed
+
+
+# ----------------------------------------------------------------------------- client and serve
+
+class ServingClientTest(tf.test.TestCase):
+    """The REST/gRPC client and ``serve`` against servers that follow TF Serving's APIs."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.root = Path(tempfile.mkdtemp(prefix="serving_test_"))
+        run_dir = make_run_dir(cls.root / "run")
+        cls.base = cls.root / "base"
+        with contextlib.redirect_stderr(io.StringIO()):
+            export.export_model(run_dir, NAME, base=cls.base, top_k=2)
+        cls.loaded = tf.saved_model.load(str(cls.base / NAME / "1"))
+        cls.images = sample_images(3)
+        cls.files = []
+        for key, encoded in list(cls.images.items())[:3]:
+            path = cls.root / f"{key}.{key.split('_')[0]}"
+            path.write_bytes(encoded)
+            cls.files.append(str(path))
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.root, ignore_errors=True)
+        super().tearDownClass()
+
+    def fake(self):
+        return FakeTFServing({NAME: {1: self.loaded}})
+
+    def expected(self, encoded):
+        outputs = self.loaded.signatures["serving_default"](image_bytes=tf.constant(encoded))
+        return {key: value.numpy() for key, value in outputs.items()}
+
+    def test_rest_predict_matches_the_signature(self):
+        encoded = list(self.images.values())
+        with self.fake() as server:
+            predictions = export.predict_rest(server.url, NAME, encoded)
+            versioned = export.predict_rest(server.url.replace("http://", ""), NAME, encoded[:1],
+                                            version=1)
+        request = server.requests[0]
+        self.assertEqual(request["signature_name"], "serving_default")
+        self.assertEqual(base64.b64decode(request["instances"][0]["b64"]), encoded[0])
+        expected = self.expected(encoded)
+        self.assertAllClose([p["probabilities"] for p in predictions], expected["probabilities"])
+        self.assertAllEqual([p["classes"] for p in predictions], expected["classes"])
+        self.assertEqual(versioned[0]["classes"], predictions[0]["classes"])
+        top = export.top_k(predictions[0], 1)[0]
+        self.assertEqual(top["name"], CLASS_NAMES[top["class"]])
+
+    def test_predict_cli_prints_table_and_json(self):
+        with self.fake() as server:
+            code, out, err = run_cli(["predict", "--server", server.url, "--model", NAME,
+                                      "--top-k", "5", *self.files])
+        self.assertEqual(code, 0, err)
+        result = json.loads(out.strip().splitlines()[-1])
+        self.assertEqual([row["image"] for row in result["predictions"]], self.files)
+        expected = self.expected([Path(f).read_bytes() for f in self.files])
+        for row, classes in zip(result["predictions"], expected["classes"]):
+            self.assertEqual([entry["class"] for entry in row["top_k"]], classes.tolist())
+        self.assertIn("rank  class  probability  name", err)
+        self.assertIn("returns its top 2 classes", err)
+
+    def test_server_down_is_a_clear_error(self):
+        url = f"http://127.0.0.1:{free_port()}"  # nothing listens there any more
+        with self.assertRaisesRegex(UserError, "Cannot reach TF Serving.*connection refused"):
+            export.predict_rest(url, NAME, [self.images["bmp_32x32"]])
+        code, _, err = run_cli(["predict", "--server", url, "--model", NAME, self.files[0]])
+        self.assertEqual(code, 2)
+        self.assertNotIn("Traceback", err)
+
+    def test_model_or_version_not_loaded_is_a_clear_error(self):
+        with self.fake() as server:
+            with self.assertRaisesRegex(UserError, r"'nope' is not loaded.*404.*Latest\(nope\)"):
+                export.predict_rest(server.url, "nope", [self.images["bmp_32x32"]])
+            with self.assertRaisesRegex(UserError, r"version 9 is not loaded"):
+                export.predict_rest(server.url, NAME, [self.images["bmp_32x32"]], version=9)
+            with self.assertRaisesRegex(UserError, "not loaded"):
+                export.model_status(server.url, "nope")
+
+    def test_undecodable_image_is_a_clear_error(self):
+        with self.fake() as server:
+            with self.assertRaisesRegex(UserError, "could not decode an image.*Invalid PNG data"):
+                export.predict_rest(server.url, NAME, [self.images["png_rgb_20x24"][:60]])
+        text = self.root / "notes.png"
+        text.write_text("not an image")
+        with self.assertRaisesRegex(UserError, "notes.png.*not an image the model can decode"):
+            export.read_images([str(text)])
+        with self.assertRaisesRegex(UserError, "Cannot read image"):
+            export.read_images([str(self.root / "missing.png")])
+
+    def test_answer_that_is_not_tf_serving(self):
+        with self.fake() as server:
+            with self.assertRaisesRegex(UserError, "did not answer with JSON"):
+                export._http_json(export.rest_url(server.url, NAME, None, "html"), {}, NAME,
+                                  None, 5)
+
+    def test_wait_until_available_reads_the_status_api(self):
+        with self.fake() as server:
+            status = export.wait_until_available(server.url, NAME, timeout=5)
+            self.assertEqual(status["model_version_status"][0]["state"], "AVAILABLE")
+            with self.assertRaisesRegex(UserError, "was not AVAILABLE.*after 0.2s"):
+                export.wait_until_available(server.url, "nope", timeout=0.2, interval=0.05)
+
+    def test_grpc_client(self):
+        try:
+            from tensorflow_serving.apis import prediction_service_pb2_grpc  # noqa: F401
+        except ImportError:
+            self.skipTest("tensorflow-serving-api (gRPC stubs) is not installed")
+        port, stop = _start_grpc_server({NAME: self.loaded})
+        try:
+            encoded = list(self.images.values())[:2]
+            predictions = export.predict_grpc(f"127.0.0.1:{port}", NAME, encoded, timeout=30)
+            expected = self.expected(encoded)
+            self.assertAllClose([p["probabilities"] for p in predictions],
+                                expected["probabilities"])
+            self.assertEqual(predictions[0]["class_names"],
+                             [CLASS_NAMES[c] for c in expected["classes"][0]])
+            with self.assertRaisesRegex(UserError, "'nope' is not loaded"):
+                export.predict_grpc(f"127.0.0.1:{port}", "nope", encoded, timeout=30)
+            with self.assertRaisesRegex(UserError, "could not decode an image"):
+                export.predict_grpc(f"127.0.0.1:{port}", NAME, [b"garbage"], timeout=30)
+        finally:
+            stop()
+        with self.assertRaisesRegex(UserError, "Cannot reach TF Serving's gRPC API"):
+            export.predict_grpc(f"127.0.0.1:{free_port()}", NAME, encoded, timeout=10)
+
+    def test_grpc_without_stubs_says_how_to_install(self):
+        with mock.patch.dict(sys.modules, {"tensorflow_serving.apis": None}):
+            with self.assertRaisesRegex(UserError, "pip install --no-deps 'tensorflow-serving-api"):
+                export.predict_grpc("127.0.0.1:1", NAME, [b"x"])
+
+    def test_serve_without_binary_says_how_to_run_it(self):
+        empty_bin = self.root / "empty_bin"
+        empty_bin.mkdir(exist_ok=True)
+        with mock.patch.dict(os.environ, {"PATH": str(empty_bin)}):
+            code, _, err = run_cli(["serve", "--base", str(self.base / NAME)])
+        self.assertEqual(code, 2)
+        base = (self.base / NAME).resolve()
+        self.assertIn(f"docker run -p 8501:8501 -p 8500:8500 --mount type=bind,source={base},"
+                      f"target=/models/{NAME} -e MODEL_NAME={NAME} -t tensorflow/serving", err)
+        self.assertIn("apt repository", err)
+        self.assertNotIn("Traceback", err)
+
+    def test_serve_rejects_a_folder_without_versions(self):
+        with self.assertRaisesRegex(UserError, "no version folder"):
+            export.start_model_server(self.root, NAME)
+
+    def test_serve_starts_the_binary_and_waits_until_available(self):
+        with self.fake_binary():
+            rest, grpc_port = free_port(), free_port()
+            server = export.start_model_server(self.base / NAME, NAME, rest, grpc_port,
+                                               timeout=60)
+            try:
+                self.assertEqual(server.available_versions(), [1])
+                self.assertIn(f"--rest_api_port={rest}", server.process.args)
+                with self.assertRaisesRegex(UserError, f"Port {rest} is already in use"):
+                    export.start_model_server(self.base / NAME, NAME, rest, free_port())
+            finally:
+                server.stop()
+            code, out, err = run_cli(["serve", "--base", str(self.base / NAME), "--detach",
+                                      "--rest-port", str(free_port()),
+                                      "--grpc-port", str(free_port())])
+            self.assertEqual(code, 0, err)
+            result = json.loads(out.strip().splitlines()[-1])
+            os.kill(result["pid"], 15)  # the stand-in server this test started
+            self.assertEqual(result["available_versions"], [1])
+
+    def test_serve_reports_a_server_that_exits(self):
+        with self.fake_binary('print("bad flag --foo", file=sys.stderr); sys.exit(3)'):
+            with self.assertRaisesRegex(UserError, "exited with code 3.*bad flag --foo"):
+                export.start_model_server(self.base / NAME, NAME, free_port(), free_port())
+
+    @contextlib.contextmanager
+    def fake_binary(self, exit_early: str = ""):
+        """Puts a stand-in ``tensorflow_model_server`` first on PATH."""
+        folder = Path(tempfile.mkdtemp(dir=self.root))
+        script = folder / export.SERVER_BINARY
+        script.write_text(FAKE_SERVER_SCRIPT.format(python=sys.executable, exit_early=exit_early))
+        script.chmod(0o755)
+        with mock.patch.dict(os.environ, {"PATH": f"{folder}{os.pathsep}{os.environ['PATH']}"}):
+            yield script
+
+    def test_end_to_end_with_tensorflow_model_server(self):
+        if REAL_SERVER is None:
+            self.skipTest(f"{export.SERVER_BINARY} is not installed here (neither apt nor pip "
+                          f"provide it on this machine); the REST client is tested against "
+                          f"FakeTFServing instead")
+        rest, grpc_port = free_port(), free_port()
+        server = export.start_model_server(self.base / NAME, NAME, rest, grpc_port, timeout=120)
+        try:
+            encoded = [self.images["png_rgb_20x24"], self.images["jpeg_45x50"]]
+            predictions = export.predict_rest(f"http://127.0.0.1:{rest}", NAME, encoded)
+            expected = self.expected(encoded)
+            self.assertAllClose([p["probabilities"] for p in predictions],
+                                expected["probabilities"], atol=1e-5)
+        finally:
+            server.stop()
+
+
+def _start_grpc_server(models: dict):
+    """A gRPC PredictionService on 127.0.0.1 running loaded SavedModels (NOT_FOUND for
+    unknown models, INVALID_ARGUMENT for TensorFlow's input errors, as TF Serving)."""
+    from concurrent import futures
+
+    import grpc
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    class Service(prediction_service_pb2_grpc.PredictionServiceServicer):
+        def Predict(self, request, context):  # noqa: N802 (gRPC's naming)
+            loaded = models.get(request.model_spec.name)
+            if loaded is None:
+                context.abort(grpc.StatusCode.NOT_FOUND,
+                              f"Servable not found for request: Latest({request.model_spec.name})")
+            signature = loaded.signatures[request.model_spec.signature_name or "serving_default"]
+            inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
+            try:
+                outputs = signature(**{k: tf.constant(v) for k, v in inputs.items()})
+            except tf.errors.InvalidArgumentError as exc:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, exc.message)
+            response = predict_pb2.PredictResponse()
+            for key, value in outputs.items():
+                response.outputs[key].CopyFrom(tf.make_tensor_proto(value.numpy()))
+            return response
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(Service(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    return port, lambda: server.stop(None)
+
+
+if __name__ == "__main__":
+    tf.test.main()

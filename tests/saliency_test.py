@@ -1,0 +1,120 @@
+"""Tests of tftransfer.saliency on tiny Keras models (no datasets)."""
+
+import tempfile
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tftransfer import saliency
+from tftransfer.errors import UserError
+from tftransfer.plots import save_figure
+
+
+def tiny_model(size=8, classes=3, seed=0):
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((size, size, 3))
+    hidden = keras.layers.Conv2D(4, 3, activation="relu", padding="same")(inputs)
+    pooled = keras.layers.GlobalAveragePooling2D()(hidden)
+    return keras.Model(inputs, keras.layers.Dense(classes, name="fc")(pooled))
+
+
+def constant_model(size=8, classes=3):
+    """Logits that do not depend on the input: a zero kernel and a non-zero bias."""
+    inputs = keras.Input((size, size, 3))
+    flat = keras.layers.Flatten()(inputs)
+    layer = keras.layers.Dense(classes, kernel_initializer="zeros",
+                               bias_initializer=keras.initializers.Constant(0.5))
+    return keras.Model(inputs, layer(flat))
+
+
+def images(n=5, size=8, seed=0):
+    return np.random.default_rng(seed).random((n, size, size, 3)).astype(np.float32)
+
+
+class GradientTest(tf.test.TestCase):
+
+    def test_shapes_and_batching(self):
+        model, x = tiny_model(), images(5)
+        labels = np.array([0, 1, 2, 0, 1])
+        batched = saliency.loss_gradients(model, x, labels, batch_size=2)
+        self.assertEqual(batched.shape, x.shape)
+        # Batching must not mix images: one call per image gives the same gradients.
+        single = np.concatenate([saliency.loss_gradients(model, x[i:i + 1], labels[i:i + 1])
+                                 for i in range(5)])
+        self.assertAllClose(batched, single, atol=1e-6)
+        self.assertGreater(np.abs(batched).max(), 0.0)
+
+    def test_constant_model_has_zero_gradient(self):
+        gradients = saliency.loss_gradients(constant_model(), images(3), np.array([0, 1, 2]))
+        self.assertAllEqual(gradients, np.zeros_like(gradients))
+
+    def test_smoothgrad_without_noise_is_vanilla(self):
+        model, x, labels = tiny_model(), images(3), np.array([2, 0, 1])
+        vanilla = saliency.loss_gradients(model, x, labels)
+        smooth = saliency.smoothgrad(model, x, labels, samples=4, noise=0.0, batch_size=5)
+        self.assertAllClose(smooth, vanilla, atol=1e-6)
+
+    def test_smoothgrad_is_seeded(self):
+        model, x, labels = tiny_model(), images(2), np.array([0, 1])
+        first = saliency.smoothgrad(model, x, labels, samples=3, noise=0.2, seed=7)
+        again = saliency.smoothgrad(model, x, labels, samples=3, noise=0.2, seed=7)
+        self.assertAllEqual(first, again)
+
+    def test_bad_smoothgrad_settings(self):
+        with self.assertRaises(UserError):
+            saliency.smoothgrad(tiny_model(), images(1), np.array([0]), samples=0)
+
+
+class RenderTest(tf.test.TestCase):
+
+    def test_render_modes(self):
+        gradients = np.random.default_rng(1).normal(size=(2, 8, 8, 3))
+        maps = saliency.render(gradients, "abs")
+        self.assertEqual(maps.shape, (2, 8, 8))
+        self.assertAllInRange(maps, 0.0, 1.0)
+        as_image = saliency.render(gradients, "image")
+        self.assertEqual(as_image.shape, (2, 8, 8, 3))
+        self.assertAllInRange(as_image, 0.0, 1.0)
+        zero = saliency.render(np.zeros((1, 4, 4, 3)), "image")
+        self.assertAllClose(zero, np.full((1, 4, 4, 3), 0.5))  # zero gradient -> grey
+        with self.assertRaises(UserError):
+            saliency.render(gradients, "heat")
+
+    def test_labels_follow_the_model_classes(self):
+        classes = ("cat", "dog", "fish")
+        self.assertTrue(saliency.labels_match({"class_names": list(classes)}, 3, classes))
+        self.assertFalse(saliency.labels_match({"class_names": ["0", "1", "2"]}, 3, classes))
+        self.assertTrue(saliency.labels_match({}, 3, classes))
+        self.assertFalse(saliency.labels_match({}, 10, classes))
+
+    def test_column_uses_predictions_for_foreign_classes(self):
+        model, x = tiny_model(classes=4), images(3)
+        column = saliency.column_for(model, {}, "m", x, np.array([0, 1, 2]), ("a", "b", "c"),
+                                     smooth=False, samples=1, noise=0.0, seed=0)
+        self.assertTrue(column.uses_predictions)
+        self.assertAllEqual(column.labels, saliency.predictions(model, x))
+        self.assertIn("predicted", column.title)
+
+    def test_figure_is_written(self):
+        models = [tiny_model(seed=0), tiny_model(seed=1, classes=5)]
+        x, labels = images(3), np.array([0, 1, 2])
+        columns = [saliency.column_for(m, {}, f"model {k}", x, labels, ("a", "b", "c"),
+                                       smooth=False, samples=1, noise=0.0, seed=0)
+                   for k, m in enumerate(models)]
+        figure = saliency.saliency_figure(x, ["a", "b", "c"], columns)
+        self.assertEqual(len(figure.axes), 3 * 3)  # rows x (image + 2 models)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = save_figure(figure, Path(tmp) / "saliency.png")
+            self.assertTrue(path.read_bytes().startswith(b"\x89PNG"))
+
+    def test_titles_describe_training(self):
+        self.assertEqual(saliency.model_title("runs/nat/", {"attack": {"attack": "none"}}),
+                         "nat\n(natural)")
+        self.assertEqual(saliency.model_title("r", {"source_attack": "l2", "source_eps": 3.0}),
+                         "r\n(l2 eps 3)")
+
+
+if __name__ == "__main__":
+    tf.test.main()

@@ -1,0 +1,133 @@
+"""Tests of sweeps: registered configs, the grid, sharding, atomic rows, resume after kill -9."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import tensorflow as tf
+
+import pipelines
+from tests.helpers import REPO, make_image_folder
+from tests.transfer_test import make_source
+from tftransfer import sources, sweeps
+from tftransfer.config import CellOverride, SweepConfig
+from tftransfer.errors import UserError
+
+
+def small_sweep(source_dirs, target, **kwargs):
+    settings = dict(name="test", sources=tuple(str(s) for s in source_dirs), targets=(target,),
+                    train_images=(6, 9), unfrozen_blocks=(0,), seeds=(0, 1), epochs=2,
+                    recipe=("data.batch_size=4", "head_init=glorot"))
+    settings.update(kwargs)
+    return SweepConfig(**settings)
+
+
+class GridTest(tf.test.TestCase):
+
+    def test_every_registered_config_is_valid(self):
+        self.assertIn("replication", pipelines.names())
+        for name in pipelines.names():
+            sweep = pipelines.get(name)
+            grid = sweeps.cells(sweep)
+            self.assertNotEmpty(grid, name)
+            self.assertLen({c.key for c in grid}, len(grid))
+            for source in sweep.sources:
+                self.assertIsNotNone(sources.get(source), f"{name}: unregistered {source}")
+
+    def test_replication_grid_has_the_paper_shape(self):
+        grid = sweeps.cells(pipelines.get("replication"))
+        small = [c for c in grid if c.train_images <= 800]
+        large = [c for c in grid if c.train_images > 800]
+        self.assertEqual({c.seed for c in small}, {0, 1, 2, 3, 4})
+        self.assertEqual({c.seed for c in large}, {0, 1, 2})
+        self.assertEqual(len(grid), 4 * 2 * (4 * 5 + 2 * 3) * 2)
+
+    def test_overrides_change_seeds_and_epochs_of_matching_cells(self):
+        sweep = small_sweep(["a"], "t", overrides=(CellOverride((9,), seeds=(5,), epochs=7),))
+        by_n = {n: [c for c in sweeps.cells(sweep) if c.train_images == n] for n in (6, 9)}
+        self.assertEqual([(c.seed, c.epochs) for c in by_n[9]], [(5, 7)])
+        self.assertEqual([(c.seed, c.epochs) for c in by_n[6]], [(0, 2), (1, 2)])
+
+    def test_shards_cover_the_grid_exactly_once(self):
+        grid = sweeps.cells(pipelines.get("replication"))
+        for count in (1, 3, 7):
+            keys = [c.key for i in range(1, count + 1) for c in sweeps.shard_cells(grid, i, count)]
+            self.assertCountEqual(keys, [c.key for c in grid])
+        with self.assertRaisesRegex(UserError, "i/n"):
+            sweeps.parse_shard("2-4")
+        with self.assertRaisesRegex(UserError, "between 1 and n"):
+            sweeps.parse_shard("5/4")
+
+    def test_unknown_config_lists_names(self):
+        with self.assertRaisesRegex(UserError, "Unknown sweep config 'nope'.*replication"):
+            pipelines.get("nope")
+
+    def test_invalid_recipe_assignment_is_refused(self):
+        with self.assertRaisesRegex(UserError, "no field"):
+            small_sweep(["a"], "t", recipe=("optim.lr=0.1",))
+
+
+class RunSweepTest(tf.test.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.tmp = Path(self.get_temp_dir())
+        self.sources = [make_source(self.tmp / f"src{i}", seed=i) for i in range(2)]
+        self.target = str(make_image_folder(self.tmp / "images", classes=("a", "b", "c"),
+                                            per_class=8, split=True))
+
+    def test_rows_columns_and_resume_without_duplicates(self):
+        sweep = small_sweep(self.sources, self.target)
+        results = self.tmp / "results"
+        first = sweeps.run_sweep(sweep, results, max_runs=3)
+        self.assertEqual((first["ran"], first["remaining"]), (3, 5))
+        second = sweeps.run_sweep(sweep, results)
+        self.assertEqual((second["finished_before"], second["ran"]), (3, 5))
+        rows = sweeps.read_rows(results / "results.csv")
+        self.assertCountEqual([r["run_key"] for r in rows], [c.key for c in sweeps.cells(sweep)])
+        for column in ("source", "target", "train_images", "unfrozen_blocks", "epochs", "seed",
+                       "test_accuracy", "test_accuracy_epoch_1", "test_accuracy_epoch_2",
+                       "train_seconds", "git_commit"):
+            self.assertIn(column, rows[0])
+        self.assertBetween(float(rows[0]["test_accuracy"]), 0.0, 1.0)
+        # Cached features are shared: each source computes each image once.
+        self.assertEqual(sweeps.run_sweep(sweep, results)["ran"], 0)
+
+    def test_shards_write_separate_files(self):
+        sweep = small_sweep(self.sources[:1], self.target, seeds=(0,))
+        sweeps.run_sweep(sweep, self.tmp / "r", shard="1/2")
+        sweeps.run_sweep(sweep, self.tmp / "r", shard="2/2")
+        files = sorted(p.name for p in (self.tmp / "r").glob("results*.csv"))
+        self.assertEqual(files, ["results.shard-1-of-2.csv", "results.shard-2-of-2.csv"])
+
+    def test_killed_sweep_resumes_with_each_cell_exactly_once(self):
+        results = self.tmp / "killed"
+        script = textwrap.dedent(f"""
+            import sys
+            sys.path.insert(0, {str(REPO)!r})
+            from tests.sweeps_test import small_sweep
+            from tftransfer import sweeps
+            sweep = small_sweep({[str(s) for s in self.sources]!r}, {self.target!r},
+                                train_images=(6, 9, 12), epochs=3)
+            sweeps.run_sweep(sweep, {str(results)!r})
+        """)
+        process = subprocess.Popen([sys.executable, "-c", script], cwd=REPO,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                   start_new_session=True)
+        csv_file = results / "results.csv"
+        deadline = time.time() + 240
+        while time.time() < deadline and len(sweeps.read_rows(csv_file)) < 2:
+            time.sleep(0.2)
+        os.killpg(process.pid, signal.SIGKILL)  # kill -9, mid-way through the grid
+        process.wait()
+        killed_rows = len(sweeps.read_rows(csv_file))
+        self.assertBetween(killed_rows, 2, 11)
+        subprocess.run([sys.executable, "-c", script], cwd=REPO, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        keys = [r["run_key"] for r in sweeps.read_rows(csv_file)]
+        self.assertLen(keys, 12)
+        self.assertLen(set(keys), 12)

@@ -1,0 +1,302 @@
+"""Tests of the fine-tuning hyperparameter search (keras-tuner)."""
+
+import contextlib
+import dataclasses
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from unittest import mock
+
+import keras
+import keras_tuner as kt
+import numpy as np
+import tensorflow as tf
+
+from tests.helpers import make_image_folder
+from tftransfer import cli, data, resnet, saving, tuning
+from tftransfer.errors import UserError
+
+REPO = Path(__file__).resolve().parent.parent
+DISTRIBUTED_ENV = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")
+
+
+def make_source(directory, num_classes=10, size=32, seed=0):
+    """A small random resnet20 (a quarter of the width) saved as a model directory."""
+    keras.utils.set_random_seed(seed)
+    model = resnet.build("resnet20", num_classes, size, width=0.25)
+    saving.save_model_dir(model, directory, {"arch": "resnet20", "image_size": size,
+                                             "attack": {"attack": "none"}})
+    return directory
+
+
+class TuningTestCase(tf.test.TestCase):
+    """A tiny source and a 3-class image folder (12 training, 6 test images per class)."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.root = Path(tempfile.mkdtemp(prefix="tuning_test_"))
+        cls.source = str(make_source(cls.root / "source"))
+        cls.folder = str(make_image_folder(cls.root / "images", classes=("a", "b", "c"),
+                                           per_class=12, split=True))
+
+    def setUp(self):
+        super().setUp()
+        for name in DISTRIBUTED_ENV:
+            self.assertNotIn(name, os.environ)  # a stray variable would make this a worker
+
+    def tearDown(self):
+        keras.mixed_precision.set_global_policy("float32")
+        super().tearDown()
+
+    def tune_config(self, directory, **kwargs):
+        base = tuning.base_config(self.folder, self.source, train_images=30, seed=0)
+        settings = dict(base=base, directory=str(directory), tuner="random", max_trials=2,
+                        max_epochs=2)
+        settings.update(kwargs)
+        return tuning.TuneConfig(**settings)
+
+
+class SearchSpaceTest(TuningTestCase):
+
+    def test_names_ranges_and_log_sampled_learning_rate(self):
+        hp = kt.HyperParameters()
+        tuning.search_space(hp, [0, 1, 3, 6, -1], max_epochs=9, tune_epochs=True)
+        space = {p.name: p for p in hp.space}
+        self.assertEqual(set(space), {"learning_rate", "weight_decay", "unfrozen_blocks",
+                                      "batch_size", "head_init", "label_smoothing", "epochs"})
+        lr = space["learning_rate"]
+        self.assertIsInstance(lr, kt.engine.hyperparameters.Float)
+        self.assertEqual((lr.min_value, lr.max_value, lr.sampling), (1e-3, 0.5, "log"))
+        self.assertEqual(list(space["unfrozen_blocks"].values), [0, 1, 3, 6, -1])
+        self.assertEqual(list(space["head_init"].values), ["normal", "glorot"])
+        self.assertIn(5e-4, space["weight_decay"].values)
+        self.assertEqual((space["epochs"].min_value, space["epochs"].max_value), (3, 9))
+        # The defaults are the paper's recipe.
+        self.assertEqual({k: v for k, v in hp.values.items() if k != "epochs"},
+                         {"learning_rate": 0.1, "weight_decay": 5e-4, "unfrozen_blocks": 0,
+                          "batch_size": 128, "head_init": "normal", "label_smoothing": 0.0})
+
+    def test_log_sampling_spreads_over_decades(self):
+        hp = kt.HyperParameters()
+        tuning.search_space(hp, [0, -1], 3, True)
+        lr = next(p for p in hp.space if p.name == "learning_rate")
+        samples = np.array([lr.random_sample(seed) for seed in range(400)])
+        # Log-uniform on [1e-3, 0.5]: about 37% of samples fall below 1e-2 (uniform: 2%).
+        self.assertBetween(np.mean(samples < 1e-2), 0.25, 0.5)
+
+    def test_hyperband_owns_epochs(self):
+        hp = kt.HyperParameters()
+        tuning.search_space(hp, [0, -1], 9, tune_epochs=False)
+        self.assertNotIn("epochs", [p.name for p in hp.space])
+        values = tuning.searched_values({**hp.values, "tuner/epochs": 3,
+                                         "tuner/initial_epoch": 1}, max_epochs=9)
+        self.assertEqual(values["epochs"], 3)
+        self.assertFalse(any(k.startswith("tuner/") for k in values))
+
+    def test_unfrozen_choices_follow_the_source(self):
+        resnet20 = saving.load_model(self.source)
+        self.assertEqual(tuning.unfrozen_block_choices(resnet20), [0, 1, 3, 6, -1])
+        resnet18 = resnet.build("resnet18", 10, 32, width=0.25)
+        self.assertEqual(tuning.unfrozen_block_choices(resnet18), [0, 1, 2, 4, 6, -1])
+        plain = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(),
+                                  keras.layers.Dense(2)])
+        self.assertEqual(tuning.unfrozen_block_choices(plain), [0, -1])
+
+    def test_best_config_round_trips_through_the_transfer_command(self):
+        base = tuning.base_config("my images/x", "src", train_images=40, seed=3,
+                                  precision="mixed_bfloat16", data_dir="/d", download=False,
+                                  test_images=50, image_size=48)
+        values = {"learning_rate": 0.0123456789, "weight_decay": 0.0, "unfrozen_blocks": -1,
+                  "batch_size": 64, "head_init": "glorot", "label_smoothing": 0.1, "epochs": 7}
+        cfg = tuning.config_from_hps(base, values)
+        self.assertEqual(tuning.config_from_command(tuning.transfer_command(cfg)), cfg)
+
+    def test_bad_settings_are_one_sentence_errors(self):
+        base = tuning.base_config(self.folder, self.source, train_images=30)
+        with self.assertRaisesRegex(UserError, "--tuner must be one of"):
+            tuning.TuneConfig(base=base, directory="d", tuner="grid")
+        with self.assertRaisesRegex(UserError, "needs --train-images"):
+            tuning.TuneConfig(base=tuning.base_config("x", None, None), directory="d")
+        with mock.patch.dict(os.environ, {"KERASTUNER_ORACLE_IP": "127.0.0.1"}):
+            with self.assertRaisesRegex(UserError, "KERASTUNER_ORACLE_PORT"):
+                tuning.role()
+        worker = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": "1",
+                  "KERASTUNER_TUNER_ID": "tuner0"}
+        with mock.patch.dict(os.environ, worker):
+            self.assertEqual(tuning.role(), "worker")
+            with self.assertRaisesRegex(UserError, "chief only"):
+                tuning.make_tuner(self.tune_config(self.root / "w", overwrite=True), None)
+
+
+class _Unreadable:
+    """Stands in for the test split: any read fails the test."""
+
+    def __init__(self, labels):
+        self.labels = labels
+
+    def read(self, indices):
+        raise AssertionError("the search read the test split")
+
+
+class ValidationSplitTest(TuningTestCase):
+
+    def test_validation_comes_from_the_n_training_images(self):
+        search_data = tuning.prepare(self.tune_config(self.root / "split"))
+        fit, val = set(search_data.fit_idx.tolist()), set(search_data.val_idx.tolist())
+        self.assertEmpty(fit & val)
+        self.assertEqual(fit | val, set(search_data.train_idx.tolist()))
+        self.assertLen(search_data.train_idx, 30)
+        self.assertLen(val, 6)  # 20%, stratified: two per class
+        labels = search_data.target.train.labels
+        self.assertEqual(sorted(np.bincount(labels[search_data.val_idx])), [2, 2, 2])
+        # The N images are the ones fine_tune selects for the retrain.
+        self.assertAllEqual(search_data.train_idx, data.select_subset(labels, 30, 0))
+
+    def test_trials_never_read_the_test_split_and_never_change_the_source(self):
+        cfg = self.tune_config(self.root / "poisoned")
+        search_data = tuning.prepare(cfg)
+        search_data.target = dataclasses.replace(
+            search_data.target, test=_Unreadable(search_data.target.test.labels))
+        source_weights = [w.copy() for w in search_data.source.model.get_weights()]
+        hypermodel = tuning.FineTuneHyperModel(search_data, cfg.base, 1, tune_epochs=True)
+        for unfrozen in (0, -1):  # feature cache on / off
+            hp = kt.HyperParameters()
+            hp.Fixed("unfrozen_blocks", unfrozen)
+            hp.Fixed("learning_rate", 0.5)
+            model = hypermodel.build(hp)
+            metrics = hypermodel.fit(hp, model, epochs=1, verbose=0)
+            self.assertBetween(metrics["val_accuracy"], 0.0, 1.0)
+        for before, after in zip(source_weights, search_data.source.model.get_weights()):
+            self.assertAllEqual(before, after)
+
+    def test_trials_run_at_the_requested_precision(self):
+        cfg = self.tune_config(self.root / "bf16")
+        base = dataclasses.replace(cfg.base, precision="mixed_bfloat16")
+        hypermodel = tuning.FineTuneHyperModel(tuning.prepare(cfg), base, 1, True)
+        keras.backend.clear_session()  # what keras-tuner does before every build
+        hypermodel.build(kt.HyperParameters())
+        self.assertEqual(keras.mixed_precision.global_policy().name, "mixed_bfloat16")
+
+
+def run_cli(argv):
+    """Runs the CLI in-process; returns (exit code, the JSON of the last stdout line)."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = cli.main(argv)
+    lines = out.getvalue().strip().splitlines()
+    return code, json.loads(lines[-1]) if lines else None
+
+
+class SearchTest(TuningTestCase):
+
+    def test_two_trial_search_end_to_end(self):
+        directory = self.root / "e2e"
+        code, result = run_cli(["tune", "--target", self.folder, "--source", self.source,
+                                "--train-images", "30", "--tuner", "random", "--max-trials",
+                                "2", "--max-epochs", "2", "--dir", str(directory), "--quiet"])
+        self.assertEqual(code, 0)
+        self.assertEqual(result["trials"], 2)
+        self.assertEqual(result["trials_run_here"], ["0", "1"])
+        self.assertEqual((result["validation_images"], result["train_images"]), (6, 30))
+        self.assertEqual(result["test_images"], 18)  # tested once, on the whole test split
+        self.assertBetween(result["test_accuracy"], 0.0, 1.0)
+        self.assertBetween(result["val_accuracy"], 0.0, 1.0)
+        best = json.loads((directory / tuning.BEST_HPS_FILE).read_text())
+        self.assertEqual(best, result["best_hyperparameters"])
+        command = (directory / tuning.BEST_COMMAND_FILE).read_text().strip()
+        self.assertEqual(command, result["command"])
+        retrain = tuning.config_from_command(command)
+        self.assertEqual((retrain.unfrozen_blocks, retrain.epochs, retrain.data.train_images),
+                         (best["unfrozen_blocks"], best["epochs"], 30))
+        self.assertEqual(retrain.optim.learning_rate, best["learning_rate"])
+        self.assertTrue((directory / tuning.BEST_RUN_DIR / "model.keras").exists())
+
+    def test_resume_runs_only_the_missing_trials(self):
+        directory = self.root / "resume"
+        first = tuning.tune(self.tune_config(directory, tuner="bayesian", max_trials=2),
+                            verbose=False)
+        self.assertEqual((first["trials"], len(first["trials_run_here"])), (2, 2))
+        second = tuning.tune(self.tune_config(directory, tuner="bayesian", max_trials=3),
+                             verbose=False)
+        self.assertEqual(second["trials"], 3)
+        self.assertEqual(second["trials_run_here"], ["2"])
+        # Nothing left to do: no trial, and the finished retrain is reused (no new test run).
+        third = tuning.tune(self.tune_config(directory, tuner="bayesian", max_trials=3),
+                            verbose=False)
+        self.assertEqual(third["trials_run_here"], [])
+        self.assertFalse(third["retrained"])
+        self.assertEqual(third["test_accuracy"], second["test_accuracy"])
+
+    def test_hyperband_continues_trials_from_their_checkpoints(self):
+        result = tuning.tune(self.tune_config(self.root / "hyperband", tuner="hyperband",
+                                              max_trials=4, max_epochs=3), verbose=False)
+        self.assertEqual(result["trials"], 4)
+        trials = [kt.engine.trial.Trial.load(str(path)) for path in
+                  sorted((self.root / "hyperband" / "search").glob("trial_*/trial.json"))]
+        continued = [t for t in trials if "tuner/trial_id" in t.hyperparameters.values]
+        self.assertLen(continued, 1)  # round 1 of the first bracket: 1 -> 3 epochs
+        self.assertEqual(continued[0].status, "COMPLETED")
+        self.assertEqual(continued[0].hyperparameters.values["tuner/initial_epoch"], 1)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class DistributedTest(TuningTestCase):
+
+    def test_chief_and_two_workers_share_the_trials(self):
+        directory = self.root / "distributed"
+        args = ["--target", self.folder, "--source", self.source, "--train-images", "30",
+                "--tuner", "random", "--max-trials", "4", "--max-epochs", "1",
+                "--dir", str(directory), "--quiet"]
+        env = {**os.environ, "KERASTUNER_ORACLE_IP": "127.0.0.1",
+               "KERASTUNER_ORACLE_PORT": str(free_port()), "TF_CPP_MIN_LOG_LEVEL": "2",
+               "PYTHONPATH": str(REPO)}
+        logs = self.root / "logs"
+        logs.mkdir(exist_ok=True)
+
+        def start(tuner_id, command):
+            # Files, not pipes: a full pipe would block a process we are not reading yet.
+            stdout = open(logs / f"{tuner_id}.out", "w")
+            stderr = open(logs / f"{tuner_id}.err", "w")
+            process = subprocess.Popen(command, cwd=REPO, stdout=stdout, stderr=stderr,
+                                       env={**env, "KERASTUNER_TUNER_ID": tuner_id})
+            return tuner_id, process
+
+        processes = [start("chief", [sys.executable, "main.py", "tune", *args])]
+        processes += [start(f"tuner{i}", [sys.executable, "tests/tuning_worker.py",
+                                          str(self.root / "barrier"), "2", "--", *args])
+                      for i in range(2)]
+        outputs = {}
+        try:
+            for tuner_id, process in processes:
+                process.wait(timeout=240)
+                stderr = (logs / f"{tuner_id}.err").read_text()
+                self.assertEqual(process.returncode, 0, f"{tuner_id}: {stderr[-3000:]}")
+                stdout = (logs / f"{tuner_id}.out").read_text()
+                outputs[tuner_id] = json.loads(stdout.strip().splitlines()[-1])
+        finally:
+            for _, process in processes:
+                if process.poll() is None:
+                    process.kill()
+        chief_result = outputs["chief"]
+        shares = [set(outputs[f"tuner{i}"]["trials_run"]) for i in range(2)]
+        self.assertTrue(all(shares), shares)  # every worker ran at least one trial
+        self.assertEmpty(shares[0] & shares[1])
+        self.assertEqual(shares[0] | shares[1], {"0", "1", "2", "3"})
+        self.assertEqual(chief_result["trials"], 4)
+        self.assertEqual(chief_result["trials_run_here"], [])  # the chief only serves
+        self.assertBetween(chief_result["test_accuracy"], 0.0, 1.0)
+
+
+if __name__ == "__main__":
+    tf.test.main()
