@@ -20,7 +20,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import textwrap
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -346,9 +345,11 @@ class ExportTest(tf.test.TestCase):
             first = export.export_model(self.run_dir, "m", base=base)
             second = export.export_model(self.run_dir, "m", base=base)
             self.assertEqual((first["version"], second["version"]), (1, 2))
-            with self.assertRaisesRegex(UserError, r"Version 2 already exists.*next free one \(3\)"):
+            with self.assertRaisesRegex(UserError,
+                                        r"Version 2 already exists.*next free one \(3\)"):
                 export.export_model(self.run_dir, "m", base=base, version=2)
-            self.assertEqual(export.export_model(self.run_dir, "m", base=base, version=7)["version"], 7)
+            seventh = export.export_model(self.run_dir, "m", base=base, version=7)
+        self.assertEqual(seventh["version"], 7)
         self.assertEqual(export.existing_versions(base / "m"), [1, 2, 7])
         self.assertEqual(export.version_dir(base / "m", None), base / "m" / "8")
         self.assertEqual([p.name for p in (base / "m").iterdir() if p.name.startswith(".")], [])

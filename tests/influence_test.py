@@ -95,6 +95,24 @@ class InfluenceMathTest(tf.test.TestCase):
         self.assertAllClose(exact.on_test, cg.on_test, rtol=1e-7, atol=1e-10)
         self.assertAllClose(exact.on_train, cg.on_train, rtol=1e-7, atol=1e-10)
 
+    def test_feature_span_reduction_is_exact(self):
+        # Fewer images (12) than features (30), plus a dead feature: H shrinks to 12 x 3.
+        features, labels = make_problem(n=12, d=30, seed=4)
+        features[:, 5] = 0.0
+        head = fit(features, labels, 3, self.l2)
+        test_x, test_y = make_problem(n=4, d=30, seed=5)  # its feature 5 is not dead
+        basis = influence.feature_basis(features)
+        self.assertEqual(basis.shape, (31, 12))
+        self.assertIsNone(influence.feature_basis(self.features))  # 60 images, 6 dims
+        full = influence.compute_influence(head, features, features, labels, test_x, test_y,
+                                           0.01, "exact", reduce=False)
+        for method in ("exact", "cg"):
+            reduced = influence.compute_influence(head, features, features, labels, test_x,
+                                                  test_y, 0.01, method)
+            self.assertEqual(reduced.info["solved_params"], 36)
+            self.assertAllClose(reduced.on_test, full.on_test, rtol=1e-7, atol=1e-10)
+            self.assertAllClose(reduced.on_train, full.on_train, rtol=1e-7, atol=1e-10)
+
     def test_train_influence_is_symmetric_with_negative_self_influence(self):
         result = influence.compute_influence(self.head, self.features, self.features[:10],
                                              self.labels[:10], self.features[:2],

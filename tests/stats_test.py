@@ -280,7 +280,7 @@ class ReportCommandTest(unittest.TestCase):
         self.assertIn("| 100 | 45.0 / 55.5 (+10.5 ± 6.4) |", (out / "summary.md").read_text())
 
     def test_report_modules_do_not_import_tensorflow(self):
-        code = ("import sys, tftransfer.commands.report, tftransfer.plots, tftransfer.stats; "
+        code = ("import sys, tftransfer.commands.report, tftransfer.reporting, tftransfer.plots, tftransfer.stats; "
                 "print('tensorflow' in sys.modules)")
         output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                 check=True).stdout.strip()

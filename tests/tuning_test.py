@@ -56,8 +56,10 @@ class TuningTestCase(tf.test.TestCase):
 
     def tune_config(self, directory, **kwargs):
         base = tuning.base_config(self.folder, self.source, train_images=30, seed=0)
+        # Head only or the last block: training through the whole network is what makes a
+        # trial slow (tracing), and the poisoned-test-split test covers -1 on its own.
         settings = dict(base=base, directory=str(directory), tuner="random", max_trials=2,
-                        max_epochs=2)
+                        max_epochs=2, unfrozen_choices=(0, 1))
         settings.update(kwargs)
         return tuning.TuneConfig(**settings)
 
@@ -114,7 +116,7 @@ class SearchSpaceTest(TuningTestCase):
                                   test_images=50, image_size=48)
         values = {"learning_rate": 0.0123456789, "weight_decay": 0.0, "unfrozen_blocks": -1,
                   "batch_size": 64, "head_init": "glorot", "label_smoothing": 0.1, "epochs": 7}
-        cfg = tuning.config_from_hps(base, values)
+        cfg = tuning.config_from_hps(dataclasses.replace(base, feature_cache="off"), values)
         self.assertEqual(tuning.config_from_command(tuning.transfer_command(cfg)), cfg)
 
     def test_bad_settings_are_one_sentence_errors(self):
@@ -132,6 +134,9 @@ class SearchSpaceTest(TuningTestCase):
             self.assertEqual(tuning.role(), "worker")
             with self.assertRaisesRegex(UserError, "chief only"):
                 tuning.make_tuner(self.tune_config(self.root / "w", overwrite=True), None)
+        cfg = self.tune_config(self.root / "bad")
+        with self.assertRaisesRegex(UserError, "more than the 9 residual blocks"):
+            tuning.FineTuneHyperModel(tuning.prepare(cfg), cfg.base, 2, True, (0, 12))
 
 
 class _Unreadable:
@@ -164,12 +169,15 @@ class ValidationSplitTest(TuningTestCase):
         search_data.target = dataclasses.replace(
             search_data.target, test=_Unreadable(search_data.target.test.labels))
         source_weights = [w.copy() for w in search_data.source.model.get_weights()]
-        hypermodel = tuning.FineTuneHyperModel(search_data, cfg.base, 1, tune_epochs=True)
-        for unfrozen in (0, -1):  # feature cache on / off
+        # The last block trained on cached features, and the head on images (no cache).
+        for unfrozen, feature_cache in ((1, "auto"), (0, "off")):
+            base = dataclasses.replace(cfg.base, feature_cache=feature_cache)
+            hypermodel = tuning.FineTuneHyperModel(search_data, base, 1, tune_epochs=True)
             hp = kt.HyperParameters()
             hp.Fixed("unfrozen_blocks", unfrozen)
             hp.Fixed("learning_rate", 0.5)
             model = hypermodel.build(hp)
+            self.assertEqual(model.classifier.inputs[0].shape[1] == 32, feature_cache == "off")
             metrics = hypermodel.fit(hp, model, epochs=1, verbose=0)
             self.assertBetween(metrics["val_accuracy"], 0.0, 1.0)
         for before, after in zip(source_weights, search_data.source.model.get_weights()):
@@ -193,13 +201,24 @@ def run_cli(argv):
     return code, json.loads(lines[-1]) if lines else None
 
 
+def search(cfg, search_data=None):
+    """Runs a search without the final retrain; returns the tuner."""
+    search_data = search_data or tuning.prepare(cfg)
+    hypermodel = tuning.FineTuneHyperModel(search_data, cfg.base, cfg.max_epochs,
+                                           cfg.tuner != "hyperband", cfg.unfrozen_choices)
+    tuner = tuning.make_tuner(cfg, hypermodel)
+    tuning.run_search(tuner, verbose=False)
+    return tuner
+
+
 class SearchTest(TuningTestCase):
 
     def test_two_trial_search_end_to_end(self):
         directory = self.root / "e2e"
-        code, result = run_cli(["tune", "--target", self.folder, "--source", self.source,
-                                "--train-images", "30", "--tuner", "random", "--max-trials",
-                                "2", "--max-epochs", "2", "--dir", str(directory), "--quiet"])
+        argv = ["tune", "--target", self.folder, "--source", self.source, "--train-images",
+                "30", "--tuner", "random", "--max-trials", "2", "--max-epochs", "2",
+                "--unfrozen-choices", "0,1", "--dir", str(directory), "--quiet"]
+        code, result = run_cli(argv)
         self.assertEqual(code, 0)
         self.assertEqual(result["trials"], 2)
         self.assertEqual(result["trials_run_here"], ["0", "1"])
@@ -209,6 +228,7 @@ class SearchTest(TuningTestCase):
         self.assertBetween(result["val_accuracy"], 0.0, 1.0)
         best = json.loads((directory / tuning.BEST_HPS_FILE).read_text())
         self.assertEqual(best, result["best_hyperparameters"])
+        self.assertIn(best["unfrozen_blocks"], (0, 1))
         command = (directory / tuning.BEST_COMMAND_FILE).read_text().strip()
         self.assertEqual(command, result["command"])
         retrain = tuning.config_from_command(command)
@@ -216,32 +236,28 @@ class SearchTest(TuningTestCase):
                          (best["unfrozen_blocks"], best["epochs"], 30))
         self.assertEqual(retrain.optim.learning_rate, best["learning_rate"])
         self.assertTrue((directory / tuning.BEST_RUN_DIR / "model.keras").exists())
+        # Rerunning a finished search trains nothing and does not test again.
+        code, again = run_cli(argv)
+        self.assertEqual((code, again["trials_run_here"], again["retrained"]), (0, [], False))
+        self.assertEqual(again["test_accuracy"], result["test_accuracy"])
 
     def test_resume_runs_only_the_missing_trials(self):
-        directory = self.root / "resume"
-        first = tuning.tune(self.tune_config(directory, tuner="bayesian", max_trials=2),
-                            verbose=False)
-        self.assertEqual((first["trials"], len(first["trials_run_here"])), (2, 2))
-        second = tuning.tune(self.tune_config(directory, tuner="bayesian", max_trials=3),
-                             verbose=False)
-        self.assertEqual(second["trials"], 3)
-        self.assertEqual(second["trials_run_here"], ["2"])
-        # Nothing left to do: no trial, and the finished retrain is reused (no new test run).
-        third = tuning.tune(self.tune_config(directory, tuner="bayesian", max_trials=3),
-                            verbose=False)
-        self.assertEqual(third["trials_run_here"], [])
-        self.assertFalse(third["retrained"])
-        self.assertEqual(third["test_accuracy"], second["test_accuracy"])
+        cfg = self.tune_config(self.root / "resume", tuner="bayesian", max_trials=2)
+        search_data = tuning.prepare(cfg)
+        self.assertEqual(search(cfg, search_data).trials_run, ["0", "1"])
+        resumed = search(dataclasses.replace(cfg, max_trials=3), search_data)
+        self.assertEqual(resumed.trials_run, ["2"])
+        self.assertLen(resumed.oracle.trials, 3)
+        self.assertTrue(all(t.status == "COMPLETED" for t in resumed.oracle.trials.values()))
 
     def test_hyperband_continues_trials_from_their_checkpoints(self):
-        result = tuning.tune(self.tune_config(self.root / "hyperband", tuner="hyperband",
-                                              max_trials=4, max_epochs=3), verbose=False)
-        self.assertEqual(result["trials"], 4)
-        trials = [kt.engine.trial.Trial.load(str(path)) for path in
-                  sorted((self.root / "hyperband" / "search").glob("trial_*/trial.json"))]
+        tuner = search(self.tune_config(self.root / "hyperband", tuner="hyperband",
+                                        max_trials=4, max_epochs=3))
+        trials = list(tuner.oracle.trials.values())
+        self.assertLen(trials, 4)
+        self.assertTrue(all(t.status == "COMPLETED" for t in trials), [t.message for t in trials])
         continued = [t for t in trials if "tuner/trial_id" in t.hyperparameters.values]
         self.assertLen(continued, 1)  # round 1 of the first bracket: 1 -> 3 epochs
-        self.assertEqual(continued[0].status, "COMPLETED")
         self.assertEqual(continued[0].hyperparameters.values["tuner/initial_epoch"], 1)
 
 
@@ -257,6 +273,7 @@ class DistributedTest(TuningTestCase):
         directory = self.root / "distributed"
         args = ["--target", self.folder, "--source", self.source, "--train-images", "30",
                 "--tuner", "random", "--max-trials", "4", "--max-epochs", "1",
+                "--unfrozen-choices", "0,1",
                 "--dir", str(directory), "--quiet"]
         env = {**os.environ, "KERASTUNER_ORACLE_IP": "127.0.0.1",
                "KERASTUNER_ORACLE_PORT": str(free_port()), "TF_CPP_MIN_LOG_LEVEL": "2",

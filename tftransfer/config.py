@@ -14,9 +14,14 @@ from dataclasses import dataclass, field
 from tftransfer.errors import UserError
 
 ATTACKS = ("none", "l2", "linf")
+ARCHITECTURES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet20")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 DISTRIBUTIONS = ("none", "mirrored", "multi_worker_mirrored")
 SCHEDULES = ("cosine", "step", "constant")
+# Choices of the interpretation commands (here so that the CLI lists them without TensorFlow).
+SALIENCY_RENDERINGS = ("abs", "image")
+INFLUENCE_METHODS = ("auto", "exact", "cg")
+INFLUENCE_RANKINGS = ("helpful", "absolute")
 
 
 def _check(condition: bool, message: str) -> None:
@@ -114,8 +119,6 @@ class ModelConfig:
     small_inputs: bool | None = None       # None: yes for images of 64 pixels or fewer
 
     def __post_init__(self):
-        from tftransfer.resnet import ARCHITECTURES
-
         _check(self.arch in ARCHITECTURES,
                f"arch must be one of {', '.join(ARCHITECTURES)}, got {self.arch!r}.")
         _check(self.width > 0, f"width must be positive, got {self.width}.")

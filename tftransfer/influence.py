@@ -10,7 +10,9 @@ influence of upweighting a training example z on the loss of a test example is
 with H the Hessian of the training objective at the trained theta: the mean softmax
 cross-entropy over the run's training images plus the run's L2 term
 ``weight_decay / 2 * ||theta||^2`` (the fine-tuning recipe decays kernel and bias),
-plus a damping ``lambda * I``.
+plus a damping ``lambda * I``. When blocks of the trunk were fine-tuned too, only the
+head's parameters are considered (as in Koh & Liang's Inception experiment): the trunk
+is taken as a fixed feature extractor.
 
 Sign convention (the same everywhere in this module and its outputs):
 
@@ -34,10 +36,13 @@ than use a pseudo-inverse because the decayed objective's true Hessian is invert
 and damping keeps the exact and CG paths solving the same system.
 
 H is computed exactly in float64 (closed form of softmax regression: the mean of
-``[x;1][x;1]^T kron (diag(p) - p p^T)``) when the head has at most ``EXACT_MAX_PARAMS``
-parameters, and otherwise only applied to vectors, as Hessian-vector products by
-double back-propagation (``tf.GradientTape`` twice), inside batched conjugate
-gradients.
+``[x;1][x;1]^T kron (diag(p) - p p^T)``) when it has at most ``EXACT_MAX_PARAMS`` rows,
+and otherwise only applied to vectors, as Hessian-vector products by double
+back-propagation (``tf.GradientTape`` twice), inside batched conjugate gradients.
+Both work, exactly, in the span of the training features (``feature_basis``): with
+fewer training images than features (a 2048-d ResNet-50 head fine-tuned on 1000
+images) H shrinks from ``(d+1) C`` to ``N C`` rows, which is what makes the exact path
+usable in the paper's few-image regime.
 """
 
 from __future__ import annotations
@@ -55,10 +60,12 @@ from tftransfer.errors import UserError
 
 HEAD_NAME = "fc"
 EXACT_MAX_PARAMS = 5000
-METHODS = ("auto", "exact", "cg")
-RANKINGS = ("helpful", "absolute")
+from tftransfer.config import INFLUENCE_METHODS as METHODS  # noqa: E402
+from tftransfer.config import INFLUENCE_RANKINGS as RANKINGS  # noqa: E402
 # Elements of the [vectors, examples, classes] logits tensor per HVP chunk (~80 MB float64).
 _HVP_CHUNK_ELEMENTS = 10_000_000
+# Above this norm of the training objective's gradient, the head is reported as unconverged.
+_STATIONARY_NORM = 1e-2
 
 
 # ----------------------------------------------------------------------------- the head problem
@@ -117,18 +124,30 @@ def losses(head: Head, features, labels) -> np.ndarray:
     return -(targets * log_p).sum(axis=1)
 
 
-def per_example_gradients(head: Head, features, labels) -> np.ndarray:
+def _design(features, basis: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """``([x; 1], its coordinates in basis)``; the first gives the logits, the second is
+    the factor of the gradient and the Hessian in the (possibly reduced) parameters."""
+    full = with_bias_column(features)
+    return full, (full if basis is None else full @ basis)
+
+
+def per_example_gradients(head: Head, features, labels, basis=None) -> np.ndarray:
     """Gradient of each example's cross-entropy w.r.t. theta, flattened row-major.
 
     For softmax regression it is ``[x; 1] outer (p - t)``: no autodiff needed.
 
+    Args:
+      head, features, labels: the head and the examples.
+      basis: optional [features + 1, r] orthonormal basis (see ``feature_basis``); the
+        gradient is then given in the coordinates ``basis^T theta``.
+
     Returns:
-      float64 [n, (features + 1) * classes].
+      float64 [n, (features + 1) * classes], or [n, r * classes] with a basis.
     """
-    x = with_bias_column(features)
-    probabilities = softmax(x @ head.theta)
+    full, design = _design(features, basis)
+    probabilities = softmax(full @ head.theta)
     residual = probabilities - soft_targets(labels, probabilities.shape[1], head.label_smoothing)
-    return (x[:, :, None] * residual[:, None, :]).reshape(len(x), -1)
+    return (design[:, :, None] * residual[:, None, :]).reshape(len(design), -1)
 
 
 def objective_gradient(head: Head, features, labels) -> np.ndarray:
@@ -136,35 +155,57 @@ def objective_gradient(head: Head, features, labels) -> np.ndarray:
     return per_example_gradients(head, features, labels).mean(axis=0) + head.l2 * head.theta.ravel()
 
 
+def feature_basis(features, rtol: float = 1e-10) -> np.ndarray | None:
+    """An orthonormal basis of the span of the training ``[x; 1]`` (None: all of R^(d+1)).
+
+    Why it is exact to work in it: every training gradient is ``[x; 1] outer r``, so it
+    lies in ``span(basis) kron R^classes``, and H maps that subspace into itself while
+    acting as ``(l2 + damping) I`` on its complement. A test gradient's component in the
+    complement is therefore mapped into the complement, orthogonal to every training
+    gradient: it adds nothing to any influence. With few training images (N < d + 1,
+    the paper's regime) or dead features, H shrinks from (d+1)C to rC rows.
+    """
+    design = with_bias_column(features)
+    if len(design) < design.shape[1]:
+        _, singular, vt = np.linalg.svd(design, full_matrices=False)
+        basis = vt[singular > rtol * singular[0]].T
+    else:
+        values, vectors = np.linalg.eigh(design.T @ design)
+        basis = vectors[:, values > (rtol ** 2) * values[-1]]
+    return None if basis.shape[1] == design.shape[1] else basis
+
+
 # ----------------------------------------------------------------------------- Hessian: exact
 
-def exact_hessian(head: Head, features, damping: float, chunk: int = 4096) -> np.ndarray:
+def exact_hessian(head: Head, features, damping: float, basis=None,
+                  chunk: int = 4096) -> np.ndarray:
     """The damped Hessian of the training objective, exactly, in float64.
 
     ``H = mean_n ([x;1][x;1]^T kron (diag(p_n) - p_n p_n^T)) + (l2 + damping) I``, in the
-    row-major order of ``theta`` (index ``feature * classes + class``).
+    row-major order of ``theta`` (index ``feature * classes + class``); with a ``basis``,
+    ``[x; 1]`` is replaced by its coordinates in it.
 
     Args:
       head: the trained head.
       features: the training features the head was fit on, [n, features].
       damping: lambda.
+      basis: optional reduced basis (see ``feature_basis``).
       chunk: examples per block (bounds memory at ``chunk * params`` floats).
 
     Returns:
       float64 [params, params].
     """
-    theta = head.theta
-    d, c = theta.shape
+    c = head.theta.shape[1]
+    d = head.theta.shape[0] if basis is None else basis.shape[1]
     hessian = np.zeros((d, c, d, c))
-    n = len(features)
-    for start in range(0, n, chunk):
-        x = with_bias_column(features[start:start + chunk])
-        p = softmax(x @ theta)
+    for start in range(0, len(features), chunk):
+        full, x = _design(features[start:start + chunk], basis)
+        p = softmax(full @ head.theta)
         outer = (x[:, :, None] * p[:, None, :]).reshape(len(x), d * c)
         hessian -= (outer.T @ outer).reshape(d, c, d, c)
         for k in range(c):
             hessian[:, k, :, k] += (x * p[:, k:k + 1]).T @ x
-    hessian = hessian.reshape(d * c, d * c) / n
+    hessian = hessian.reshape(d * c, d * c) / len(features)
     hessian[np.diag_indices_from(hessian)] += head.l2 + damping
     return hessian
 
@@ -183,49 +224,49 @@ def solve_exact(hessian: np.ndarray, vectors: np.ndarray) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- Hessian: HVPs + CG
 
-def hessian_vector_products(head: Head, features, vectors: np.ndarray,
-                            damping: float) -> np.ndarray:
+def hessian_vector_products(head: Head, features, vectors: np.ndarray, damping: float,
+                            basis=None) -> np.ndarray:
     """``H v`` for every row of ``vectors``, by double back-propagation in float64.
 
     The HVP never forms H: it differentiates ``<grad L(theta + t), v>`` w.r.t. a zero
-    perturbation ``t``, one perturbation per vector, so a whole block of vectors costs
-    one pair of backward passes.
+    perturbation ``t``, one perturbation per vector, so a block of vectors costs one
+    pair of backward passes.
 
     Args:
       head: the trained head.
       features: the training features, [n, features].
-      vectors: [k, params].
+      vectors: [k, params] (reduced params with a ``basis``).
       damping: lambda.
+      basis: optional reduced basis (see ``feature_basis``).
 
     Returns:
       float64 [k, params].
     """
-    theta = tf.constant(head.theta)
-    d, c = head.theta.shape
-    x = tf.constant(with_bias_column(features))
-    targets = tf.constant(soft_targets(np.zeros(len(features), np.int64), c))  # Hessian ignores t
+    full, design = _design(features, basis)
+    c = head.theta.shape[1]
+    logits = tf.constant(full @ head.theta)
+    x = tf.constant(design)
     vectors = np.asarray(vectors, np.float64)
-    block = max(1, _HVP_CHUNK_ELEMENTS // max(1, len(features) * c))
+    block = max(1, _HVP_CHUNK_ELEMENTS // max(1, len(design) * c))
     products = []
     for start in range(0, len(vectors), block):
-        v = tf.constant(vectors[start:start + block].reshape(-1, d, c))
-        products.append(_hvp_block(x, targets, theta, v).numpy().reshape(len(v), -1))
+        v = tf.constant(vectors[start:start + block].reshape(-1, design.shape[1], c))
+        products.append(_hvp_block(x, logits, v).numpy().reshape(len(v), -1))
     result = np.concatenate(products) if products else np.zeros_like(vectors)
     return result + (head.l2 + damping) * vectors
 
 
 @tf.function(reduce_retracing=True)
-def _hvp_block(x, targets, theta, v):
+def _hvp_block(x, logits_at_theta, v):
     perturbation = tf.zeros_like(v)
     with tf.GradientTape() as outer:
         outer.watch(perturbation)
         with tf.GradientTape() as inner:
             inner.watch(perturbation)
-            logits = tf.einsum("nd,kdc->knc", x, theta[None] + perturbation)
-            # Cross-entropy written out: the fused op's second derivative is not needed.
-            per_example = tf.reduce_logsumexp(logits, axis=-1) - tf.reduce_sum(
-                targets[None] * logits, axis=-1)
-            loss = tf.reduce_sum(tf.reduce_mean(per_example, axis=1))
+            logits = logits_at_theta[None] + tf.einsum("nd,kdc->knc", x, perturbation)
+            # The label term of the cross-entropy is linear in theta (zero Hessian), so
+            # the mean log-sum-exp is the whole curvature.
+            loss = tf.reduce_sum(tf.reduce_mean(tf.reduce_logsumexp(logits, axis=-1), axis=1))
         gradient = inner.gradient(loss, perturbation)
         projection = tf.reduce_sum(gradient * v)
     return outer.gradient(projection, perturbation)
@@ -246,8 +287,8 @@ def conjugate_gradients(apply, rhs: np.ndarray, tol: float = 1e-10, max_iter: in
     residual = rhs.copy()
     direction = residual.copy()
     squared = np.einsum("ij,ij->i", residual, residual)
-    target = (tol ** 2) * np.maximum(squared, np.finfo(float).tiny)
-    active = squared > target
+    norms = np.maximum(squared, np.finfo(float).tiny)
+    active = squared > (tol ** 2) * norms
     max_iter = max_iter or 2 * rhs.shape[1]
     iterations = 0
     while active.any() and iterations < max_iter:
@@ -259,10 +300,9 @@ def conjugate_gradients(apply, rhs: np.ndarray, tol: float = 1e-10, max_iter: in
         new_squared = np.einsum("ij,ij->i", residual[rows], residual[rows])
         direction[rows] = residual[rows] + (new_squared / squared[rows])[:, None] * direction[rows]
         squared[rows] = new_squared
-        active[rows] = new_squared > target[rows]
+        active[rows] = new_squared > (tol ** 2) * norms[rows]
         iterations += 1
-    worst = float(np.sqrt(np.max(squared / np.maximum(np.einsum("ij,ij->i", rhs, rhs),
-                                                        np.finfo(float).tiny)))) if len(rhs) else 0.0
+    worst = float(np.sqrt(np.max(squared / norms))) if len(rhs) else 0.0
     return solution, iterations, worst
 
 
@@ -278,29 +318,31 @@ def choose_method(method: str, num_params: int) -> str:
 
 
 def inverse_hvps(head: Head, train_features, vectors: np.ndarray, damping: float,
-                 method: str = "auto", cg_tol: float = 1e-10) -> tuple[np.ndarray, dict]:
+                 method: str = "auto", basis=None, cg_tol: float = 1e-10):
     """``H^-1 v`` for every row of ``vectors``; H over ``train_features`` (see module doc).
 
     Returns:
-      ``(solutions, info)`` with info: the method used and, for CG, its iterations
-      and worst relative residual.
+      ``(solutions, info)`` with info: the method used, the number of parameters solved
+      for and, for CG, its iterations and worst relative residual.
     """
     if damping < 0:
         raise UserError(f"--damping must be >= 0, got {damping}.")
-    method = choose_method(method, head.num_params)
+    params = np.asarray(vectors).shape[1]
+    method = choose_method(method, params)
+    info = {"method": method, "solved_params": int(params)}
     if method == "exact":
-        hessian = exact_hessian(head, train_features, damping)
-        return solve_exact(hessian, vectors), {"method": "exact"}
+        hessian = exact_hessian(head, train_features, damping, basis)
+        return solve_exact(hessian, vectors), info
     if head.l2 + damping <= 0:
         raise UserError("Conjugate gradients need a positive definite Hessian; the softmax "
                         "Hessian is singular without weight decay: use --damping > 0.")
     solution, iterations, residual = conjugate_gradients(
-        lambda block: hessian_vector_products(head, train_features, block, damping),
+        lambda block: hessian_vector_products(head, train_features, block, damping, basis),
         vectors, tol=cg_tol)
     if residual > 1e-4:
         print(f"influence: warning: conjugate gradients stopped at relative residual "
               f"{residual:.1e} after {iterations} iterations", file=sys.stderr)
-    return solution, {"method": "cg", "cg_iterations": iterations, "cg_residual": residual}
+    return solution, {**info, "cg_iterations": iterations, "cg_residual": residual}
 
 
 @dataclass(frozen=True)
@@ -320,26 +362,31 @@ class Influence:
 
 def compute_influence(head: Head, hessian_features, train_features, train_labels,
                       test_features, test_labels, damping: float = 0.01, method: str = "auto",
-                      train_targets: bool = True) -> Influence:
+                      train_targets: bool = True, reduce: bool = True) -> Influence:
     """Influence of each training image on each test (and training) image's loss.
 
     Args:
       head: the trained head.
       hessian_features: features of every image the head was trained on (H's average).
-      train_features, train_labels: the training images whose influence is measured.
+      train_features, train_labels: the training images whose influence is measured
+        (among ``hessian_features``).
       test_features, test_labels: the images whose loss is affected.
       damping: lambda added to H's diagonal.
-      method: ``auto``, ``exact`` or ``cg``.
+      method: ``auto``, ``exact`` or ``cg`` (``auto`` decides on the reduced size).
       train_targets: also compute training images' influence on each other.
+      reduce: work in the span of the training features (``feature_basis``): the same
+        result, cheaper when there are fewer images than features.
 
     Returns:
       An ``Influence``.
     """
-    train_grads = per_example_gradients(head, train_features, train_labels)
-    test_grads = per_example_gradients(head, test_features, test_labels)
+    basis = feature_basis(hessian_features) if reduce else None
+    train_grads = per_example_gradients(head, train_features, train_labels, basis)
+    test_grads = per_example_gradients(head, test_features, test_labels, basis)
     rhs = np.vstack([test_grads, train_grads]) if train_targets else test_grads
     # Solving for the targets' side (Koh & Liang's s_test) costs one solve per target.
-    solved, info = inverse_hvps(head, hessian_features, rhs, damping, method)
+    solved, info = inverse_hvps(head, hessian_features, rhs, damping, method, basis)
+    info["head_params"] = head.num_params
     on_test = -solved[:len(test_grads)] @ train_grads.T
     on_train = -solved[len(test_grads):] @ train_grads.T if train_targets else None
     return Influence(on_test=on_test, on_train=on_train, info=info)
@@ -574,16 +621,22 @@ def analyze_run(run: RunData, top_k: int = 100, damping: float = 0.01, method: s
                                    chance=chance_match_rate(train_y, labels)))
     rates = pd.concat(frames, ignore_index=True)[
         ["model", "targets", "k", "match_rate", "cumulative_match_rate", "n_targets", "chance"]]
-    stationarity = objective_gradient(run.head, run.hessian_features, run.train_labels)
+    stationarity = float(np.linalg.norm(
+        objective_gradient(run.head, run.hessian_features, run.train_labels)))
+    notes = list(run.notes)
+    if stationarity > _STATIONARY_NORM:
+        # Koh & Liang's derivation assumes theta minimizes the objective; SGD stops short.
+        notes.append(f"the head is not at the minimum of its training objective (gradient "
+                     f"norm {stationarity:.2g}): the scores are a local approximation")
     summary = {
         "model": run.name, "run_dir": run.run_dir, "target": run.target.name,
-        "head_params": run.head.num_params, "l2": run.head.l2, "damping": damping,
-        **influence.info, "hessian_images": len(run.hessian_features),
+        "l2": run.head.l2, "damping": damping, **influence.info,
+        "hessian_images": len(run.hessian_features),
         "train_images": run.n_train, "test_images": len(run.test_labels),
-        "objective_gradient_norm": float(np.linalg.norm(stationarity)),
+        "objective_gradient_norm": stationarity,
         "test_accuracy_head": float(np.mean(np.argmax(
             with_bias_column(run.test_features) @ run.head.theta, 1) == run.test_labels)),
-        "notes": list(run.notes)}
+        "notes": notes}
     for targets in ("test", "train"):
         part = rates[rates["targets"] == targets]
         if len(part):
@@ -616,9 +669,11 @@ def analyze(run_dirs, out_dir, train_images: int | None = None, test_images: int
     for run_dir, name in zip(run_dirs, names):
         run = load_run(run_dir, train_images, test_images, data_dir, download, name)
         analysis = analyze_run(run, top_k, damping, method, rank)
-        print(f"influence: {name}: {analysis.summary['method']} Hessian of "
-              f"{run.head.num_params} parameters; match rate at k=1: test "
-              f"{analysis.summary['match_rate_test_k1']:.3f}", file=sys.stderr)
+        summary = analysis.summary
+        how = "exact Hessian" if summary["method"] == "exact" else "Hessian-vector products + CG"
+        print(f"influence: {name}: {how}, {summary['solved_params']} rows "
+              f"(head: {summary['head_params']} parameters); match rate at k=1: test images "
+              f"{summary['match_rate_test_k1']:.3f}", file=sys.stderr)
         if save_matrices:
             path = out_dir / f"influence_{name}.npy"
             np.save(path, analysis.influence.on_test)

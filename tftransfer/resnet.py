@@ -15,6 +15,7 @@ import re
 import keras
 import numpy as np
 
+from tftransfer import config
 from tftransfer.errors import UserError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -31,6 +32,7 @@ _SPECS = {
     "resnet20": ("basic", (3, 3, 3)),
 }
 ARCHITECTURES = tuple(_SPECS)
+assert set(ARCHITECTURES) == set(config.ARCHITECTURES)  # the CLI lists them without TensorFlow
 
 # PyTorch BatchNorm: eps 1e-5 and momentum 0.1 (= Keras momentum 0.9).
 _BN_KWARGS = {"epsilon": 1e-5, "momentum": 0.9}

@@ -31,6 +31,7 @@ def write_text_atomic(path, text: str) -> None:
     try:
         with os.fdopen(handle, "w") as out:
             out.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes owner-only files; records are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

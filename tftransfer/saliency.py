@@ -25,7 +25,7 @@ import tensorflow as tf
 
 from tftransfer.errors import UserError
 
-RENDERINGS = ("abs", "image")
+from tftransfer.config import SALIENCY_RENDERINGS as RENDERINGS  # noqa: E402
 _PERCENTILE = 99.0
 
 
@@ -221,7 +221,8 @@ def saliency_figure(images: np.ndarray, image_titles, columns, mode: str = "abs"
 
     rows, cols = len(images), 1 + len(columns)
     cell = 1.55
-    figure = Figure(figsize=(cols * cell + 0.3, rows * (cell + 0.1) + 1.1))
+    # At least 5.6 inches wide so that the two-line figure title is never cut off.
+    figure = Figure(figsize=(max(5.6, cols * cell + 0.3), rows * (cell + 0.1) + 1.3))
     axes = figure.subplots(rows, cols, squeeze=False)
     maps = [render(column.gradients, mode) for column in columns]
     for i in range(rows):
@@ -236,13 +237,20 @@ def saliency_figure(images: np.ndarray, image_titles, columns, mode: str = "abs"
             _cell(axes[i, j + 1], rendered[i], caption, gray=mode == "abs")
     axes[0, 0].set_title("image", fontsize=9)
     for j, column in enumerate(columns):
-        axes[0, j + 1].set_title(column.title, fontsize=9)
+        axes[0, j + 1].set_title(_wrap(column.title), fontsize=9)
     what = "|gradient| summed over channels" if mode == "abs" else "gradient as an image"
     figure.suptitle(f"{method} of the loss w.r.t. the input"
                     f"{' on ' + dataset if dataset else ''}\n({what}, per-image "
                     f"{_PERCENTILE:g}th-percentile scaling)", fontsize=10)
     figure.tight_layout()
     return figure
+
+
+def _wrap(title: str, width: int = 20) -> str:
+    """Breaks long column titles (a column is ~20 characters wide) at word boundaries."""
+    import textwrap
+
+    return "\n".join(textwrap.fill(line, width) for line in title.splitlines())
 
 
 def _cell(ax, picture, caption, gray: bool = False) -> None:

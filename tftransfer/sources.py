@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# The default --source of `transfer`: the robust source shipped in saved_models/ (10 epochs;
+# becomes the 30-epoch replication source cifar10-resnet20-l2-eps0.5 once that is committed).
+DEFAULT_SOURCE = "cifar10-resnet20-l2-eps0.5-10ep"
 
 
 @dataclass(frozen=True)

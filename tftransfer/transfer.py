@@ -27,9 +27,7 @@ from tftransfer.config import TransferConfig, to_dict
 from tftransfer.errors import UserError
 from tftransfer.optim import make_optimizer
 
-# The robust source shipped in saved_models/ (10 epochs; becomes the 30-epoch replication
-# source cifar10-resnet20-l2-eps0.5 once that is trained and committed).
-DEFAULT_SOURCE = "cifar10-resnet20-l2-eps0.5-10ep"
+DEFAULT_SOURCE = sources.DEFAULT_SOURCE
 HEAD_NAME = "fc"
 
 

@@ -74,6 +74,7 @@ class TuneConfig:
     max_epochs: int = 10
     validation_fraction: float = 0.2
     overwrite: bool = False
+    unfrozen_choices: tuple | None = None  # None: every choice valid for the source
 
     def __post_init__(self):
         def check(condition, message):
@@ -88,6 +89,8 @@ class TuneConfig:
         check(self.max_epochs >= 1, f"--max-epochs must be at least 1, got {self.max_epochs}.")
         check(0.0 < self.validation_fraction < 1.0,
               f"--validation-fraction must be between 0 and 1, got {self.validation_fraction}.")
+        check(self.unfrozen_choices is None or len(self.unfrozen_choices) >= 1,
+              "--unfrozen-choices needs at least one value.")
         check(self.base.data.train_images is not None,
               "tune needs --train-images N: the validation split is carved from those N images.")
 
@@ -238,16 +241,22 @@ class FineTuneHyperModel(kt.HyperModel):
       base: the fixed part of every trial's TransferConfig.
       max_epochs: the epoch budget.
       tune_epochs: search ``epochs`` (False for Hyperband, which sets them itself).
+      unfrozen_choices: the ``unfrozen_blocks`` values to search (None: every value
+        ``unfrozen_block_choices`` offers for the source).
     """
 
     def __init__(self, search_data: SearchData, base: TransferConfig, max_epochs: int,
-                 tune_epochs: bool):
+                 tune_epochs: bool, unfrozen_choices=None):
         super().__init__(name="fine_tune")
         self.data = search_data
         self.base = base
         self.max_epochs = max_epochs
         self.tune_epochs = tune_epochs
-        self.unfrozen_choices = unfrozen_block_choices(search_data.source.model)
+        if unfrozen_choices is None:
+            unfrozen_choices = unfrozen_block_choices(search_data.source.model)
+        for choice in unfrozen_choices:  # a clear error now, not a failed trial later
+            transfer.unfrozen_block_names(search_data.source.model, int(choice))
+        self.unfrozen_choices = [int(c) for c in unfrozen_choices]
         self._source_weights = search_data.source.model.get_weights()
         self._trunks: dict[str, keras.Model] = {}
         self.execution = 0                 # index of the current execution within a trial
@@ -425,10 +434,19 @@ def make_tuner(cfg: TuneConfig, hypermodel: FineTuneHyperModel):
             if role() != "worker":     # a worker's oracle is a client of the chief's
                 tuner.oracle.max_trials = cfg.resolved_max_trials
         elif cfg.tuner == "bayesian":
+            _require_bayesian()
             tuner = BayesianTuner(hypermodel, max_trials=cfg.resolved_max_trials, **common)
         else:
             tuner = RandomTuner(hypermodel, max_trials=cfg.resolved_max_trials, **common)
     return tuner
+
+
+def _require_bayesian() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("sklearn") is None:
+        raise UserError("--tuner bayesian needs scikit-learn (pip install 'keras-tuner[bayesian]'"
+                        "); --tuner hyperband and random work without it.")
 
 
 def run_search(tuner, verbose: bool = True, callbacks=None) -> None:
@@ -454,7 +472,7 @@ def transfer_command(cfg: TransferConfig) -> str:
              "--label-smoothing", repr(o.label_smoothing), "--momentum", repr(o.momentum),
              "--schedule", o.schedule, "--frozen-bn", cfg.frozen_bn,
              "--eval-every", str(cfg.eval_every), "--seed", str(cfg.seed),
-             "--precision", cfg.precision]
+             "--precision", cfg.precision, "--feature-cache", cfg.feature_cache]
     if d.image_size is not None:
         args += ["--image-size", str(d.image_size)]
     if d.augment:
@@ -575,7 +593,8 @@ def tune(cfg: TuneConfig, verbose: bool = True, callbacks=None) -> dict:
     """
     search_data = prepare(cfg)
     hypermodel = FineTuneHyperModel(search_data, cfg.base, cfg.max_epochs,
-                                    tune_epochs=cfg.tuner != "hyperband")
+                                    tune_epochs=cfg.tuner != "hyperband",
+                                    unfrozen_choices=cfg.unfrozen_choices)
     tuner = make_tuner(cfg, hypermodel)
     if verbose:
         print(f"tune: {cfg.tuner} search ({role()}) of {search_data.source.identity['source']}"

@@ -11,7 +11,8 @@ from tftransfer.commands.common import add_data_arguments
 
 def register(subparsers):
     """Adds the ``influence`` subcommand and returns its parser."""
-    from tftransfer.influence import METHODS, RANKINGS
+    from tftransfer.config import INFLUENCE_METHODS as METHODS
+    from tftransfer.config import INFLUENCE_RANKINGS as RANKINGS
 
     parser = subparsers.add_parser(
         "influence", help="influence functions on a fine-tuned head: label match rates and "
@@ -36,8 +37,9 @@ def register(subparsers):
                         help="lambda added to the Hessian's diagonal (on top of the run's "
                              "weight decay); the softmax Hessian alone is singular")
     parser.add_argument("--method", choices=METHODS, default="auto",
-                        help="exact Hessian (float64, heads up to 5000 parameters under auto) "
-                             "or Hessian-vector products with conjugate gradients")
+                        help="exact Hessian (float64; auto: when it has at most 5000 rows in the "
+                             "span of the training features) or Hessian-vector products with "
+                             "conjugate gradients")
     parser.add_argument("--rank", choices=RANKINGS, default="helpful",
                         help="'most influential' = most helpful (largest -I, the default) or "
                              "largest |I|")

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from tftransfer.commands.common import (add_attack_arguments, add_data_arguments,
                                         add_precision_argument, attack_config)
-from tftransfer.config import (DISTRIBUTIONS, SCHEDULES, DataConfig, ModelConfig, OptimConfig,
-                               PretrainConfig, apply_overrides)
-from tftransfer.resnet import ARCHITECTURES
+from tftransfer.config import (ARCHITECTURES, DISTRIBUTIONS, SCHEDULES, DataConfig, ModelConfig,
+                               OptimConfig, PretrainConfig, apply_overrides)
 
 
 def register(subparsers):

@@ -11,7 +11,7 @@ from tftransfer.commands.common import add_data_arguments
 
 def register(subparsers):
     """Adds the ``saliency`` subcommand and returns its parser."""
-    from tftransfer.saliency import RENDERINGS
+    from tftransfer.config import SALIENCY_RENDERINGS as RENDERINGS
 
     parser = subparsers.add_parser(
         "saliency", help="loss gradients w.r.t. the input of several models, in one figure",

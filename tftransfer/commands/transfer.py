@@ -8,7 +8,7 @@ from tftransfer.config import (FEATURE_CACHE_MODES, FROZEN_BN_MODES, HEAD_INITS,
 
 
 def register(subparsers):
-    from tftransfer.transfer import DEFAULT_SOURCE
+    from tftransfer.sources import DEFAULT_SOURCE
 
     parser = subparsers.add_parser(
         "transfer", help="fine-tune a source model on a target dataset",

@@ -42,6 +42,9 @@ def register(subparsers):
                         help="search directory (default: runs/tune/<target>__<source>__...)")
     parser.add_argument("--overwrite", action="store_true",
                         help="start the search afresh instead of resuming it (chief only)")
+    parser.add_argument("--unfrozen-choices", default=None, metavar="B,B,...",
+                        help="unfrozen-block values to search, e.g. 0,3,-1 (default: head only, "
+                             "last block, last stage, last two stages, ..., -1 = everything)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--image-size", type=int, default=None,
                         help="input size (default: the source's)")
@@ -63,7 +66,20 @@ def config_from_args(args):
                       tuner=args.tuner, max_trials=args.max_trials,
                       executions_per_trial=args.executions_per_trial,
                       max_epochs=args.max_epochs, validation_fraction=args.validation_fraction,
-                      overwrite=args.overwrite)
+                      overwrite=args.overwrite,
+                      unfrozen_choices=_int_list(args.unfrozen_choices, "--unfrozen-choices"))
+
+
+def _int_list(text, flag):
+    from tftransfer.errors import UserError
+
+    if text is None:
+        return None
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise UserError(f"{flag} expects comma-separated integers such as 0,3,-1; "
+                        f"got {text!r}.") from None
 
 
 def run(args) -> dict:

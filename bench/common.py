@@ -1,0 +1,34 @@
+"""Shared helpers of the benchmarks: timing, and a note on what else the machine was doing."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def best_rate(fn, items_per_call: int, repeats: int = 3, warmup: int = 1) -> float:
+    """Items per second of ``fn()``: the best of ``repeats`` timed calls after ``warmup``.
+
+    The best (not the mean) is the least disturbed by other work on a shared machine.
+    """
+    for _ in range(warmup):
+        fn()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return items_per_call / best
+
+
+def machine_note() -> str:
+    """Cores and other busy Python processes, to print beside the figures."""
+    busy = subprocess.run(["bash", "-c", "ps -eo pcpu,args --sort=-pcpu | awk '$1>20' | head -5"],
+                          capture_output=True, text=True).stdout.strip()
+    return f"cores: {os.cpu_count()}; processes using >20% CPU at the start:\n{busy or '(none)'}"
