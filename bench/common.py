@@ -32,3 +32,16 @@ def machine_note() -> str:
     busy = subprocess.run(["bash", "-c", "ps -eo pcpu,args --sort=-pcpu | awk '$1>20' | head -5"],
                           capture_output=True, text=True).stdout.strip()
     return f"cores: {os.cpu_count()}; processes using >20% CPU at the start:\n{busy or '(none)'}"
+
+
+def random_source(directory, arch="resnet20", num_classes=10, image_size=32):
+    """A random-weight source model directory: speed does not depend on the weights."""
+    import keras
+
+    from tftransfer import resnet, saving
+
+    keras.utils.set_random_seed(0)
+    model = resnet.build(arch, num_classes, image_size)
+    saving.save_model_dir(model, directory, {"arch": arch, "image_size": image_size,
+                                             "attack": {"attack": "none"}})
+    return str(directory)

@@ -5,10 +5,12 @@ import dataclasses
 import io
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import tempfile
+import types
 from pathlib import Path
 from unittest import mock
 
@@ -44,6 +46,11 @@ class TuningTestCase(tf.test.TestCase):
         cls.source = str(make_source(cls.root / "source"))
         cls.folder = str(make_image_folder(cls.root / "images", classes=("a", "b", "c"),
                                            per_class=12, split=True))
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.root, ignore_errors=True)
+        super().tearDownClass()
 
     def setUp(self):
         super().setUp()
@@ -118,6 +125,19 @@ class SearchSpaceTest(TuningTestCase):
                   "batch_size": 64, "head_init": "glorot", "label_smoothing": 0.1, "epochs": 7}
         cfg = tuning.config_from_hps(dataclasses.replace(base, feature_cache="off"), values)
         self.assertEqual(tuning.config_from_command(tuning.transfer_command(cfg)), cfg)
+
+    def test_best_trial_is_the_earliest_among_ties(self):
+        def trial(trial_id, score, status="COMPLETED"):
+            return types.SimpleNamespace(trial_id=trial_id, score=score, status=status,
+                                         message=None)
+        trials = [trial("2", 0.5), trial("0", 0.5), trial("1", 0.25), trial("3", None, "FAILED")]
+        oracle = types.SimpleNamespace(trials={t.trial_id: t for t in trials},
+                                       start_order=["0", "1", "2", "3"])
+        tuner = types.SimpleNamespace(oracle=oracle, project_dir="d")
+        self.assertEqual(tuning.best_trial(tuner).trial_id, "0")
+        oracle.trials = {"3": trials[-1]}
+        with self.assertRaisesRegex(UserError, "No trial of the search in d finished"):
+            tuning.best_trial(tuner)
 
     def test_bad_settings_are_one_sentence_errors(self):
         base = tuning.base_config(self.folder, self.source, train_images=30)

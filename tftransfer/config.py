@@ -22,6 +22,8 @@ SCHEDULES = ("cosine", "step", "constant")
 SALIENCY_RENDERINGS = ("abs", "image")
 INFLUENCE_METHODS = ("auto", "exact", "cg")
 INFLUENCE_RANKINGS = ("helpful", "absolute")
+TUNERS = ("hyperband", "bayesian", "random")
+TUNE_DEFAULT_MAX_TRIALS = 10                # random and bayesian; Hyperband sizes itself
 
 
 def _check(condition: bool, message: str) -> None:

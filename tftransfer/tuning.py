@@ -32,14 +32,14 @@ import tensorflow as tf
 
 from tftransfer import data, resnet, runs, runtime, transfer
 from tftransfer.adversarial import AdversarialTrainer
-from tftransfer.config import DataConfig, OptimConfig, TransferConfig
+from tftransfer.config import DataConfig, TransferConfig
 from tftransfer.errors import UserError
 from tftransfer.optim import make_optimizer
 
-TUNERS = ("hyperband", "bayesian", "random")
+from tftransfer.config import TUNERS  # noqa: E402  (re-exported)
 OBJECTIVE = "val_accuracy"
 PROJECT_NAME = "search"
-DEFAULT_MAX_TRIALS = 10                       # random and bayesian; Hyperband sizes itself
+from tftransfer.config import TUNE_DEFAULT_MAX_TRIALS as DEFAULT_MAX_TRIALS  # noqa: E402
 HYPERBAND_FACTOR = 3
 
 # The search space. Defaults are the paper's recipe, so trial 0 of a fixed-order
@@ -499,14 +499,17 @@ def config_from_command(command: str) -> TransferConfig:
 
 
 def best_trial(tuner):
-    """The best completed trial (a clear error when every trial failed)."""
-    trials = tuner.oracle.get_best_trials(1)
-    if not trials or trials[0].score is None:
+    """The completed trial with the highest objective, the earliest among ties (so that
+    a reloaded search picks the same one); a clear error when every trial failed."""
+    trials = [t for t in tuner.oracle.trials.values()
+              if t.status == "COMPLETED" and t.score is not None]
+    if not trials:
         failed = [t for t in tuner.oracle.trials.values() if t.message]
         detail = (f" The first failure ended with: {failed[0].message.strip().splitlines()[-1]}"
                   if failed else "")
         raise UserError(f"No trial of the search in {tuner.project_dir} finished.{detail}")
-    return trials[0]
+    order = {trial_id: i for i, trial_id in enumerate(tuner.oracle.start_order)}
+    return min(trials, key=lambda t: (-t.score, order.get(t.trial_id, len(order))))
 
 
 def retrain_best(cfg: TuneConfig, tuner, search_data: SearchData, verbose: bool = True) -> dict:

@@ -6,8 +6,9 @@ from tftransfer.commands.common import add_data_arguments, add_precision_argumen
 
 
 def register(subparsers):
-    from tftransfer.transfer import DEFAULT_SOURCE
-    from tftransfer.tuning import DEFAULT_MAX_TRIALS, TUNERS
+    from tftransfer.sources import DEFAULT_SOURCE
+    from tftransfer.config import TUNE_DEFAULT_MAX_TRIALS as DEFAULT_MAX_TRIALS
+    from tftransfer.config import TUNERS
 
     parser = subparsers.add_parser(
         "tune", help="search fine-tuning hyperparameters with keras-tuner",
