@@ -29,3 +29,16 @@ def make_image_folder(root, classes=("cat", "dog"), per_class=6, size=(20, 24), 
                 image = Image.fromarray(pixels).convert(mode)
                 image.save(folder / f"{i}.{fmt}")
     return root
+
+
+def make_source(directory, num_classes=10, size=32, seed=0):
+    """A small random resnet20 (a quarter of the width) saved as a model directory."""
+    import keras
+
+    from tftransfer import resnet, saving
+
+    keras.utils.set_random_seed(seed)
+    model = resnet.build("resnet20", num_classes, size, width=0.25)
+    saving.save_model_dir(model, directory, {"arch": "resnet20", "image_size": size,
+                                             "attack": {"attack": "none"}})
+    return directory

@@ -11,8 +11,7 @@ from pathlib import Path
 import tensorflow as tf
 
 import pipelines
-from tests.helpers import REPO, make_image_folder
-from tests.transfer_test import make_source
+from tests.helpers import REPO, make_image_folder, make_source
 from tftransfer import sources, sweeps
 from tftransfer.config import CellOverride, SweepConfig
 from tftransfer.errors import UserError

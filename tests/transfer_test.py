@@ -10,19 +10,10 @@ import tensorflow_datasets as tfds
 from absl.testing import parameterized
 
 import tftransfer
-from tests.helpers import make_image_folder
+from tests.helpers import make_image_folder, make_source
 from tftransfer import optim, resnet, saving, transfer
 from tftransfer.config import DataConfig, OptimConfig, TransferConfig
 from tftransfer.errors import UserError
-
-
-def make_source(directory, num_classes=10, size=32, seed=0):
-    """A small random resnet20 saved as a model directory."""
-    keras.utils.set_random_seed(seed)
-    model = resnet.build("resnet20", num_classes, size, width=0.25)
-    saving.save_model_dir(model, directory, {"arch": "resnet20", "image_size": size,
-                                             "attack": {"attack": "none"}})
-    return directory
 
 
 class TransferTestCase(tf.test.TestCase):

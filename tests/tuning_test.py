@@ -19,21 +19,13 @@ import keras_tuner as kt
 import numpy as np
 import tensorflow as tf
 
-from tests.helpers import make_image_folder
+from tests.helpers import make_image_folder, make_source
 from tftransfer import cli, data, resnet, saving, tuning
 from tftransfer.errors import UserError
 
+
 REPO = Path(__file__).resolve().parent.parent
 DISTRIBUTED_ENV = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")
-
-
-def make_source(directory, num_classes=10, size=32, seed=0):
-    """A small random resnet20 (a quarter of the width) saved as a model directory."""
-    keras.utils.set_random_seed(seed)
-    model = resnet.build("resnet20", num_classes, size, width=0.25)
-    saving.save_model_dir(model, directory, {"arch": "resnet20", "image_size": size,
-                                             "attack": {"attack": "none"}})
-    return directory
 
 
 class TuningTestCase(tf.test.TestCase):

@@ -94,6 +94,12 @@ def _register_replication_sources() -> None:
     common = ("python main.py pretrain --dataset cifar10 --arch resnet20 --epochs 30 "
               "--batch-size 128 --lr 0.1 --schedule cosine --weight-decay 5e-4 --seed 0 "
               "--data-dir ../shared/tfds --no-download")
+    register(Source(name="cifar10-resnet20-natural-3ep",
+                    path="saved_models/cifar10-resnet20-natural-3ep", arch="resnet20",
+                    description="CIFAR-10 resnet20, natural training, 3 epochs (the foundation "
+                                "issue's check run; 69.0% test accuracy)",
+                    command="python main.py pretrain --dataset cifar10 --arch resnet20 --epochs 3 "
+                            "--data-dir ../shared/tfds --out saved_models/tmp"))
     short = common.replace("--epochs 30", "--epochs 10")
     register(Source(name="cifar10-resnet20-natural-10ep",
                     path="saved_models/cifar10-resnet20-natural-10ep", arch="resnet20",

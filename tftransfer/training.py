@@ -163,7 +163,8 @@ def _finish(cfg, out, trainer, test_ds, target, image_size, n_train, n_test, sec
         "accuracy": float(results["accuracy"]), "loss": float(results["loss"]),
         "arch": cfg.model.arch, **cfg.attack.describe(), "epochs": cfg.epochs,
         "epochs_this_session": len(history.epoch), "last_epoch": epochs_run,
-        "train_images": n_train, "train_seconds_this_session": round(seconds, 1),
+        "train_images": n_train, "seed": cfg.seed,
+        "train_seconds_this_session": round(seconds, 1),
         "model": str(out),
     }
     runs.write_json(out / METRICS_FILE, metrics)
