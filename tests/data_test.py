@@ -101,6 +101,13 @@ class TfdsTest(tf.test.TestCase):
             images, _ = next(iter(data.pipeline(target.train, None, 40, 12)))
         self.assertEqual(images.shape, (12, 40, 40, 3))
 
+    def test_streaming_reader_keeps_the_requested_order(self):
+        with tfds.testing.mock_data(num_examples=12):
+            target = data.load("oxford_flowers102")
+            order = np.array([7, 2, 9, 0])
+            labels = [int(y) for _, y in target.train.read(order)]
+        self.assertEqual(labels, target.train.labels[order].tolist())
+
     def test_prepared_datasets_lists_shared_folder(self):
         names = {d["name"] for d in data.prepared_datasets(str(SHARED_TFDS))}
         self.assertTrue({"mnist", "fashion_mnist", "cifar10"} <= names)
@@ -149,3 +156,20 @@ class FolderTest(tf.test.TestCase):
                 target = data.load(tmp, test_fraction=0.2)
         self.assertEqual(len(target.train) + len(target.test), 10)
         self.assertIn("skipped 1 unreadable image", err.getvalue())
+
+    def test_truncated_jpeg_is_skipped_not_a_crash_later(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            make_image_folder(tmp, per_class=5, fmt="jpg")
+            whole = (Path(tmp) / "cat" / "0.jpg").read_bytes()
+            (Path(tmp) / "cat" / "cut.jpg").write_bytes(whole[: len(whole) // 2])
+            with contextlib.redirect_stderr(io.StringIO()):
+                target = data.load(tmp, test_fraction=0.2)
+            list(data.pipeline(target.train, None, 8, 4))  # decodes every kept image
+        self.assertEqual(len(target.train) + len(target.test), 10)
+
+    def test_train_and_val_folders_are_a_split(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            make_image_folder(tmp, per_class=4, split=True)
+            (Path(tmp) / "test").rename(Path(tmp) / "val")
+            target = data.load(tmp)
+        self.assertEqual(target.class_names, ("cat", "dog"))

@@ -42,11 +42,13 @@ class HistoryCSV(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.time()
+        # The schedule is read at the epoch's first step: at its end it already gives the next.
+        self._learning_rate = _current_learning_rate(self.model)
 
     def on_epoch_end(self, epoch, logs=None):
         row = {"epoch": epoch + 1, "seconds": round(time.time() - self._start, 3)}
         row.update({k: _number(v) for k, v in (logs or {}).items()})
-        row["learning_rate"] = _current_learning_rate(self.model)
+        row["learning_rate"] = self._learning_rate
         if self.extra is not None:
             row.update(self.extra(epoch, logs or {}))
         self.rows[epoch + 1] = row

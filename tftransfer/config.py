@@ -108,6 +108,9 @@ class OptimConfig:
         _check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}.")
         _check(self.schedule in SCHEDULES,
                f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}.")
+        _check(self.step_every is None or self.step_every >= 1,
+               f"step_every must be at least 1 epoch, got {self.step_every}.")
+        _check(self.warmup_epochs >= 0, f"warmup_epochs must be >= 0, got {self.warmup_epochs}.")
         _check(0.0 <= self.label_smoothing < 1.0,
                f"label_smoothing must be in [0, 1), got {self.label_smoothing}.")
 

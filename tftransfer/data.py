@@ -73,7 +73,8 @@ def load(target: str, data_dir: str | None = None, download: bool = True,
       data_dir: TFDS data directory (default: TFDS's own, honouring ``TFDS_DATA_DIR``).
       download: let TFDS download and prepare a dataset that is not there yet.
       test_fraction: held-out share for a folder without a ``test/`` sub-folder.
-      seed: seed of that hold-out.
+      seed: seed of that hold-out (fixed, not the run's seed, so that every run and
+        ``evaluate`` see the same test images).
 
     Returns:
       A ``TargetData``.
@@ -109,8 +110,8 @@ def load_tfds(name: str, data_dir: str | None = None, download: bool = True) -> 
     fixed = shape if None not in shape else None
     return TargetData(
         name=name, class_names=class_names,
-        train=_tfds_split(builder, data_dir, train_split, image_key, label_key, fixed),
-        test=_tfds_split(builder, data_dir, test_split, image_key, label_key, fixed),
+        train=_tfds_split(builder, name, data_dir, train_split, image_key, label_key, fixed),
+        test=_tfds_split(builder, name, data_dir, test_split, image_key, label_key, fixed),
         flip=name not in NO_FLIP_DATASETS)
 
 
@@ -158,9 +159,9 @@ def _supervised_keys(builder, name: str):
     return image_key, label_key
 
 
-def _tfds_split(builder, data_dir, split, image_key, label_key, fixed_shape) -> ImageSet:
+def _tfds_split(builder, name, data_dir, split, image_key, label_key, fixed_shape) -> ImageSet:
     if fixed_shape is not None:
-        images, labels = _tfds_arrays(builder.name, data_dir, split, image_key, label_key)
+        images, labels = _tfds_arrays(name, data_dir, split, image_key, label_key)
         return ImageSet(labels=labels, read=_array_reader(images, labels), fixed_shape=fixed_shape)
     labels = _tfds_labels(builder, split, image_key, label_key)
     return ImageSet(labels=labels,
@@ -195,18 +196,29 @@ def _array_reader(images: np.ndarray, labels: np.ndarray):
 
 
 def _streaming_reader(builder, split, image_key, label_key, num_examples):
-    """Reads selected examples of a split too large or too irregular to hold in memory."""
+    """Reads selected examples of a split whose images differ in size.
+
+    One pass over the split collects the selected examples' *encoded* bytes (small next
+    to decoded pixels); they are then served in the order of ``indices`` and decoded in
+    parallel, so images and labels stay aligned whatever order the caller asks for.
+    """
     import tensorflow_datasets as tfds
 
     def read(indices):
-        indices = np.asarray(indices)
+        indices = np.asarray(indices, dtype=np.int64)
+        wanted = np.zeros(num_examples, bool)
+        wanted[indices] = True
         ds = builder.as_dataset(split=split, decoders={image_key: tfds.decode.SkipDecoding()})
-        mask = np.zeros(num_examples, bool)
-        mask[indices] = True
-        keep = tf.constant(mask)
-        ds = ds.enumerate().filter(lambda i, ex: tf.gather(keep, i))
-        return ds.map(lambda i, ex: (_decode(ex[image_key]), tf.cast(ex[label_key], tf.int32)),
-                      num_parallel_calls=tf.data.AUTOTUNE)
+        encoded, labels = {}, {}
+        for position, example in enumerate(tfds.as_numpy(ds)):
+            if wanted[position]:
+                encoded[position] = example[image_key]
+                labels[position] = int(example[label_key])
+        ordered = tf.data.Dataset.from_tensor_slices(
+            ([encoded[i] for i in indices.tolist()],
+             np.asarray([labels[i] for i in indices.tolist()], np.int32)))
+        return ordered.map(lambda image, label: (_decode(image), label),
+                           num_parallel_calls=tf.data.AUTOTUNE)
     return read
 
 
@@ -225,10 +237,14 @@ def load_folder(path: str, test_fraction: float = 0.2, seed: int = 0) -> TargetD
     root = Path(path)
     if not root.is_dir():
         raise UserError(f"Image folder {path!r} does not exist.")
-    if (root / "train").is_dir() and (root / "test").is_dir():
+    test_dir = next((root / n for n in ("test", "val", "validation") if (root / n).is_dir()), None)
+    if (root / "train").is_dir() and test_dir is not None:
         class_names = _class_folders(root / "train")
         train = _folder_files(root / "train", class_names)
-        test = _folder_files(root / "test", class_names)
+        test = _folder_files(test_dir, class_names)
+    elif (root / "train").is_dir():
+        raise UserError(f"Image folder {path!r} has a train/ sub-folder but no test/ (or val/) "
+                        f"one; add it, or put the class folders directly in {path!r}.")
     else:
         if not 0.0 < test_fraction < 1.0:
             raise UserError(f"--test-fraction must be between 0 and 1, got {test_fraction}.")
@@ -278,7 +294,7 @@ def _readable_image(file: Path) -> bool:
 
     try:
         with Image.open(file) as image:
-            image.verify()
+            image.load()  # a full decode: verify() passes truncated JPEGs that TF cannot decode
         return True
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         return False
@@ -295,7 +311,8 @@ def _file_set(paths: np.ndarray, labels: np.ndarray) -> ImageSet:
 
 # ----------------------------------------------------------------------------- subsets
 
-def select_subset(labels: np.ndarray, n: int | None, seed: int) -> np.ndarray:
+def select_subset(labels: np.ndarray, n: int | None, seed: int,
+                  what: str = "--train-images") -> np.ndarray:
     """Indices of ``n`` examples: seeded, stratified, nested, every class at least once.
 
     The examples are put in one seeded order and the first ``n`` are taken, so the
@@ -307,6 +324,7 @@ def select_subset(labels: np.ndarray, n: int | None, seed: int) -> np.ndarray:
       labels: integer labels of the whole split.
       n: number of examples in total (None: all of them, in the seeded order).
       seed: the seed of the order.
+      what: the option ``n`` came from, for error messages.
 
     Returns:
       int64 indices into ``labels``.
@@ -315,11 +333,10 @@ def select_subset(labels: np.ndarray, n: int | None, seed: int) -> np.ndarray:
     classes = np.unique(labels)
     if n is not None:
         if n < len(classes):
-            raise UserError(f"--train-images {n} is fewer than the {len(classes)} classes; "
+            raise UserError(f"{what} {n} is fewer than the {len(classes)} classes; "
                             f"use at least {len(classes)} so every class has an image.")
         if n > len(labels):
-            raise UserError(f"--train-images {n} is more than the {len(labels)} training images "
-                            f"available.")
+            raise UserError(f"{what} {n} is more than the {len(labels)} images available.")
     return nested_order(labels, seed)[:n]
 
 

@@ -81,7 +81,7 @@ def evaluate_on_dataset(model, dataset_name: str, data_dir=None, download=True,
     if num_outputs != target.num_classes:
         raise UserError(f"The model has {num_outputs} outputs but {target.name} has "
                         f"{target.num_classes} classes; fine-tune it with `transfer` first.")
-    indices = (data.select_subset(target.test.labels, max_examples, 0)
+    indices = (data.select_subset(target.test.labels, max_examples, 0, "--max-examples")
                if max_examples and max_examples < len(target.test) else None)
     ds = data.pipeline(target.test, indices, model_image_size(model), batch_size, cache=False)
     result = {"dataset": target.name, "split": "test"}

@@ -543,7 +543,7 @@ def load_run(run_dir, train_images: int | None, test_images: int, data_dir=None,
                         f"`python main.py transfer`.")
     settings, seed = resolved["data"], resolved.get("seed", 0)
     target = data.load(resolved["target"], data_dir or settings.get("data_dir"), download,
-                       settings.get("test_fraction", 0.2), seed)
+                       settings.get("test_fraction", 0.2))
     run_indices = data.select_subset(target.train.labels, settings.get("train_images"), seed)
     n_train = len(run_indices) if train_images is None else train_images
     if not 1 <= n_train <= len(run_indices):

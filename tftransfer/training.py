@@ -44,9 +44,9 @@ def pretrain(cfg: PretrainConfig) -> dict:
     runtime.set_seed(cfg.seed)
     runtime.set_precision(cfg.precision)
     target = data.load(cfg.data.dataset, cfg.data.data_dir, cfg.data.download,
-                       cfg.data.test_fraction, cfg.seed)
+                       cfg.data.test_fraction)
     train_idx = data.select_subset(target.train.labels, cfg.data.train_images, cfg.seed)
-    test_idx = data.select_subset(target.test.labels, cfg.data.test_images, 0)
+    test_idx = data.select_subset(target.test.labels, cfg.data.test_images, 0, "--test-images")
     image_size = cfg.data.image_size or _native_size(target)
     strategy = runtime.strategy(cfg.distribute)
     train_ds = data.training_pipeline(

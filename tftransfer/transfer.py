@@ -194,11 +194,10 @@ def fine_tune(cfg: TransferConfig, cache: FeatureCache | None = None, save_model
     runtime.set_seed(cfg.seed)
     runtime.set_precision(cfg.precision)
     source = load_source(cfg.source)
-    target = data.load(cfg.target, cfg.data.data_dir, cfg.data.download, cfg.data.test_fraction,
-                       cfg.seed)
+    target = data.load(cfg.target, cfg.data.data_dir, cfg.data.download, cfg.data.test_fraction)
     image_size = cfg.data.image_size or int(source.model.inputs[0].shape[1])
     train_idx = data.select_subset(target.train.labels, cfg.data.train_images, cfg.seed)
-    test_idx = data.select_subset(target.test.labels, cfg.data.test_images, 0)
+    test_idx = data.select_subset(target.test.labels, cfg.data.test_images, 0, "--test-images")
     if cfg.data.test_images is None:
         test_idx = np.sort(test_idx)
 
@@ -267,7 +266,8 @@ def _cached_datasets(cfg, model, blocks, source, target, train_idx, test_idx, im
     trunk = keras.Model(model.inputs, boundary)
     top = keras.Model(boundary, model.outputs)
     boundary_key = blocks[0] if blocks else HEAD_NAME
-    key = (source.identity["source_path"], target.name, boundary_key, image_size)
+    key = (source.identity["source_path"], target.name, cfg.data.test_fraction, boundary_key,
+           image_size)
     train_x = cache.features(key + ("train",), trunk, target.train, train_idx, image_size)
     test_x = cache.features(key + ("test",), trunk, target.test, test_idx, image_size)
     examples = tf.data.Dataset.from_tensor_slices((train_x, target.train.labels[train_idx]))

@@ -212,7 +212,7 @@ def prepare(cfg: TuneConfig) -> SearchData:
     runtime.set_precision(base.precision)
     source = transfer.load_source(base.source)
     target = data.load(base.target, base.data.data_dir, base.data.download,
-                       base.data.test_fraction, base.seed)
+                       base.data.test_fraction)
     image_size = base.data.image_size or int(source.model.inputs[0].shape[1])
     # The same N images as fine_tune selects, so the retrain sees exactly these.
     train_idx = data.select_subset(target.train.labels, base.data.train_images, base.seed)

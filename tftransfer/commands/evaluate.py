@@ -16,6 +16,9 @@ def register(subparsers):
                         help="evaluate on a fixed stratified subset of this many test images")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--attack-impl", choices=("cleverhans", "ours"), default="cleverhans")
+    parser.add_argument("--test-fraction", type=float, default=None,
+                        help="held-out share of an image folder without test/ (default: the "
+                             "one the model was trained with, else 0.2)")
     add_attack_arguments(parser, default_steps=20)
     add_data_arguments(parser)
     parser.set_defaults(run=run)
@@ -26,9 +29,13 @@ def run(args) -> dict:
     import tftransfer
     from tftransfer.evaluation import evaluate_on_dataset
 
+    from tftransfer import saving
+
     model = tftransfer.load_model(args.model)
+    trained_with = saving.read_config(args.model).get("resolved_config", {}).get("data", {})
+    test_fraction = args.test_fraction or trained_with.get("test_fraction", 0.2)
     result = evaluate_on_dataset(model, args.dataset, args.data_dir, args.download,
                                  attack_config(args), args.max_examples, args.batch_size,
-                                 args.attack_impl)
+                                 args.attack_impl, test_fraction)
     result["model"] = args.model
     return result
