@@ -148,6 +148,18 @@ class FineTuneTest(TransferTestCase):
         self.assertEqual(tftransfer.load_model(row["run_dir"]).inputs[0].shape[1], 48)
 
 
+class PrecisionTest(TransferTestCase):
+
+    def test_precision_applies_to_a_loaded_float32_source(self):
+        try:
+            row = transfer.fine_tune(self.config(precision="mixed_bfloat16", epochs=1))
+        finally:
+            keras.mixed_precision.set_global_policy("float32")
+        model = tftransfer.load_model(row["run_dir"])
+        self.assertEqual(model.get_layer("layer3.2.conv2").compute_dtype, "bfloat16")
+        self.assertEqual(model.get_layer("fc").compute_dtype, "float32")
+
+
 class FlowersOfflineTest(TransferTestCase):
 
     def test_oxford_flowers102_end_to_end_with_mock_data(self):

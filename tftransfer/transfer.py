@@ -60,20 +60,38 @@ def load_source(reference: str | None) -> SourceModel:
     return SourceModel(model, identity)
 
 
-def with_input_size(model: keras.Model, image_size: int) -> keras.Model:
-    """The same network for ``image_size`` inputs (ResNets are fully convolutional up to
-    the global pooling), weights copied; ``model`` itself when the size already matches."""
-    current = model.inputs[0].shape[1]
-    if current == image_size:
-        return model
+def with_input_size(model: keras.Model, image_size: int, precision: str | None = None
+                    ) -> keras.Model:
+    """The same network for ``image_size`` inputs and the ``precision`` dtype policy, weights
+    copied; ``model`` itself when both already match.
+
+    ResNets are fully convolutional up to the global pooling, so any size works. A loaded
+    model keeps the dtype policy it was saved with, whatever the global policy is, so a
+    different ``precision`` also needs this rebuild.
+    """
     config = model.get_config()
-    for layer in config["layers"]:
+    layers = config["layers"]
+    same_size = model.inputs[0].shape[1] == image_size
+    same_policy = precision is None or all(
+        _policy_name(layer) == precision for layer in layers[1:-1])
+    if same_size and same_policy:
+        return model
+    for layer in layers:
         if layer["class_name"] == "InputLayer":
             shape = list(layer["config"]["batch_shape"])
             layer["config"]["batch_shape"] = [shape[0], image_size, image_size, shape[3]]
-    resized = keras.Model.from_config(config)
-    resized.set_weights(model.get_weights())
-    return resized
+        elif precision is not None and layer is not layers[-1]:
+            layer["config"]["dtype"] = precision  # the last layer (the head) stays float32
+    rebuilt = keras.Model.from_config(config)
+    rebuilt.set_weights(model.get_weights())
+    return rebuilt
+
+
+def _policy_name(layer_config: dict) -> str | None:
+    dtype = layer_config["config"].get("dtype")
+    if isinstance(dtype, dict):
+        return dtype.get("config", {}).get("name")
+    return dtype
 
 
 # ----------------------------------------------------------------------------- head and freezing
@@ -202,8 +220,8 @@ def fine_tune(cfg: TransferConfig, cache: FeatureCache | None = None, save_model
         test_idx = np.sort(test_idx)
 
     runtime.set_seed(cfg.seed)  # the head's initialization does not depend on loading order
-    model = attach_head(with_input_size(source.model, image_size), target.num_classes,
-                        cfg.head_init)
+    model = attach_head(with_input_size(source.model, image_size, cfg.precision),
+                        target.num_classes, cfg.head_init)
     blocks = freeze(model, cfg.unfrozen_blocks, cfg.frozen_bn)
     use_cache = _use_feature_cache(cfg, blocks, model)
     out = Path(cfg.out) if cfg.out else default_run_dir(cfg, source)
