@@ -80,6 +80,14 @@ def _log_images_axis(ax, train_images) -> None:
     ax.set_xlabel("Training images N (log scale)")
 
 
+def _accuracy_band(line: pd.DataFrame):
+    """The 95% interval in percent, cut to [0, 100]: with few seeds a t-interval can pass
+    the bounds an accuracy cannot, and the plot should show where accuracies can lie."""
+    low = (100 * line["accuracy_ci_low"]).clip(lower=0, upper=100)
+    high = (100 * line["accuracy_ci_high"]).clip(lower=0, upper=100)
+    return low, high
+
+
 def _line_with_band(ax, x, mean, low, high, label, color, linestyle) -> None:
     ax.plot(x, mean, marker="o", markersize=4, label=label, color=color, linestyle=linestyle)
     # NaN bounds (one seed) leave a gap rather than a fake zero-width band.
@@ -132,8 +140,7 @@ def plot_accuracy_vs_images(summary: pd.DataFrame, target: str,
         for label, color, linestyle, line in _series(panel, baseline, colors):
             line = line.sort_values("train_images")
             _line_with_band(ax, line["train_images"], 100 * line["accuracy_mean"],
-                            100 * line["accuracy_ci_low"], 100 * line["accuracy_ci_high"],
-                            label, color, linestyle)
+                            *_accuracy_band(line), label, color, linestyle)
 
     return _images_figure(rows, f"{target}: test accuracy vs training images (95% CI)",
                           "Test accuracy (%)", draw)
@@ -201,8 +208,7 @@ def plot_accuracy_vs_epochs(curves: pd.DataFrame, target: str, train_images=None
         for label, color, linestyle, line in _series(panel, baseline, colors):
             line = line.sort_values("epoch")
             _line_with_band(ax, line["epoch"], 100 * line["accuracy_mean"],
-                            100 * line["accuracy_ci_low"], 100 * line["accuracy_ci_high"],
-                            label, color, linestyle)
+                            *_accuracy_band(line), label, color, linestyle)
         ax.set_title(f"N = {n}")
         ax.set_xlabel("Epoch")
         ax.grid(True, alpha=0.3)
