@@ -143,9 +143,11 @@ class PretrainConfig:
     precision: str = "float32"
     distribute: str = "none"
     adversarial_fraction: float = 1.0      # share of each batch replaced by its adversarial copy
+    eval_every: int = 1                    # test accuracy every N epochs (and at the end)
 
     def __post_init__(self):
         _check(self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}.")
+        _check(self.eval_every >= 1, f"eval_every must be at least 1, got {self.eval_every}.")
         _check(self.precision in PRECISIONS,
                f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}.")
         _check(self.distribute in DISTRIBUTIONS,

@@ -82,6 +82,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
     with runtime.progress_to_stderr():
         history = trainer.fit(train_ds, epochs=cfg.epochs, validation_data=test_ds,
                               callbacks=callbacks, shuffle=False, steps_per_epoch=steps_per_epoch,
+                              validation_freq=cfg.eval_every,
                               verbose=1 if sys.stderr.isatty() else 2)
     if nan_guard.bad_epoch is not None:
         raise UserError(f"The training loss became NaN at epoch {nan_guard.bad_epoch}; lower "

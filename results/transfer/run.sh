@@ -18,7 +18,7 @@ for target in mnist fashion_mnist; do
     # From scratch: pretrain's own recipe (cosine lr, pad-and-crop), 100 epochs on the same images.
     rm -rf "runs/transfer-check/$target-scratch-s$seed"
     python main.py pretrain --dataset "$target" --arch resnet20 --train-images 400 --seed "$seed" \
-      --epochs 100 --image-size 32 --data-dir "$DATA_DIR" --no-download \
+      --epochs 100 --eval-every 100 --image-size 32 --data-dir "$DATA_DIR" --no-download \
       --out "runs/transfer-check/$target-scratch-s$seed" | tail -1 \
       | python -c "import json,sys; r=json.load(sys.stdin); r['method']='scratch'; r['target']=r['dataset']; r['test_accuracy']=r['accuracy']; print(json.dumps(r))" \
       >> "$OUT/results.jsonl"

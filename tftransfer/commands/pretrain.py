@@ -26,6 +26,8 @@ def register(subparsers):
     parser.add_argument("--image-size", type=int, default=None)
     parser.add_argument("--train-images", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--eval-every", type=int, default=1,
+                        help="test accuracy every N epochs into history.csv (always at the end)")
     parser.add_argument("--no-augment", action="store_true")
     parser.add_argument("--distribute", choices=DISTRIBUTIONS, default="none")
     parser.add_argument("--adversarial-fraction", type=float, default=1.0,
@@ -52,5 +54,6 @@ def run(args) -> dict:
         optim=OptimConfig(learning_rate=args.lr, weight_decay=args.weight_decay,
                           schedule=args.schedule, warmup_epochs=args.warmup_epochs),
         epochs=args.epochs, seed=args.seed, precision=args.precision,
-        distribute=args.distribute, adversarial_fraction=args.adversarial_fraction)
+        distribute=args.distribute, adversarial_fraction=args.adversarial_fraction,
+        eval_every=args.eval_every)
     return pretrain(apply_overrides(cfg, args.set))
