@@ -28,10 +28,13 @@ def best_rate(fn, items_per_call: int, repeats: int = 3, warmup: int = 1) -> flo
 
 
 def machine_note() -> str:
-    """Cores and other busy Python processes, to print beside the figures."""
-    busy = subprocess.run(["bash", "-c", "ps -eo pcpu,args --sort=-pcpu | awk '$1>20' | head -5"],
-                          capture_output=True, text=True).stdout.strip()
-    return f"cores: {os.cpu_count()}; processes using >20% CPU at the start:\n{busy or '(none)'}"
+    """Cores and the processes busy right now (top's second sample: ps would report
+    lifetime averages, and a paused process as busy), to print beside the figures."""
+    script = ("top -b -n 2 -d 1 -w 200 -c | awk '/^top -/{n++} n == 2 && $1 ~ /^[0-9]+$/ "
+              "&& $9 + 0 > 20 {printf \"%s \", $9; for (i = 12; i <= NF; i++) "
+              "printf \"%s \", $i; print \"\"}' | head -5")
+    busy = subprocess.run(["bash", "-c", script], capture_output=True, text=True).stdout.strip()
+    return f"cores: {os.cpu_count()}; processes using >20% CPU at the start (%CPU, command):\n{busy or '(none)'}"
 
 
 def random_source(directory, arch="resnet20", num_classes=10, image_size=32):

@@ -48,7 +48,7 @@ def main():
     for blocks in (0, 3):
         cfg = dataclasses.replace(base, unfrozen_blocks=blocks, out=str(tmp / f"b{blocks}"))
         off, acc_off = timed_run(dataclasses.replace(cfg, feature_cache="off"))
-        cache = transfer.FeatureCache()
+        cache = transfer.RunCache()
         on, acc_on = timed_run(dataclasses.replace(cfg, feature_cache="on"), cache)
         warm, _ = timed_run(dataclasses.replace(cfg, feature_cache="on", seed=1), cache)
         print(f"{blocks:>6} {off:>11.1f} {on:>9.1f} {warm:>13.1f} {off / on:>8.1f}x "

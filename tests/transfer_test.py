@@ -136,11 +136,36 @@ class FineTuneTest(TransferTestCase):
         self.assertAllClose(outputs["on"], outputs["off"], atol=1e-4, rtol=1e-4)
 
     def test_feature_cache_reuses_features_across_runs(self):
-        cache = transfer.FeatureCache()
+        cache = transfer.RunCache()
         transfer.fine_tune(self.config(), cache=cache, save_model=False)
         first = cache.computed
         transfer.fine_tune(self.config(seed=1), cache=cache, save_model=False)
         self.assertEqual(cache.computed, first)  # same images, nothing recomputed
+
+    def test_a_reused_network_ends_where_a_new_one_would(self):
+        cache = transfer.RunCache()
+        source_weights = [w.copy() for w in cache.source(str(self.source)).model.get_weights()]
+        for seed in (0, 1):
+            reused = transfer.fine_tune(self.config(seed=seed, unfrozen_blocks=1), cache=cache,
+                                        save_model=False)
+        self.assertEqual(cache.networks_built, 1)
+        new = transfer.fine_tune(self.config(seed=1, unfrozen_blocks=1), save_model=False)
+        self.assertAllClose(reused["test_loss"], new["test_loss"], atol=1e-5, rtol=1e-5)
+        self.assertEqual(reused["test_accuracy"], new["test_accuracy"])
+        # Training worked on a copy: the loaded source is untouched for the next network.
+        for before, after in zip(source_weights, cache.source(str(self.source)).model.get_weights()):
+            self.assertAllEqual(before, after)
+
+    def test_curve_on_part_of_the_test_set_final_accuracy_on_all(self):
+        full = transfer.fine_tune(self.config(eval_every=1, out=str(self.tmp / "full")))
+        part = transfer.fine_tune(self.config(eval_every=1, curve_test_images=6,
+                                              out=str(self.tmp / "part")))
+        self.assertEqual(part["curve_test_images"], 6)
+        self.assertEqual(full["curve_test_images"], full["test_images"])
+        self.assertAllClose(part["test_loss"], full["test_loss"], atol=1e-5, rtol=1e-5)
+        self.assertEqual(part["test_accuracy"], full["test_accuracy"])
+        correct = part["test_accuracy_epoch_3"] * 6  # the curve is a share of 6 images
+        self.assertAlmostEqual(correct, round(correct), places=4)
 
     def test_other_image_size_rebuilds_the_source(self):
         row = transfer.fine_tune(self.config(data=DataConfig(

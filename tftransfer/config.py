@@ -250,6 +250,7 @@ class TransferConfig:
     frozen_bn: str = "inference"
     epochs: int = 10
     eval_every: int = 1
+    curve_test_images: int | None = None   # per-epoch curve on a stratified part of the test set
     seed: int = 0
     precision: str = "float32"
     feature_cache: str = "auto"
@@ -263,6 +264,8 @@ class TransferConfig:
                f"frozen_bn must be one of {', '.join(FROZEN_BN_MODES)}, got {self.frozen_bn!r}.")
         _check(self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}.")
         _check(self.eval_every >= 0, f"eval_every must be >= 0, got {self.eval_every}.")
+        _check(self.curve_test_images is None or self.curve_test_images >= 1,
+               f"curve_test_images must be positive, got {self.curve_test_images}.")
         _check(self.precision in PRECISIONS,
                f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}.")
         _check(self.feature_cache in FEATURE_CACHE_MODES,
@@ -296,6 +299,7 @@ class SweepConfig:
     epochs: int
     test_images: int | None = None
     eval_every: int = 1
+    curve_test_images: int | None = None   # the per-epoch curve on this many test images
     overrides: tuple = ()
     recipe: tuple = ()
     description: str = ""

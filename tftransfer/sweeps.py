@@ -114,7 +114,8 @@ def transfer_config(sweep: SweepConfig, cell: Cell, run_dir: Path, data_dir=None
     """The TransferConfig of one cell (the sweep's recipe assignments applied)."""
     cfg = TransferConfig(target=cell.target, source=cell.source, out=str(run_dir),
                          unfrozen_blocks=cell.unfrozen_blocks, epochs=cell.epochs,
-                         eval_every=sweep.eval_every, seed=cell.seed)
+                         eval_every=sweep.eval_every, seed=cell.seed,
+                         curve_test_images=sweep.curve_test_images)
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(
         cfg.data, dataset=cell.target, data_dir=data_dir, download=download,
         train_images=cell.train_images, test_images=sweep.test_images))
@@ -123,8 +124,11 @@ def transfer_config(sweep: SweepConfig, cell: Cell, run_dir: Path, data_dir=None
 
 def run_sweep(sweep: SweepConfig, results_dir, shard: str | None = None,
               max_runs: int | None = None, data_dir=None, download=True,
-              save_models: bool = False) -> dict:
+              save_models: bool = False, cache=None) -> dict:
     """Runs the unfinished cells of (a shard of) ``sweep``; see the module docstring.
+
+    ``cache``: a ``transfer.RunCache`` to share with other sweeps in this process (a new
+    one when None).
 
     Returns:
       Counts of cells, finished-before, run now and failed, and the results file.
@@ -139,7 +143,7 @@ def run_sweep(sweep: SweepConfig, results_dir, shard: str | None = None,
     mine = shard_cells(cells(sweep), index, count)
     done = {row["run_key"] for row in read_rows(path)}
     todo = [cell for cell in mine if cell.key not in done][:max_runs]
-    cache = transfer.FeatureCache()
+    cache = cache or transfer.RunCache()
     failed, ran = [], 0
     print(f"sweep {sweep.name} shard {index}/{count}: {len(mine)} cells, {len(done)} finished "
           f"before, {len(todo)} to run now -> {path}", file=sys.stderr)

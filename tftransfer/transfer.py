@@ -3,8 +3,9 @@
 ``fine_tune(cfg)`` is the one place the recipe lives (``transfer``, ``sweep`` and
 ``tune`` all call it). When the frozen part of the network sees the same input every
 epoch (no augmentation, frozen BatchNorm in inference mode), its output is computed
-once (``FeatureCache``) and only the unfrozen part is trained, on the cached
-activations: the same result, many times faster.
+once (``RunCache``) and only the unfrozen part is trained, on the cached
+activations: the same result, many times faster. A sweep also reuses loaded sources
+and datasets and the built, traced networks (reset before each run).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import math
 import re
 import sys
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,10 +62,10 @@ def load_source(reference: str | None) -> SourceModel:
     return SourceModel(model, identity)
 
 
-def with_input_size(model: keras.Model, image_size: int, precision: str | None = None
-                    ) -> keras.Model:
+def with_input_size(model: keras.Model, image_size: int, precision: str | None = None,
+                    always_copy: bool = False) -> keras.Model:
     """The same network for ``image_size`` inputs and the ``precision`` dtype policy, weights
-    copied; ``model`` itself when both already match.
+    copied; ``model`` itself when both already match (unless ``always_copy``).
 
     ResNets are fully convolutional up to the global pooling, so any size works. A loaded
     model keeps the dtype policy it was saved with, whatever the global policy is, so a
@@ -74,7 +76,7 @@ def with_input_size(model: keras.Model, image_size: int, precision: str | None =
     same_size = model.inputs[0].shape[1] == image_size
     same_policy = precision is None or all(
         _policy_name(layer) == precision for layer in layers[1:-1])
-    if same_size and same_policy:
+    if same_size and same_policy and not always_copy:
         return model
     for layer in layers:
         if layer["class_name"] == "InputLayer":
@@ -96,12 +98,10 @@ def _policy_name(layer_config: dict) -> str | None:
 
 # ----------------------------------------------------------------------------- head and freezing
 
-def attach_head(source: keras.Model, num_classes: int, head_init: str) -> keras.Model:
-    """Replaces the source's last Dense layer by a new ``fc`` head for ``num_classes``.
-
-    ``normal`` is the paper's normal(0, 1) initialization (the default, to reproduce it);
-    ``glorot`` is Keras' usual choice and gentler on wide feature vectors.
-    """
+def attach_head(source: keras.Model, num_classes: int, head_init: str, seed: int | None = None
+                ) -> keras.Model:
+    """Replaces the source's last Dense layer by a new ``fc`` head for ``num_classes``, its
+    kernel drawn with ``seed`` (see ``head_initializer``)."""
     last = source.layers[-1]
     if not isinstance(last, keras.layers.Dense):
         raise UserError(f"The source model {source.name!r} does not end in a Dense classifier "
@@ -109,12 +109,20 @@ def attach_head(source: keras.Model, num_classes: int, head_init: str) -> keras.
                         f"a classifier whose head it can replace.")
     if num_classes < 2:
         raise UserError(f"The target has {num_classes} class; fine-tuning needs at least 2.")
-    initializer = (keras.initializers.RandomNormal(0.0, 1.0) if head_init == "normal"
-                   else keras.initializers.GlorotUniform())
     head = keras.layers.Dense(num_classes, name=HEAD_NAME, dtype="float32",
-                              kernel_initializer=initializer, bias_initializer="zeros")
+                              kernel_initializer=head_initializer(head_init, seed),
+                              bias_initializer="zeros")
     features = last.input
     return keras.Model(source.inputs, head(features), name=f"{source.name}_finetuned")
+
+
+def head_initializer(head_init: str, seed: int | None = None) -> keras.initializers.Initializer:
+    """``normal``: the paper's normal(0, 1) (the default, to reproduce it); ``glorot``: Keras'
+    usual choice, gentler on wide feature vectors. A seeded initializer draws the same
+    values on every call, so a reused network gets exactly the head a new one would."""
+    if head_init == "normal":
+        return keras.initializers.RandomNormal(0.0, 1.0, seed=seed)
+    return keras.initializers.GlorotUniform(seed=seed)
 
 
 def unfrozen_block_names(model: keras.Model, unfrozen_blocks: int) -> list[str]:
@@ -162,23 +170,67 @@ def feature_boundary(model: keras.Model, blocks: list[str]):
     return first.input
 
 
-# ----------------------------------------------------------------------------- feature cache
+# ----------------------------------------------------------------------------- run cache
 
-class FeatureCache:
-    """Activations of a frozen trunk, computed once per image and reused across runs.
+class RunCache:
+    """What consecutive runs of a sweep (or a search) share instead of redoing.
 
-    Keyed by (source, target, split, boundary, image size): a sweep that fine-tunes
-    the same source on the same target many times computes each image's features once.
+    - loaded source models and target datasets;
+    - the frozen trunk's activations, per image, keyed by (source, target, split,
+      boundary, image size): a sweep computes each image's features once;
+    - built and traced networks (``Network``), keyed by everything that shapes the
+      graph or the optimizer, and reset to the source's weights before each run, so
+      that runs differing only in seed or training images re-trace nothing.
     """
 
-    def __init__(self):
-        self._store: dict[tuple, dict[int, np.ndarray]] = {}
-        self.computed = 0
+    def __init__(self, max_networks: int = 4):
+        self._features: dict[tuple, dict[int, np.ndarray]] = {}
+        self._sources: dict[str | None, SourceModel] = {}
+        self._targets: dict[tuple, data.TargetData] = {}
+        self._networks: OrderedDict[tuple, Network] = OrderedDict()
+        self._evaluation_sets: OrderedDict[tuple, tf.data.Dataset] = OrderedDict()
+        self.max_networks = max_networks
+        self.computed = 0          # images whose trunk features were computed
+        self.networks_built = 0
 
-    def features(self, key: tuple, trunk: keras.Model, image_set, indices, image_size,
+    def source(self, reference: str | None) -> SourceModel:
+        """``load_source(reference)``, loaded once. Never train this model itself: networks
+        are built from private copies of it."""
+        if reference not in self._sources:
+            self._sources[reference] = load_source(reference)
+        return self._sources[reference]
+
+    def target(self, cfg: TransferConfig) -> data.TargetData:
+        """The target dataset of ``cfg``, loaded once."""
+        key = (cfg.target, cfg.data.data_dir, cfg.data.download, cfg.data.test_fraction)
+        if key not in self._targets:
+            self._targets[key] = data.load(*key)
+        return self._targets[key]
+
+    def network(self, cfg: TransferConfig, source: SourceModel, num_classes: int,
+                image_size: int, steps_per_epoch: int) -> Network:
+        """A ``Network`` for this run's recipe, built or reused (least recently used ones
+        are dropped beyond ``max_networks``)."""
+        key = (source.identity["source_path"], image_size, num_classes, cfg.precision,
+               cfg.head_init, cfg.unfrozen_blocks, cfg.frozen_bn, cfg.feature_cache,
+               cfg.data.augment, cfg.optim, cfg.epochs, steps_per_epoch)
+        if key in self._networks:
+            self._networks.move_to_end(key)
+        else:
+            self._networks[key] = build_network(cfg, source, num_classes, image_size,
+                                                steps_per_epoch)
+            self.networks_built += 1
+            while len(self._networks) > self.max_networks:
+                self._networks.popitem(last=False)
+        return self._networks[key]
+
+    def features(self, key: tuple, trunk, image_set, indices, image_size,
                  batch_size: int = 256) -> np.ndarray:
-        """Trunk outputs for ``image_set[indices]``, in the order of ``indices``."""
-        store = self._store.setdefault(key, {})
+        """Trunk outputs for ``image_set[indices]``, in the order of ``indices``.
+
+        ``trunk`` is a Keras model or a function of a batch of images.
+        """
+        store = self._features.setdefault(key, {})
         missing = np.asarray([i for i in np.unique(indices) if i not in store], dtype=np.int64)
         if len(missing):
             ds = data.pipeline(image_set, missing, image_size, batch_size, cache=False)
@@ -188,20 +240,100 @@ class FeatureCache:
         return np.stack([store[int(i)] for i in indices])
 
 
-def _predict(model: keras.Model, dataset) -> np.ndarray:
-    run = tf.function(lambda x: model(x, training=False))
-    return np.concatenate([run(images).numpy().astype(np.float32) for images, _ in dataset])
+    def evaluation_set(self, key: tuple, trunk, image_set, indices, image_size
+                       ) -> tf.data.Dataset:
+        """Batches of (trunk features, label) for ``image_set[indices]``, built once: every
+        run of a sweep evaluates on the same test images, and turning 10,000 feature maps
+        into a tensor again each time would cost more than evaluating them."""
+        indices = np.asarray(indices)
+        full_key = key + (len(indices), hash(indices.tobytes()))
+        if full_key not in self._evaluation_sets:
+            x = self.features(key, trunk, image_set, indices, image_size)
+            self._evaluation_sets[full_key] = (
+                tf.data.Dataset.from_tensor_slices((x, image_set.labels[indices]))
+                .batch(256).prefetch(tf.data.AUTOTUNE))
+            while len(self._evaluation_sets) > 2 * self.max_networks:
+                self._evaluation_sets.popitem(last=False)
+        self._evaluation_sets.move_to_end(full_key)
+        return self._evaluation_sets[full_key]
+
+
+def _predict(trunk, dataset) -> np.ndarray:
+    if isinstance(trunk, keras.Model):
+        trunk = inference_function(trunk)
+    return np.concatenate([trunk(images).numpy().astype(np.float32) for images, _ in dataset])
+
+
+def inference_function(model: keras.Model):
+    """``model(x, training=False)`` as one tf.function for any batch size (traced once)."""
+    spec = tf.TensorSpec([None, *model.inputs[0].shape[1:]], tf.float32)
+    return tf.function(lambda x: model(x, training=False), input_signature=[spec])
+
+
+# ----------------------------------------------------------------------------- networks
+
+@dataclass
+class Network:
+    """A private copy of the source with a new head, its frozen part set, compiled.
+
+    ``trained`` is what the optimizer trains: the whole ``model``, or, with the feature
+    cache, only the part above the frozen trunk (fed with the trunk's cached outputs by
+    ``trunk``). ``reset`` puts the weights and the optimizer back to where a new run
+    starts, so one traced network serves many runs.
+    """
+
+    model: keras.Model
+    blocks: list[str]
+    trained: keras.Model
+    trainer: AdversarialTrainer
+    trunk: object | None          # tf.function images -> boundary activations, or None
+    boundary_key: str
+    _initial_weights: list = field(default_factory=list, repr=False)
+    _initial_optimizer: list = field(default_factory=list, repr=False)
+
+    @property
+    def cached(self) -> bool:
+        """Whether training runs on cached trunk activations."""
+        return self.trunk is not None
+
+    def reset(self, head_init: str, seed: int) -> None:
+        """Source weights, a new head drawn with ``seed``, a fresh optimizer state."""
+        self.trained.set_weights(self._initial_weights)
+        head = self.model.get_layer(HEAD_NAME)
+        head.kernel.assign(head_initializer(head_init, seed)(head.kernel.shape))
+        head.bias.assign(tf.zeros_like(head.bias))
+        for variable, value in zip(self.trainer.optimizer.variables, self._initial_optimizer):
+            variable.assign(value)
+
+
+def build_network(cfg: TransferConfig, source: SourceModel, num_classes: int, image_size: int,
+                  steps_per_epoch: int) -> Network:
+    """A ``Network`` for ``cfg``: copy of the source, head, freezing, compiled trainer."""
+    copy = with_input_size(source.model, image_size, cfg.precision, always_copy=True)
+    model = attach_head(copy, num_classes, cfg.head_init, cfg.seed)
+    blocks = freeze(model, cfg.unfrozen_blocks, cfg.frozen_bn)
+    trained, trunk = model, None
+    if _use_feature_cache(cfg, blocks, model):
+        boundary = feature_boundary(model, blocks)
+        trunk = inference_function(keras.Model(model.inputs, boundary))
+        trained = keras.Model(boundary, model.outputs)
+    trainer = AdversarialTrainer(trained, weight_decay=cfg.optim.weight_decay)
+    trainer.compile(optimizer=make_optimizer(cfg.optim, cfg.epochs, steps_per_epoch),
+                    loss=classification_loss(cfg.optim.label_smoothing))
+    trainer.optimizer.build(trainer.trainable_variables)  # so its initial state can be kept
+    return Network(model, blocks, trained, trainer, trunk, blocks[0] if blocks else HEAD_NAME,
+                   trained.get_weights(), [v.numpy() for v in trainer.optimizer.variables])
 
 
 # ----------------------------------------------------------------------------- the recipe
 
-def fine_tune(cfg: TransferConfig, cache: FeatureCache | None = None, save_model: bool = True,
+def fine_tune(cfg: TransferConfig, cache: RunCache | None = None, save_model: bool = True,
               verbose: bool = True) -> dict:
     """Fine-tunes ``cfg.source`` on ``cfg.target`` and records the run.
 
     Args:
       cfg: the run's configuration.
-      cache: a FeatureCache shared across runs (a new one when None).
+      cache: a RunCache shared across runs (a new one when None).
       save_model: write the fine-tuned model into the run directory.
       verbose: per-epoch progress on stderr.
 
@@ -209,53 +341,57 @@ def fine_tune(cfg: TransferConfig, cache: FeatureCache | None = None, save_model
       The result row: test accuracy (a fraction) and loss, the paper's variables, time,
       per-epoch test accuracies and the run directory.
     """
-    runtime.set_seed(cfg.seed)
+    cache = cache or RunCache()
     runtime.set_precision(cfg.precision)
-    source = load_source(cfg.source)
-    target = data.load(cfg.target, cfg.data.data_dir, cfg.data.download, cfg.data.test_fraction)
+    source = cache.source(cfg.source)
+    target = cache.target(cfg)
     image_size = cfg.data.image_size or int(source.model.inputs[0].shape[1])
-    train_idx = data.select_subset(target.train.labels, cfg.data.train_images, cfg.seed)
-    test_idx = data.select_subset(target.test.labels, cfg.data.test_images, 0, "--test-images")
-    if cfg.data.test_images is None:
-        test_idx = np.sort(test_idx)
-
-    runtime.set_seed(cfg.seed)  # the head's initialization does not depend on loading order
-    model = attach_head(with_input_size(source.model, image_size, cfg.precision),
-                        target.num_classes, cfg.head_init)
-    blocks = freeze(model, cfg.unfrozen_blocks, cfg.frozen_bn)
-    use_cache = _use_feature_cache(cfg, blocks, model)
+    train_idx, test_idx, curve_idx = _indices(cfg, target)
+    steps = math.ceil(len(train_idx) / cfg.data.batch_size)
+    network = cache.network(cfg, source, target.num_classes, image_size, steps)
+    network.reset(cfg.head_init, cfg.seed)
+    runtime.set_seed(cfg.seed)
     out = Path(cfg.out) if cfg.out else default_run_dir(cfg, source)
     if verbose:
         print(f"transfer: {source.identity['source']} -> {target.name} "
               f"({len(train_idx)} images, {image_size}px), unfrozen blocks "
-              f"{cfg.unfrozen_blocks} {blocks}, {cfg.epochs} epochs, "
-              f"feature cache {'on' if use_cache else 'off'} -> {out}", file=sys.stderr)
+              f"{cfg.unfrozen_blocks} {network.blocks}, {cfg.epochs} epochs, "
+              f"feature cache {'on' if network.cached else 'off'} -> {out}", file=sys.stderr)
 
     start = time.time()
-    if use_cache:
-        trained, train_ds, test_ds = _cached_datasets(cfg, model, blocks, source, target,
-                                                      train_idx, test_idx, image_size,
-                                                      cache or FeatureCache())
+    if network.cached:
+        datasets = _cached_datasets(cfg, network, source, target, (train_idx, test_idx,
+                                                                   curve_idx), image_size, cache)
     else:
-        trained = model
-        train_ds = data.training_pipeline(
-            target.train, train_idx, image_size, cfg.data.batch_size, cfg.seed, cfg.epochs,
-            augmentation=cfg.data.augment, flip=target.flip, color_jitter=cfg.data.color_jitter)
-        test_ds = data.pipeline(target.test, test_idx, image_size, 256)
-    history = _train(cfg, trained, train_ds, test_ds, len(train_idx), out, verbose)
+        datasets = _image_datasets(cfg, target, (train_idx, test_idx, curve_idx), image_size)
+    evaluator = _train(cfg, network.trainer, *datasets, steps, out, verbose)
     seconds = time.time() - start
 
-    result = _result_row(cfg, source, target, train_idx, test_idx, history, seconds, out,
-                         use_cache)
+    result = _result_row(cfg, source, target, (train_idx, test_idx, curve_idx), evaluator,
+                         seconds, out, network.cached)
     if save_model:
         config = {"kind": "transfer", "arch": source.identity["source_arch"],
                   "dataset": target.name, "num_classes": target.num_classes,
                   "class_names": list(target.class_names), "image_size": image_size,
-                  "unfrozen_block_names": blocks, **source.identity,
+                  "unfrozen_block_names": network.blocks, **source.identity,
                   "resolved_config": to_dict(cfg), "test_accuracy": result["test_accuracy"]}
-        saving.save_model_dir(model, out, config)
+        saving.save_model_dir(network.model, out, config)
     runs.write_json(out / "metrics.json", result)
     return result
+
+
+def _indices(cfg: TransferConfig, target):
+    """Training images (the run's seed), test images and the per-epoch curve's test images
+    (fixed seed 0, nested: the curve's images are a stratified part of the test images)."""
+    train_idx = data.select_subset(target.train.labels, cfg.data.train_images, cfg.seed)
+    test_idx = data.select_subset(target.test.labels, cfg.data.test_images, 0, "--test-images")
+    if cfg.data.test_images is None:
+        test_idx = np.sort(test_idx)
+    curve_idx = test_idx
+    if cfg.curve_test_images is not None and cfg.curve_test_images < len(test_idx):
+        curve_idx = data.select_subset(target.test.labels, cfg.curve_test_images, 0,
+                                       "--curve-test-images")
+    return train_idx, test_idx, curve_idx
 
 
 def default_run_dir(cfg: TransferConfig, source: SourceModel) -> Path:
@@ -278,51 +414,67 @@ def _use_feature_cache(cfg: TransferConfig, blocks: list[str], model: keras.Mode
     return frozen_part_is_fixed and cfg.feature_cache != "off"
 
 
-def _cached_datasets(cfg, model, blocks, source, target, train_idx, test_idx, image_size,
-                     cache: FeatureCache):
-    boundary = feature_boundary(model, blocks)
-    trunk = keras.Model(model.inputs, boundary)
-    top = keras.Model(boundary, model.outputs)
-    boundary_key = blocks[0] if blocks else HEAD_NAME
-    key = (source.identity["source_path"], target.name, cfg.data.test_fraction, boundary_key,
-           image_size)
-    train_x = cache.features(key + ("train",), trunk, target.train, train_idx, image_size)
-    test_x = cache.features(key + ("test",), trunk, target.test, test_idx, image_size)
+def _cached_datasets(cfg, network: Network, source, target, indices, image_size,
+                     cache: RunCache):
+    """(train, test, curve) datasets of trunk activations."""
+    train_idx, test_idx, curve_idx = indices
+    key = (source.identity["source_path"], target.name, cfg.data.test_fraction,
+           network.boundary_key, image_size, cfg.precision)
+    train_x = cache.features(key + ("train",), network.trunk, target.train, train_idx,
+                             image_size)
     examples = tf.data.Dataset.from_tensor_slices((train_x, target.train.labels[train_idx]))
     # The same epoch-seeded order as the uncached path: both give the same result.
     train_ds = data.epoch_batches(examples, len(train_idx), cfg.data.batch_size, cfg.seed,
                                   cfg.epochs)
-    test_ds = (tf.data.Dataset.from_tensor_slices((test_x, target.test.labels[test_idx]))
-               .batch(256).prefetch(tf.data.AUTOTUNE))
-    return top, train_ds, test_ds
+
+    def evaluation_set(idx):
+        return cache.evaluation_set(key + ("test",), network.trunk, target.test, idx, image_size)
+    test_ds = evaluation_set(test_idx)
+    curve_ds = test_ds if curve_idx is test_idx else evaluation_set(curve_idx)
+    return train_ds, test_ds, curve_ds
+
+
+def _image_datasets(cfg, target, indices, image_size):
+    """(train, test, curve) datasets of images, for a network trained end to end."""
+    train_idx, test_idx, curve_idx = indices
+    train_ds = data.training_pipeline(
+        target.train, train_idx, image_size, cfg.data.batch_size, cfg.seed, cfg.epochs,
+        augmentation=cfg.data.augment, flip=target.flip, color_jitter=cfg.data.color_jitter)
+    test_ds = data.pipeline(target.test, test_idx, image_size, 256)
+    curve_ds = test_ds if curve_idx is test_idx else data.pipeline(target.test, curve_idx,
+                                                                   image_size, 256)
+    return train_ds, test_ds, curve_ds
 
 
 class EvaluateEvery(keras.callbacks.Callback):
-    """Test accuracy every ``every`` epochs and after the last one, into the epoch logs
-    (so ``HistoryCSV`` records it): the learning-speed result is a curve over epochs."""
+    """Test accuracy on the curve's images every ``every`` epochs and after the last one,
+    into the epoch logs (so ``HistoryCSV`` records it): the learning-speed result is a
+    curve over epochs. After the last epoch, the final accuracy on all the test images
+    (``final``; the curve's own value when the curve uses all of them)."""
 
-    def __init__(self, test_ds, every: int, epochs: int):
+    def __init__(self, curve_ds, every: int, epochs: int, test_ds=None):
         super().__init__()
-        self.test_ds, self.every, self.epochs = test_ds, every, epochs
+        self.curve_ds, self.every, self.epochs = curve_ds, every, epochs
+        self.test_ds = test_ds if test_ds is not None else curve_ds
         self.curve: dict[int, float] = {}
         self.final: dict = {}
 
     def on_epoch_end(self, epoch, logs=None):
         done = epoch + 1
         if done == self.epochs or (self.every and done % self.every == 0):
-            results = self.model.evaluate(self.test_ds, verbose=0, return_dict=True)
+            results = self.model.evaluate(self.curve_ds, verbose=0, return_dict=True)
             logs["test_accuracy"] = float(results["accuracy"])
             logs["test_loss"] = float(results["loss"])
             self.curve[done] = logs["test_accuracy"]
-            self.final = {"test_accuracy": logs["test_accuracy"], "test_loss": logs["test_loss"]}
+            if done == self.epochs:
+                if self.test_ds is not self.curve_ds:
+                    results = self.model.evaluate(self.test_ds, verbose=0, return_dict=True)
+                self.final = {"test_accuracy": float(results["accuracy"]),
+                              "test_loss": float(results["loss"])}
 
 
-def _train(cfg, network, train_ds, test_ds, n_train, out: Path, verbose: bool):
-    steps = math.ceil(n_train / cfg.data.batch_size)
-    trainer = AdversarialTrainer(network, weight_decay=cfg.optim.weight_decay)
-    trainer.compile(optimizer=make_optimizer(cfg.optim, cfg.epochs, steps),
-                    loss=classification_loss(cfg.optim.label_smoothing))
-    evaluator = EvaluateEvery(test_ds, cfg.eval_every, cfg.epochs)
+def _train(cfg, trainer, train_ds, test_ds, curve_ds, steps, out: Path, verbose: bool):
+    evaluator = EvaluateEvery(curve_ds, cfg.eval_every, cfg.epochs, test_ds)
     out.mkdir(parents=True, exist_ok=True)
     history_file = out / "history.csv"
     if history_file.exists():
@@ -347,7 +499,8 @@ def classification_loss(label_smoothing: float = 0.0):
     return loss
 
 
-def _result_row(cfg, source, target, train_idx, test_idx, evaluator, seconds, out, use_cache):
+def _result_row(cfg, source, target, indices, evaluator, seconds, out, use_cache):
+    train_idx, test_idx, curve_idx = indices
     row = {
         "test_accuracy": evaluator.final["test_accuracy"],
         "test_loss": evaluator.final["test_loss"],
@@ -355,6 +508,7 @@ def _result_row(cfg, source, target, train_idx, test_idx, evaluator, seconds, ou
         "source_attack": source.identity["source_attack"],
         "source_eps": source.identity["source_eps"],
         "train_images": int(len(train_idx)), "test_images": int(len(test_idx)),
+        "curve_test_images": int(len(curve_idx)),
         "unfrozen_blocks": cfg.unfrozen_blocks, "epochs": cfg.epochs, "seed": cfg.seed,
         "head_init": cfg.head_init, "frozen_bn": cfg.frozen_bn,
         "learning_rate": cfg.optim.learning_rate, "batch_size": cfg.data.batch_size,

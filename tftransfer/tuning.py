@@ -203,7 +203,7 @@ class SearchData:
     train_idx: np.ndarray                  # the N images (what the final retrain uses)
     fit_idx: np.ndarray
     val_idx: np.ndarray
-    cache: transfer.FeatureCache = field(default_factory=transfer.FeatureCache)
+    cache: transfer.RunCache = field(default_factory=transfer.RunCache)
 
 
 def prepare(cfg: TuneConfig) -> SearchData:

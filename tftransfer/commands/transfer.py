@@ -28,6 +28,9 @@ def register(subparsers):
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--eval-every", type=int, default=1,
                         help="test accuracy every N epochs into history.csv (0: only the last)")
+    parser.add_argument("--curve-test-images", type=int, default=None, metavar="K",
+                        help="measure that per-epoch curve on a stratified K of the test images "
+                             "(faster; the final accuracy always uses all of them)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="run directory (default: runs/transfer/...)")
     parser.add_argument("--head-init", choices=HEAD_INITS, default="normal",
@@ -69,7 +72,7 @@ def config_from_args(args) -> TransferConfig:
                           label_smoothing=args.label_smoothing),
         unfrozen_blocks=args.unfrozen_blocks, head_init=args.head_init,
         frozen_bn=args.frozen_bn, epochs=args.epochs, eval_every=args.eval_every,
-        seed=args.seed, precision=args.precision, feature_cache=args.feature_cache)
+        curve_test_images=args.curve_test_images, seed=args.seed, precision=args.precision, feature_cache=args.feature_cache)
     return apply_overrides(cfg, args.set)
 
 
