@@ -5,6 +5,8 @@
 # Methods (one row each in results.jsonl; the script is resumable: rows already there are kept):
 #   transfer-natural     fine-tune cifar10-resnet20-natural-10ep with the paper's recipe
 #   transfer-robust      fine-tune cifar10-resnet20-l2-eps0.5-10ep, same recipe
+#   transfer-augmented   fine-tune the natural source with pad-and-crop and flip augmentation
+#                        (--augment; no feature cache), 30 epochs
 #   scratch-matched      from random weights with the fine-tuning recipe: 30 epochs, SGD lr 0.1
 #                        x0.1 every 10 epochs, batch 128, no augmentation
 #   scratch-augmented    from random weights with pretrain's own recipe: 100 epochs, cosine lr,
@@ -14,7 +16,7 @@ cd "$(dirname "$0")/../.."
 DATA_DIR="${TFDS_DATA_DIR:-../shared/tfds}"
 OUT=results/transfer
 RESULTS="$OUT/results.jsonl"
-METHODS="${METHODS:-transfer-natural transfer-robust scratch-matched scratch-augmented}"
+METHODS="${METHODS:-transfer-natural transfer-robust transfer-augmented scratch-matched scratch-augmented}"
 touch "$RESULTS"
 
 have() {  # have TARGET METHOD SEED: is the row already in results.jsonl?
@@ -47,6 +49,9 @@ run() {  # run TARGET METHOD SEED
       [[ $method == transfer-robust ]] && source=cifar10-resnet20-l2-eps0.5-10ep
       python main.py transfer --target "$target" --source "$source" --unfrozen-blocks 3 \
         --epochs 30 "${common[@]}" ;;
+    transfer-augmented)
+      python main.py transfer --target "$target" --source cifar10-resnet20-natural-10ep \
+        --unfrozen-blocks 3 --epochs 30 --augment "${common[@]}" ;;
     scratch-matched)
       python main.py pretrain --dataset "$target" --arch resnet20 --image-size 32 --epochs 30 \
         --schedule step --no-augment --eval-every 30 "${common[@]}" ;;
