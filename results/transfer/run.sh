@@ -51,7 +51,7 @@ run() {  # run TARGET METHOD SEED
         --epochs 30 "${common[@]}" ;;
     transfer-augmented)
       python main.py transfer --target "$target" --source cifar10-resnet20-natural-10ep \
-        --unfrozen-blocks 3 --epochs 30 --augment "${common[@]}" ;;
+        --unfrozen-blocks 3 --epochs 30 --augment --eval-every 0 "${common[@]}" ;;
     scratch-matched)
       python main.py pretrain --dataset "$target" --arch resnet20 --image-size 32 --epochs 30 \
         --schedule step --no-augment --eval-every 30 "${common[@]}" ;;
