@@ -25,3 +25,19 @@ REPLICATION = register(SweepConfig(
     curve_test_images=2000,
     overrides=(CellOverride(train_images=(1600, 3200), seeds=(0, 1, 2)),),
 ))
+
+# The replication's recipe on the committed 10-epoch source pair, a smaller grid: an early look
+# at the comparison while the 30-epoch sources train (results/pilot-10ep/).
+PILOT_10EP = register(SweepConfig(
+    name="pilot-10ep",
+    description="The replication recipe with the 10-epoch natural / L2 eps 0.5 sources; "
+                "N in {100, 400, 1600}, 3 seeds.",
+    sources=("cifar10-resnet20-natural-10ep", "cifar10-resnet20-l2-eps0.5-10ep"),
+    targets=("mnist", "fashion_mnist"),
+    train_images=(100, 400, 1600),
+    unfrozen_blocks=(0, 3),
+    seeds=(0, 1, 2),
+    epochs=30,
+    eval_every=5,
+    curve_test_images=2000,
+))
