@@ -548,7 +548,8 @@ def epochs_speedup(table: pd.DataFrame, baseline: str,
                    curves: pd.DataFrame | None = None) -> pd.DataFrame:
     """How many times fewer epochs a source needs to reach the baseline's final accuracy.
 
-    For each cell the goal is the baseline's final mean test accuracy; the speed-up
+    For each cell the goal is the baseline's mean accuracy at its last evaluated epoch
+    (its final accuracy, on the images the curves were measured on); the speed-up
     is (first epoch where the baseline's own mean curve reaches it) / (first epoch
     where the source's mean curve reaches it). Only evaluated epochs count, so the
     epochs are as coarse as the evaluation schedule.
@@ -570,15 +571,16 @@ def epochs_speedup(table: pd.DataFrame, baseline: str,
         "status"]
     if curves.empty:
         return pd.DataFrame(columns=columns)
-    finals = table.loc[table["source"] == baseline].groupby(keys)["test_accuracy"].mean()
     rows = []
     for values, cell_curves in curves.groupby(keys, sort=True):
         values = values if isinstance(values, tuple) else (values,)
-        if values not in finals.index:
+        base_curve = cell_curves.loc[cell_curves["source"] == baseline]
+        if base_curve.empty:
             continue
-        goal = float(finals.loc[values])
-        base_epoch = first_epoch_reaching(
-            cell_curves.loc[cell_curves["source"] == baseline], goal)
+        # The curve's own last point, not test_accuracy: a sweep may measure its curves on a
+        # part of the test set (curve_test_images), and the goal must be on the same images.
+        goal = float(base_curve.sort_values("epoch")["accuracy_mean"].iloc[-1])
+        base_epoch = first_epoch_reaching(base_curve, goal)
         for source, curve in cell_curves.loc[cell_curves["source"] != baseline].groupby("source"):
             epoch = first_epoch_reaching(curve, goal)
             ok = not (math.isnan(epoch) or math.isnan(base_epoch))
