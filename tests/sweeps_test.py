@@ -61,6 +61,16 @@ class GridTest(tf.test.TestCase):
         with self.assertRaisesRegex(UserError, "between 1 and n"):
             sweeps.parse_shard("5/4")
 
+    def test_source_selection_keeps_only_those_cells_and_refuses_unknown_names(self):
+        sweep = pipelines.get("replication")
+        grid = sweeps.cells(sweep)
+        natural = sweeps.select_sources(grid, sweep, ["cifar10-resnet20-natural"])
+        self.assertLen(natural, len(grid) // len(sweep.sources))
+        self.assertEqual({c.source for c in natural}, {"cifar10-resnet20-natural"})
+        self.assertEqual(sweeps.select_sources(grid, sweep, None), grid)
+        with self.assertRaisesRegex(UserError, "not in sweep"):
+            sweeps.select_sources(grid, sweep, ["no-such-source"])
+
     def test_unknown_config_lists_names(self):
         with self.assertRaisesRegex(UserError, "Unknown sweep config 'nope'.*replication"):
             pipelines.get("nope")

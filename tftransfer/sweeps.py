@@ -81,6 +81,18 @@ def shard_cells(grid: list[Cell], index: int, count: int) -> list[Cell]:
     return [cell for position, cell in enumerate(grid) if position % count == index - 1]
 
 
+def select_sources(grid: list[Cell], sweep: SweepConfig, sources) -> list[Cell]:
+    """The cells whose source is in ``sources`` (all cells when None), so a grid can run
+    source by source as its models become available; an unknown name is a UserError."""
+    if not sources:
+        return grid
+    unknown = sorted(set(sources) - set(sweep.sources))
+    if unknown:
+        raise UserError(f"--sources {', '.join(unknown)}: not in sweep {sweep.name!r}, whose "
+                        f"sources are {', '.join(sweep.sources)}.")
+    return [cell for cell in grid if cell.source in sources]
+
+
 def results_file(results_dir, index: int, count: int) -> Path:
     """``results.csv``, or ``results.shard-i-of-n.csv`` for a shard."""
     name = "results.csv" if count == 1 else f"results.shard-{index}-of-{count}.csv"
@@ -124,11 +136,12 @@ def transfer_config(sweep: SweepConfig, cell: Cell, run_dir: Path, data_dir=None
 
 def run_sweep(sweep: SweepConfig, results_dir, shard: str | None = None,
               max_runs: int | None = None, data_dir=None, download=True,
-              save_models: bool = False, cache=None) -> dict:
+              save_models: bool = False, cache=None, sources=None) -> dict:
     """Runs the unfinished cells of (a shard of) ``sweep``; see the module docstring.
 
     ``cache``: a ``transfer.RunCache`` to share with other sweeps in this process (a new
-    one when None).
+    one when None). ``sources``: run only the cells of these sources (all when None); the
+    rows go to the same results file, so later calls fill in the rest of the grid.
 
     Returns:
       Counts of cells, finished-before, run now and failed, and the results file.
@@ -140,7 +153,7 @@ def run_sweep(sweep: SweepConfig, results_dir, shard: str | None = None,
     index, count = parse_shard(shard)
     results_dir = Path(results_dir)
     path = results_file(results_dir, index, count)
-    mine = shard_cells(cells(sweep), index, count)
+    mine = select_sources(shard_cells(cells(sweep), index, count), sweep, sources)
     done = {row["run_key"] for row in read_rows(path)}
     todo = [cell for cell in mine if cell.key not in done][:max_runs]
     cache = cache or transfer.RunCache()

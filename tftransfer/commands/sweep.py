@@ -14,6 +14,9 @@ def register(subparsers):
     parser.add_argument("--config", required=True, help="registered sweep name (--list shows them)")
     parser.add_argument("--results", default=None, help="results directory (default: results/NAME)")
     parser.add_argument("--shard", default=None, metavar="i/n", help="run only shard i of n")
+    parser.add_argument("--sources", nargs="+", default=None, metavar="NAME",
+                        help="run only the cells of these sources (e.g. the ones trained so "
+                             "far); rows go to the same results file")
     parser.add_argument("--max-runs", type=int, default=None, help="stop after K runs")
     parser.add_argument("--save-models", action="store_true",
                         help="also save every fine-tuned model (large)")
@@ -29,4 +32,4 @@ def run(args) -> dict:
     sweep = pipelines.get(args.config)
     results = args.results or f"results/{sweep.name}"
     return run_sweep(sweep, results, args.shard, args.max_runs, args.data_dir, args.download,
-                     args.save_models)
+                     args.save_models, sources=args.sources)

@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# Issue 7's measurement on the 10-epoch source pair (same recipe and epochs; natural 82.6% and
-# L2 eps 0.5 robust 72.9% CIFAR-10 test accuracy), until the 30-epoch replication sources exist:
-# saliency of both sources on CIFAR-10, and influence on heads fine-tuned (head only, the
-# paper's recipe, 30 epochs, seed 0) on 3,200 MNIST and Fashion-MNIST training images
-# (the paper used 3,200 CIFAR-10 images with its ImageNet sources). Outputs: results/interpretation/10ep/.
+# Issue 7's measurement for a natural / robust source pair (same recipe and epochs): saliency of
+# both sources on CIFAR-10, and influence on heads fine-tuned (head only, the paper's recipe,
+# 30 epochs, seed 0) on 3,200 MNIST and Fashion-MNIST training images (the paper used 3,200
+# CIFAR-10 images with its ImageNet sources). Defaults: the 30-epoch replication sources ->
+# results/interpretation/replication/. The 10-epoch pair (results/interpretation/10ep/):
+#   NAT=cifar10-resnet20-natural-10ep ROB=cifar10-resnet20-l2-eps0.5-10ep \
+#   OUT=results/interpretation/10ep bash results/interpretation/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DATA_DIR="${TFDS_DATA_DIR:-../shared/tfds}"
-OUT=results/interpretation/10ep
-NAT=cifar10-resnet20-natural-10ep
-ROB=cifar10-resnet20-l2-eps0.5-10ep
+OUT="${OUT:-results/interpretation/replication}"
+NAT="${NAT:-cifar10-resnet20-natural}"
+ROB="${ROB:-cifar10-resnet20-l2-eps0.5}"
 mkdir -p "$OUT"
 for render in abs image; do
   python main.py saliency --models "$NAT" "$ROB" --labels "natural" "robust (L2 eps 0.5)" \
