@@ -414,12 +414,19 @@ def _use_feature_cache(cfg: TransferConfig, blocks: list[str], model: keras.Mode
     return frozen_part_is_fixed and cfg.feature_cache != "off"
 
 
+def feature_key(cfg: TransferConfig, source: SourceModel, target, network: Network,
+                image_size: int) -> tuple:
+    """The RunCache key of a network's trunk features (add the split): the same for every
+    run and search trial that shares the source, target, boundary, size and precision."""
+    return (source.identity["source_path"], target.name, cfg.data.test_fraction,
+            network.boundary_key, image_size, cfg.precision)
+
+
 def _cached_datasets(cfg, network: Network, source, target, indices, image_size,
                      cache: RunCache):
     """(train, test, curve) datasets of trunk activations."""
     train_idx, test_idx, curve_idx = indices
-    key = (source.identity["source_path"], target.name, cfg.data.test_fraction,
-           network.boundary_key, image_size, cfg.precision)
+    key = feature_key(cfg, source, target, network, image_size)
     train_x = cache.features(key + ("train",), network.trunk, target.train, train_idx,
                              image_size)
     examples = tf.data.Dataset.from_tensor_slices((train_x, target.train.labels[train_idx]))

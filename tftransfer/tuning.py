@@ -31,10 +31,8 @@ import numpy as np
 import tensorflow as tf
 
 from tftransfer import data, resnet, runs, runtime, transfer
-from tftransfer.adversarial import AdversarialTrainer
 from tftransfer.config import DataConfig, TransferConfig
 from tftransfer.errors import UserError
-from tftransfer.optim import make_optimizer
 
 from tftransfer.config import TUNERS  # noqa: E402  (re-exported)
 OBJECTIVE = "val_accuracy"
@@ -210,9 +208,9 @@ def prepare(cfg: TuneConfig) -> SearchData:
     """Loads the source and target and carves the validation split from the N images."""
     base = cfg.base
     runtime.set_precision(base.precision)
-    source = transfer.load_source(base.source)
-    target = data.load(base.target, base.data.data_dir, base.data.download,
-                       base.data.test_fraction)
+    cache = transfer.RunCache()  # shared by the trials and the final retrain
+    source = cache.source(base.source)
+    target = cache.target(base)
     image_size = base.data.image_size or int(source.model.inputs[0].shape[1])
     # The same N images as fine_tune selects, so the retrain sees exactly these.
     train_idx = data.select_subset(target.train.labels, base.data.train_images, base.seed)
@@ -222,7 +220,7 @@ def prepare(cfg: TuneConfig) -> SearchData:
         raise UserError(f"--train-images {base.data.train_images} leaves no validation images "
                         f"at --validation-fraction {cfg.validation_fraction}; use more images "
                         f"(at least two per class).")
-    return SearchData(source, target, image_size, train_idx, fit_idx, val_idx)
+    return SearchData(source, target, image_size, train_idx, fit_idx, val_idx, cache)
 
 
 # ----------------------------------------------------------------------------- hypermodel
@@ -230,9 +228,10 @@ def prepare(cfg: TuneConfig) -> SearchData:
 class FineTuneHyperModel(kt.HyperModel):
     """The fine-tuning recipe as a keras-tuner HyperModel.
 
-    ``build`` returns the compiled ``AdversarialTrainer`` (natural training) of a fresh
-    copy of the source with a new head and the trial's blocks unfrozen; when the frozen
-    trunk is fixed, only the part above it (fed with cached trunk features). ``fit``
+    ``build`` returns the compiled ``AdversarialTrainer`` (natural training) of the trial's
+    ``transfer.Network`` (the source's weights, a new seeded head, the trial's blocks
+    unfrozen; when the frozen trunk is fixed, only the part above it, fed with cached trunk
+    features), built once per recipe by the search's ``RunCache`` and reset per trial. ``fit``
     trains it on the fitting split and validates on the validation split; its keyword
     arguments go to ``model.fit`` (the tuner's callbacks, Hyperband's epochs).
 
@@ -257,8 +256,6 @@ class FineTuneHyperModel(kt.HyperModel):
         for choice in unfrozen_choices:  # a clear error now, not a failed trial later
             transfer.unfrozen_block_names(search_data.source.model, int(choice))
         self.unfrozen_choices = [int(c) for c in unfrozen_choices]
-        self._source_weights = search_data.source.model.get_weights()
-        self._trunks: dict[str, keras.Model] = {}
         self.execution = 0                 # index of the current execution within a trial
         self._seed = base.seed
 
@@ -281,21 +278,14 @@ class FineTuneHyperModel(kt.HyperModel):
         self._seed = cfg.seed + self.execution
         self.execution += 1
         runtime.set_seed(self._seed)
-        model = transfer.attach_head(self._fresh_source(), self.data.target.num_classes,
-                                     cfg.head_init)
-        blocks = transfer.freeze(model, cfg.unfrozen_blocks, cfg.frozen_bn)
-        network = model
-        if self._cacheable(cfg, blocks):
-            network = keras.Model(transfer.feature_boundary(model, blocks), model.outputs)
-        trainer = AdversarialTrainer(network, weight_decay=cfg.optim.weight_decay)
-        steps = math.ceil(len(self.data.fit_idx) / cfg.data.batch_size)
-        trainer.compile(optimizer=make_optimizer(cfg.optim, cfg.epochs, steps),
-                        loss=transfer.classification_loss(cfg.optim.label_smoothing))
+        # The same built-once networks as fine_tune: source weights, a seeded head and a
+        # fresh optimizer on every build, so nothing leaks from one trial to the next.
+        network = self._network(cfg)
+        network.reset(cfg.head_init, self._seed)
+        trainer = network.trainer
         # Hyperband loads a previous trial's checkpoint right after build(): a subclassed
-        # model accepts weights only once called, and the optimizer's momentum only once
-        # built (so a continued trial keeps it).
-        trainer(tf.zeros([1, *network.inputs[0].shape[1:]]), training=False)
-        trainer.optimizer.build(trainer.trainable_variables)
+        # model accepts weights only once called.
+        trainer(tf.zeros([1, *network.trained.inputs[0].shape[1:]]), training=False)
         return trainer
 
     def fit(self, hp, model, *args, **kwargs):
@@ -322,24 +312,16 @@ class FineTuneHyperModel(kt.HyperModel):
 
     # -- helpers
 
-    def _fresh_source(self) -> keras.Model:
-        """An independent copy of the source: training must not leak into later trials."""
-        clone = keras.models.clone_model(self.data.source.model)
-        clone.set_weights(self._source_weights)
-        return transfer.with_input_size(clone, self.data.image_size)
-
-    def _cacheable(self, cfg: TransferConfig, blocks: list[str]) -> bool:
-        # The same rule as transfer.fine_tune: a fixed frozen part (no augmentation,
-        # frozen BatchNorm in inference mode, not everything unfrozen).
-        all_blocks = resnet.residual_block_names(self.data.source.model)
-        fixed = (not cfg.data.augment and cfg.frozen_bn == "inference"
-                 and cfg.unfrozen_blocks != -1 and len(blocks) < len(all_blocks))
-        return fixed and cfg.feature_cache != "off"
+    def _network(self, cfg: TransferConfig) -> transfer.Network:
+        """The cached ``transfer.Network`` of a trial's recipe (built on first use)."""
+        steps = math.ceil(len(self.data.fit_idx) / cfg.data.batch_size)
+        return self.data.cache.network(cfg, self.data.source, self.data.target.num_classes,
+                                       self.data.image_size, steps)
 
     def _datasets(self, cfg: TransferConfig):
-        blocks = transfer.unfrozen_block_names(self.data.source.model, cfg.unfrozen_blocks)
-        if self._cacheable(cfg, blocks):
-            return self._feature_datasets(cfg, blocks)
+        network = self._network(cfg)
+        if network.cached:
+            return self._feature_datasets(cfg, network)
         target, size = self.data.target, self.data.image_size
         fit_ds = data.pipeline(target.train, self.data.fit_idx, size, cfg.data.batch_size,
                                training=True, augmentation=False, flip=target.flip,
@@ -347,17 +329,15 @@ class FineTuneHyperModel(kt.HyperModel):
         val_ds = data.pipeline(target.train, self.data.val_idx, size, 256)
         return fit_ds, val_ds
 
-    def _feature_datasets(self, cfg: TransferConfig, blocks: list[str]):
-        boundary_key = blocks[0] if blocks else transfer.HEAD_NAME
+    def _feature_datasets(self, cfg: TransferConfig, network: transfer.Network):
         # fine_tune's key for the training split, so the retrain reuses these features.
-        key = (self.data.source.identity["source_path"], self.data.target.name, boundary_key,
-               self.data.image_size, "train")
-        trunk = self._trunk(boundary_key, blocks)
+        key = transfer.feature_key(cfg, self.data.source, self.data.target, network,
+                                   self.data.image_size) + ("train",)
         labels = self.data.target.train.labels
 
         def features(indices):
-            return self.data.cache.features(key, trunk, self.data.target.train, indices,
-                                            self.data.image_size)
+            return self.data.cache.features(key, network.trunk, self.data.target.train,
+                                            indices, self.data.image_size)
         fit_ds = (tf.data.Dataset.from_tensor_slices((features(self.data.fit_idx),
                                                       labels[self.data.fit_idx]))
                   .shuffle(len(self.data.fit_idx), seed=self._seed, reshuffle_each_iteration=True)
@@ -366,15 +346,6 @@ class FineTuneHyperModel(kt.HyperModel):
                                                       labels[self.data.val_idx]))
                   .batch(256).prefetch(tf.data.AUTOTUNE))
         return fit_ds, val_ds
-
-    def _trunk(self, boundary_key: str, blocks: list[str]) -> keras.Model:
-        """The frozen part up to the boundary (weights are the source's in every trial)."""
-        if boundary_key not in self._trunks:
-            model = transfer.attach_head(self._fresh_source(), self.data.target.num_classes,
-                                         "glorot")
-            self._trunks[boundary_key] = keras.Model(model.inputs,
-                                                     transfer.feature_boundary(model, blocks))
-        return self._trunks[boundary_key]
 
 
 # ----------------------------------------------------------------------------- tuners
