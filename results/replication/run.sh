@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Issue 8: the replication sweep (pipelines/replication.py) and its report, resumable.
+# Runs the cells of the sources listed in SOURCES (default: all four; a source must be trained
+# first, see pipelines/train_sources.sh), then writes report/ and the table beside the paper's.
+#   bash results/replication/run.sh
+#   SOURCES="cifar10-resnet20-natural cifar10-resnet20-l2-eps0.5" bash results/replication/run.sh
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+DATA_DIR="${TFDS_DATA_DIR:-../shared/tfds}"
+OUT=results/replication
+SOURCES="${SOURCES:-cifar10-resnet20-natural cifar10-resnet20-l2-eps0.5 cifar10-resnet20-l2-eps0.25 cifar10-resnet20-l2-eps1.0}"
+# shellcheck disable=SC2086  # SOURCES is a list of names
+python main.py sweep --config replication --results "$OUT" --sources $SOURCES \
+  --data-dir "$DATA_DIR" --no-download | tail -1
+python main.py report --results "$OUT" | tail -1
+python results/replication/paper_table.py "$OUT/report" > "$OUT/paper_table.md"
