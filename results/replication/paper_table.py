@@ -58,6 +58,8 @@ def table(differences: pd.DataFrame, source: str) -> str:
 
 def main(report_dir: str = "results/replication/report") -> None:
     differences = pd.read_csv(Path(report_dir) / "differences.csv")
+    if differences.empty:
+        print("No robust source beside the natural one in this report yet: nothing to compare.")
     for source in sorted(differences.source.unique()):
         baseline = differences[differences.source == source].baseline.iloc[0]
         print(f"### {baseline} / {source}\n")
