@@ -103,8 +103,20 @@ class RunSweepTest(tf.test.TestCase):
                        "train_seconds", "git_commit"):
             self.assertIn(column, rows[0])
         self.assertBetween(float(rows[0]["test_accuracy"]), 0.0, 1.0)
-        # Cached features are shared: each source computes each image once.
+        # A finished sweep runs nothing again.
         self.assertEqual(sweeps.run_sweep(sweep, results)["ran"], 0)
+
+    def test_source_by_source_fills_one_table_and_counts_only_its_cells(self):
+        sweep = small_sweep(self.sources, self.target, seeds=(0,))
+        results = self.tmp / "by_source"
+        first = sweeps.run_sweep(sweep, results, sources=[str(self.sources[0])])
+        self.assertEqual((first["ran"], first["finished_before"], first["remaining"]),
+                         (first["cells"], 0, 0))
+        second = sweeps.run_sweep(sweep, results, sources=[str(self.sources[1])])
+        self.assertEqual((second["ran"], second["finished_before"], second["remaining"]),
+                         (second["cells"], 0, 0))
+        keys = [row["run_key"] for row in sweeps.read_rows(results / "results.csv")]
+        self.assertCountEqual(keys, [cell.key for cell in sweeps.cells(sweep)])
 
     def test_shards_write_separate_files(self):
         sweep = small_sweep(self.sources[:1], self.target, seeds=(0,))

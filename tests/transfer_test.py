@@ -135,12 +135,18 @@ class FineTuneTest(TransferTestCase):
             outputs[mode] = tftransfer.load_model(self.tmp / mode)(x).numpy()
         self.assertAllClose(outputs["on"], outputs["off"], atol=1e-4, rtol=1e-4)
 
-    def test_feature_cache_reuses_features_across_runs(self):
+    def test_feature_cache_computes_each_image_once_across_runs(self):
         cache = transfer.RunCache()
-        transfer.fine_tune(self.config(), cache=cache, save_model=False)
+        row = transfer.fine_tune(self.config(), cache=cache, save_model=False)
+        self.assertTrue(row["feature_cache"])
         first = cache.computed
+        self.assertEqual(first, row["train_images"] + row["test_images"])
         transfer.fine_tune(self.config(seed=1), cache=cache, save_model=False)
         self.assertEqual(cache.computed, first)  # same images, nothing recomputed
+        # A curve on part of the test images takes their features from the test set's.
+        transfer.fine_tune(self.config(seed=1, eval_every=1, curve_test_images=6), cache=cache,
+                           save_model=False)
+        self.assertEqual(cache.computed, first)
 
     def test_a_reused_network_ends_where_a_new_one_would(self):
         cache = transfer.RunCache()

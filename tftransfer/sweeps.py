@@ -154,7 +154,8 @@ def run_sweep(sweep: SweepConfig, results_dir, shard: str | None = None,
     results_dir = Path(results_dir)
     path = results_file(results_dir, index, count)
     mine = select_sources(shard_cells(cells(sweep), index, count), sweep, sources)
-    done = {row["run_key"] for row in read_rows(path)}
+    # Rows of other cells (other sources, with --sources) are neither done nor to do here.
+    done = {row["run_key"] for row in read_rows(path)} & {cell.key for cell in mine}
     todo = [cell for cell in mine if cell.key not in done][:max_runs]
     cache = cache or transfer.RunCache()
     failed, ran = [], 0

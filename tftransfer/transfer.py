@@ -188,7 +188,7 @@ class RunCache:
         self._sources: dict[str | None, SourceModel] = {}
         self._targets: dict[tuple, data.TargetData] = {}
         self._networks: OrderedDict[tuple, Network] = OrderedDict()
-        self._evaluation_sets: OrderedDict[tuple, tf.data.Dataset] = OrderedDict()
+        self._evaluation_sets: OrderedDict[tuple, tuple] = OrderedDict()  # (tensor, dataset)
         self.max_networks = max_networks
         self.computed = 0          # images whose trunk features were computed
         self.networks_built = 0
@@ -242,24 +242,47 @@ class RunCache:
                 store.update(fresh)
         return np.stack([fresh[int(i)] if int(i) in fresh else store[int(i)] for i in indices])
 
-    def evaluation_set(self, key: tuple, trunk, image_set, indices, image_size
-                       ) -> tf.data.Dataset:
+    def evaluation_set(self, key: tuple, trunk, image_set, indices, image_size,
+                       within=None) -> tf.data.Dataset:
         """Batches of (trunk features, label) for ``image_set[indices]``, built once: every
         run of a sweep evaluates on the same test images, and turning 10,000 feature maps
-        into a tensor again each time would cost more than evaluating them."""
+        into a tensor again each time would cost more than evaluating them.
+
+        ``within``: the indices of an evaluation set built before that contains
+        ``indices`` (the per-epoch curve's images inside the test images); its features
+        are gathered instead of computed again.
+        """
         indices = np.asarray(indices)
-        full_key = key + (len(indices), hash(indices.tobytes()))
+        full_key = _set_key(key, indices)
         if full_key not in self._evaluation_sets:
-            # Not kept per image too: the tensor below is the one copy (330 MB for the
-            # 10,000 test images at resnet20's last-stage boundary).
-            x = self.features(key, trunk, image_set, indices, image_size, keep=False)
-            self._evaluation_sets[full_key] = (
-                tf.data.Dataset.from_tensor_slices((x, image_set.labels[indices]))
-                .batch(256).prefetch(tf.data.AUTOTUNE))
+            x = self._gathered(key, within, indices)
+            if x is None:
+                # Not kept per image too: this tensor is the one copy (330 MB for the
+                # 10,000 test images at resnet20's last-stage boundary).
+                x = tf.constant(self.features(key, trunk, image_set, indices, image_size,
+                                              keep=False))
+            dataset = (tf.data.Dataset.from_tensor_slices((x, image_set.labels[indices]))
+                       .batch(256).prefetch(tf.data.AUTOTUNE))
+            self._evaluation_sets[full_key] = (x, dataset)
             while len(self._evaluation_sets) > 2 * self.max_networks:
                 self._evaluation_sets.popitem(last=False)
         self._evaluation_sets.move_to_end(full_key)
-        return self._evaluation_sets[full_key]
+        return self._evaluation_sets[full_key][1]
+
+    def _gathered(self, key: tuple, within, indices: np.ndarray):
+        """The features of ``indices`` taken from the evaluation set of ``within``, or None
+        when that set is not built or does not contain them all."""
+        if within is None or _set_key(key, np.asarray(within)) not in self._evaluation_sets:
+            return None
+        position = {int(index): p for p, index in enumerate(within)}
+        if not all(int(i) in position for i in indices):
+            return None
+        x = self._evaluation_sets[_set_key(key, np.asarray(within))][0]
+        return tf.gather(x, [position[int(i)] for i in indices])
+
+
+def _set_key(key: tuple, indices: np.ndarray) -> tuple:
+    return key + (len(indices), hash(indices.tobytes()))
 
 
 def _predict(trunk, dataset) -> np.ndarray:
@@ -438,10 +461,11 @@ def _cached_datasets(cfg, network: Network, source, target, indices, image_size,
     train_ds = data.epoch_batches(examples, len(train_idx), cfg.data.batch_size, cfg.seed,
                                   cfg.epochs)
 
-    def evaluation_set(idx):
-        return cache.evaluation_set(key + ("test",), network.trunk, target.test, idx, image_size)
+    def evaluation_set(idx, within=None):
+        return cache.evaluation_set(key + ("test",), network.trunk, target.test, idx, image_size,
+                                    within)
     test_ds = evaluation_set(test_idx)
-    curve_ds = test_ds if curve_idx is test_idx else evaluation_set(curve_idx)
+    curve_ds = test_ds if curve_idx is test_idx else evaluation_set(curve_idx, test_idx)
     return train_ds, test_ds, curve_ds
 
 
