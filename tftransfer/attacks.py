@@ -4,7 +4,7 @@
 ``train_step``); ``cleverhans_pgd`` runs the field's reference implementation with
 the same conventions, and is what evaluation uses by default.
 
-Conventions (DESIGN.md): the attack uses the true labels, runs the model with
+Conventions (the project brief, ../shared/DESIGN.md): the attack uses the true labels, runs the model with
 ``training=False``, takes the loss on float32 logits, and after every step clips to
 [0, 1], projects onto the eps ball and clips again (cleverhans' order, so that both
 implementations produce the same examples).

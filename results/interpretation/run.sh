@@ -12,13 +12,14 @@ DATA_DIR="${TFDS_DATA_DIR:-../shared/tfds}"
 OUT="${OUT:-results/interpretation/replication}"
 NAT="${NAT:-cifar10-resnet20-natural}"
 ROB="${ROB:-cifar10-resnet20-l2-eps0.5}"
+ROB_LABEL="${ROB_LABEL:-robust (L2 eps 0.5)}"
 mkdir -p "$OUT"
 for render in abs image; do
-  python main.py saliency --models "$NAT" "$ROB" --labels "natural" "robust (L2 eps 0.5)" \
+  python main.py saliency --models "$NAT" "$ROB" --labels "natural" "$ROB_LABEL" \
     --dataset cifar10 --images 8 --render "$render" --out "$OUT/saliency_gradient_$render.png" \
     --data-dir "$DATA_DIR" --no-download
 done
-python main.py saliency --models "$NAT" "$ROB" --labels "natural" "robust (L2 eps 0.5)" \
+python main.py saliency --models "$NAT" "$ROB" --labels "natural" "$ROB_LABEL" \
   --dataset cifar10 --images 8 --smoothgrad --samples 25 --noise 0.1 --render image \
   --out "$OUT/saliency_smoothgrad.png" --data-dir "$DATA_DIR" --no-download
 rm -f "$OUT"/*.npz  # raw gradients: rerun to get them, not committed

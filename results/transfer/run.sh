@@ -5,7 +5,8 @@
 # Methods (one row each in results.jsonl; the script is resumable: rows already there are kept):
 #   transfer-natural     fine-tune cifar10-resnet20-natural-10ep with the paper's recipe
 #   transfer-robust      fine-tune cifar10-resnet20-l2-eps0.5-10ep, same recipe
-#   transfer-augmented   fine-tune the natural source with pad-and-crop and flip augmentation
+#   transfer-augmented   fine-tune the natural source with pad-and-crop augmentation, plus
+#                        flip on Fashion-MNIST (never on digits: data.NO_FLIP_DATASETS)
 #                        (--augment; no feature cache), 30 epochs
 #   scratch-matched      from random weights with the fine-tuning recipe: 30 epochs, SGD lr 0.1
 #                        x0.1 every 10 epochs, batch 128, no augmentation
