@@ -253,6 +253,16 @@ class SearchTest(TuningTestCase):
         self.assertEqual((code, again["trials_run_here"], again["retrained"]), (0, [], False))
         self.assertEqual(again["test_accuracy"], result["test_accuracy"])
 
+    def test_the_retrain_reuses_the_trials_trunk_features(self):
+        cfg = self.tune_config(self.root / "reuse", max_trials=1)
+        search_data = tuning.prepare(cfg)
+        tuner = search(cfg, search_data)
+        computed = search_data.cache.computed
+        self.assertEqual(computed, 30)  # the trial's fitting and validation images
+        result = tuning.retrain_best(cfg, tuner, search_data, verbose=False)
+        # The same 30 training images: only the test images are new to the cache.
+        self.assertEqual(search_data.cache.computed - computed, result["test_images"])
+
     def test_resume_runs_only_the_missing_trials(self):
         cfg = self.tune_config(self.root / "resume", tuner="bayesian", max_trials=2)
         search_data = tuning.prepare(cfg)
