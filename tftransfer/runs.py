@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -9,9 +10,13 @@ import tempfile
 from pathlib import Path
 
 
+@functools.cache
 def git_commit() -> str:
     """The commit of the checkout this package runs from ("unknown" outside git), with
-    a ``+dirty`` suffix when tracked files have uncommitted changes."""
+    a ``+dirty`` suffix when tracked files have uncommitted changes.
+
+    Read once per process: a long sweep records the code it started with, not a commit
+    made while it ran (nor "+dirty" from the results file it is itself writing)."""
     root = Path(__file__).resolve().parent.parent
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,

@@ -672,7 +672,8 @@ def efficiency_tables_markdown(efficiency: pd.DataFrame) -> str:
 def speedup_tables_markdown(speedup: pd.DataFrame) -> str:
     """Tables of ``epochs_speedup``: cells ``"baseline epoch → source epoch (ratio×)"``."""
     if speedup.empty:
-        return "_No per-epoch accuracy columns in the results._"
+        return ("_Nothing to compare: no source beside the baseline, or no per-epoch accuracy "
+                "columns in the results._")
     speedup = speedup.assign(text=speedup.apply(_speedup_text, axis=1))
     sections = []
     for suffix, rows in table_groups(speedup):

@@ -151,6 +151,7 @@ def run_sweep(sweep: SweepConfig, results_dir, shard: str | None = None,
     from tftransfer import transfer
 
     index, count = parse_shard(shard)
+    runs.git_commit()  # pinned now, before this sweep's rows make the checkout dirty
     results_dir = Path(results_dir)
     path = results_file(results_dir, index, count)
     mine = select_sources(shard_cells(cells(sweep), index, count), sweep, sources)
