@@ -12,7 +12,9 @@ import tensorflow as tf
 
 import pipelines
 from tests.helpers import REPO, make_image_folder, make_source
-from tftransfer import sources, sweeps
+from unittest import mock
+
+from tftransfer import runs, sources, sweeps
 from tftransfer.config import CellOverride, SweepConfig
 from tftransfer.errors import UserError
 
@@ -78,6 +80,21 @@ class GridTest(tf.test.TestCase):
     def test_invalid_recipe_assignment_is_refused(self):
         with self.assertRaisesRegex(UserError, "no field"):
             small_sweep(["a"], "t", recipe=("optim.lr=0.1",))
+
+
+class GitCommitTest(tf.test.TestCase):
+
+    def test_the_commit_is_read_once_per_process(self):
+        runs.git_commit.cache_clear()
+        first = runs.git_commit()
+        if first == "unknown":
+            self.skipTest("not run from a git checkout")
+        # A later change of the checkout (here: git failing) does not change the record.
+        with mock.patch("subprocess.run", side_effect=OSError("no git")):
+            self.assertEqual(runs.git_commit(), first)
+            runs.git_commit.cache_clear()
+            self.assertEqual(runs.git_commit(), "unknown")
+        runs.git_commit.cache_clear()
 
 
 class RunSweepTest(tf.test.TestCase):
