@@ -120,6 +120,48 @@ class PairedDifferenceTest(unittest.TestCase):
             stats.resolve_baseline(table([make_row(ROBUST, 0, 0.7)]))
 
 
+class TrendTest(unittest.TestCase):
+
+    @staticmethod
+    def differences(per_n):
+        # Per N: robust at natural + difference, on three seeds with seed-to-seed noise that
+        # the pairing removes; a second target keeps the groups apart.
+        rows = []
+        for target, shift in (("cifar10", 0.0), ("mnist", 0.1)):
+            for n, difference in per_n.items():
+                for seed, noise in enumerate((-0.02, 0.0, 0.02)):
+                    base = 0.5 + shift + noise
+                    rows.append(make_row(NATURAL, seed, base, n=n, target=target))
+                    rows.append(make_row(ROBUST, seed, base + difference, n=n, target=target))
+        return stats.paired_differences(table(rows), NATURAL)
+
+    def test_a_difference_linear_in_log_n_gives_its_slope_exactly(self):
+        per_n = {100 * 2 ** k: 0.10 - 0.02 * k for k in range(5)}  # -2 points per doubling
+        trend = stats.difference_trend(self.differences(per_n))
+        self.assertEqual(list(trend["target"]), ["cifar10", "mnist"])
+        for row in trend.itertuples():
+            self.assertAlmostEqual(row.slope_per_doubling, -0.02, places=9)
+            self.assertAlmostEqual(row.slope_ci_half, 0.0, places=9)
+            self.assertEqual((row.smallest_n, row.largest_n, row.n_sizes), (100, 1600, 5))
+            self.assertAlmostEqual(row.difference_at_smallest_n, 0.10, places=9)
+
+    def test_scatter_about_the_line_widens_the_interval(self):
+        shrinking = {100: 0.10, 200: 0.09, 400: 0.05, 800: 0.04, 1600: 0.01}
+        flat = {100: 0.02, 200: -0.01, 400: 0.03, 800: 0.00, 1600: 0.02}
+        shrink = stats.difference_trend(self.differences(shrinking)).iloc[0]
+        self.assertLess(shrink.slope_ci_high, 0)  # clearly shrinking
+        level = stats.difference_trend(self.differences(flat)).iloc[0]
+        self.assertLess(level.slope_ci_low, 0)
+        self.assertGreater(level.slope_ci_high, 0)  # no trend to speak of
+
+    def test_two_sizes_give_a_slope_without_interval(self):
+        trend = stats.difference_trend(self.differences({100: 0.1, 400: 0.0}))
+        self.assertAlmostEqual(trend.iloc[0].slope_per_doubling, -0.05, places=9)
+        self.assertTrue(math.isnan(trend.iloc[0].slope_ci_half))
+        self.assertIn("| cifar10 | robust_l2 | 0 | +10.0 (N = 100) | +0.0 (N = 400) | -5.0 |",
+                      stats.trend_table_markdown(trend))
+
+
 class EfficiencyTest(unittest.TestCase):
 
     @staticmethod
@@ -273,7 +315,7 @@ class ReportCommandTest(unittest.TestCase):
         json.dumps(result)
         self.assertEqual((result["runs"], result["cells"]), (8, 4))
         out = results / "report"
-        for name in ("summary.csv", "differences.csv", "efficiency.csv", "summary.md",
+        for name in ("summary.csv", "differences.csv", "trend.csv", "efficiency.csv", "summary.md",
                      "accuracy_vs_images_cifar10.png", "difference_vs_images_cifar10.png",
                      "accuracy_vs_epochs_cifar10.png"):
             self.assertGreater((out / name).stat().st_size, 0, name)

@@ -2,7 +2,8 @@
 
 Reads every ``results*.csv`` shard in ``--results``, and writes to ``--out``
 (default ``<results>/report``): ``summary.csv`` (mean and 95% CI per cell),
-``differences.csv`` (paired by seed), ``efficiency.csv`` (training-image savings),
+``differences.csv`` (paired by seed), ``trend.csv`` (the difference's change per
+doubling of N), ``efficiency.csv`` (training-image savings),
 ``speedup.csv`` (epochs to reach the baseline's accuracy), ``summary.md`` and PNG
 figures. No TensorFlow is imported.
 """
@@ -52,7 +53,8 @@ def _compute(results_dir: Path, baseline: str | None) -> tuple[dict, list[str]]:
         curves = stats.epoch_curves(table)
         summary = stats.summarize(table)
         tables = {"table": table, "baseline": baseline, "summary": summary, "curves": curves,
-                  "differences": stats.paired_differences(table, baseline),
+                  "differences": (differences := stats.paired_differences(table, baseline)),
+                  "trend": stats.difference_trend(differences),
                   "efficiency": stats.data_efficiency(summary, baseline),
                   "speedup": stats.epochs_speedup(table, baseline, curves)}
     notes = []
@@ -65,7 +67,7 @@ def _compute(results_dir: Path, baseline: str | None) -> tuple[dict, list[str]]:
 
 def _write_tables(tables: dict, out_dir: Path) -> list[Path]:
     files = []
-    for name in ("summary", "differences", "efficiency", "speedup"):
+    for name in ("summary", "differences", "trend", "efficiency", "speedup"):
         path = out_dir / f"{name}.csv"
         runs.write_text_atomic(path, tables[name].to_csv(index=False))
         files.append(path)
@@ -113,6 +115,11 @@ def report_markdown(tables: dict, notes: list[str], files) -> str:
              "both have, and the difference in percentage points ± the half-width of its 95% "
              "Student-t interval over the paired seeds (no ± with a single pair).\n\n"
              + stats.summary_tables_markdown(tables["differences"]),
+             "## Does the difference shrink as N grows?\n\n"
+             "The least-squares slope of the mean paired difference (percentage points) on "
+             "log2 N: its change per doubling of the training images, with a 95% t-interval "
+             "from the scatter of the cells about the line (3 or more sizes).\n\n"
+             + stats.trend_table_markdown(tables["trend"]),
              f"## Data efficiency: times fewer training images than {baseline}\n\n"
              f"Cells: N_{baseline} / N_source, where N_source is the number of images at which "
              f"the source's mean accuracy (interpolated linearly in log N) reaches {baseline}'s "

@@ -431,6 +431,69 @@ def _warn_about_pairing(pairs: pd.DataFrame) -> None:
                       "and have no difference.", DataWarning, stacklevel=3)
 
 
+# ----------------------------------------------------------------------------- trend
+
+
+def difference_trend(differences: pd.DataFrame) -> pd.DataFrame:
+    """Does the source-minus-baseline difference shrink as N grows?
+
+    Per (target, source, unfrozen blocks[, epochs]): the least-squares slope of the mean
+    paired difference on log2 N, i.e. the change of the difference per doubling of the
+    training images, with a 95% t-interval from the scatter of the cells about the line
+    (k - 2 degrees of freedom for k training-set sizes; NaN below 3 sizes). The interval
+    ignores each cell's own uncertainty beyond that scatter: read it with the per-cell
+    intervals beside it.
+
+    Returns:
+      One row per group: ``n_sizes``, ``smallest_n``, ``largest_n``, the differences at
+      those two sizes, and ``slope_per_doubling`` with ``slope_ci_half/_low/_high``.
+    """
+    keys = [k for k in ("target", "source", "unfrozen_blocks", "epochs") if k in differences]
+    rows = [_trend_row(dict(zip(keys, group if isinstance(group, tuple) else (group,))), cells)
+            for group, cells in differences.groupby(keys, sort=True)] if len(differences) else []
+    columns = keys + ["n_sizes", "smallest_n", "largest_n", "difference_at_smallest_n",
+                      "difference_at_largest_n", "slope_per_doubling", "slope_ci_half",
+                      "slope_ci_low", "slope_ci_high"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _trend_row(group: dict, cells: pd.DataFrame) -> dict:
+    cells = cells.sort_values("train_images")
+    x = np.log2(cells["train_images"].to_numpy(dtype=float))
+    y = cells["difference_mean"].to_numpy(dtype=float)
+    slope, half = np.nan, np.nan
+    if len(cells) >= 2:
+        slope, intercept = np.polyfit(x, y, 1)
+    if len(cells) >= 3:
+        residual_variance = np.sum((y - (slope * x + intercept)) ** 2) / (len(cells) - 2)
+        standard_error = math.sqrt(residual_variance / np.sum((x - x.mean()) ** 2))
+        half = scipy_stats.t.ppf(0.5 + CONFIDENCE / 2, len(cells) - 2) * standard_error
+    return {**group, "n_sizes": len(cells), "smallest_n": int(cells["train_images"].iloc[0]),
+            "largest_n": int(cells["train_images"].iloc[-1]),
+            "difference_at_smallest_n": y[0], "difference_at_largest_n": y[-1],
+            "slope_per_doubling": slope, "slope_ci_half": half,
+            "slope_ci_low": slope - half, "slope_ci_high": slope + half}
+
+
+def trend_table_markdown(trend: pd.DataFrame) -> str:
+    """One markdown table of ``difference_trend``, in percentage points."""
+    if trend.empty:
+        return "_Nothing to compare: no source beside the baseline._"
+
+    def points(value, signed=True):
+        return "n/a" if pd.isna(value) else f"{100 * value:{'+' if signed else ''}.1f}"
+    lines = ["| target | source | unfrozen blocks | difference at smallest N | at largest N "
+             "| change per doubling of N (95% CI) |", "|---|---|---:|---:|---:|---:|"]
+    for row in trend.itertuples():
+        slope = points(row.slope_per_doubling)
+        if not pd.isna(row.slope_ci_half):
+            slope += (f" ({points(row.slope_ci_low)} to {points(row.slope_ci_high)})")
+        lines.append(f"| {row.target} | {row.source} | {row.unfrozen_blocks} "
+                     f"| {points(row.difference_at_smallest_n)} (N = {row.smallest_n}) "
+                     f"| {points(row.difference_at_largest_n)} (N = {row.largest_n}) | {slope} |")
+    return "\n".join(lines)
+
+
 # ----------------------------------------------------------------------------- efficiency
 
 
