@@ -463,11 +463,10 @@ def _trend_row(group: dict, cells: pd.DataFrame) -> dict:
     y = cells["difference_mean"].to_numpy(dtype=float)
     slope, half = np.nan, np.nan
     if len(cells) >= 2:
-        slope, intercept = np.polyfit(x, y, 1)
-    if len(cells) >= 3:
-        residual_variance = np.sum((y - (slope * x + intercept)) ** 2) / (len(cells) - 2)
-        standard_error = math.sqrt(residual_variance / np.sum((x - x.mean()) ** 2))
-        half = scipy_stats.t.ppf(0.5 + CONFIDENCE / 2, len(cells) - 2) * standard_error
+        fit = scipy_stats.linregress(x, y)  # its stderr is the slope's, on k - 2 dof
+        slope = fit.slope
+        if len(cells) >= 3:
+            half = scipy_stats.t.ppf(0.5 + CONFIDENCE / 2, len(cells) - 2) * fit.stderr
     return {**group, "n_sizes": len(cells), "smallest_n": int(cells["train_images"].iloc[0]),
             "largest_n": int(cells["train_images"].iloc[-1]),
             "difference_at_smallest_n": y[0], "difference_at_largest_n": y[-1],
@@ -480,8 +479,8 @@ def trend_table_markdown(trend: pd.DataFrame) -> str:
     if trend.empty:
         return "_Nothing to compare: no source beside the baseline._"
 
-    def points(value, signed=True):
-        return "n/a" if pd.isna(value) else f"{100 * value:{'+' if signed else ''}.1f}"
+    def points(value):
+        return "n/a" if pd.isna(value) else f"{100 * value:+.1f}"
     lines = ["| target | source | unfrozen blocks | difference at smallest N | at largest N "
              "| change per doubling of N (95% CI) |", "|---|---|---:|---:|---:|---:|"]
     for row in trend.itertuples():

@@ -272,13 +272,13 @@ class RunCache:
     def _gathered(self, key: tuple, within, indices: np.ndarray):
         """The features of ``indices`` taken from the evaluation set of ``within``, or None
         when that set is not built or does not contain them all."""
-        if within is None or _set_key(key, np.asarray(within)) not in self._evaluation_sets:
+        if within is None:
             return None
+        container = self._evaluation_sets.get(_set_key(key, np.asarray(within)))
         position = {int(index): p for p, index in enumerate(within)}
-        if not all(int(i) in position for i in indices):
+        if container is None or not all(int(i) in position for i in indices):
             return None
-        x = self._evaluation_sets[_set_key(key, np.asarray(within))][0]
-        return tf.gather(x, [position[int(i)] for i in indices])
+        return tf.gather(container[0], [position[int(i)] for i in indices])
 
 
 def _set_key(key: tuple, indices: np.ndarray) -> tuple:
