@@ -46,12 +46,24 @@ class GridTest(tf.test.TestCase):
         self.assertEqual({c.seed for c in small}, {0, 1, 2, 3, 4})
         self.assertEqual({c.seed for c in large}, {0, 1, 2})
         self.assertEqual(len(grid), 4 * 2 * (4 * 5 + 2 * 3) * 2)
+        self.assertEqual({c.epochs for c in grid if c.unfrozen_blocks == 3}, {30})
+        head_steps = {c.epochs * -(-c.train_images // 128) for c in grid if c.unfrozen_blocks == 0}
+        self.assertGreaterEqual(min(head_steps), 2000)
 
     def test_overrides_change_seeds_and_epochs_of_matching_cells(self):
         sweep = small_sweep(["a"], "t", overrides=(CellOverride((9,), seeds=(5,), epochs=7),))
         by_n = {n: [c for c in sweeps.cells(sweep) if c.train_images == n] for n in (6, 9)}
         self.assertEqual([(c.seed, c.epochs) for c in by_n[9]], [(5, 7)])
         self.assertEqual([(c.seed, c.epochs) for c in by_n[6]], [(0, 2), (1, 2)])
+
+    def test_an_override_can_be_limited_to_some_unfrozen_blocks(self):
+        sweep = small_sweep(["a"], "t", unfrozen_blocks=(0, 3), overrides=(
+            CellOverride((9,), seeds=(5,)), CellOverride((9,), unfrozen_blocks=(0,), epochs=7)))
+        settings = {(c.train_images, c.unfrozen_blocks): (c.seed, c.epochs)
+                    for c in sweeps.cells(sweep)}
+        self.assertEqual(settings[(9, 0)], (5, 7))   # both overrides apply
+        self.assertEqual(settings[(9, 3)], (5, 2))   # only the one for any blocks
+        self.assertEqual(settings[(6, 0)], (1, 2))   # neither
 
     def test_shards_cover_the_grid_exactly_once(self):
         grid = sweeps.cells(pipelines.get("replication"))

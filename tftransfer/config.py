@@ -275,11 +275,18 @@ class TransferConfig:
 
 @dataclass(frozen=True)
 class CellOverride:
-    """Per-cell exceptions of a sweep: cells with these N get other seeds and/or epochs."""
+    """Per-cell exceptions of a sweep: cells with these N (and, if given, these numbers of
+    unfrozen blocks) get other seeds and/or epochs. Later overrides win."""
 
     train_images: tuple = ()
     seeds: tuple | None = None
     epochs: int | None = None
+    unfrozen_blocks: tuple | None = None   # None: any
+
+    def matches(self, train_images: int, unfrozen_blocks: int) -> bool:
+        """Whether this override applies to cells with this N and number of blocks."""
+        return train_images in self.train_images and (
+            self.unfrozen_blocks is None or unfrozen_blocks in self.unfrozen_blocks)
 
 
 @dataclass(frozen=True)

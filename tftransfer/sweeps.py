@@ -48,16 +48,16 @@ def cells(sweep: SweepConfig) -> list[Cell]:
     for source in sweep.sources:
         for target in sweep.targets:
             for n in sweep.train_images:
-                seeds, epochs = _cell_settings(sweep, n)
                 for blocks in sweep.unfrozen_blocks:
+                    seeds, epochs = _cell_settings(sweep, n, blocks)
                     grid += [Cell(source, target, n, blocks, s, epochs) for s in seeds]
     return grid
 
 
-def _cell_settings(sweep: SweepConfig, n: int):
+def _cell_settings(sweep: SweepConfig, n: int, blocks: int):
     seeds, epochs = sweep.seeds, sweep.epochs
     for override in sweep.overrides:
-        if n in override.train_images:
+        if override.matches(n, blocks):
             seeds = override.seeds if override.seeds is not None else seeds
             epochs = override.epochs if override.epochs is not None else epochs
     return tuple(seeds), epochs
