@@ -16,7 +16,7 @@ if [[ -z "${SOURCES:-}" ]]; then
     fi
   done
 fi
-echo "replication sweep: sources$SOURCES" >&2
+echo "replication sweep: sources: ${SOURCES# }" >&2
 # shellcheck disable=SC2086  # SOURCES is a list of names
 python main.py sweep --config replication --results "$OUT" --sources $SOURCES \
   --data-dir "$DATA_DIR" --no-download | tail -1
