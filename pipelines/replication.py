@@ -5,11 +5,15 @@ stage (3 blocks of resnet20, like layer4 of ResNet-50); 5 seeds for N <= 800 and
 above; the per-epoch curve (every 5 epochs) on a stratified 2,000 of the 10,000 test
 images, the final accuracy on all of them.
 
-Epochs (lr x0.1 every epochs/3): the paper's 30 with the last stage, where the training
-accuracy reaches 100% by epoch 10 at every N. The head alone, drawn from N(0, 1), is far from
-converged after 30 epochs: at N = 100 that is 30 SGD steps (MNIST, natural source: 18% test,
-19% train). So head-only cells get about 2,000-7,500 steps, where the training loss and the
-test curve have flattened (results/replication/README.md, "Why the head only gets more epochs").
+Epochs (lr x0.1 every epochs/3) are chosen so that every cell converges (the issue asks for
+it; measured with the natural source, results/replication/README.md, "Epochs"):
+- The last stage: the paper's 30 for N >= 400. At N = 100 (one SGD step per epoch) the test
+  curve was still climbing at epoch 30 (MNIST 52% -> 65% from epoch 25 to 30) while the
+  training accuracy had been 100% since epoch 10: the unfrozen BatchNorm layers' moving
+  statistics (momentum 0.1 per step, as in PyTorch) were still moving from CIFAR-10's to the
+  target's. So N = 100 gets 90 epochs and N = 200 gets 60 (about 90-120 steps).
+- The head only, drawn from N(0, 1): after 30 epochs (30 steps at N = 100) it is far from
+  converged (MNIST: 18% test, 19% train). It gets 2,000-7,500 steps.
 """
 
 from pipelines import register
@@ -18,6 +22,10 @@ from tftransfer.config import CellOverride, SweepConfig
 SOURCES = ("cifar10-resnet20-natural", "cifar10-resnet20-l2-eps0.25",
            "cifar10-resnet20-l2-eps0.5", "cifar10-resnet20-l2-eps1.0")
 
+# N -> epochs where the paper's 30 do not converge (see the docstring).
+LAST_STAGE_EPOCHS = tuple(
+    CellOverride(train_images=(n,), unfrozen_blocks=(3,), epochs=epochs)
+    for n, epochs in {100: 90, 200: 60}.items())
 # N -> epochs for the head only: >= 2,000 SGD steps of batch 128 (one step per epoch at N <= 128).
 HEAD_ONLY_EPOCHS = tuple(
     CellOverride(train_images=(n,), unfrozen_blocks=(0,), epochs=epochs)
@@ -35,7 +43,7 @@ REPLICATION = register(SweepConfig(
     eval_every=5,
     curve_test_images=2000,
     overrides=(CellOverride(train_images=(1600, 3200), seeds=(0, 1, 2)),
-               *HEAD_ONLY_EPOCHS),
+               *LAST_STAGE_EPOCHS, *HEAD_ONLY_EPOCHS),
 ))
 
 # The replication's recipe on the committed 10-epoch source pair, a smaller grid: an early look
