@@ -77,10 +77,12 @@ class PlotsTest(unittest.TestCase):
     def test_accuracy_vs_epochs(self):
         figure = plots.plot_accuracy_vs_epochs(self.curves, "cifar10", train_images=[100, 1600],
                                                baseline="natural")
-        self.assertEqual([ax.get_title() for ax in figure.axes], ["N = 100", "N = 1600"])
+        # one row per block setting, one column per N
+        self.assertEqual([ax.get_title() for ax in figure.axes],
+                         [f"N = {n}, {b} unfrozen block(s)" for b in (0, 1) for n in (100, 1600)])
         self.assert_labelled(figure.axes[0])
         self.assertEqual(figure.axes[1].get_xlabel(), "Epoch")
-        self.assertEqual(len(figure.axes[0].get_lines()), 4)  # 2 sources x 2 block settings
+        self.assertEqual(len(figure.axes[0].get_lines()), 2)  # 2 sources
         self.assert_png(figure, "epochs.png")
 
     def test_single_seed_and_single_size(self):

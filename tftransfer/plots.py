@@ -184,7 +184,9 @@ def default_curve_images(train_images) -> list[int]:
 
 def plot_accuracy_vs_epochs(curves: pd.DataFrame, target: str, train_images=None,
                             baseline: str | None = None, colors: dict | None = None) -> Figure:
-    """Test accuracy (%) vs epoch for one target: one panel per chosen N, one line per source.
+    """Test accuracy (%) vs epoch for one target: one row of panels per unfrozen-blocks
+    setting (their schedules can differ in length), one panel per chosen N, one line per
+    source.
 
     Args:
       curves: output of ``stats.epoch_curves``.
@@ -195,27 +197,34 @@ def plot_accuracy_vs_epochs(curves: pd.DataFrame, target: str, train_images=None
       colors: source -> colour (default ``source_colors``).
 
     Returns:
-      The figure (one axes per N, sharing the y axis).
+      The figure (a grid of axes; each row shares its y axis, each panel has its own x axis).
     """
     rows = curves.loc[curves["target"] == target]
     available = sorted({int(n) for n in rows["train_images"]})
     chosen = [n for n in (train_images or default_curve_images(available)) if n in available]
     colors = colors or source_colors(curves["source"], baseline)
-    figure = Figure(figsize=(4.2 * max(len(chosen), 1) + 0.6, 4.2))
-    axes = figure.subplots(1, max(len(chosen), 1), sharey=True, squeeze=False)[0]
-    for ax, n in zip(axes, chosen):
-        panel = rows.loc[rows["train_images"] == n]
-        for label, color, linestyle, line in _series(panel, baseline, colors):
-            line = line.sort_values("epoch")
-            _line_with_band(ax, line["epoch"], 100 * line["accuracy_mean"],
-                            *_accuracy_band(line), label, color, linestyle)
-        ax.set_title(f"N = {n}")
-        ax.set_xlabel("Epoch")
-        ax.grid(True, alpha=0.3)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes[0].set_ylabel("Test accuracy (%)")
-    if chosen and axes[0].get_legend_handles_labels()[0]:
-        axes[0].legend(fontsize="small")
+    panels = _block_panels(rows)
+    figure = Figure(figsize=(4.2 * max(len(chosen), 1) + 0.6, 3.9 * len(panels) + 0.5))
+    grid = figure.subplots(len(panels), max(len(chosen), 1), sharey="row", squeeze=False)
+    for axes, (panel_title, panel_rows) in zip(grid, panels):
+        for ax, n in zip(axes, chosen):
+            _draw_epoch_panel(ax, panel_rows.loc[panel_rows["train_images"] == n], baseline,
+                              colors)
+            ax.set_title(f"N = {n}" + (f", {panel_title}" if panel_title else ""),
+                         fontsize="medium")
+        axes[0].set_ylabel("Test accuracy (%)")
+        if chosen and axes[0].get_legend_handles_labels()[0]:
+            axes[0].legend(fontsize="small")
     figure.suptitle(f"{target}: test accuracy vs epochs (95% CI)")
     figure.tight_layout()
     return figure
+
+
+def _draw_epoch_panel(ax, rows: pd.DataFrame, baseline: str | None, colors: dict) -> None:
+    for label, color, linestyle, line in _series(rows, baseline, colors):
+        line = line.sort_values("epoch")
+        _line_with_band(ax, line["epoch"], 100 * line["accuracy_mean"], *_accuracy_band(line),
+                        label, color, linestyle)
+    ax.set_xlabel("Epoch")
+    ax.grid(True, alpha=0.3)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
