@@ -89,7 +89,9 @@ def _accuracy_band(line: pd.DataFrame):
 
 
 def _line_with_band(ax, x, mean, low, high, label, color, linestyle) -> None:
-    ax.plot(x, mean, marker="o", markersize=4, label=label, color=color, linestyle=linestyle)
+    # Markers show where measurements are; on long curves they would merge into a thick line.
+    marker = "o" if len(x) <= 40 else None
+    ax.plot(x, mean, marker=marker, markersize=4, label=label, color=color, linestyle=linestyle)
     # NaN bounds (one seed) leave a gap rather than a fake zero-width band.
     ax.fill_between(x, low, high, color=color, alpha=0.18, linewidth=0)
 
