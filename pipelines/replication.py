@@ -7,7 +7,7 @@ images, the final accuracy on all of them.
 
 Epochs (lr x0.1 every epochs/3) are chosen so that every cell converges (the issue asks for
 it; measured with the natural source, results/replication/README.md, "Epochs"):
-- The last stage: the paper's 30 for N >= 400. At N = 100 (one SGD step per epoch) the test
+- The last stage: 30 for N >= 400. At N = 100 (one SGD step per epoch) the test
   curve was still climbing at epoch 30 (MNIST 52% -> 65% from epoch 25 to 30) while the
   training accuracy had been 100% since epoch 10: the unfrozen BatchNorm layers' moving
   statistics (momentum 0.1 per step, as in PyTorch) were still moving from CIFAR-10's to the
@@ -22,7 +22,7 @@ from tftransfer.config import CellOverride, SweepConfig
 SOURCES = ("cifar10-resnet20-natural", "cifar10-resnet20-l2-eps0.25",
            "cifar10-resnet20-l2-eps0.5", "cifar10-resnet20-l2-eps1.0")
 
-# N -> epochs where the paper's 30 do not converge (see the docstring).
+# N -> epochs where 30 do not converge (see the docstring).
 LAST_STAGE_EPOCHS = tuple(
     CellOverride(train_images=(n,), unfrozen_blocks=(3,), epochs=epochs)
     for n, epochs in {100: 90, 200: 60}.items())
