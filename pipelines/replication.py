@@ -9,7 +9,7 @@ Epochs (lr x0.1 every epochs/3) are chosen so that every cell converges (the iss
 it; measured with the natural source, results/replication/README.md, "Epochs"):
 - The last stage: 30 for N >= 400. At N = 100 (one SGD step per epoch) the test
   curve was still climbing at epoch 30 (MNIST 52% -> 65% from epoch 25 to 30) while the
-  training accuracy had been 100% since epoch 10: the unfrozen BatchNorm layers' moving
+  training accuracy had been 100% since epoch 8 (seed 0): the unfrozen BatchNorm layers' moving
   statistics (momentum 0.1 per step, as in PyTorch) were still moving from CIFAR-10's to the
   target's. So N = 100 gets 90 epochs and N = 200 gets 60 (about 90-120 steps).
 - The head only, drawn from N(0, 1): after 30 epochs (30 steps at N = 100) it is far from

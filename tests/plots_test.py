@@ -74,6 +74,14 @@ class PlotsTest(unittest.TestCase):
         self.assertEqual(len(zero_lines), 1)
         self.assert_png(figure, "difference.png")
 
+    def test_an_epoch_schedule_over_n_draws_one_line_per_source(self):
+        summary = self.summary.assign(epochs=self.summary["train_images"].map(
+            lambda n: 3 * SIZES[-1] // n))  # more epochs at smaller N
+        figure = plots.plot_accuracy_vs_images(summary, "cifar10", baseline="natural")
+        for ax in figure.axes:
+            self.assertEqual([len(line.get_xdata()) for line in ax.get_lines()],
+                             [len(SIZES)] * 2)
+
     def test_accuracy_vs_epochs(self):
         figure = plots.plot_accuracy_vs_epochs(self.curves, "cifar10", train_images=[100, 1600],
                                                baseline="natural")

@@ -154,6 +154,27 @@ class TrendTest(unittest.TestCase):
         self.assertLess(level.slope_ci_low, 0)
         self.assertGreater(level.slope_ci_high, 0)  # no trend to speak of
 
+    def test_an_epoch_schedule_over_n_keeps_one_curve(self):
+        # More epochs at small N (one budget per cell) is a schedule, not a second curve.
+        per_n = {100 * 2 ** k: 0.10 - 0.02 * k for k in range(5)}
+        differences = self.differences(per_n)
+        differences["epochs"] = differences["train_images"].map(
+            {100: 90, 200: 60, 400: 30, 800: 30, 1600: 30})
+        self.assertFalse(stats.epochs_is_a_variable(differences))
+        trend = stats.difference_trend(differences)
+        self.assertEqual(list(trend["n_sizes"]), [5, 5])
+        self.assertAlmostEqual(trend.iloc[0].slope_per_doubling, -0.02, places=9)
+        self.assertIn("| 100 (90 epochs) |", stats.summary_tables_markdown(differences))
+
+    def test_two_epoch_budgets_for_the_same_cells_are_two_curves(self):
+        per_n = {100 * 2 ** k: 0.10 - 0.02 * k for k in range(3)}
+        longer = self.differences(per_n).assign(epochs=30)
+        differences = pd.concat([self.differences(per_n), longer], ignore_index=True)
+        self.assertTrue(stats.epochs_is_a_variable(differences))
+        trend = stats.difference_trend(differences)
+        self.assertEqual(sorted(trend["epochs"]), [3, 3, 30, 30])
+        self.assertEqual(set(trend["n_sizes"]), {3})
+
     def test_two_sizes_give_a_slope_without_interval(self):
         trend = stats.difference_trend(self.differences({100: 0.1, 400: 0.0}))
         self.assertAlmostEqual(trend.iloc[0].slope_per_doubling, -0.05, places=9)
@@ -189,6 +210,12 @@ class EfficiencyTest(unittest.TestCase):
         for n in (400, 800, 1600):
             self.assertAlmostEqual(efficiency.loc[n, "ratio"], 3.0, places=6)
         self.assertEqual(efficiency.loc[400, "ratio_text"], "3.0")
+
+    def test_ratio_with_an_epoch_schedule_over_n(self):
+        summary = self.summary(4)
+        summary["epochs"] = summary["train_images"].map(lambda n: 3000 // n)
+        efficiency = stats.data_efficiency(summary, NATURAL).set_index("train_images")
+        self.assertAlmostEqual(efficiency.loc[800, "ratio"], 4.0, places=6)
 
     def test_not_reached(self):
         efficiency = stats.data_efficiency(self.summary(0.25), NATURAL).set_index("train_images")

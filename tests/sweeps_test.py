@@ -46,8 +46,10 @@ class GridTest(tf.test.TestCase):
         self.assertEqual({c.seed for c in small}, {0, 1, 2, 3, 4})
         self.assertEqual({c.seed for c in large}, {0, 1, 2})
         self.assertEqual(len(grid), 4 * 2 * (4 * 5 + 2 * 3) * 2)
-        self.assertEqual({c.epochs for c in grid if c.unfrozen_blocks == 3}, {30})
-        head_steps = {c.epochs * -(-c.train_images // 128) for c in grid if c.unfrozen_blocks == 0}
+        epochs = {(c.unfrozen_blocks, c.train_images): c.epochs for c in grid}
+        self.assertEqual([epochs[(3, n)] for n in (100, 200, 400, 800, 1600, 3200)],
+                         [90, 60, 30, 30, 30, 30])
+        head_steps = [e * -(-n // 128) for (blocks, n), e in epochs.items() if blocks == 0]
         self.assertGreaterEqual(min(head_steps), 2000)
 
     def test_overrides_change_seeds_and_epochs_of_matching_cells(self):

@@ -14,6 +14,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullLocator
 
+from tftransfer import stats
+
 DPI = 120
 _LINESTYLES = ("-", "--", ":", "-.")
 _BASELINE_COLOR = "0.25"
@@ -40,8 +42,9 @@ def source_colors(sources, baseline: str | None = None) -> dict:
 
 
 def _style_columns(frame: pd.DataFrame) -> list[str]:
-    # Settings other than the source that vary in this figure get their own line style.
-    return [column for column in ("unfrozen_blocks", "epochs")
+    # Settings other than the source that vary in this figure get their own line style;
+    # epochs only as a variable, not as a schedule that changes with N.
+    return [column for column in stats.curve_keys(frame)
             if column in frame.columns and frame[column].nunique() > 1]
 
 

@@ -235,6 +235,24 @@ def pair_keys(table: pd.DataFrame) -> list[str]:
     return [key for key in cell_keys(table) if key != "source"]
 
 
+def epochs_is_a_variable(frame: pd.DataFrame) -> bool:
+    """Whether ``frame`` holds more than one epoch budget for the same cell (an experimental
+    variable), rather than one budget per cell (the grid's schedule, which may change with N:
+    e.g. more epochs where a small N converges slowly)."""
+    if "epochs" not in frame.columns or frame.empty:
+        return False
+    cell = [key for key in ("target", "source", "train_images", "unfrozen_blocks")
+            if key in frame.columns]
+    return bool((frame.groupby(cell)["epochs"].nunique() > 1).any())
+
+
+def curve_keys(frame: pd.DataFrame) -> list[str]:
+    """Besides target and source, the settings that define one curve across N: unfrozen
+    blocks, and epochs only when it is a variable (``epochs_is_a_variable``); a per-N
+    schedule keeps the sizes of one blocks setting on one curve."""
+    return ["unfrozen_blocks"] + (["epochs"] if epochs_is_a_variable(frame) else [])
+
+
 def source_info(table: pd.DataFrame) -> pd.DataFrame:
     """One row per source with its ``source_attack`` (and ``source_eps`` when present)."""
     columns = ["source", "source_attack"] + (["source_eps"] if "source_eps" in table else [])
@@ -437,7 +455,7 @@ def _warn_about_pairing(pairs: pd.DataFrame) -> None:
 def difference_trend(differences: pd.DataFrame) -> pd.DataFrame:
     """Does the source-minus-baseline difference shrink as N grows?
 
-    Per (target, source, unfrozen blocks[, epochs]): the least-squares slope of the mean
+    Per (target, source, ``curve_keys``): the least-squares slope of the mean
     paired difference on log2 N, i.e. the change of the difference per doubling of the
     training images, with a 95% t-interval from the scatter of the cells about the line
     (k - 2 degrees of freedom for k training-set sizes; NaN below 3 sizes). The interval
@@ -448,7 +466,7 @@ def difference_trend(differences: pd.DataFrame) -> pd.DataFrame:
       One row per group: ``n_sizes``, ``smallest_n``, ``largest_n``, the differences at
       those two sizes, and ``slope_per_doubling`` with ``slope_ci_half/_low/_high``.
     """
-    keys = [k for k in ("target", "source", "unfrozen_blocks", "epochs") if k in differences]
+    keys = ["target", "source"] + curve_keys(differences)
     rows = [_trend_row(dict(zip(keys, group if isinstance(group, tuple) else (group,))), cells)
             for group, cells in differences.groupby(keys, sort=True)] if len(differences) else []
     columns = keys + ["n_sizes", "smallest_n", "largest_n", "difference_at_smallest_n",
@@ -535,8 +553,8 @@ def images_needed(train_images, accuracies, target_accuracy: float) -> tuple[flo
 def data_efficiency(summary: pd.DataFrame, baseline: str) -> pd.DataFrame:
     """How many times fewer training images each source needs to match the baseline.
 
-    For every baseline cell (target, blocks, [epochs], N) the baseline's mean
-    accuracy is looked up on the other source's mean-accuracy-vs-N curve.
+    For every baseline cell (target, ``curve_keys``, N) the baseline's mean accuracy is
+    looked up on the other source's mean-accuracy-vs-N curve.
 
     Args:
       summary: output of ``summarize``.
@@ -549,7 +567,7 @@ def data_efficiency(summary: pd.DataFrame, baseline: str) -> pd.DataFrame:
       ``>8.0`` when reached below the smallest N, ``<0.5`` when not reached by the
       largest N).
     """
-    group = [key for key in pair_keys(summary) if key != "train_images"]
+    group = ["target"] + curve_keys(summary)
     rows = []
     for values, cells in summary.groupby(group, sort=True):
         natural = cells.loc[cells["source"] == baseline].sort_values("train_images")
@@ -684,30 +702,45 @@ def markdown_grid(rows: pd.DataFrame, text_column: str, corner: str = "N") -> st
     """
     grid = rows.pivot(index="train_images", columns="target", values=text_column)
     grid = grid.sort_index().reindex(sorted(grid.columns), axis=1)
+    epochs = _epochs_by_n(rows)
     header = f"| {corner} | " + " | ".join(map(str, grid.columns)) + " |"
     rule = "|---:|" + "|".join(":---:" for _ in grid.columns) + "|"
     lines = [header, rule]
     for n, values in grid.iterrows():
         cells = ["–" if pd.isna(value) else str(value) for value in values]
-        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+        label = f"{n} ({epochs[n]} epochs)" if epochs else str(n)
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
+def _epochs_by_n(rows: pd.DataFrame) -> dict:
+    """N -> epochs when the rows' epochs follow a schedule over N (one value per N, not the
+    same for all); {} otherwise (nothing worth a label)."""
+    if "epochs" not in rows.columns or rows["epochs"].nunique() < 2:
+        return {}
+    per_n = rows.groupby("train_images")["epochs"].unique()
+    if any(len(values) > 1 for values in per_n):
+        return {}
+    return {n: int(values[0]) for n, values in per_n.items()}
+
+
 def table_groups(frame: pd.DataFrame):
-    """Yields ``(title_suffix, rows)`` per unfrozen_blocks (and epochs) setting and source."""
-    group = ["unfrozen_blocks"] + (["epochs"] if "epochs" in frame.columns else []) + ["source"]
+    """Yields ``(title_suffix, rows)`` per ``curve_keys`` setting and source."""
+    group = curve_keys(frame) + ["source"]
     for values, rows in frame.groupby(group, sort=True):
         setting = dict(zip(group, values))
         suffix = f"{setting['source']}, {setting['unfrozen_blocks']} unfrozen block(s)"
         if "epochs" in setting:
             suffix += f", {setting['epochs']} epochs"
+        elif "epochs" in rows.columns and rows["epochs"].nunique() == 1:
+            suffix += f", {rows['epochs'].iloc[0]} epochs"  # else markdown_grid labels each N
         yield suffix, rows
 
 
 def summary_tables_markdown(differences: pd.DataFrame) -> str:
     """The paper-style summary tables of ``paired_differences`` output, as markdown.
 
-    One table per unfrozen_blocks (and epochs) value and per non-baseline source;
+    One table per ``curve_keys`` setting and per non-baseline source;
     rows are N, columns are targets, cells ``"baseline / source (difference ± CI)"``
     in percent with one decimal.
     """
