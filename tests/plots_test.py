@@ -74,6 +74,28 @@ class PlotsTest(unittest.TestCase):
         self.assertEqual(len(zero_lines), 1)
         self.assert_png(figure, "difference.png")
 
+    def test_difference_vs_eps_has_one_line_per_n_over_the_eps_values(self):
+        table = results_table()
+        robust = table.loc[table["source"] == "robust"]
+        stronger = robust.assign(source="robust-eps1", source_eps=1.0,
+                                 test_accuracy=robust["test_accuracy"] - 0.05)
+        table = stats.validate_results(pd.concat(
+            [table.assign(source_eps=table["source"].map({"robust": 0.5})), stronger]))
+        differences = stats.paired_differences(table, "natural")
+        self.assertFalse(plots.has_eps_trend(self.differences, "cifar10"))  # one eps only
+        self.assertTrue(plots.has_eps_trend(differences, "cifar10"))
+        figure = plots.plot_difference_vs_eps(differences, "cifar10")
+        ax = figure.axes[0]
+        self.assert_labelled(ax)
+        self.assertEqual(list(ax.get_xticks()), [0.5, 1.0])
+        bars = ax.containers  # one errorbar container per line
+        self.assertEqual([bar.get_label() for bar in bars], [f"N = {n}" for n in SIZES])
+        for line in (bar.lines[0] for bar in bars):  # robust gains 8 points at 0.5, 3 at 1.0
+            for x, eps in zip(line.get_xdata(), [0.5, 1.0]):
+                self.assertAlmostEqual(x, eps, delta=0.03)  # nudged sideways per N
+            self.assertEqual([round(y, 6) for y in line.get_ydata()], [8.0, 3.0])
+        self.assert_png(figure, "difference_vs_eps.png")
+
     def test_an_epoch_schedule_over_n_draws_one_line_per_source(self):
         summary = self.summary.assign(epochs=self.summary["train_images"].map(
             lambda n: 3 * SIZES[-1] // n))  # more epochs at smaller N

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullLocator
@@ -177,6 +178,78 @@ def plot_difference_vs_images(differences: pd.DataFrame, target: str,
 
     return _images_figure(rows, f"{target}: source − {baseline} (paired by seed, 95% CI)",
                           "Accuracy difference (percentage points)", draw)
+
+
+def eps_sources(differences: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``differences`` whose source has an eps (the attacked sources)."""
+    if "source_eps" not in differences.columns:
+        return differences.iloc[0:0]
+    return differences.loc[differences["source_eps"].notna()]
+
+
+def has_eps_trend(differences: pd.DataFrame, target: str) -> bool:
+    """Whether ``target`` has sources of one attack at two or more eps: a trend to plot."""
+    if "source_eps" not in differences.columns:
+        return False
+    rows = eps_sources(differences)
+    rows = rows.loc[rows["target"] == target]
+    return bool((rows.groupby("source_attack")["source_eps"].nunique() >= 2).any())
+
+
+def plot_difference_vs_eps(differences: pd.DataFrame, target: str) -> Figure:
+    """Source-minus-baseline accuracy (percentage points) vs the source's training eps, one
+    line per N with paired 95% error bars: how the gain depends on the robustness of the
+    source (too large an eps can transfer worse).
+
+    Args:
+      differences: output of ``stats.paired_differences`` (with ``source_eps``).
+      target: the target dataset to plot.
+
+    Returns:
+      The figure: one axes per unfrozen-blocks setting; lines coloured by N (light = small);
+      one line style per attack kind when there are several.
+    """
+    rows = eps_sources(differences)
+    rows = rows.loc[rows["target"] == target]
+    baseline = rows["baseline"].iloc[0] if not rows.empty else "baseline"
+    sizes = sorted({int(n) for n in rows["train_images"]})
+    palette = colormaps["viridis_r"].resampled(max(len(sizes), 2))
+    attacks = sorted(rows["source_attack"].unique())
+    eps_values = sorted(rows["source_eps"].unique())
+    # Nudge each N's points sideways so that overlapping error bars stay readable.
+    dodge = 0.012 * ((eps_values[-1] - eps_values[0]) if len(eps_values) > 1 else 1.0)
+    panels = _block_panels(rows)
+    figure = Figure(figsize=(5.2 * len(panels) + 0.8, 4.4))
+    axes = figure.subplots(1, len(panels), sharey=True, squeeze=False)[0]
+    for ax, (panel_title, panel) in zip(axes, panels):
+        ax.axhline(0.0, color="black", linewidth=0.8)
+        for (n, attack), line in _eps_lines(panel):
+            line = line.sort_values("source_eps")
+            mean = 100 * line["difference_mean"]
+            # Intervals are NaN with one pair; errorbar then draws no bar.
+            error = [mean - 100 * line["difference_ci_low"],
+                     100 * line["difference_ci_high"] - mean]
+            label = f"N = {n}" + (f", {attack}" if len(attacks) > 1 else "")
+            shift = dodge * (sizes.index(n) - (len(sizes) - 1) / 2)
+            ax.errorbar(line["source_eps"] + shift, mean, yerr=error, marker="o", markersize=4,
+                        capsize=3, label=label, color=palette(sizes.index(n)),
+                        linestyle=_LINESTYLES[attacks.index(attack) % len(_LINESTYLES)])
+        ax.xaxis.set_major_locator(FixedLocator(eps_values))
+        ax.set_xlabel("Source training eps")
+        ax.set_title(panel_title, fontsize="medium")
+        ax.grid(True, alpha=0.3)
+    axes[0].set_ylabel("Accuracy difference (percentage points)")
+    if axes[0].get_legend_handles_labels()[0]:
+        axes[0].legend(fontsize="small", ncol=2)
+    figure.suptitle(f"{target}: source − {baseline} vs source eps (paired by seed, 95% CI)")
+    figure.tight_layout()
+    return figure
+
+
+def _eps_lines(panel: pd.DataFrame):
+    """Yields ``((N, attack), rows)``: the rows of one line of the eps figure."""
+    for (n, attack), rows in panel.groupby(["train_images", "source_attack"], sort=True):
+        yield (int(n), attack), rows
 
 
 def default_curve_images(train_images) -> list[int]:

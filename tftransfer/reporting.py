@@ -90,6 +90,9 @@ def _write_figures(tables: dict, out_dir: Path, curve_images) -> list[Path]:
         if (tables["differences"]["target"] == target).any():
             figures[f"difference_vs_images_{slug}.png"] = plots.plot_difference_vs_images(
                 tables["differences"], target, colors)
+        if plots.has_eps_trend(tables["differences"], target):
+            figures[f"difference_vs_eps_{slug}.png"] = plots.plot_difference_vs_eps(
+                tables["differences"], target)
         if (tables["curves"]["target"] == target).any():
             figures[f"accuracy_vs_epochs_{slug}.png"] = plots.plot_accuracy_vs_epochs(
                 tables["curves"], target, curve_images, baseline, colors)

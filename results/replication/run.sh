@@ -22,3 +22,4 @@ python main.py sweep --config replication --results "$OUT" --sources $SOURCES \
   --data-dir "$DATA_DIR" --no-download | tail -1
 python main.py report --results "$OUT" | tail -1
 python results/replication/paper_table.py "$OUT/report" > "$OUT/paper_table.md"
+python results/replication/answers.py "$OUT/report" > "$OUT/answers.md"

@@ -1,0 +1,131 @@
+"""The issue's four questions, answered for every robust source from the report's CSVs.
+
+Usage: python results/replication/answers.py [REPORT_DIR]   (default results/replication/report)
+
+Prints markdown (run.sh writes it to answers.md), one section per question, each source in
+its own column, labelled by its training eps:
+  (a) robust minus natural per N, paired by seed, ± the 95% half-width (bold: clear of zero),
+      beside the paper's difference (3 blocks);
+  (b) the change of that difference per doubling of N (95% interval);
+  (c) how many times fewer images reach the natural source's accuracy;
+  (d) the epochs to reach the natural source's final accuracy.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from paper_table import PAPER  # same directory: run as a script
+
+BLOCKS = {0: "head only", 3: "last stage"}
+TARGETS = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST"}
+
+
+def source_label(row) -> str:
+    return f"eps {row.source_eps:g}" if pd.notna(row.source_eps) else row.source
+
+
+def columns(frame: pd.DataFrame) -> list[tuple]:
+    """``(blocks, source, label)`` per column: head only first, sources by eps."""
+    sources = (frame[["source", "source_eps"]].drop_duplicates()
+               .sort_values(["source_eps", "source"]))
+    return [(blocks, row.source, f"{BLOCKS[blocks]}, {source_label(row)}")
+            for blocks in BLOCKS for row in sources.itertuples()]
+
+
+def grid(frame: pd.DataFrame, target: str, cell_text, paper: bool = False) -> str:
+    """Rows N, one column per (blocks, source) of ``target``; ``cell_text(row)`` fills it."""
+    rows = frame[frame.target == target]
+    lookup = {(r.train_images, r.unfrozen_blocks, r.source): r for r in rows.itertuples()}
+    cols = columns(rows)
+    header = ["N"] + [label for _, _, label in cols] + (["paper (3 blocks)"] if paper else [])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---:|" * len(header)]
+    for n in sorted(rows.train_images.unique()):
+        cells = [str(n)] + [cell_text(lookup[(n, b, s)]) if (n, b, s) in lookup else "-"
+                            for b, s, _ in cols]
+        if paper:
+            cells.append(f"{PAPER[target][n][2]:+.1f}" if n in PAPER.get(target, {}) else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def difference_text(row) -> str:
+    text = f"{100 * row.difference_mean:+.1f}"
+    if pd.notna(row.difference_ci_half):
+        text += f" ± {100 * row.difference_ci_half:.1f}"
+    clear = row.difference_ci_low > 0 or row.difference_ci_high < 0
+    return f"**{text}**" if clear else text
+
+
+def speedup_text(row) -> str:
+    if row.status != "ok":
+        return f"{row.baseline_epoch:.0f} → not reached"
+    return f"{row.baseline_epoch:.0f} → {row.source_epoch:.0f} ({row.speedup:.1f}x)"
+
+
+def trend_table(trend: pd.DataFrame, differences: pd.DataFrame) -> str:
+    """One row per target and blocks setting, one column per source: slope (95% interval)."""
+    eps = differences[["source", "source_eps"]].drop_duplicates()
+    trend = trend.merge(eps, on="source")
+    sources = eps.sort_values(["source_eps", "source"]).itertuples()
+    sources = [(row.source, source_label(row)) for row in sources]
+    lines = ["| target | blocks | " + " | ".join(label for _, label in sources) + " |",
+             "|---|---|" + "---:|" * len(sources)]
+    for (target, blocks), rows in trend.groupby(["target", "unfrozen_blocks"]):
+        by_source = {r.source: r for r in rows.itertuples()}
+        cells = [_slope_text(by_source.get(source)) for source, _ in sources]
+        lines.append(f"| {TARGETS.get(target, target)} | {BLOCKS.get(blocks, blocks)} | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _slope_text(row) -> str:
+    if row is None:
+        return "-"
+    return (f"{100 * row.slope_per_doubling:+.2f} ({100 * row.slope_ci_low:+.2f} to "
+            f"{100 * row.slope_ci_high:+.2f})")
+
+
+def with_eps(frame: pd.DataFrame, differences: pd.DataFrame) -> pd.DataFrame:
+    return frame.merge(differences[["source", "source_eps"]].drop_duplicates(), on="source")
+
+
+def main(report_dir: str = "results/replication/report") -> None:
+    report = Path(report_dir)
+    differences = pd.read_csv(report / "differences.csv")
+    if differences.empty:
+        print("No robust source beside the natural one in this report yet: nothing to answer.")
+        return
+    efficiency = with_eps(pd.read_csv(report / "efficiency.csv"), differences)
+    speedup = with_eps(pd.read_csv(report / "speedup.csv"), differences)
+    trend = pd.read_csv(report / "trend.csv")
+    baseline = differences.baseline.iloc[0]
+    targets = [t for t in TARGETS if t in set(differences.target)]
+    print(f"# Answers (a)-(d): robust sources vs `{baseline}`\n")
+    print(f"Written by `python results/replication/answers.py` from [report/](report/summary.md)"
+          " (do not edit by hand). Columns: the unfrozen blocks and the source's training eps.\n")
+    print("## (a) Robust minus natural test accuracy (points)\n")
+    print("Paired by seed, ± the 95% t half-width; **bold**: the interval excludes zero. "
+          "The paper's column: its L2 eps 3 minus natural, 3 blocks.\n")
+    for target in targets:
+        print(f"### {TARGETS[target]}\n\n{grid(differences, target, difference_text, True)}\n")
+    print("## (b) Change of the difference per doubling of N (points, 95% interval)\n")
+    print(trend_table(trend, differences) + "\n")
+    print("## (c) Times fewer training images to reach the natural source's accuracy at N\n")
+    print("`>x`: the robust source's smallest N already reaches it; `<x`: not reached by the "
+          "largest N.\n")
+    for target in targets:
+        print(f"### {TARGETS[target]}\n\n"
+              f"{grid(efficiency, target, lambda row: str(row.ratio_text))}\n")
+    print("## (d) Epochs to reach the natural source's final accuracy\n")
+    print("Natural's first epoch at its own final mean accuracy → the robust source's "
+          "(speed-up); curves every 5 epochs on 2,000 test images.\n")
+    for target in targets:
+        print(f"### {TARGETS[target]}\n\n{grid(speedup, target, speedup_text)}\n")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
