@@ -64,6 +64,19 @@ class PreprocessTest(tf.test.TestCase):
         self.assertBetween(float(tf.reduce_min(out)), 0.0, 1.0)
         self.assertBetween(float(tf.reduce_max(out)), 0.0, 1.0)
 
+    def test_subset_arrays_keep_the_index_order_across_batches(self):
+        # Ten 4x4 grayscale images, each filled with its own index (x 20): easy to recognize.
+        images = (np.arange(10, dtype=np.uint8) * 20)[:, None, None, None] * np.ones(
+            (1, 4, 4, 1), np.uint8)
+        labels = np.arange(10, dtype=np.int32) % 3
+        image_set = data.ImageSet(labels, data._array_reader(images, labels), (4, 4, 1))
+        order = np.array([7, 2, 9, 0, 5])
+        x, y = data.subset_arrays(image_set, order, 8, batch_size=2)  # 3 batches, the last short
+        self.assertIsInstance(x, np.ndarray)
+        self.assertEqual((x.shape, x.dtype), ((5, 8, 8, 3), np.float32))
+        self.assertAllClose(x[:, 0, 0, 0], order * 20 / 255)
+        self.assertAllEqual(y, labels[order])
+
     def test_augment_keeps_shape_and_range(self):
         image = tf.random.uniform((32, 32, 3))
         out = data.augment(image, flip=True, color_jitter=True)

@@ -317,6 +317,21 @@ class MarkdownTest(unittest.TestCase):
             f"| 400 | 81.0 / 85.5 (+4.5 ± {100 * half:.1f}) | – |"])
         self.assertEqual(stats.summary_tables_markdown(differences), expected)
 
+    def test_epoch_labels_and_curves_share_the_one_budget_per_cell_rule(self):
+        rows = pd.DataFrame({"target": ["a", "b", "a", "b"], "source": "s", "unfrozen_blocks": 0,
+                             "train_images": [100, 100, 400, 400], "epochs": [90, 90, 30, 30],
+                             "text": ["x1", "y1", "x4", "y4"]})
+        self.assertEqual(stats._epochs_per_cell(rows, "train_images"), {100: 90, 400: 30})
+        self.assertIn("| 100 (90 epochs) | x1 | y1 |", stats.markdown_grid(rows, "text"))
+        self.assertFalse(stats.epochs_is_a_variable(rows))
+        # Target b's N = 100 trained longer: still one budget per (target, N) cell, so not a
+        # variable, but N = 100 has no single budget to print as its label.
+        uneven = rows.assign(epochs=[90, 120, 30, 30])
+        self.assertIsNone(stats._epochs_per_cell(uneven, "train_images"))
+        self.assertIn("| 100 | x1 | y1 |", stats.markdown_grid(uneven, "text"))
+        self.assertFalse(stats.epochs_is_a_variable(uneven))
+        self.assertTrue(stats.epochs_is_a_variable(pd.concat([rows, uneven])))
+
     def test_single_pair_has_no_plus_minus(self):
         row = {"baseline_mean": 0.5, "source_mean": 0.55, "difference_mean": 0.05,
                "difference_ci_half": float("nan")}

@@ -91,6 +91,26 @@ class GridTest(tf.test.TestCase):
         with self.assertRaisesRegex(UserError, "Unknown sweep config 'nope'.*replication"):
             pipelines.get("nope")
 
+    def test_malformed_override_fields_are_a_clear_error(self):
+        for kwargs, message in (
+                (dict(train_images=9), "train_images must be a tuple or list, got 9"),
+                (dict(train_images=(9,), unfrozen_blocks=0), "unfrozen_blocks must be a tuple"),
+                (dict(train_images=()), "train_images is empty"),
+                (dict(train_images=(9,), seeds=()), "seeds is empty"),
+                (dict(train_images=(9,), epochs=0), "epochs must be at least 1, got 0")):
+            with self.subTest(**kwargs), self.assertRaisesRegex(UserError, message):
+                CellOverride(**kwargs)
+        with self.assertRaisesRegex(UserError, "seeds must be a tuple or list"):
+            small_sweep(["a"], "t", seeds=3)
+
+    def test_an_override_outside_the_grid_is_refused(self):
+        # The grid has N in {6, 9} and blocks {0}: these overrides could never match a cell.
+        with self.assertRaisesRegex(UserError, r"train_images value\(s\) \[7\] .* never apply"):
+            small_sweep(["a"], "t", overrides=(CellOverride((6, 7), seeds=(5,)),))
+        with self.assertRaisesRegex(UserError, r"unfrozen_blocks value\(s\) \[3\]"):
+            small_sweep(["a"], "t", overrides=(CellOverride((9,), unfrozen_blocks=(3,),
+                                                            epochs=7),))
+
     def test_invalid_recipe_assignment_is_refused(self):
         with self.assertRaisesRegex(UserError, "no field"):
             small_sweep(["a"], "t", recipe=("optim.lr=0.1",))
@@ -109,6 +129,32 @@ class GitCommitTest(tf.test.TestCase):
             runs.git_commit.cache_clear()
             self.assertEqual(runs.git_commit(), "unknown")
         runs.git_commit.cache_clear()
+
+    def test_a_training_checkpoint_does_not_make_the_checkout_dirty(self):
+        root = Path(self.get_temp_dir()) / "checkout"
+        files = {"code.py": "x = 1\n", "saved_models/m/checkpoint/weights": "0",
+                 "saved_models/m/logs/events": "0", "saved_models/m/history.csv": "epoch\n",
+                 "saved_models/m/model.keras": "0"}
+        for name, text in files.items():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / name).write_text(text)
+        git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(root)]
+        try:
+            subprocess.run(git + ["init", "-q"], check=True)
+            subprocess.run(git + ["add", "."], check=True)
+            subprocess.run(git + ["commit", "-qm", "x"], check=True)
+        except (OSError, subprocess.CalledProcessError):
+            self.skipTest("git is not available")
+        clean = runs.checkout_commit(root)
+        self.assertRegex(clean, r"^[0-9a-f]{40}$")
+        for name in ("saved_models/m/checkpoint/weights", "saved_models/m/logs/events",
+                     "saved_models/m/history.csv"):
+            (root / name).write_text("1")
+        self.assertEqual(runs.checkout_commit(root), clean)
+        for name in ("saved_models/m/model.keras", "code.py"):  # a finished model, the code
+            (root / name).write_text("1")
+            self.assertEqual(runs.checkout_commit(root), clean + "+dirty")
+            subprocess.run(git + ["checkout", "-q", "--", name], check=True)
 
 
 class RunSweepTest(tf.test.TestCase):

@@ -31,6 +31,13 @@ def _check(condition: bool, message: str) -> None:
         raise UserError(message)
 
 
+def _check_values(owner: str, name: str, values) -> None:
+    """``values`` must be a non-empty tuple or list (a bare value is a common slip)."""
+    _check(isinstance(values, (tuple, list)),
+           f"{owner}: {name} must be a tuple or list, got {values!r}.")
+    _check(len(values) > 0, f"{owner}: {name} is empty.")
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Which images, at what size, and how they are fed."""
@@ -278,10 +285,20 @@ class CellOverride:
     """Per-cell exceptions of a sweep: cells with these N (and, if given, these numbers of
     unfrozen blocks) get other seeds and/or epochs. Later overrides win."""
 
-    train_images: tuple = ()
+    train_images: tuple
     seeds: tuple | None = None
     epochs: int | None = None
     unfrozen_blocks: tuple | None = None   # None: any
+
+    def __post_init__(self):
+        # A bare int would fail later in ``in`` with a TypeError; an empty tuple never matches
+        # (N, blocks) or leaves a cell without runs (seeds).
+        _check_values("cell override", "train_images", self.train_images)
+        for name in ("seeds", "unfrozen_blocks"):
+            if getattr(self, name) is not None:
+                _check_values("cell override", name, getattr(self, name))
+        _check(self.epochs is None or self.epochs >= 1,
+               f"cell override: epochs must be at least 1, got {self.epochs}.")
 
     def matches(self, train_images: int, unfrozen_blocks: int) -> bool:
         """Whether this override applies to cells with this N and number of blocks."""
@@ -313,14 +330,25 @@ class SweepConfig:
 
     def __post_init__(self):
         for name in ("sources", "targets", "train_images", "unfrozen_blocks", "seeds"):
-            _check(len(getattr(self, name)) > 0, f"sweep {self.name!r}: {name} is empty.")
+            _check_values(f"sweep {self.name!r}", name, getattr(self, name))
         _check(self.epochs >= 1, f"sweep {self.name!r}: epochs must be at least 1.")
         _check(all(n >= 2 for n in self.train_images),
                f"sweep {self.name!r}: every train_images value must be at least 2.")
         _check(all(b >= -1 for b in self.unfrozen_blocks),
                f"sweep {self.name!r}: unfrozen_blocks values must be -1 or >= 0.")
+        _check(isinstance(self.overrides, (tuple, list)),
+               f"sweep {self.name!r}: overrides must be a tuple of CellOverride objects.")
         for override in self.overrides:
             _check(isinstance(override, CellOverride),
                    f"sweep {self.name!r}: overrides must be CellOverride objects.")
+            self._check_override_in_grid(override)
         for assignment in self.recipe:
             apply_overrides(TransferConfig(target="x"), [assignment])  # validates each one
+
+    def _check_override_in_grid(self, override: CellOverride) -> None:
+        # A value outside the grid can never match a cell: most likely a typo, silently a no-op.
+        for name in ("train_images", "unfrozen_blocks"):
+            grid = getattr(self, name)
+            outside = [value for value in getattr(override, name) or () if value not in grid]
+            _check(not outside, f"sweep {self.name!r}: override {name} value(s) {outside} are "
+                                f"not in the grid {tuple(grid)}, so they would never apply.")

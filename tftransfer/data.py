@@ -533,6 +533,28 @@ def pipeline(image_set: ImageSet, indices, image_size: int | None, batch_size: i
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
+def subset_arrays(image_set: ImageSet, indices, image_size: int | None,
+                  batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """The model-ready images and labels of ``image_set[indices]`` as numpy arrays.
+
+    For analyses that need every image at once (saliency, influence figures, probes):
+    the evaluation ``pipeline`` (no shuffle, no augmentation), read once and stacked.
+
+    Args:
+      image_set: the split to read.
+      indices: which examples, in the order wanted (at least one).
+      image_size: output side in pixels (None keeps fixed-size images as they are).
+      batch_size: images decoded per step; bounds the transient memory, not the result.
+
+    Returns:
+      float32 images [n, S, S, 3] in [0, 1] and int32 labels [n], in ``indices`` order.
+    """
+    # One pass: caching the decoded images in tf.data would only duplicate the arrays.
+    batches = [(x.numpy(), y.numpy()) for x, y in
+               pipeline(image_set, np.asarray(indices), image_size, batch_size, cache=False)]
+    return np.concatenate([x for x, _ in batches]), np.concatenate([y for _, y in batches])
+
+
 # ----------------------------------------------------------------------------- listing
 
 def prepared_datasets(data_dir: str | None = None) -> list[dict]:

@@ -751,14 +751,6 @@ def plot_match_rates(rates: pd.DataFrame, rank: str = "helpful"):
     return figure
 
 
-def _images(target, split: str, indices, image_size: int) -> np.ndarray:
-    from tftransfer import data
-
-    image_set = target.train if split == "train" else target.test
-    batches = data.pipeline(image_set, np.asarray(indices), image_size, 64, cache=False)
-    return np.concatenate([images.numpy() for images, _ in batches])
-
-
 def plot_most_influential(analyses, rows: int = 4, rank: str = "helpful", top: int = 5):
     """The paper's Figure 5: per model, a few test images and their ``top`` most influential
     training images with labels; frames are green when the label matches, red when not."""
@@ -780,11 +772,14 @@ def plot_most_influential(analyses, rows: int = 4, rank: str = "helpful", top: i
 
 def _draw_influence_block(sub, analysis: RunAnalysis, rows: int, rank: str, top: int,
                           grid_top: float) -> None:
+    from tftransfer import data
+
     run = analysis.run
     order = top_influential(ranking_scores(analysis.influence.on_test[:rows], rank), top)
-    test_images = _images(run.target, "test", run.test_indices[:rows], run.image_size)
-    train_images = _images(run.target, "train", run.train_indices[np.unique(order)],
-                           run.image_size)
+    test_images, _ = data.subset_arrays(run.target.test, run.test_indices[:rows],
+                                        run.image_size, batch_size=64)
+    train_images, _ = data.subset_arrays(run.target.train, run.train_indices[np.unique(order)],
+                                         run.image_size, batch_size=64)
     lookup = {int(j): image for j, image in zip(np.unique(order), train_images)}
     axes = sub.subplots(rows, order.shape[1] + 1, squeeze=False)
     names = run.class_names

@@ -10,19 +10,33 @@ import tempfile
 from pathlib import Path
 
 
+# Files a background training job rewrites while it runs (its resumable checkpoint, logs and
+# history): they are data, not code, and would otherwise mark every row of a sweep run beside
+# the training "+dirty".
+TRAINING_IN_PROGRESS = ("saved_models/*/checkpoint/**", "saved_models/*/logs/**",
+                        "saved_models/*/history.csv")
+
+
 @functools.cache
 def git_commit() -> str:
-    """The commit of the checkout this package runs from ("unknown" outside git), with
-    a ``+dirty`` suffix when tracked files have uncommitted changes.
+    """The commit of the checkout this package runs from (see ``checkout_commit``).
 
     Read once per process: a long sweep records the code it started with, not a commit
     made while it ran (nor "+dirty" from the results file it is itself writing)."""
-    root = Path(__file__).resolve().parent.parent
+    return checkout_commit(Path(__file__).resolve().parent.parent)
+
+
+def checkout_commit(root) -> str:
+    """The commit checked out at ``root`` ("unknown" outside git), with a ``+dirty`` suffix
+    when tracked files other than a training run's checkpoint, logs and history
+    (``TRAINING_IN_PROGRESS``) have uncommitted changes."""
+    excludes = [f":(exclude,glob){pattern}" for pattern in TRAINING_IN_PROGRESS]
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
                                 text=True, check=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                ".", *excludes], cwd=root, capture_output=True, text=True,
+                               timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return commit + ("+dirty" if dirty else "")

@@ -298,7 +298,8 @@ def run_saliency(model_refs, dataset: str, num_images: int, out, smooth: bool = 
     models = [(ref, saving.load_model(ref), saving.read_config(ref)) for ref in model_refs]
     sizes = {ref: model_input_size(model, 224) for ref, model, _ in models}
     shown_size = max(sizes.values())
-    images = {size: _test_images(target, indices, size) for size in set(sizes.values())}
+    images = {size: data.subset_arrays(target.test, indices, size)[0]
+              for size in set(sizes.values())}
     method = f"SmoothGrad ({samples} samples, noise {noise:g})" if smooth else "Gradient"
     columns = []
     for k, (ref, model, config) in enumerate(models):
@@ -321,10 +322,3 @@ def run_saliency(model_refs, dataset: str, num_images: int, out, smooth: bool = 
                  "input_size": sizes[ref], "label": "predicted" if c.uses_predictions else "true",
                  "mean_abs_gradient": float(np.mean(np.abs(c.gradients)))}
                 for (ref, _, _), c in zip(models, columns)]}
-
-
-def _test_images(target, indices, size: int) -> np.ndarray:
-    from tftransfer import data
-
-    batches = data.pipeline(target.test, indices, size, 256, cache=False)
-    return np.concatenate([x.numpy() for x, _ in batches])

@@ -243,7 +243,16 @@ def epochs_is_a_variable(frame: pd.DataFrame) -> bool:
         return False
     cell = [key for key in ("target", "source", "train_images", "unfrozen_blocks")
             if key in frame.columns]
-    return bool((frame.groupby(cell)["epochs"].nunique() > 1).any())
+    return _epochs_per_cell(frame, cell) is None
+
+
+def _epochs_per_cell(frame: pd.DataFrame, keys) -> dict | None:
+    """Cell -> its one epoch budget, the cells being the groups of ``keys``; None when some
+    cell holds several budgets. ``epochs`` is a validated integer column (never missing)."""
+    budgets = frame.groupby(keys)["epochs"].unique()
+    if any(len(values) > 1 for values in budgets):
+        return None
+    return {cell: values[0] for cell, values in budgets.items()}
 
 
 def curve_keys(frame: pd.DataFrame) -> list[str]:
@@ -718,10 +727,8 @@ def _epochs_by_n(rows: pd.DataFrame) -> dict:
     same for all); {} otherwise (nothing worth a label)."""
     if "epochs" not in rows.columns or rows["epochs"].nunique() < 2:
         return {}
-    per_n = rows.groupby("train_images")["epochs"].unique()
-    if any(len(values) > 1 for values in per_n):
-        return {}
-    return {n: int(values[0]) for n, values in per_n.items()}
+    per_n = _epochs_per_cell(rows, "train_images")
+    return {} if per_n is None else {n: int(epochs) for n, epochs in per_n.items()}
 
 
 def table_groups(frame: pd.DataFrame):

@@ -22,12 +22,6 @@ import numpy as np
 from tftransfer import data, saving
 
 
-def arrays(image_set, indices, image_size):
-    """The images and labels of ``image_set[indices]`` as numpy arrays, model-ready."""
-    batches = list(data.pipeline(image_set, indices, image_size, 256))
-    return (np.concatenate([x for x, _ in batches]), np.concatenate([y for _, y in batches]))
-
-
 def accuracy(model, images, labels) -> float:
     return float(np.mean(np.argmax(model.predict(images, verbose=0), -1) == labels))
 
@@ -47,8 +41,8 @@ def main() -> None:
     size = model.input_shape[1]
     train_idx = data.select_subset(target.train.labels, cfg["data"]["train_images"], cfg["seed"])
     test_idx = np.sort(data.select_subset(target.test.labels, args.test_images, 0))
-    x_train, _ = arrays(target.train, train_idx, size)
-    x_test, y_test = arrays(target.test, test_idx, size)
+    x_train, _ = data.subset_arrays(target.train, train_idx, size)
+    x_test, y_test = data.subset_arrays(target.test, test_idx, size)
 
     before = accuracy(model, x_test, y_test)
     for _ in range(args.passes):
