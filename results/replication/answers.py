@@ -7,7 +7,8 @@ its own column, labelled by its training eps:
   (a) robust minus natural per N, paired by seed, ± the 95% half-width (bold: clear of zero),
       beside the paper's difference (3 blocks);
   (b) the change of that difference per doubling of N (95% interval);
-  (c) how many times fewer images reach the natural source's accuracy;
+  (c) how many times fewer images reach the natural source's accuracy (the paper's own
+      ratios computed the same way from its table);
   (d) the epochs to reach the natural source's final accuracy.
 """
 
@@ -19,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from paper_table import PAPER  # same directory: run as a script
+from tftransfer import stats
 
 BLOCKS = {0: "head only", 3: "last stage"}
 TARGETS = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST"}
@@ -36,8 +38,9 @@ def columns(frame: pd.DataFrame) -> list[tuple]:
             for blocks in BLOCKS for row in sources.itertuples()]
 
 
-def grid(frame: pd.DataFrame, target: str, cell_text, paper: bool = False) -> str:
-    """Rows N, one column per (blocks, source) of ``target``; ``cell_text(row)`` fills it."""
+def grid(frame: pd.DataFrame, target: str, cell_text, paper: dict | None = None) -> str:
+    """Rows N, one column per (blocks, source) of ``target``; ``cell_text(row)`` fills it;
+    ``paper`` ((target, N) -> text) adds the paper's column."""
     rows = frame[frame.target == target]
     lookup = {(r.train_images, r.unfrozen_blocks, r.source): r for r in rows.itertuples()}
     cols = columns(rows)
@@ -47,9 +50,26 @@ def grid(frame: pd.DataFrame, target: str, cell_text, paper: bool = False) -> st
         cells = [str(n)] + [cell_text(lookup[(n, b, s)]) if (n, b, s) in lookup else "-"
                             for b, s, _ in cols]
         if paper:
-            cells.append(f"{PAPER[target][n][2]:+.1f}" if n in PAPER.get(target, {}) else "-")
+            cells.append(paper.get((target, n), "-"))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def paper_differences() -> dict:
+    """(target, N) -> the paper's robust-minus-natural difference, as it reports it."""
+    return {(target, n): f"{values[2]:+.1f}" for target, by_n in PAPER.items()
+            for n, values in by_n.items()}
+
+
+def paper_efficiency() -> dict:
+    """(target, N) -> the paper's times-fewer-images ratio, computed from its table exactly
+    as ``report`` computes ours (``stats.data_efficiency``: interpolation in log N)."""
+    rows = [{"target": target, "source": source, "train_images": n, "unfrozen_blocks": 3,
+             "accuracy_mean": accuracy / 100}
+            for target, by_n in PAPER.items() for n, (natural, robust, _) in by_n.items()
+            for source, accuracy in (("natural", natural), ("robust", robust))]
+    efficiency = stats.data_efficiency(pd.DataFrame(rows), "natural")
+    return {(row.target, row.train_images): row.ratio_text for row in efficiency.itertuples()}
 
 
 def difference_text(row) -> str:
@@ -111,7 +131,7 @@ def main(report_dir: str = "results/replication/report") -> None:
     print("Paired by seed, ± the 95% t half-width; **bold**: the interval excludes zero. "
           "The paper's column: its L2 eps 3 minus natural, 3 blocks.\n")
     for target in targets:
-        print(f"### {TARGETS[target]}\n\n{grid(differences, target, difference_text, True)}\n")
+        print(f"### {TARGETS[target]}\n\n{grid(differences, target, difference_text, paper_differences())}\n")
     print("## (b) Change of the difference per doubling of N (points, 95% interval)\n")
     print(trend_table(trend, differences) + "\n")
     print("## (c) Times fewer training images to reach the natural source's accuracy at N\n")
@@ -119,7 +139,7 @@ def main(report_dir: str = "results/replication/report") -> None:
           "largest N.\n")
     for target in targets:
         print(f"### {TARGETS[target]}\n\n"
-              f"{grid(efficiency, target, lambda row: str(row.ratio_text))}\n")
+              f"{grid(efficiency, target, lambda row: str(row.ratio_text), paper_efficiency())}\n")
     print("## (d) Epochs to reach the natural source's final accuracy\n")
     print("Natural's first epoch at its own final mean accuracy → the robust source's "
           "(speed-up); curves every 5 epochs on 2,000 test images.\n")

@@ -3,7 +3,8 @@
 # single MNIST runs with the natural source at the smallest N, each with the paper's recipe and
 # only the number of epochs changed, plus the BatchNorm-statistics probe. Prints one line per
 # run: final test accuracy on the 10,000 test images, last-epoch training accuracy, and the
-# test curve (every 5 epochs, 2,000 images) at a few points. Output: results/replication/epochs_probe.txt
+# test curve (every 5 epochs, 2,000 images) at a few points. Output: results/replication/epochs_probe.txt,
+# and each run's per-epoch history (training and test curves) in results/replication/epochs_probe/.
 #   bash results/replication/epochs_probe.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -14,6 +15,8 @@ run() {  # name, N, unfrozen blocks, epochs
   python main.py transfer --target mnist --source "$SOURCE" --train-images "$2" \
     --unfrozen-blocks "$3" --epochs "$4" --eval-every 5 --curve-test-images 2000 --seed 0 \
     --data-dir "$DATA_DIR" --no-download --out "$OUT/$1" > /dev/null
+  mkdir -p results/replication/epochs_probe
+  cp "$OUT/$1/history.csv" "results/replication/epochs_probe/$1.history.csv"
   python - "$OUT/$1" "$4" <<'PY'
 import json, sys
 import pandas as pd
