@@ -81,6 +81,9 @@ class PlotsTest(unittest.TestCase):
                                  test_accuracy=robust["test_accuracy"] - 0.05)
         table = stats.validate_results(pd.concat(
             [table.assign(source_eps=table["source"].map({"robust": 0.5})), stronger]))
+        other_natural = table.loc[table["source"] == "natural"].assign(source="natural-2",
+                                                                         source_eps=0.0)
+        table = stats.validate_results(pd.concat([table, other_natural]))
         differences = stats.paired_differences(table, "natural")
         self.assertFalse(plots.has_eps_trend(self.differences, "cifar10"))  # one eps only
         self.assertTrue(plots.has_eps_trend(differences, "cifar10"))

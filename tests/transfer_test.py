@@ -1,5 +1,6 @@
 """Tests of the fine-tuning recipe."""
 
+import json
 import tempfile
 from pathlib import Path
 
@@ -99,6 +100,23 @@ class ScheduleTest(tf.test.TestCase):
 
 
 class FineTuneTest(TransferTestCase):
+
+    def test_the_threat_model_is_read_from_pretrain_and_convert_configs(self):
+        pretrained = {"attack": {"attack": "l2", "eps": 0.5, "attack_steps": 3}}
+        converted = {"attack": "l2", "eps": 3.0}  # convert --published robust-resnet50-l2-eps3
+        self.assertEqual(transfer.threat_model(pretrained), ("l2", 0.5))
+        self.assertEqual(transfer.threat_model(converted), ("l2", 3.0))
+        self.assertEqual(transfer.threat_model({"attack": "none", "eps": 0.0}), ("none", 0.0))
+        self.assertEqual(transfer.threat_model({"attack": None, "eps": None}), ("none", 0.0))
+        self.assertEqual(transfer.threat_model({}), ("none", 0.0))
+
+    def test_a_converted_robust_source_is_recorded_as_robust(self):
+        config_path = self.source / "config.json"
+        config = json.loads(config_path.read_text())
+        config.update(attack="linf", eps=4 / 255)  # how convert --published writes it
+        config_path.write_text(json.dumps(config))
+        identity = transfer.load_source(str(self.source)).identity
+        self.assertEqual((identity["source_attack"], identity["source_eps"]), ("linf", 4 / 255))
 
     def test_run_record_and_result_row(self):
         row = transfer.fine_tune(self.config(eval_every=1))

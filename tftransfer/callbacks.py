@@ -74,8 +74,7 @@ class StopOnNaN(keras.callbacks.Callback):
         self.bad_epoch = None
 
     def on_epoch_end(self, epoch, logs=None):
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
+        if not _is_finite_loss(logs):
             self.bad_epoch = epoch + 1
             self.model.stop_training = True
 
@@ -91,3 +90,22 @@ def _current_learning_rate(model) -> float:
     optimizer = model.optimizer
     learning_rate = optimizer.learning_rate
     return float(keras.ops.convert_to_numpy(learning_rate))
+
+
+class BackupUnlessNaN(keras.callbacks.BackupAndRestore):
+    """``BackupAndRestore`` that never checkpoints an epoch whose loss is NaN or infinite.
+
+    Keras saves at every epoch end, so without this a diverged run would leave NaN weights
+    as its resume point: a re-run would continue from them, and a NaN in the last epoch
+    would even be finished and saved as the model. The last finite epoch stays the resume
+    point instead.
+    """
+
+    def on_epoch_end(self, epoch, logs=None):
+        if _is_finite_loss(logs):
+            super().on_epoch_end(epoch, logs)
+
+
+def _is_finite_loss(logs) -> bool:
+    loss = (logs or {}).get("loss")
+    return loss is None or math.isfinite(float(loss))

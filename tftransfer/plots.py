@@ -181,10 +181,12 @@ def plot_difference_vs_images(differences: pd.DataFrame, target: str,
 
 
 def eps_sources(differences: pd.DataFrame) -> pd.DataFrame:
-    """The rows of ``differences`` whose source has an eps (the attacked sources)."""
+    """The rows of ``differences`` whose source was trained against an attack with a known
+    eps (a natural source other than the baseline carries eps 0 and is left out)."""
     if "source_eps" not in differences.columns:
         return differences.iloc[0:0]
-    return differences.loc[differences["source_eps"].notna()]
+    attacked = differences["source_attack"] != stats.NATURAL_ATTACK
+    return differences.loc[attacked & differences["source_eps"].notna()]
 
 
 def has_eps_trend(differences: pd.DataFrame, target: str) -> bool:

@@ -18,7 +18,7 @@ import numpy as np
 
 from tftransfer import data, resnet, runs, runtime, saving
 from tftransfer.adversarial import AdversarialTrainer
-from tftransfer.callbacks import HistoryCSV, StopOnNaN
+from tftransfer.callbacks import BackupUnlessNaN, HistoryCSV, StopOnNaN
 from tftransfer.config import PretrainConfig, from_dict, to_dict
 from tftransfer.errors import UserError
 from tftransfer.optim import make_optimizer
@@ -69,8 +69,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
     nan_guard = StopOnNaN()
     callbacks = [
         # First, so that the other callbacks see the restored epoch.
-        keras.callbacks.BackupAndRestore(str(out / "checkpoint"), double_checkpoint=True,
-                                         delete_checkpoint=False),
+        BackupUnlessNaN(str(out / "checkpoint"), double_checkpoint=True, delete_checkpoint=False),
         HistoryCSV(out / "history.csv"),
         keras.callbacks.TensorBoard(str(out / "logs"), update_freq="epoch"),
         nan_guard,
@@ -82,13 +81,21 @@ def pretrain(cfg: PretrainConfig) -> dict:
     with runtime.progress_to_stderr():
         history = trainer.fit(train_ds, epochs=cfg.epochs, validation_data=test_ds,
                               callbacks=callbacks, shuffle=False, steps_per_epoch=steps_per_epoch,
-                              validation_freq=cfg.eval_every,
+                              validation_freq=evaluation_epochs(cfg.epochs, cfg.eval_every),
                               verbose=1 if sys.stderr.isatty() else 2)
     if nan_guard.bad_epoch is not None:
         raise UserError(f"The training loss became NaN at epoch {nan_guard.bad_epoch}; lower "
-                        f"the learning rate (now {cfg.optim.learning_rate}) or check the data.")
+                        f"the learning rate (now {cfg.optim.learning_rate}) with a new --out, "
+                        f"or check the data. {out} keeps the last finite epoch.")
     return _finish(cfg, out, trainer, test_ds, target, image_size, len(train_idx),
                    len(test_idx), time.time() - start, history)
+
+
+def evaluation_epochs(epochs: int, every: int) -> list[int]:
+    """The 1-based epochs with a test evaluation: every ``every``-th, and always the last
+    (Keras' integer ``validation_freq`` would skip it when ``every`` does not divide
+    ``epochs``)."""
+    return sorted(set(range(every, epochs + 1, every)) | {epochs})
 
 
 def build_classifier(cfg: PretrainConfig, num_classes: int, image_size: int, mean, std):

@@ -49,17 +49,32 @@ def load_source(reference: str | None) -> SourceModel:
     model = saving.load_model(reference)
     config = saving.read_config(reference)
     registered = sources.get(reference)
-    attack = config.get("attack", {}) if isinstance(config.get("attack"), dict) else {}
+    attack, eps = (registered.attack, registered.eps) if registered else threat_model(config)
     identity = {
         "source": reference,
         "source_path": str(saving.resolve_model_path(reference)),
         "source_arch": config.get("arch", model.name),
         "source_dataset": config.get("dataset"),
-        "source_attack": registered.attack if registered else attack.get("attack", "none"),
-        "source_eps": registered.eps if registered else attack.get("eps", 0.0),
+        "source_attack": attack,
+        "source_eps": eps,
         "source_git_commit": config.get("git_commit"),
     }
     return SourceModel(model, identity)
+
+
+def threat_model(config: dict) -> tuple[str, float]:
+    """``(attack, eps)`` a source model was trained with, from its ``config.json``.
+
+    ``pretrain`` stores ``{"attack": {"attack": "l2", "eps": 0.5, ...}}``; ``convert``
+    stores ``{"attack": "l2", "eps": 3.0}`` (or ``None`` when the checkpoint's origin is
+    unknown). A model without either is taken as natural.
+    """
+    attack = config.get("attack")
+    if isinstance(attack, dict):
+        return str(attack.get("attack", "none")), float(attack.get("eps") or 0.0)
+    if isinstance(attack, str):
+        return attack, float(config.get("eps") or 0.0)
+    return "none", 0.0
 
 
 def with_input_size(model: keras.Model, image_size: int, precision: str | None = None,
