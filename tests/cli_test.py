@@ -8,12 +8,13 @@ from unittest import mock
 
 import tensorflow as tf
 
+import pipelines
 import tftransfer
 from tests.helpers import SHARED_TFDS, make_image_folder
-from tftransfer import cli, training
+from tftransfer import cli, sweeps, training
 from tftransfer.callbacks import HistoryCSV
 from tftransfer.commands import COMMAND_MODULES
-from tftransfer.config import DataConfig, ModelConfig, PretrainConfig
+from tftransfer.config import DataConfig, ModelConfig, PretrainConfig, SweepConfig
 
 
 def run_cli(*argv):
@@ -42,11 +43,97 @@ class HelpTest(tf.test.TestCase):
         self.assertRegex(err, r"^error: No model at 'no/such/model'.*\n$")
         self.assertNotIn("Traceback", err)
 
+    def test_a_json_out_in_a_missing_folder_is_refused_before_any_work(self):
+        with mock.patch("tftransfer.data.prepared_datasets") as work:
+            code, out, err = run_cli("datasets", "--json-out", "/no/such/folder/x.json")
+        self.assertEqual(code, 2)
+        self.assertIn("--json-out /no/such/folder/x.json", err)
+        work.assert_not_called()
+
+    def test_an_unwritable_json_out_keeps_the_result_on_stdout(self):
+        folder = Path(self.get_temp_dir())
+        with mock.patch("builtins.open", side_effect=PermissionError(13, "Permission denied")):
+            code, out, err = run_cli("datasets", "--data-dir", SHARED_TFDS,
+                                     "--json-out", folder / "x.json")
+        self.assertEqual(code, 2)
+        names = {d["name"] for d in json.loads(out.strip().splitlines()[-1])["datasets"]}
+        self.assertIn("mnist", names)
+        self.assertIn("Permission denied", err)
+
+    def test_interrupt_message_says_whether_the_command_resumes(self):
+        with mock.patch("tftransfer.commands.datasets.run", side_effect=KeyboardInterrupt):
+            code, _, err = run_cli("datasets")
+        self.assertEqual(code, 130)
+        self.assertIn("re-running starts it again", err)
+        with mock.patch("tftransfer.commands.report.run", side_effect=KeyboardInterrupt):
+            self.assertIn("starts it again", run_cli("report", "--results", "x")[2])
+        with mock.patch("tftransfer.commands.pretrain.run", side_effect=KeyboardInterrupt):
+            code, _, err = run_cli("pretrain", "--dataset", "mnist", "--out", "x")
+        self.assertIn("the same command resumes it", err)
+
     def test_datasets_lists_the_offline_folder(self):
         code, out, _ = run_cli("datasets", "--data-dir", SHARED_TFDS)
         self.assertEqual(code, 0)
         names = {d["name"] for d in json.loads(out.strip().splitlines()[-1])["datasets"]}
         self.assertIn("mnist", names)
+
+
+class SweepCommandTest(tf.test.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.tmp = Path(self.get_temp_dir())
+        target = make_image_folder(self.tmp / "images", classes=("a", "b"), split=True)
+        # Its only source is not trained: every cell fails at once, without training.
+        sweep = SweepConfig(name="cli-test", sources=(str(self.tmp / "untrained"),),
+                            targets=(str(target),), train_images=(4, 6), unfrozen_blocks=(0,),
+                            seeds=(0,), epochs=1, description="A test sweep.")
+        pipelines.names()  # load the real configs first, or stop() would drop them
+        registry = mock.patch.dict(pipelines.REGISTRY, {sweep.name: sweep})
+        registry.start()
+        self.addCleanup(registry.stop)
+        self.results = self.tmp / "results"
+
+    def test_failed_runs_exit_1_after_the_usual_result_line(self):
+        code, out, err = run_cli("sweep", "--config", "cli-test", "--results", self.results)
+        self.assertEqual(code, 1)
+        result = json.loads(out.strip().splitlines()[-1])
+        self.assertEqual(list(result), ["sweep", "shard", "cells", "finished_before", "ran",
+                                        "failed", "remaining", "results", "features_computed"])
+        self.assertEqual((result["cells"], result["ran"], result["failed"]), (2, 0, 2))
+        self.assertIn("sweep cli-test: 2 of 2 runs failed", err)
+
+    def test_a_sweep_without_failures_exits_0(self):
+        self.results.mkdir()
+        rows = ["run_key,sweep"] + [f"{c.key},cli-test" for c in
+                                    sweeps.cells(pipelines.get("cli-test"))]
+        (self.results / "results.csv").write_text("\n".join(rows) + "\n")
+        code, out, _ = run_cli("sweep", "--config", "cli-test", "--results", self.results)
+        self.assertEqual(code, 0)
+        self.assertEqual(json.loads(out.strip().splitlines()[-1])["finished_before"], 2)
+
+    def test_list_prints_every_registered_sweep_with_its_description(self):
+        code, out, err = run_cli("sweep", "--list")
+        self.assertEqual(code, 0)
+        listed = json.loads(out.strip().splitlines()[-1])["sweeps"]
+        self.assertEqual([s["name"] for s in listed], pipelines.names())
+        self.assertIn({"name": "cli-test", "description": "A test sweep."}, listed)
+        self.assertRegex(err, r"\n  cli-test +A test sweep\.\n")
+        code, _, err = run_cli("sweep")
+        self.assertEqual(code, 2)
+        self.assertIn("one of the arguments --config --list is required", err)
+
+    def test_bad_arguments_stop_with_one_sentence_before_any_run(self):
+        for args, message in ((["--config", "nope"], "error: Unknown sweep config 'nope'"),
+                              (["--config", "cli-test", "--shard", "3/2"], "between 1 and n"),
+                              (["--config", "cli-test", "--max-runs", "0"],
+                               "error: --max-runs must be at least 1, got 0.")):
+            with self.subTest(args=args):
+                code, out, err = run_cli("sweep", *args, "--results", self.results)
+                self.assertEqual((code, out), (2, ""))
+                self.assertIn(message, err)
+                self.assertNotIn("Traceback", err)
+        self.assertFalse(self.results.exists())
 
 
 class PretrainEvaluateTest(tf.test.TestCase):

@@ -101,6 +101,18 @@ class TfdsTest(tf.test.TestCase):
         with self.assertRaisesRegex(UserError, "Unknown dataset 'mnsit'.*'mnist'"):
             data.load("mnsit", data_dir=str(SHARED_TFDS))
 
+    def test_a_tfds_config_name_is_not_taken_for_a_folder(self):
+        # "name/config" reaches TFDS (not "Image folder ... does not exist").
+        with tempfile.TemporaryDirectory() as tmp:
+            with self.assertRaisesRegex(UserError, "'imagenet_resized/32x32' is not prepared in"):
+                data.load("imagenet_resized/32x32", data_dir=tmp, download=False)
+            with self.assertRaisesRegex(UserError, "no such config or version as 'mnist/color'.*BuilderConfig color not found"):
+                data.load("mnist/color", data_dir=tmp, download=False)
+        with self.assertRaisesRegex(UserError, "Unknown dataset 'no_such/images'.*nor a folder"):
+            data.load("no_such/images", data_dir=str(SHARED_TFDS), download=False)
+        with self.assertRaisesRegex(UserError, "Image folder .* does not exist"):
+            data.load("./no_such/images")
+
     def test_missing_offline_dataset_says_where_it_looked(self):
         with tempfile.TemporaryDirectory() as tmp:
             with self.assertRaisesRegex(UserError, f"not prepared in {tmp}.*--data-dir"):

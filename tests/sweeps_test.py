@@ -1,5 +1,7 @@
 """Tests of sweeps: registered configs, the grid, sharding, atomic rows, resume after kill -9."""
 
+import contextlib
+import io
 import os
 import signal
 import subprocess
@@ -201,6 +203,50 @@ class RunSweepTest(tf.test.TestCase):
         sweeps.run_sweep(sweep, self.tmp / "r", shard="2/2")
         files = sorted(p.name for p in (self.tmp / "r").glob("results*.csv"))
         self.assertEqual(files, ["results.shard-1-of-2.csv", "results.shard-2-of-2.csv"])
+
+    def test_a_new_shard_layout_skips_cells_finished_under_the_old_one(self):
+        sweep = small_sweep(self.sources[:1], self.target, seeds=(0,))
+        results = self.tmp / "relayout"
+        self.assertEqual(sweeps.run_sweep(sweep, results, max_runs=1)["ran"], 1)
+        shards = [sweeps.run_sweep(sweep, results, shard=f"{i}/2") for i in (1, 2)]
+        self.assertEqual(sum(s["finished_before"] for s in shards), 1)
+        self.assertEqual(sum(s["ran"] for s in shards), 1)
+        self.assertEqual(sum(s["remaining"] for s in shards), 0)
+        keys = [row["run_key"] for path in sorted(results.glob("results*.csv"))
+                for row in sweeps.read_rows(path)]
+        self.assertCountEqual(keys, [cell.key for cell in sweeps.cells(sweep)])
+        # And back: the unsharded layout finds the shards' rows.
+        self.assertEqual(sweeps.run_sweep(sweep, results)["finished_before"], 2)
+
+    def test_a_cell_user_error_is_counted_as_failed_and_the_sweep_goes_on(self):
+        # A source not trained yet (its cells come first) and N=2 below the 3 classes.
+        missing = self.tmp / "not-trained-yet"
+        sweep = small_sweep([missing, self.sources[0]], self.target, train_images=(2, 6),
+                            seeds=(0,))
+        results = self.tmp / "cell_errors"
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            result = sweeps.run_sweep(sweep, results)
+        self.assertEqual((result["ran"], result["failed"], result["remaining"]), (1, 3, 3))
+        good = [cell.key for cell in sweeps.cells(sweep) if cell.source == str(self.sources[0])]
+        self.assertEqual([row["run_key"] for row in sweeps.read_rows(results / "results.csv")],
+                         good[1:])
+        for cell in sweeps.cells(sweep):
+            if cell.key != good[1]:
+                self.assertIn(f"run {cell.key} failed: ", err.getvalue())
+        self.assertIn("fewer than the 3 classes", err.getvalue())
+        self.assertNotIn("Traceback", err.getvalue())  # both are UserErrors: just the sentence
+
+    def test_errors_not_about_a_cell_stop_before_any_run(self):
+        sweep = small_sweep(self.sources[:1], self.target, seeds=(0,))
+        results = self.tmp / "refused"
+        for kwargs, message in ((dict(max_runs=0), "--max-runs must be at least 1, got 0"),
+                                (dict(max_runs=-1), "--max-runs must be at least 1, got -1"),
+                                (dict(shard="3/2"), "between 1 and n"),
+                                (dict(sources=["nope"]), "not in sweep")):
+            with self.subTest(**kwargs), self.assertRaisesRegex(UserError, message):
+                sweeps.run_sweep(sweep, results, **kwargs)
+        self.assertFalse(results.exists())
 
     def test_killed_sweep_resumes_with_each_cell_exactly_once(self):
         results = self.tmp / "killed"

@@ -1,7 +1,6 @@
 """Tests of the fine-tuning recipe."""
 
 import json
-import tempfile
 from pathlib import Path
 
 import keras
@@ -117,6 +116,11 @@ class FineTuneTest(TransferTestCase):
         config_path.write_text(json.dumps(config))
         identity = transfer.load_source(str(self.source)).identity
         self.assertEqual((identity["source_attack"], identity["source_eps"]), ("linf", 4 / 255))
+
+    def test_a_diverged_fine_tune_is_an_error_not_a_result(self):
+        config = self.config(optim=OptimConfig(learning_rate=1e30), eval_every=1)
+        with self.assertRaisesRegex(UserError, "diverged.*NaN at epoch 1"):
+            transfer.fine_tune(config)
 
     def test_run_record_and_result_row(self):
         row = transfer.fine_tune(self.config(eval_every=1))

@@ -3,6 +3,8 @@
 Contract for every command: progress and logs go to standard error; the result is
 one JSON object printed as the last line of standard output (and written to
 ``--json-out FILE`` when given). Bad input ends with one sentence and exit code 2.
+A command whose work partly failed still prints its result, then exits with the code
+its ``exit_code(result)`` default returns (``sweep``: 1 when any run failed).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import argparse
 import importlib
 import json
 import sys
+from pathlib import Path
 
 from tftransfer import __version__
 from tftransfer.commands import COMMAND_MODULES
@@ -37,11 +40,22 @@ def build_parser() -> argparse.ArgumentParser:
 def emit_result(result: dict, json_out: str | None = None) -> None:
     """Prints the result as the last line of stdout and optionally writes it to a file."""
     line = json.dumps(result, sort_keys=False, default=_json_default)
-    if json_out:
-        with open(json_out, "w") as handle:
-            handle.write(line + "\n")
-    sys.stdout.write(line + "\n")
+    sys.stdout.write(line + "\n")  # first: a file that cannot be written must not lose it
     sys.stdout.flush()
+    if json_out:
+        try:
+            with open(json_out, "w") as handle:
+                handle.write(line + "\n")
+        except OSError as error:
+            raise UserError(f"Could not write --json-out {json_out} ({error.strerror}); the "
+                            "result is the last line of standard output.") from None
+
+
+def check_json_out(json_out: str | None) -> None:
+    """Refuses a ``--json-out`` whose folder does not exist before any work is done."""
+    if json_out and not Path(json_out).resolve().parent.is_dir():
+        raise UserError(f"--json-out {json_out}: the folder {Path(json_out).parent} does not "
+                        "exist.")
 
 
 def _json_default(value):
@@ -56,14 +70,18 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        check_json_out(args.json_out)
         result = args.run(args)
+        if result is not None:
+            emit_result(result, args.json_out)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; finished work is kept and the same command resumes it.",
+        print("interrupted; " + ("finished work is kept and the same command resumes it."
+                                 if getattr(args, "resumable", False) else
+                                 "nothing of this run is kept; re-running starts it again."),
               file=sys.stderr)
         return 130
-    if result is not None:
-        emit_result(result, args.json_out)
-    return 0
+    exit_code = getattr(args, "exit_code", None)
+    return exit_code(result) if exit_code and result is not None else 0

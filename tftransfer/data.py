@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import functools
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,8 +85,15 @@ def load(target: str, data_dir: str | None = None, download: bool = True,
     return load_tfds(target, data_dir=data_dir, download=download)
 
 
+# TFDS names with a config and/or version, e.g. "imagenet_resized/32x32:0.1.0".
+_TFDS_NAME = re.compile(r"^[a-z][a-z0-9_]*(/[A-Za-z0-9_.\-]+)?(:[0-9.*]+)?$")
+
+
 def _looks_like_path(target: str) -> bool:
-    return os.sep in target or target.startswith(".") or Path(target).is_dir()
+    # "name/config" is a TFDS name unless a folder of that name exists.
+    if Path(target).exists() or target.startswith((".", os.sep, "~")):
+        return True
+    return os.sep in target and not _TFDS_NAME.match(target)
 
 
 def default_data_dir() -> str:
@@ -125,6 +133,9 @@ def _tfds_builder(name: str, data_dir: str | None, download: bool):
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise UserError(f"Unknown dataset {name!r}: it is neither a TFDS dataset nor a folder."
                         f"{hint}") from None
+    except ValueError as error:  # a known dataset without this config or version
+        raise UserError(f"TFDS has no such config or version as {name!r}: "
+                        f"{str(error).splitlines()[0][:300]}") from None
     if _is_prepared(builder):
         return builder
     where = data_dir or default_data_dir()

@@ -3,9 +3,10 @@
 Each cell of a ``SweepConfig`` is one ``transfer.fine_tune`` run. A finished run
 appends exactly one row to the shard's results CSV (rewritten atomically, so a
 crash never leaves half a row); re-running the sweep skips the cells already in
-the table and re-runs failed or interrupted ones. ``--shard i/n`` takes every n-th
-cell of the deterministic cell order, so n machines share a grid without talking
-to each other; ``report`` merges their files.
+any results file of the directory (whatever shard layout wrote them) and re-runs
+failed or interrupted ones. A failed cell does not stop the others. ``--shard i/n``
+takes every n-th cell of the deterministic cell order, so n machines share a grid
+without talking to each other; ``report`` merges their files.
 """
 
 from __future__ import annotations
@@ -108,6 +109,19 @@ def read_rows(path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
+def finished_keys(results_dir) -> set[str]:
+    """The ``run_key`` of every row of every results file in ``results_dir`` (the files
+    ``report`` merges, all shards included), so a cell finished under another shard
+    layout counts as done."""
+    from tftransfer.stats import find_result_files  # pandas/scipy: only once a sweep runs
+
+    try:
+        files = find_result_files(results_dir)
+    except UserError:  # no directory or no results file yet: nothing is finished
+        return set()
+    return {row["run_key"] for path in files for row in read_rows(path) if row.get("run_key")}
+
+
 def append_row(path, row: dict) -> None:
     """Adds ``row`` to the CSV by rewriting it atomically (the columns are the union)."""
     rows = read_rows(path) + [row]
@@ -134,6 +148,12 @@ def transfer_config(sweep: SweepConfig, cell: Cell, run_dir: Path, data_dir=None
     return apply_overrides(cfg, sweep.recipe)
 
 
+def check_max_runs(max_runs: int | None) -> None:
+    """Refuses a ``max_runs`` below 1 (a slice with -1 would silently skip the last cell)."""
+    if max_runs is not None and max_runs < 1:
+        raise UserError(f"--max-runs must be at least 1, got {max_runs}.")
+
+
 def run_sweep(sweep: SweepConfig, results_dir, shard: str | None = None,
               max_runs: int | None = None, data_dir=None, download=True,
               save_models: bool = False, cache=None, sources=None) -> dict:
@@ -145,33 +165,33 @@ def run_sweep(sweep: SweepConfig, results_dir, shard: str | None = None,
 
     Returns:
       Counts of cells, finished-before, run now and failed, and the results file.
+
+    Raises:
+      UserError: for bad arguments (shard, sources, max_runs), before any cell runs. A
+        cell's own UserError is logged and counted as failed instead.
     """
     from tqdm import tqdm
 
     from tftransfer import transfer
 
+    check_max_runs(max_runs)
     index, count = parse_shard(shard)
     runs.git_commit()  # pinned now, before this sweep's rows make the checkout dirty
     results_dir = Path(results_dir)
     path = results_file(results_dir, index, count)
     mine = select_sources(shard_cells(cells(sweep), index, count), sweep, sources)
     # Rows of other cells (other sources, with --sources) are neither done nor to do here.
-    done = {row["run_key"] for row in read_rows(path)} & {cell.key for cell in mine}
+    done = finished_keys(results_dir) & {cell.key for cell in mine}
     todo = [cell for cell in mine if cell.key not in done][:max_runs]
     cache = cache or transfer.RunCache()
     failed, ran = [], 0
     print(f"sweep {sweep.name} shard {index}/{count}: {len(mine)} cells, {len(done)} finished "
           f"before, {len(todo)} to run now -> {path}", file=sys.stderr)
     for cell in tqdm(todo, desc=f"sweep {sweep.name}", unit="run", file=sys.stderr):
-        run_dir = results_dir / "runs" / cell.key.replace("|", "__").replace("/", "_")
-        try:
-            row = transfer.fine_tune(transfer_config(sweep, cell, run_dir, data_dir, download),
-                                     cache=cache, save_model=save_models, verbose=False)
-        except UserError:
-            raise  # a config problem fails every cell the same way: stop and say it
-        except Exception:  # one broken run should not end a long sweep; it is retried
+        row = _run_cell(sweep, cell, results_dir, cache,
+                        dict(data_dir=data_dir, download=download), save_models)
+        if row is None:
             failed.append(cell.key)
-            print(f"\nrun {cell.key} failed:\n{traceback.format_exc()}", file=sys.stderr)
             continue
         append_row(path, {"run_key": cell.key, "sweep": sweep.name, **row,
                           "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")})
@@ -180,3 +200,25 @@ def run_sweep(sweep: SweepConfig, results_dir, shard: str | None = None,
             "finished_before": len(done), "ran": ran, "failed": len(failed),
             "remaining": len(mine) - len(done) - ran, "results": str(path),
             "features_computed": cache.computed}
+
+
+def _run_cell(sweep: SweepConfig, cell: Cell, results_dir: Path, cache, data: dict,
+              save_models: bool) -> dict | None:
+    """Fine-tunes one cell: its result row, or None (after logging why) when it failed.
+
+    Failures are logged and not raised: one bad cell should not end a long sweep, and
+    re-running the sweep retries it.
+    """
+    from tftransfer import transfer
+
+    run_dir = results_dir / "runs" / cell.key.replace("|", "__").replace("/", "_")
+    try:
+        return transfer.fine_tune(transfer_config(sweep, cell, run_dir, **data),
+                                  cache=cache, save_model=save_models, verbose=False)
+    except UserError as error:
+        # This cell's own problem (N below the target's class count, a source not trained
+        # yet): the message says it all, and the other sources' cells may well run.
+        print(f"\nrun {cell.key} failed: {error}", file=sys.stderr)
+    except Exception:
+        print(f"\nrun {cell.key} failed:\n{traceback.format_exc()}", file=sys.stderr)
+    return None

@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from tftransfer import data, resnet, runs, runtime, saving, sources
 from tftransfer.adversarial import AdversarialTrainer
-from tftransfer.callbacks import HistoryCSV
+from tftransfer.callbacks import HistoryCSV, StopOnNaN
 from tftransfer.config import TransferConfig, to_dict
 from tftransfer.errors import UserError
 from tftransfer.optim import make_optimizer
@@ -529,10 +529,16 @@ def _train(cfg, trainer, train_ds, test_ds, curve_ds, steps, out: Path, verbose:
     history_file = out / "history.csv"
     if history_file.exists():
         history_file.unlink()  # a re-run replaces the record of an unfinished one
+    nan_guard = StopOnNaN()
     with runtime.progress_to_stderr():
         trainer.fit(train_ds, epochs=cfg.epochs, steps_per_epoch=steps, shuffle=False,
                     verbose=2 if verbose else 0,
-                    callbacks=[evaluator, HistoryCSV(history_file)])
+                    callbacks=[evaluator, HistoryCSV(history_file), nan_guard])
+    if nan_guard.bad_epoch is not None:
+        # A diverged head would otherwise be recorded as a chance-level test accuracy.
+        raise UserError(f"Fine-tuning diverged: the training loss became NaN at epoch "
+                        f"{nan_guard.bad_epoch}; lower the learning rate (now "
+                        f"{cfg.optim.learning_rate}) or check the data.")
     return evaluator
 
 

@@ -125,7 +125,7 @@ def main(report_dir: str = "results/replication/report") -> None:
     baseline = differences.baseline.iloc[0]
     targets = [t for t in TARGETS if t in set(differences.target)]
     print(f"# Answers (a)-(d): robust sources vs `{baseline}`\n")
-    print(f"Written by `python results/replication/answers.py` from [report/](report/summary.md)"
+    print("Written by `python results/replication/answers.py` from [report/](report/summary.md)"
           " (do not edit by hand). Columns: the unfrozen blocks and the source's training eps.\n")
     print("## (a) Robust minus natural test accuracy (points)\n")
     print("Paired by seed, ± the 95% t half-width; **bold**: the interval excludes zero. "

@@ -37,7 +37,7 @@ def register(subparsers):
     add_attack_arguments(parser, default_steps=7)
     add_precision_argument(parser)
     add_data_arguments(parser)
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=run, resumable=True)
     return parser
 
 

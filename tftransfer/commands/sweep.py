@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from tftransfer.commands.common import add_data_arguments
 
 
@@ -10,18 +12,23 @@ def register(subparsers):
         "sweep", help="run a registered grid of fine-tuning runs (resumable, shardable)",
         description="Runs every unfinished cell of a sweep config from pipelines/ and appends "
                     "one row per finished run to DIR/results.csv. Re-running skips finished "
-                    "cells; --shard i/n splits the grid across machines.")
-    parser.add_argument("--config", required=True, help="registered sweep name (--list shows them)")
+                    "cells; --shard i/n splits the grid across machines. Exits with 1 when "
+                    "any run failed (the others still ran; re-running retries the failed).")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--config", help="registered sweep name (--list shows them)")
+    which.add_argument("--list", action="store_true",
+                       help="list the registered sweeps with a description and exit")
     parser.add_argument("--results", default=None, help="results directory (default: results/NAME)")
     parser.add_argument("--shard", default=None, metavar="i/n", help="run only shard i of n")
     parser.add_argument("--sources", nargs="+", default=None, metavar="NAME",
                         help="run only the cells of these sources (e.g. the ones trained so "
                              "far); rows go to the same results file")
-    parser.add_argument("--max-runs", type=int, default=None, help="stop after K runs")
+    parser.add_argument("--max-runs", type=int, default=None, metavar="K",
+                        help="stop after K runs (K >= 1)")
     parser.add_argument("--save-models", action="store_true",
                         help="also save every fine-tuned model (large)")
     add_data_arguments(parser)
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=run, resumable=True, exit_code=exit_code)
     return parser
 
 
@@ -29,7 +36,31 @@ def run(args) -> dict:
     import pipelines
     from tftransfer.sweeps import run_sweep
 
+    if args.list:
+        return list_sweeps()
     sweep = pipelines.get(args.config)
     results = args.results or f"results/{sweep.name}"
     return run_sweep(sweep, results, args.shard, args.max_runs, args.data_dir, args.download,
                      args.save_models, sources=args.sources)
+
+
+def list_sweeps() -> dict:
+    """Prints each registered sweep's name and description (to stderr, like ``datasets``)."""
+    import pipelines
+
+    sweeps = [{"name": name, "description": pipelines.get(name).description}
+              for name in pipelines.names()]
+    print("Registered sweeps (sweep --config NAME):", file=sys.stderr)
+    for entry in sweeps:
+        print(f"  {entry['name']:<16} {entry['description']}", file=sys.stderr)
+    return {"sweeps": sweeps}
+
+
+def exit_code(result: dict) -> int:
+    """1 when any run failed, so Slurm arrays and CI see it; the counts go to stderr."""
+    failed = result.get("failed", 0)
+    if not failed:
+        return 0
+    print(f"sweep {result['sweep']}: {failed} of {failed + result['ran']} runs failed (errors "
+          "above); the same command retries them.", file=sys.stderr)
+    return 1

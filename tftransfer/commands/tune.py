@@ -52,7 +52,7 @@ def register(subparsers):
     parser.add_argument("--quiet", action="store_true", help="no per-epoch progress")
     add_precision_argument(parser)
     add_data_arguments(parser)
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=run, resumable=True)
     return parser
 
 
