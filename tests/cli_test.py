@@ -43,6 +43,12 @@ class HelpTest(tf.test.TestCase):
         self.assertRegex(err, r"^error: No model at 'no/such/model'.*\n$")
         self.assertNotIn("Traceback", err)
 
+    def test_sizes_below_one_are_refused_by_the_parser(self):
+        for flag in ("--batch-size", "--max-examples"):
+            code, _, err = run_cli("evaluate", "--model", "m", "--dataset", "mnist", flag, "0")
+            self.assertEqual(code, 2)
+            self.assertIn(f"{flag}: must be at least 1, got 0", err)
+
     def test_a_json_out_in_a_missing_folder_is_refused_before_any_work(self):
         with mock.patch("tftransfer.data.prepared_datasets") as work:
             code, out, err = run_cli("datasets", "--json-out", "/no/such/folder/x.json")

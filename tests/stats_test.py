@@ -1,6 +1,8 @@
 """Tests of tftransfer.stats (and the ``report`` command built on it) on synthetic tables."""
 
 import argparse
+import contextlib
+import io
 import json
 import math
 import subprocess
@@ -362,6 +364,20 @@ class ReportCommandTest(unittest.TestCase):
                      "accuracy_vs_epochs_cifar10.png"):
             self.assertGreater((out / name).stat().st_size, 0, name)
         self.assertIn("| 100 | 45.0 / 55.5 (+10.5 ± 6.4) |", (out / "summary.md").read_text())
+
+    def test_curve_images_must_be_measured_sizes(self):
+        results = Path(tempfile.mkdtemp())
+        rows = [make_row(source, seed, 0.5, n=100, curve=[0.2, 0.4, 0.5])
+                for source in (NATURAL, ROBUST) for seed in (0, 1)]
+        pd.DataFrame(rows).to_csv(results / "results.csv", index=False)
+        parser = argparse.ArgumentParser()
+        report.register(parser.add_subparsers())
+        args = parser.parse_args(["report", "--results", str(results), "--curve-images", "7"])
+        with self.assertRaisesRegex(UserError, "--curve-images 7: no run has that N.*N = 100"):
+            args.run(args)
+        self.assertFalse((results / "report").exists())  # refused before writing anything
+        with contextlib.redirect_stderr(io.StringIO()), self.assertRaises(SystemExit):
+            parser.parse_args(["report", "--results", str(results), "--curve-images", "0"])
 
     def test_report_modules_do_not_import_tensorflow(self):
         code = ("import sys, tftransfer.commands.report, tftransfer.reporting, tftransfer.plots, tftransfer.stats; "

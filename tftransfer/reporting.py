@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from tftransfer import plots, runs, stats
+from tftransfer.errors import UserError
 
 
 def _log(message: str) -> None:
@@ -34,6 +35,7 @@ def build_report(args) -> dict:
     out_dir = Path(args.out) if args.out else results_dir / "report"
     tables, notes = _compute(results_dir, args.baseline)
     table = tables["table"]
+    _check_curve_images(args.curve_images, table)
     _log(f"{len(table)} runs, {len(tables['summary'])} cells, baseline {tables['baseline']!r}")
     files = _write_tables(tables, out_dir)
     files += _write_figures(tables, out_dir, args.curve_images)
@@ -42,6 +44,15 @@ def build_report(args) -> dict:
     return {"report_dir": str(out_dir), "runs": len(table), "cells": len(tables["summary"]),
             "sources": sorted(table["source"].unique()), "baseline": tables["baseline"],
             "files": [str(path) for path in files], "warnings": len(notes)}
+
+
+def _check_curve_images(curve_images, table: pd.DataFrame) -> None:
+    """Refuses ``--curve-images`` sizes that no run has (they would draw empty panels)."""
+    measured = sorted({int(n) for n in table["train_images"]})
+    missing = sorted(set(curve_images or ()) - set(measured))
+    if missing:
+        raise UserError(f"--curve-images {', '.join(map(str, missing))}: no run has that N; "
+                        f"the results have N = {', '.join(map(str, measured))}.")
 
 
 def _compute(results_dir: Path, baseline: str | None) -> tuple[dict, list[str]]:

@@ -7,6 +7,17 @@ import argparse
 from tftransfer.config import ATTACKS, PRECISIONS
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (sizes and counts where 0 or less means nothing)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     """--data-dir and --download/--no-download."""
     parser.add_argument("--data-dir", default=None,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from tftransfer.commands.common import add_attack_arguments, add_data_arguments, attack_config
+from tftransfer.commands.common import (add_attack_arguments, add_data_arguments, attack_config,
+                                        positive_int)
 
 
 def register(subparsers):
@@ -12,9 +13,9 @@ def register(subparsers):
                     "(cleverhans' implementation unless --attack-impl ours).")
     parser.add_argument("--model", required=True, help="model directory, .keras file or name")
     parser.add_argument("--dataset", required=True, help="TFDS name or image folder")
-    parser.add_argument("--max-examples", type=int, default=None,
+    parser.add_argument("--max-examples", type=positive_int, default=None,
                         help="evaluate on a fixed stratified subset of this many test images")
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--batch-size", type=positive_int, default=256)
     parser.add_argument("--attack-impl", choices=("cleverhans", "ours"), default="cleverhans")
     parser.add_argument("--test-fraction", type=float, default=None,
                         help="held-out share of an image folder without test/ (default: the "

@@ -6,6 +6,8 @@ start-up does not pay for pandas and matplotlib).
 
 from __future__ import annotations
 
+from tftransfer.commands.common import positive_int
+
 
 def register(subparsers):
     """Adds the ``report`` subcommand and returns its parser."""
@@ -21,7 +23,7 @@ def register(subparsers):
     parser.add_argument("--baseline", metavar="SOURCE",
                         help="source every other source is compared with (default: the one "
                              "natural source, source_attack == 'none')")
-    parser.add_argument("--curve-images", metavar="N", type=int, nargs="+",
+    parser.add_argument("--curve-images", metavar="N", type=positive_int, nargs="+",
                         help="training-set sizes shown in the accuracy-vs-epochs figures "
                              "(default: smallest, middle and largest)")
     parser.set_defaults(run=run)
