@@ -248,6 +248,13 @@ class RunSweepTest(tf.test.TestCase):
                 sweeps.run_sweep(sweep, results, **kwargs)
         self.assertFalse(results.exists())
 
+    def test_a_data_problem_stops_the_sweep_once_before_any_run(self):
+        sweep = small_sweep(self.sources[:1], str(self.tmp / "no-such-folder"), seeds=(0, 1))
+        results = self.tmp / "no-data"
+        with self.assertRaisesRegex(UserError, "Image folder .*no-such-folder.* does not exist"):
+            sweeps.run_sweep(sweep, results, download=False)
+        self.assertEqual(sweeps.read_rows(results / "results.csv"), [])
+
     def test_killed_sweep_resumes_with_each_cell_exactly_once(self):
         results = self.tmp / "killed"
         script = textwrap.dedent(f"""

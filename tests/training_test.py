@@ -5,6 +5,7 @@ import math
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from tests.helpers import make_image_folder
@@ -51,6 +52,10 @@ class DivergenceTest(tf.test.TestCase):
         before = (directory / "training_metadata.json").read_text()
         callback.on_epoch_end(1, {"loss": math.nan})
         callback.on_epoch_end(1, {"loss": math.inf})
+        self.assertEqual((directory / "training_metadata.json").read_text(), before)
+        # A finite mean loss but NaN weights (the epoch's last step diverged): not saved either.
+        callback.model.weights[0].assign(np.full((2, 1), np.nan, "float32"))
+        callback.on_epoch_end(1, {"loss": 0.4})
         self.assertEqual((directory / "training_metadata.json").read_text(), before)
 
     def test_a_diverged_pretrain_stops_with_a_clear_error_and_is_not_finished(self):

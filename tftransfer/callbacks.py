@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from tftransfer.runs import write_text_atomic
 
@@ -102,8 +103,14 @@ class BackupUnlessNaN(keras.callbacks.BackupAndRestore):
     """
 
     def on_epoch_end(self, epoch, logs=None):
-        if _is_finite_loss(logs):
+        # The logged loss is a mean over the epoch's steps: the last step can still have
+        # made the weights NaN, so the weights are checked too.
+        if _is_finite_loss(logs) and _finite_weights(self.model):
             super().on_epoch_end(epoch, logs)
+
+
+def _finite_weights(model) -> bool:
+    return all(np.isfinite(keras.ops.convert_to_numpy(w)).all() for w in model.weights)
 
 
 def _is_finite_loss(logs) -> bool:

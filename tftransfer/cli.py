@@ -72,6 +72,9 @@ def main(argv=None) -> int:
     try:
         check_json_out(args.json_out)
         result = args.run(args)
+        exit_code = getattr(args, "exit_code", None)
+        # Decided (and explained on stderr) before --json-out is written, which can fail.
+        code = exit_code(result) if exit_code and result is not None else 0
         if result is not None:
             emit_result(result, args.json_out)
     except UserError as error:
@@ -83,5 +86,4 @@ def main(argv=None) -> int:
                                  "nothing of this run is kept; re-running starts it again."),
               file=sys.stderr)
         return 130
-    exit_code = getattr(args, "exit_code", None)
-    return exit_code(result) if exit_code and result is not None else 0
+    return code

@@ -91,7 +91,7 @@ _TFDS_NAME = re.compile(r"^[a-z][a-z0-9_]*(/[A-Za-z0-9_.\-]+)?(:[0-9.*]+)?$")
 
 def _looks_like_path(target: str) -> bool:
     # "name/config" is a TFDS name unless a folder of that name exists.
-    if Path(target).exists() or target.startswith((".", os.sep, "~")):
+    if Path(target).is_dir() or target.startswith((".", os.sep, "~")):
         return True
     return os.sep in target and not _TFDS_NAME.match(target)
 

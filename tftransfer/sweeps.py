@@ -187,9 +187,10 @@ def run_sweep(sweep: SweepConfig, results_dir, shard: str | None = None,
     failed, ran = [], 0
     print(f"sweep {sweep.name} shard {index}/{count}: {len(mine)} cells, {len(done)} finished "
           f"before, {len(todo)} to run now -> {path}", file=sys.stderr)
+    data = dict(data_dir=data_dir, download=download)
+    load_targets(sweep, todo, results_dir, cache, data)
     for cell in tqdm(todo, desc=f"sweep {sweep.name}", unit="run", file=sys.stderr):
-        row = _run_cell(sweep, cell, results_dir, cache,
-                        dict(data_dir=data_dir, download=download), save_models)
+        row = _run_cell(sweep, cell, results_dir, cache, data, save_models)
         if row is None:
             failed.append(cell.key)
             continue
@@ -200,6 +201,17 @@ def run_sweep(sweep: SweepConfig, results_dir, shard: str | None = None,
             "finished_before": len(done), "ran": ran, "failed": len(failed),
             "remaining": len(mine) - len(done) - ran, "results": str(path),
             "features_computed": cache.computed}
+
+
+def load_targets(sweep: SweepConfig, todo: list, results_dir: Path, cache, data: dict) -> None:
+    """Loads every target of ``todo`` into ``cache`` before any run, so that a data problem
+    (not prepared offline, a wrong --data-dir, a misspelled name) stops the sweep with one
+    sentence instead of failing each of its cells in turn."""
+    first_cell = {}
+    for cell in todo:
+        first_cell.setdefault(cell.target, cell)
+    for cell in first_cell.values():
+        cache.target(transfer_config(sweep, cell, results_dir / "runs", **data))
 
 
 def _run_cell(sweep: SweepConfig, cell: Cell, results_dir: Path, cache, data: dict,

@@ -86,7 +86,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
     if nan_guard.bad_epoch is not None:
         raise UserError(f"The training loss became NaN at epoch {nan_guard.bad_epoch}; lower "
                         f"the learning rate (now {cfg.optim.learning_rate}) with a new --out, "
-                        f"or check the data. {out} keeps the last finite epoch.")
+                        f"or check the data. Checkpoints in {out} stop at the last finite epoch.")
     return _finish(cfg, out, trainer, test_ds, target, image_size, len(train_idx),
                    len(test_idx), time.time() - start, history)
 

@@ -81,9 +81,10 @@ def difference_text(row) -> str:
 
 
 def speedup_text(row) -> str:
+    base = "-" if pd.isna(row.baseline_epoch) else f"{row.baseline_epoch:.0f}"
     if row.status != "ok":
-        return f"{row.baseline_epoch:.0f} → not reached"
-    return f"{row.baseline_epoch:.0f} → {row.source_epoch:.0f} ({row.speedup:.1f}x)"
+        return f"{base} → not reached"
+    return f"{base} → {row.source_epoch:.0f} ({row.speedup:.1f}x)"
 
 
 def trend_table(trend: pd.DataFrame, differences: pd.DataFrame) -> str:

@@ -18,8 +18,14 @@ if [[ -z "${SOURCES:-}" ]]; then
 fi
 echo "replication sweep: sources: ${SOURCES# }" >&2
 # shellcheck disable=SC2086  # SOURCES is a list of names
+status=0
 python main.py sweep --config replication --results "$OUT" --sources $SOURCES \
-  --data-dir "$DATA_DIR" --no-download | tail -1
+  --data-dir "$DATA_DIR" --no-download | tail -1 || status=$?
+if (( status == 1 )); then  # some runs failed: report the finished ones, re-run to retry
+  echo "replication sweep: some runs failed (errors above); reporting the finished runs." >&2
+elif (( status != 0 )); then
+  exit "$status"
+fi
 python main.py report --results "$OUT" | tail -1
 python results/replication/paper_table.py "$OUT/report" > "$OUT/paper_table.md"
 python results/replication/answers.py "$OUT/report" > "$OUT/answers.md"

@@ -12,7 +12,8 @@ def register(subparsers):
         "sweep", help="run a registered grid of fine-tuning runs (resumable, shardable)",
         description="Runs every unfinished cell of a sweep config from pipelines/ and appends "
                     "one row per finished run to DIR/results.csv. Re-running skips finished "
-                    "cells; --shard i/n splits the grid across machines. Exits with 1 when "
+                    "cells (the rows of every DIR/results*.csv count: keep backups under "
+                    "another name); --shard i/n splits the grid across machines. Exits with 1 when "
                     "any run failed (the others still ran; re-running retries the failed).")
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--config", help="registered sweep name (--list shows them)")
