@@ -46,6 +46,25 @@ REPLICATION = register(SweepConfig(
                *LAST_STAGE_EPOCHS, *HEAD_ONLY_EPOCHS),
 ))
 
+# Between the head only (robust far ahead) and the last stage (no gain): fine-tune the last one or
+# two of its three blocks, to see where the robust source's advantage goes (results/replication/
+# README.md, "How many blocks"). The natural and the eps 0.5 source, N = 100 / 400 / 1600, 3 seeds;
+# the last stage's epochs (90 at N = 100, 30 above), for the same reason as there.
+REPLICATION_BLOCKS = register(SweepConfig(
+    name="replication-blocks",
+    description="Natural vs L2 eps 0.5 source with the last 1 or 2 of resnet20's 9 blocks "
+                "fine-tuned; N in {100, 400, 1600}, 3 seeds.",
+    sources=("cifar10-resnet20-natural", "cifar10-resnet20-l2-eps0.5"),
+    targets=("mnist", "fashion_mnist"),
+    train_images=(100, 400, 1600),
+    unfrozen_blocks=(1, 2),
+    seeds=(0, 1, 2),
+    epochs=30,
+    eval_every=5,
+    curve_test_images=2000,
+    overrides=(CellOverride(train_images=(100,), epochs=90),),
+))
+
 # The replication's recipe on the committed 10-epoch source pair, a smaller grid: an early look
 # at the comparison while the 30-epoch sources train (results/pilot-10ep/).
 PILOT_10EP = register(SweepConfig(
