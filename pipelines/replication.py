@@ -31,17 +31,19 @@ HEAD_ONLY_EPOCHS = tuple(
     CellOverride(train_images=(n,), unfrozen_blocks=(0,), epochs=epochs)
     for n, epochs in {100: 2000, 200: 1000, 400: 600, 800: 400, 1600: 300, 3200: 300}.items())
 
+# What every grid here shares: the targets, 30 epochs unless a cell override says otherwise, and
+# the per-epoch curve every 5 epochs on a stratified 2,000 of the 10,000 test images.
+PROTOCOL = dict(targets=("mnist", "fashion_mnist"), epochs=30, eval_every=5,
+                curve_test_images=2000)
+
 REPLICATION = register(SweepConfig(
     name="replication",
     description="Natural vs L2-robust CIFAR-10 resnet20 sources on MNIST and Fashion-MNIST.",
     sources=SOURCES,
-    targets=("mnist", "fashion_mnist"),
     train_images=(100, 200, 400, 800, 1600, 3200),
     unfrozen_blocks=(0, 3),
     seeds=(0, 1, 2, 3, 4),
-    epochs=30,
-    eval_every=5,
-    curve_test_images=2000,
+    **PROTOCOL,
     overrides=(CellOverride(train_images=(1600, 3200), seeds=(0, 1, 2)),
                *LAST_STAGE_EPOCHS, *HEAD_ONLY_EPOCHS),
 ))
@@ -55,13 +57,10 @@ REPLICATION_BLOCKS = register(SweepConfig(
     description="Natural vs L2 eps 0.5 source with the last 1 or 2 of resnet20's 9 blocks "
                 "fine-tuned; N in {100, 400, 1600}, 3 seeds.",
     sources=("cifar10-resnet20-natural", "cifar10-resnet20-l2-eps0.5"),
-    targets=("mnist", "fashion_mnist"),
     train_images=(100, 400, 1600),
     unfrozen_blocks=(1, 2),
     seeds=(0, 1, 2),
-    epochs=30,
-    eval_every=5,
-    curve_test_images=2000,
+    **PROTOCOL,
     overrides=(CellOverride(train_images=(100,), epochs=90),),
 ))
 
@@ -72,11 +71,8 @@ PILOT_10EP = register(SweepConfig(
     description="The replication recipe with the 10-epoch natural / L2 eps 0.5 sources; "
                 "N in {100, 400, 1600}, 3 seeds.",
     sources=("cifar10-resnet20-natural-10ep", "cifar10-resnet20-l2-eps0.5-10ep"),
-    targets=("mnist", "fashion_mnist"),
     train_images=(100, 400, 1600),
     unfrozen_blocks=(0, 3),
     seeds=(0, 1, 2),
-    epochs=30,
-    eval_every=5,
-    curve_test_images=2000,
+    **PROTOCOL,
 ))
