@@ -9,7 +9,10 @@ its own column, labelled by its training eps:
   (b) the change of that difference per doubling of N (95% interval);
   (c) how many times fewer images reach the natural source's accuracy (the paper's own
       ratios computed the same way from its table);
-  (d) the epochs to reach the natural source's final accuracy.
+  (d) the epochs to reach the natural source's final accuracy;
+  (e) the trend with eps: every other robust source minus the eps 0.5 one, paired by seed
+      (read from the results CSV beside REPORT_DIR), so "does a larger eps transfer worse?"
+      has its own interval rather than two intervals against the natural source.
 """
 
 from __future__ import annotations
@@ -114,6 +117,37 @@ def with_eps(frame: pd.DataFrame, differences: pd.DataFrame) -> pd.DataFrame:
     return frame.merge(differences[["source", "source_eps"]].drop_duplicates(), on="source")
 
 
+REFERENCE_EPS = 0.5  # about the paper's eps 3 at 224 px (see README)
+
+
+def eps_differences(results_dir: Path, reference_eps: float = REFERENCE_EPS) -> pd.DataFrame:
+    """Each robust source minus the robust source trained at ``reference_eps``, per cell,
+    paired by seed (``stats.paired_differences`` with that source as the baseline).
+
+    Every source's run of a seed uses the same training images and head initialization, so
+    the pairing removes that shared variation here as it does against the natural source.
+    Empty when there is no reference source or no second robust source.
+    """
+    table = stats.read_results(results_dir)
+    robust = table[table.source_eps > 0]
+    reference = robust.loc[robust.source_eps == reference_eps, "source"].unique()
+    if len(reference) != 1 or robust.source.nunique() < 2:
+        return pd.DataFrame()
+    return stats.paired_differences(robust, reference[0])
+
+
+def print_eps_section(results_dir: Path, targets) -> None:
+    differences = eps_differences(results_dir)
+    print(f"## (e) The trend with eps: each robust source minus eps {REFERENCE_EPS:g}\n")
+    if differences.empty:
+        print(f"Needs the eps {REFERENCE_EPS:g} source and another robust source.\n")
+        return
+    print(f"Test accuracy (points), paired by seed, ± the 95% t half-width; **bold**: the "
+          f"interval excludes zero (negative: worse than eps {REFERENCE_EPS:g}).\n")
+    for target in targets:
+        print(f"### {TARGETS[target]}\n\n{grid(differences, target, difference_text)}\n")
+
+
 def main(report_dir: str = "results/replication/report") -> None:
     report = Path(report_dir)
     differences = pd.read_csv(report / "differences.csv")
@@ -146,6 +180,7 @@ def main(report_dir: str = "results/replication/report") -> None:
           "(speed-up); curves every 5 epochs on 2,000 test images.\n")
     for target in targets:
         print(f"### {TARGETS[target]}\n\n{grid(speedup, target, speedup_text)}\n")
+    print_eps_section(report.parent, targets)
 
 
 if __name__ == "__main__":
