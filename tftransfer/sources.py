@@ -121,7 +121,8 @@ def _register_replication_sources() -> None:
     # CIFAR-10 test accuracy, clean and under L2 PGD-20 at eps 0.5, measured by `evaluate`
     # (results/adversarial/l2-eps<eps>.json); empty until a source is trained.
     measured = {"0.25": {"clean_accuracy": 0.8383, "l2_pgd20_eps0.5_accuracy": 0.5245},
-                "0.5": {"clean_accuracy": 0.7939, "l2_pgd20_eps0.5_accuracy": 0.5876}}
+                "0.5": {"clean_accuracy": 0.7939, "l2_pgd20_eps0.5_accuracy": 0.5876},
+                "1.0": {"clean_accuracy": 0.7045, "l2_pgd20_eps0.5_accuracy": 0.5816}}
     for eps in ("0.25", "0.5", "1.0"):
         name = f"cifar10-resnet20-l2-eps{eps}"
         register(Source(
