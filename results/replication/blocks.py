@@ -29,20 +29,20 @@ NATURAL, ROBUST = "cifar10-resnet20-natural", "cifar10-resnet20-l2-eps0.5"
 BLOCK_LABELS = {0: "head only", 1: "1 block", 2: "2 blocks", 3: "last stage (3 blocks)"}
 
 
-def joined_results() -> pd.DataFrame:
+def joined_results(results: Path = RESULTS) -> pd.DataFrame:
     """Both sweeps' runs of the two sources, restricted to the blocks sweep's N and seeds,
     so every block setting is averaged over the same seeds (the same training images)."""
-    blocks = stats.read_results(RESULTS / "replication-blocks")
-    main = stats.read_results(RESULTS / "replication")
+    blocks = stats.read_results(results / "replication-blocks")
+    main = stats.read_results(results / "replication")
     main = main[main.train_images.isin(blocks.train_images.unique())
                 & main.seed.isin(blocks.seed.unique())]
     table = pd.concat([main, blocks], ignore_index=True)
     return table[table.source.isin([NATURAL, ROBUST])]
 
 
-def differences_by_blocks() -> pd.DataFrame:
-    """Robust minus natural per (target, N, blocks), paired by seed."""
-    return stats.paired_differences(joined_results(), NATURAL)
+def differences_by_blocks(table: pd.DataFrame) -> pd.DataFrame:
+    """Robust minus natural per (target, N, blocks) of ``joined_results``, paired by seed."""
+    return stats.paired_differences(table, NATURAL)
 
 
 def markdown_table(differences: pd.DataFrame, target: str) -> str:
@@ -84,8 +84,9 @@ def plot(differences: pd.DataFrame, path: Path) -> None:
 
 
 def main(figure: str = "results/replication-blocks/difference_vs_blocks.png") -> None:
-    differences = differences_by_blocks()
-    seeds = ", ".join(str(s) for s in sorted(joined_results().seed.unique()))
+    table = joined_results()
+    differences = differences_by_blocks(table)
+    seeds = ", ".join(str(seed) for seed in sorted(table.seed.unique()))
     print(f"Natural / L2 eps 0.5 test accuracy (%), mean over seeds {seeds}, and the "
           "difference paired by seed ± 95% (**bold**: clear of zero). Written by "
           "`python results/replication/blocks.py`.\n")
