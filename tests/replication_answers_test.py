@@ -13,11 +13,12 @@ from tests.stats_test import make_row
 SCRIPTS = Path(__file__).resolve().parents[1] / "results" / "replication"
 
 
-def load_answers():
-    """answers.py is a script that imports its sibling paper_table.py by name."""
+def load_script(name):
+    """The results scripts import their siblings by name (answers.py: paper_table.py), so
+    they are imported with their directory on the path."""
     sys.path.insert(0, str(SCRIPTS))
     try:
-        return importlib.import_module("answers")
+        return importlib.import_module(name)
     finally:
         sys.path.remove(str(SCRIPTS))
 
@@ -38,7 +39,7 @@ def write_results(directory, sources):
 class EpsDifferencesTest(unittest.TestCase):
 
     def setUp(self):
-        self.answers = load_answers()
+        self.answers = load_script("answers")
         self.directory = tempfile.TemporaryDirectory()
         self.addCleanup(self.directory.cleanup)
 

@@ -1,26 +1,15 @@
 """Tests of results/replication/blocks.py: joining the main and the blocks sweep."""
 
-import importlib
-import sys
 import tempfile
 import unittest
 from pathlib import Path
 
 import pandas as pd
 
+from tests.replication_answers_test import load_script
 from tests.stats_test import make_row
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "results" / "replication"
 NATURAL, ROBUST = "cifar10-resnet20-natural", "cifar10-resnet20-l2-eps0.5"
-
-
-def load_blocks():
-    """blocks.py is a script that imports its sibling answers.py by name."""
-    sys.path.insert(0, str(SCRIPTS))
-    try:
-        return importlib.import_module("blocks")
-    finally:
-        sys.path.remove(str(SCRIPTS))
 
 
 def rows(seeds, n_values, blocks_values, gain, seed_gain=None):
@@ -40,7 +29,7 @@ def rows(seeds, n_values, blocks_values, gain, seed_gain=None):
 class JoinedResultsTest(unittest.TestCase):
 
     def setUp(self):
-        self.blocks = load_blocks()
+        self.blocks = load_script("blocks")
         directory = tempfile.TemporaryDirectory()
         self.addCleanup(directory.cleanup)
         self.root = Path(directory.name)
