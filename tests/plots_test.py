@@ -99,6 +99,22 @@ class PlotsTest(unittest.TestCase):
             self.assertEqual([round(y, 6) for y in line.get_ydata()], [8.0, 3.0])
         self.assert_png(figure, "difference_vs_eps.png")
 
+    def test_difference_vs_blocks_has_one_line_per_n_over_the_block_settings(self):
+        # self.differences: robust gains 8 points with 0 and with 1 fine-tuned block.
+        figure = plots.plot_difference_vs_blocks(self.differences, "cifar10")
+        self.assertEqual(len(figure.axes), 1)  # one panel per (non-baseline) source
+        ax = figure.axes[0]
+        self.assert_labelled(ax)
+        self.assertEqual(ax.get_title(), "robust")
+        self.assertEqual(list(ax.get_xticks()), [0, 1])
+        bars = ax.containers
+        self.assertEqual([bar.get_label() for bar in bars], [f"N = {n}" for n in SIZES])
+        for line in (bar.lines[0] for bar in bars):
+            for x, blocks in zip(line.get_xdata(), [0, 1]):
+                self.assertAlmostEqual(x, blocks, delta=0.1)  # nudged sideways per N
+            self.assertEqual([round(y, 6) for y in line.get_ydata()], [8.0, 8.0])
+        self.assert_png(figure, "difference_vs_blocks.png")
+
     def test_an_epoch_schedule_over_n_draws_one_line_per_source(self):
         summary = self.summary.assign(epochs=self.summary["train_images"].map(
             lambda n: 3 * SIZES[-1] // n))  # more epochs at smaller N

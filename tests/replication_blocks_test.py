@@ -8,6 +8,7 @@ import pandas as pd
 
 from tests.replication_answers_test import load_script
 from tests.stats_test import make_row
+from tftransfer import stats
 
 NATURAL, ROBUST = "cifar10-resnet20-natural", "cifar10-resnet20-l2-eps0.5"
 
@@ -47,7 +48,7 @@ class JoinedResultsTest(unittest.TestCase):
         self.write("replication-blocks", rows(range(3), [100], [1, 2], 0.01))
         table = self.blocks.joined_results(self.root)
         self.assertEqual(sorted(table.seed.unique()), [0, 1, 2])
-        differences = self.blocks.differences_by_blocks(table).set_index("unfrozen_blocks")
+        differences = stats.paired_differences(table, NATURAL).set_index("unfrozen_blocks")
         self.assertEqual(sorted(differences.index), [0, 1, 2, 3])
         self.assertTrue((differences.train_images == 100).all())
         self.assertAlmostEqual(differences.loc[0, "difference_mean"], 0.02, places=9)
@@ -56,7 +57,7 @@ class JoinedResultsTest(unittest.TestCase):
     def test_markdown_table_has_one_column_per_block_setting(self):
         self.write("replication", rows(range(3), [100], [0, 3], 0.02))
         self.write("replication-blocks", rows(range(3), [100], [1, 2], 0.01))
-        differences = self.blocks.differences_by_blocks(self.blocks.joined_results(self.root))
+        differences = stats.paired_differences(self.blocks.joined_results(self.root), NATURAL)
         header, _, row = self.blocks.markdown_table(differences, "mnist").splitlines()
         self.assertEqual(header, "| N | head only | 1 block | 2 blocks | last stage (3 blocks) |")
         self.assertTrue(row.startswith("| 100 | 60.0 / 62.0 (**+2.0 ± 0.0**)"), row)

@@ -215,10 +215,8 @@ def plot_difference_vs_eps(differences: pd.DataFrame, target: str) -> Figure:
     rows = rows.loc[rows["target"] == target]
     baseline = rows["baseline"].iloc[0] if not rows.empty else "baseline"
     sizes = sorted({int(n) for n in rows["train_images"]})
-    palette = colormaps["viridis_r"].resampled(max(len(sizes), 2))
     attacks = sorted(rows["source_attack"].unique())
     eps_values = sorted(rows["source_eps"].unique())
-    # Nudge each N's points sideways so that overlapping error bars stay readable.
     dodge = 0.012 * ((eps_values[-1] - eps_values[0]) if len(eps_values) > 1 else 1.0)
     panels = _block_panels(rows)
     figure = Figure(figsize=(5.2 * len(panels) + 0.8, 4.4))
@@ -226,24 +224,70 @@ def plot_difference_vs_eps(differences: pd.DataFrame, target: str) -> Figure:
     for ax, (panel_title, panel) in zip(axes, panels):
         ax.axhline(0.0, color="black", linewidth=0.8)
         for (n, attack), line in _eps_lines(panel):
-            line = line.sort_values("source_eps")
-            mean = 100 * line["difference_mean"]
-            # Intervals are NaN with one pair; errorbar then draws no bar.
-            error = [mean - 100 * line["difference_ci_low"],
-                     100 * line["difference_ci_high"] - mean]
             label = f"N = {n}" + (f", {attack}" if len(attacks) > 1 else "")
-            shift = dodge * (sizes.index(n) - (len(sizes) - 1) / 2)
-            ax.errorbar(line["source_eps"] + shift, mean, yerr=error, marker="o", markersize=4,
-                        capsize=3, label=label, color=palette(sizes.index(n)),
-                        linestyle=_LINESTYLES[attacks.index(attack) % len(_LINESTYLES)])
+            _difference_line(ax, line, "source_eps", n, sizes, dodge, label,
+                             _LINESTYLES[attacks.index(attack) % len(_LINESTYLES)])
         ax.xaxis.set_major_locator(FixedLocator(eps_values))
-        ax.set_xlabel("Source training eps")
-        ax.set_title(panel_title, fontsize="medium")
-        ax.grid(True, alpha=0.3)
+        _finish_difference_panel(ax, "Source training eps", panel_title)
+    return _finish_difference_figure(
+        figure, axes, f"{target}: source − {baseline} vs source eps (paired by seed, 95% CI)")
+
+
+def plot_difference_vs_blocks(differences: pd.DataFrame, target: str) -> Figure:
+    """Source-minus-baseline accuracy (percentage points) vs the number of fine-tuned blocks,
+    one line per N with paired 95% error bars: how much of the gain survives fine-tuning.
+
+    Args:
+      differences: output of ``stats.paired_differences`` with several ``unfrozen_blocks``.
+      target: the target dataset to plot.
+
+    Returns:
+      The figure: one axes per source; lines coloured by N (light = small).
+    """
+    rows = differences.loc[differences["target"] == target]
+    baseline = rows["baseline"].iloc[0] if not rows.empty else "baseline"
+    sizes = sorted({int(n) for n in rows["train_images"]})
+    blocks = sorted({int(b) for b in rows["unfrozen_blocks"]})
+    panels = list(rows.groupby("source", sort=True)) or [("", rows)]
+    figure = Figure(figsize=(5.2 * len(panels) + 0.8, 4.4))
+    axes = figure.subplots(1, len(panels), sharey=True, squeeze=False)[0]
+    for ax, (source, panel) in zip(axes, panels):
+        ax.axhline(0.0, color="black", linewidth=0.8)
+        for n, line in panel.groupby("train_images", sort=True):
+            _difference_line(ax, line, "unfrozen_blocks", int(n), sizes, 0.06, f"N = {n}")
+        ax.xaxis.set_major_locator(FixedLocator(blocks))
+        _finish_difference_panel(ax, "Fine-tuned blocks (0 = head only)", source)
+    return _finish_difference_figure(
+        figure, axes, f"{target}: source − {baseline}\nvs fine-tuned blocks (paired by seed, "
+                      "95% CI)")  # two lines: one panel is too narrow for the long title
+
+
+def _difference_line(ax, line: pd.DataFrame, x_column: str, n: int, sizes: list[int],
+                     dodge: float, label: str, linestyle: str = "-") -> None:
+    """One N's paired difference (points, 95% error bars) against ``x_column``, coloured by
+    N (light = small) and nudged sideways by ``dodge`` per N so overlapping bars stay
+    readable."""
+    palette = colormaps["viridis_r"].resampled(max(len(sizes), 2))
+    line = line.sort_values(x_column)
+    mean = 100 * line["difference_mean"]
+    # Intervals are NaN with one pair; errorbar then draws no bar.
+    error = [mean - 100 * line["difference_ci_low"], 100 * line["difference_ci_high"] - mean]
+    shift = dodge * (sizes.index(n) - (len(sizes) - 1) / 2)
+    ax.errorbar(line[x_column] + shift, mean, yerr=error, marker="o", markersize=4, capsize=3,
+                label=label, color=palette(sizes.index(n)), linestyle=linestyle)
+
+
+def _finish_difference_panel(ax, xlabel: str, title: str) -> None:
+    ax.set_xlabel(xlabel)
+    ax.set_title(title, fontsize="medium")
+    ax.grid(True, alpha=0.3)
+
+
+def _finish_difference_figure(figure: Figure, axes, title: str) -> Figure:
     axes[0].set_ylabel("Accuracy difference (percentage points)")
     if axes[0].get_legend_handles_labels()[0]:
         axes[0].legend(fontsize="small", ncol=2)
-    figure.suptitle(f"{target}: source − {baseline} vs source eps (paired by seed, 95% CI)")
+    figure.suptitle(title)
     figure.tight_layout()
     return figure
 
