@@ -12,7 +12,7 @@ from tftransfer.config import SweepConfig
 from tftransfer.errors import UserError
 
 REGISTRY: dict[str, SweepConfig] = {}
-_MODULES = ("pipelines.replication", "pipelines.examples")
+_MODULES = ("pipelines.replication", "pipelines.replication_paper", "pipelines.examples")
 
 
 def register(config: SweepConfig) -> SweepConfig:

@@ -12,12 +12,16 @@ import typing
 from dataclasses import dataclass, field
 
 from tftransfer.errors import UserError
+from tftransfer.recipes import RECIPES
 
 ATTACKS = ("none", "l2", "linf")
 ARCHITECTURES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet20")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 DISTRIBUTIONS = ("none", "mirrored", "multi_worker_mirrored")
 SCHEDULES = ("cosine", "step", "constant")
+SUBSET_METHODS = ("stratified", "random")
+AUGMENT_POLICIES = ("pad_crop_flip", "utrera2021")
+SWEEP_ORDERS = ("source", "train_images")
 # Choices of the interpretation commands (here so that the CLI lists them without TensorFlow).
 SALIENCY_RENDERINGS = ("abs", "image")
 INFLUENCE_METHODS = ("auto", "exact", "cg")
@@ -51,6 +55,12 @@ class DataConfig:
     test_fraction: float = 0.2             # image folders without a test/ sub-folder
     augment: bool = True
     color_jitter: bool = False
+    # pad_crop_flip: pad-and-crop + flip (+ color_jitter); utrera2021: the paper's target
+    # augmentation (see data.paper_augment), none at all for grayscale targets.
+    augment_policy: str = "pad_crop_flip"
+    # stratified: every class at least once, nested in N; random: robustness' make_loaders
+    # (uniform, numpy RandomState(seed).choice without replacement), as the paper's code.
+    subset: str = "stratified"
     batch_size: int = 128
 
     def __post_init__(self):
@@ -63,6 +73,11 @@ class DataConfig:
         _check(0.0 < self.test_fraction < 1.0,
                f"test_fraction must be between 0 and 1, got {self.test_fraction}.")
         _check(self.batch_size >= 1, f"batch_size must be positive, got {self.batch_size}.")
+        _check(self.subset in SUBSET_METHODS,
+               f"subset must be one of {', '.join(SUBSET_METHODS)}, got {self.subset!r}.")
+        _check(self.augment_policy in AUGMENT_POLICIES,
+               f"augment_policy must be one of {', '.join(AUGMENT_POLICIES)}, "
+               f"got {self.augment_policy!r}.")
 
 
 @dataclass(frozen=True)
@@ -200,6 +215,16 @@ def apply_overrides(config, assignments) -> object:
     return config
 
 
+def apply_recipe(cfg: "TransferConfig", name: str | None) -> "TransferConfig":
+    """``cfg`` with the named recipe's assignments (``recipes.RECIPES``) applied and
+    ``recipe`` set to ``name``; ``cfg`` itself for None."""
+    if name is None:
+        return cfg
+    if name not in RECIPES:
+        raise UserError(f"Unknown recipe {name!r}; known recipes: {', '.join(sorted(RECIPES))}.")
+    return dataclasses.replace(apply_overrides(cfg, RECIPES[name]), recipe=name)
+
+
 def _set_path(config, parts, raw, full_path):
     hints = typing.get_type_hints(type(config))
     name = parts[0]
@@ -235,6 +260,9 @@ def _cast(raw: str, annotation, full_path):
 HEAD_INITS = ("normal", "glorot")
 FROZEN_BN_MODES = ("inference", "train")
 FEATURE_CACHE_MODES = ("auto", "on", "off")
+# source: keep the source's normalize layer; target: the target's fixed per-dataset statistics
+# (data.TARGET_STATISTICS, the paper's); subset: computed from the run's N training images.
+NORMALIZATIONS = ("source", "target", "subset")
 
 
 @dataclass(frozen=True)
@@ -261,8 +289,15 @@ class TransferConfig:
     seed: int = 0
     precision: str = "float32"
     feature_cache: str = "auto"
+    normalization: str = "source"
+    recipe: str | None = None              # the preset applied (recipes.RECIPES), recorded
 
     def __post_init__(self):
+        _check(self.recipe is None or self.recipe in RECIPES,
+               f"recipe must be one of {', '.join(sorted(RECIPES))}, got {self.recipe!r}.")
+        _check(self.normalization in NORMALIZATIONS,
+               f"normalization must be one of {', '.join(NORMALIZATIONS)}, "
+               f"got {self.normalization!r}.")
         _check(self.unfrozen_blocks >= -1,
                f"unfrozen_blocks must be -1 (everything) or >= 0, got {self.unfrozen_blocks}.")
         _check(self.head_init in HEAD_INITS,
@@ -326,6 +361,10 @@ class SweepConfig:
     curve_test_images: int | None = None   # the per-epoch curve on this many test images
     overrides: tuple = ()
     recipe: tuple = ()
+    preset: str | None = None              # a named recipe (recipes.RECIPES) under ``recipe``
+    # source: cells grouped by source and target (consecutive runs share cached features);
+    # train_images: smallest N first, so a long grid has every source's small-N cells early.
+    order: str = "source"
     description: str = ""
 
     def __post_init__(self):
@@ -342,6 +381,11 @@ class SweepConfig:
             _check(isinstance(override, CellOverride),
                    f"sweep {self.name!r}: overrides must be CellOverride objects.")
             self._check_override_in_grid(override)
+        _check(self.order in SWEEP_ORDERS, f"sweep {self.name!r}: order must be one of "
+                                           f"{', '.join(SWEEP_ORDERS)}, got {self.order!r}.")
+        _check(self.preset is None or self.preset in RECIPES,
+               f"sweep {self.name!r}: preset must be one of {', '.join(sorted(RECIPES))}, "
+               f"got {self.preset!r}.")
         for assignment in self.recipe:
             apply_overrides(TransferConfig(target="x"), [assignment])  # validates each one
 

@@ -29,6 +29,33 @@ NO_FLIP_DATASETS = frozenset({"mnist", "kmnist", "emnist", "svhn_cropped", "omni
                               "binarized_mnist", "fashion_mnist_digits"})
 _TEST_SPLIT_NAMES = ("test", "validation")
 
+# Per-dataset (mean, std) of the paper's code (tools/custom_datasets.py name_to_dataset), used
+# by ``--normalization target``. Its Fashion-MNIST and KMNIST entries are a placeholder there
+# ("TODO: Get mean and std for fmnist"; the real Fashion-MNIST values are about 0.286 / 0.353):
+# they are kept, since they are what the paper ran.
+_IMAGENET_STATISTICS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+_CIFAR_STATISTICS = ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
+TARGET_STATISTICS = {
+    "mnist": ((0.1307,) * 3, (0.3081,) * 3),
+    "fashion_mnist": ((0.1801,) * 3, (0.3421,) * 3),
+    "kmnist": ((0.1801,) * 3, (0.3421,) * 3),
+    "cifar10": _CIFAR_STATISTICS,
+    "cifar100": _CIFAR_STATISTICS,
+    "svhn_cropped": ((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)),
+    "food101": ((0.5493, 0.4450, 0.3435), (0.2730, 0.2759, 0.2800)),
+    "caltech101": _IMAGENET_STATISTICS,
+}
+
+
+def target_statistics(name: str) -> tuple[tuple, tuple]:
+    """The paper's fixed (mean, std) for the TFDS dataset ``name`` (``TARGET_STATISTICS``)."""
+    base = name.split(":")[0].split("/")[0]
+    if base not in TARGET_STATISTICS:
+        raise UserError(f"No recorded normalisation statistics for {name!r} (known: "
+                        f"{', '.join(sorted(TARGET_STATISTICS))}); use --normalization subset "
+                        f"(computed from the training images) or source.")
+    return TARGET_STATISTICS[base]
+
 
 @dataclass(frozen=True)
 class ImageSet:
@@ -59,6 +86,12 @@ class TargetData:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def grayscale(self) -> bool:
+        """Whether the images have one channel (known for fixed-shape datasets only)."""
+        shape = self.train.fixed_shape
+        return shape is not None and shape[-1] == 1
 
 
 # ----------------------------------------------------------------------------- loading
@@ -323,8 +356,13 @@ def _file_set(paths: np.ndarray, labels: np.ndarray) -> ImageSet:
 # ----------------------------------------------------------------------------- subsets
 
 def select_subset(labels: np.ndarray, n: int | None, seed: int,
-                  what: str = "--train-images") -> np.ndarray:
+                  what: str = "--train-images", method: str = "stratified") -> np.ndarray:
     """Indices of ``n`` examples: seeded, stratified, nested, every class at least once.
+
+    ``method='random'`` draws them uniformly instead, exactly as the robustness library's
+    ``make_loaders(subset=n, subset_seed=seed)`` (``subset_type='rand'``) that the paper's
+    code used: ``np.random.RandomState(seed).choice(len(labels), n, replace=False)``; a
+    class may then be missing, and the subset for N is not nested in the one for 2N.
 
     The examples are put in one seeded order and the first ``n`` are taken, so the
     subset for N is contained in the subset for 2N with the same seed. The order
@@ -341,6 +379,8 @@ def select_subset(labels: np.ndarray, n: int | None, seed: int,
       int64 indices into ``labels``.
     """
     labels = np.asarray(labels)
+    if method == "random":
+        return random_subset(len(labels), n, seed, what)
     classes = np.unique(labels)
     if n is not None:
         if n < len(classes):
@@ -349,6 +389,16 @@ def select_subset(labels: np.ndarray, n: int | None, seed: int,
         if n > len(labels):
             raise UserError(f"{what} {n} is more than the {len(labels)} images available.")
     return nested_order(labels, seed)[:n]
+
+
+def random_subset(count: int, n: int | None, seed: int, what: str = "--train-images"
+                  ) -> np.ndarray:
+    """``n`` of ``range(count)`` drawn uniformly without replacement with numpy's legacy
+    ``RandomState(seed)`` (robustness' ``make_loaders``; None: all, in that seeded order)."""
+    if n is not None and n > count:
+        raise UserError(f"{what} {n} is more than the {count} images available.")
+    return np.random.RandomState(seed).choice(count, size=n or count,
+                                              replace=False).astype(np.int64)
 
 
 def nested_order(labels: np.ndarray, seed: int) -> np.ndarray:
@@ -432,6 +482,47 @@ def augment(image, flip: bool, color_jitter: bool = False):
     return image
 
 
+def paper_augment(image, seed, flip: bool = True):
+    """The paper's target augmentation, with stateless ops (``seed``: a [2] int tensor).
+
+    tools/transforms.py TRAIN_TRANSFORMS_DEFAULT of utrerf/robust_transfer_learning, in
+    its order: RandomCrop(size, padding=4) (zero padding), RandomHorizontalFlip,
+    ColorJitter(0.25, 0.25, 0.25) (brightness, contrast and saturation factors uniform in
+    [0.75, 1.25]; torchvision applies them in a random order, here always in that one),
+    RandomRotation(2) (uniform in [-2, 2] degrees, nearest neighbour, zero fill).
+    """
+    seeds = tf.random.experimental.stateless_split(seed, num=6)
+    shape = tf.shape(image)
+    padded = tf.pad(image, [[4, 4], [4, 4], [0, 0]])
+    image = tf.image.stateless_random_crop(padded, shape, seeds[0])
+    if flip:
+        image = tf.image.stateless_random_flip_left_right(image, seeds[1])
+    brightness = tf.random.stateless_uniform([], seeds[2], 0.75, 1.25)
+    image = tf.clip_by_value(image * brightness, 0.0, 1.0)
+    image = tf.image.stateless_random_contrast(image, 0.75, 1.25, seeds[3])
+    image = tf.clip_by_value(image, 0.0, 1.0)
+    image = tf.image.stateless_random_saturation(image, 0.75, 1.25, seeds[4])
+    image = tf.clip_by_value(image, 0.0, 1.0)
+    angle = tf.random.stateless_uniform([], seeds[5], -2.0, 2.0) * (np.pi / 180.0)
+    return rotate(image, angle)
+
+
+def rotate(image, angle):
+    """``image`` [H, W, C] rotated by ``angle`` radians about its centre (nearest, zero fill)."""
+    height = tf.cast(tf.shape(image)[0], tf.float32)
+    width = tf.cast(tf.shape(image)[1], tf.float32)
+    cx, cy = (width - 1.0) / 2.0, (height - 1.0) / 2.0
+    cos, sin = tf.cos(angle), tf.sin(angle)
+    # Output pixel (x, y) reads input (cos*x - sin*y + a, sin*x + cos*y + b), centre fixed.
+    transform = tf.stack([cos, -sin, cx - cos * cx + sin * cy,
+                          sin, cos, cy - sin * cx - cos * cy, 0.0, 0.0])
+    rotated = tf.raw_ops.ImageProjectiveTransformV3(
+        images=image[tf.newaxis], transforms=transform[tf.newaxis],
+        output_shape=tf.shape(image)[:2], fill_value=0.0, interpolation="NEAREST",
+        fill_mode="CONSTANT")
+    return tf.reshape(rotated[0], tf.shape(image))
+
+
 def stateless_augment(image, seed, flip: bool, color_jitter: bool = False):
     """``augment`` with stateless random ops: the same (image, seed) always gives the same
     result, so a resumed run sees exactly the augmentations an uninterrupted one would."""
@@ -491,9 +582,13 @@ def epoch_batches(examples: tf.data.Dataset, num_examples: int, batch_size: int,
 
 def training_pipeline(image_set: ImageSet, indices, image_size: int | None, batch_size: int,
                       seed: int, epochs: int, first_epoch: int = 0, augmentation: bool = True,
-                      flip: bool = True, color_jitter: bool = False) -> tf.data.Dataset:
+                      flip: bool = True, color_jitter: bool = False,
+                      policy: str = "pad_crop_flip") -> tf.data.Dataset:
     """The training input of ``epochs`` epochs: decoded once and cached, then shuffled per
-    epoch and (optionally) augmented with stateless ops; see ``epoch_batches``."""
+    epoch and (optionally) augmented with stateless ops; see ``epoch_batches``.
+
+    ``policy``: ``pad_crop_flip`` (``stateless_augment``) or ``utrera2021``
+    (``paper_augment``)."""
     indices = np.arange(len(image_set)) if indices is None else np.asarray(indices)
     if image_size is None and image_set.fixed_shape is None:
         raise UserError("This dataset has images of different sizes: give an --image-size.")
@@ -502,6 +597,8 @@ def training_pipeline(image_set: ImageSet, indices, image_size: int | None, batc
     augment_fn = None
     if augmentation:
         def augment_fn(x, y, example_seed):
+            if policy == "utrera2021":
+                return paper_augment(x, example_seed, flip), y
             return stateless_augment(x, example_seed, flip, color_jitter), y
     return epoch_batches(examples, len(indices), batch_size, seed, epochs, first_epoch,
                          augment_fn)

@@ -223,17 +223,21 @@ class RunCache:
         return self._targets[key]
 
     def network(self, cfg: TransferConfig, source: SourceModel, num_classes: int,
-                image_size: int, steps_per_epoch: int) -> Network:
+                image_size: int, steps_per_epoch: int, augment: bool | None = None,
+                normalization: tuple | None = None) -> Network:
         """A ``Network`` for this run's recipe, built or reused (least recently used ones
-        are dropped beyond ``max_networks``)."""
+        are dropped beyond ``max_networks``). ``augment``: whether the training images are
+        augmented (default ``cfg.data.augment``); ``normalization``: (mean, std) replacing
+        the source's input statistics (None keeps them)."""
+        augment = cfg.data.augment if augment is None else augment
         key = (source.identity["source_path"], image_size, num_classes, cfg.precision,
                cfg.head_init, cfg.unfrozen_blocks, cfg.frozen_bn, cfg.feature_cache,
-               cfg.data.augment, cfg.optim, cfg.epochs, steps_per_epoch)
+               augment, cfg.optim, cfg.epochs, steps_per_epoch, normalization)
         if key in self._networks:
             self._networks.move_to_end(key)
         else:
             self._networks[key] = build_network(cfg, source, num_classes, image_size,
-                                                steps_per_epoch)
+                                                steps_per_epoch, augment, normalization)
             self.networks_built += 1
             while len(self._networks) > self.max_networks:
                 self._networks.popitem(last=False)
@@ -330,6 +334,7 @@ class Network:
     trainer: AdversarialTrainer
     trunk: object | None          # tf.function images -> boundary activations, or None
     boundary_key: str
+    normalization: tuple | None = None   # (mean, std) replacing the source's, or None
     _initial_weights: list = field(default_factory=list, repr=False)
     _initial_optimizer: list = field(default_factory=list, repr=False)
 
@@ -349,13 +354,18 @@ class Network:
 
 
 def build_network(cfg: TransferConfig, source: SourceModel, num_classes: int, image_size: int,
-                  steps_per_epoch: int) -> Network:
-    """A ``Network`` for ``cfg``: copy of the source, head, freezing, compiled trainer."""
+                  steps_per_epoch: int, augment: bool | None = None,
+                  normalization: tuple | None = None) -> Network:
+    """A ``Network`` for ``cfg``: copy of the source, head, freezing, compiled trainer
+    (``augment`` and ``normalization`` as in ``RunCache.network``)."""
     copy = with_input_size(source.model, image_size, cfg.precision, always_copy=True)
     model = attach_head(copy, num_classes, cfg.head_init, cfg.seed)
+    if normalization is not None:
+        set_normalization(model, *normalization)
     blocks = freeze(model, cfg.unfrozen_blocks, cfg.frozen_bn)
     trained, trunk = model, None
-    if _use_feature_cache(cfg, blocks, model):
+    augment = cfg.data.augment if augment is None else augment
+    if _use_feature_cache(cfg, blocks, model, augment):
         boundary = feature_boundary(model, blocks)
         trunk = inference_function(keras.Model(model.inputs, boundary))
         trained = keras.Model(boundary, model.outputs)
@@ -364,7 +374,41 @@ def build_network(cfg: TransferConfig, source: SourceModel, num_classes: int, im
                     loss=classification_loss(cfg.optim.label_smoothing))
     trainer.optimizer.build(trainer.trainable_variables)  # so its initial state can be kept
     return Network(model, blocks, trained, trainer, trunk, blocks[0] if blocks else HEAD_NAME,
-                   trained.get_weights(), [v.numpy() for v in trainer.optimizer.variables])
+                   normalization, trained.get_weights(),
+                   [v.numpy() for v in trainer.optimizer.variables])
+
+
+def set_normalization(model: keras.Model, mean, std) -> None:
+    """Replaces the input statistics of ``model``'s ``normalize`` layer (the paper's code
+    builds the normaliser from the target dataset instead of the source's)."""
+    try:
+        layer = model.get_layer("normalize")
+    except ValueError:
+        raise UserError(f"The source model {model.name!r} has no 'normalize' layer whose "
+                        f"statistics --normalization could replace; use --normalization "
+                        f"source.") from None
+    layer.mean.assign(np.asarray(mean, np.float32))
+    layer.std.assign(np.asarray(std, np.float32))
+
+
+def normalization_statistics(cfg: TransferConfig, target, train_idx, image_size: int):
+    """(mean, std) for ``cfg.normalization``: None (the source's), the target's fixed
+    per-dataset statistics (``data.target_statistics``, the paper's), or those of the run's
+    training images (``subset``)."""
+    if cfg.normalization == "source":
+        return None
+    if cfg.normalization == "target":
+        return data.target_statistics(target.name)
+    from tftransfer.training import channel_statistics  # training imports nothing of ours
+    return channel_statistics(target.train, train_idx, image_size, cfg.seed)
+
+
+def augments(cfg: TransferConfig, target) -> bool:
+    """Whether this run's training images are augmented: ``cfg.data.augment``, except that
+    the paper's policy leaves grayscale targets as they are (its BLACK_N_WHITE transform)."""
+    if cfg.data.augment_policy == "utrera2021" and target.grayscale:
+        return False
+    return cfg.data.augment
 
 
 # ----------------------------------------------------------------------------- the recipe
@@ -390,7 +434,9 @@ def fine_tune(cfg: TransferConfig, cache: RunCache | None = None, save_model: bo
     image_size = cfg.data.image_size or int(source.model.inputs[0].shape[1])
     train_idx, test_idx, curve_idx = _indices(cfg, target)
     steps = math.ceil(len(train_idx) / cfg.data.batch_size)
-    network = cache.network(cfg, source, target.num_classes, image_size, steps)
+    augment = augments(cfg, target)
+    network = cache.network(cfg, source, target.num_classes, image_size, steps, augment,
+                            normalization_statistics(cfg, target, train_idx, image_size))
     network.reset(cfg.head_init, cfg.seed)
     runtime.set_seed(cfg.seed)
     out = Path(cfg.out) if cfg.out else default_run_dir(cfg, source)
@@ -405,7 +451,8 @@ def fine_tune(cfg: TransferConfig, cache: RunCache | None = None, save_model: bo
         datasets = _cached_datasets(cfg, network, source, target, (train_idx, test_idx,
                                                                    curve_idx), image_size, cache)
     else:
-        datasets = _image_datasets(cfg, target, (train_idx, test_idx, curve_idx), image_size)
+        datasets = _image_datasets(cfg, target, (train_idx, test_idx, curve_idx), image_size,
+                                   augment)
     evaluator = _train(cfg, network.trainer, *datasets, steps, out, verbose)
     seconds = time.time() - start
 
@@ -425,7 +472,8 @@ def fine_tune(cfg: TransferConfig, cache: RunCache | None = None, save_model: bo
 def _indices(cfg: TransferConfig, target):
     """Training images (the run's seed), test images and the per-epoch curve's test images
     (fixed seed 0, nested: the curve's images are a stratified part of the test images)."""
-    train_idx = data.select_subset(target.train.labels, cfg.data.train_images, cfg.seed)
+    train_idx = data.select_subset(target.train.labels, cfg.data.train_images, cfg.seed,
+                                   method=cfg.data.subset)
     test_idx = data.select_subset(target.test.labels, cfg.data.test_images, 0, "--test-images")
     if cfg.data.test_images is None:
         test_idx = np.sort(test_idx)
@@ -445,8 +493,9 @@ def default_run_dir(cfg: TransferConfig, source: SourceModel) -> Path:
                                     f"__n{n}__b{cfg.unfrozen_blocks}__s{cfg.seed}")
 
 
-def _use_feature_cache(cfg: TransferConfig, blocks: list[str], model: keras.Model) -> bool:
-    frozen_part_is_fixed = (not cfg.data.augment and cfg.frozen_bn == "inference"
+def _use_feature_cache(cfg: TransferConfig, blocks: list[str], model: keras.Model,
+                       augment: bool) -> bool:
+    frozen_part_is_fixed = (not augment and cfg.frozen_bn == "inference"
                             and cfg.unfrozen_blocks != -1
                             and len(blocks) < len(resnet.residual_block_names(model)))
     if cfg.feature_cache == "on" and not frozen_part_is_fixed:
@@ -461,7 +510,7 @@ def feature_key(cfg: TransferConfig, source: SourceModel, target, network: Netwo
     """The RunCache key of a network's trunk features (add the split): the same for every
     run and search trial that shares the source, target, boundary, size and precision."""
     return (source.identity["source_path"], target.name, cfg.data.test_fraction,
-            network.boundary_key, image_size, cfg.precision)
+            network.boundary_key, image_size, cfg.precision, network.normalization)
 
 
 def _cached_datasets(cfg, network: Network, source, target, indices, image_size,
@@ -484,12 +533,13 @@ def _cached_datasets(cfg, network: Network, source, target, indices, image_size,
     return train_ds, test_ds, curve_ds
 
 
-def _image_datasets(cfg, target, indices, image_size):
+def _image_datasets(cfg, target, indices, image_size, augment: bool):
     """(train, test, curve) datasets of images, for a network trained end to end."""
     train_idx, test_idx, curve_idx = indices
     train_ds = data.training_pipeline(
         target.train, train_idx, image_size, cfg.data.batch_size, cfg.seed, cfg.epochs,
-        augmentation=cfg.data.augment, flip=target.flip, color_jitter=cfg.data.color_jitter)
+        augmentation=augment, flip=target.flip, color_jitter=cfg.data.color_jitter,
+        policy=cfg.data.augment_policy)
     test_ds = data.pipeline(target.test, test_idx, image_size, 256)
     curve_ds = test_ds if curve_idx is test_idx else data.pipeline(target.test, curve_idx,
                                                                    image_size, 256)
@@ -567,6 +617,7 @@ def _result_row(cfg, source, target, indices, evaluator, seconds, out, use_cache
         "curve_test_images": int(len(curve_idx)),
         "unfrozen_blocks": cfg.unfrozen_blocks, "epochs": cfg.epochs, "seed": cfg.seed,
         "head_init": cfg.head_init, "frozen_bn": cfg.frozen_bn,
+        **_protocol_columns(cfg),
         "learning_rate": cfg.optim.learning_rate, "batch_size": cfg.data.batch_size,
         "train_seconds": round(seconds, 2), "images_seen": int(len(train_idx)) * cfg.epochs,
         "feature_cache": use_cache, "git_commit": runs.git_commit(), "run_dir": str(out),
@@ -574,3 +625,18 @@ def _result_row(cfg, source, target, indices, evaluator, seconds, out, use_cache
     for epoch, accuracy in sorted(evaluator.curve.items()):
         row[f"test_accuracy_epoch_{epoch}"] = accuracy
     return row
+
+
+def _protocol_columns(cfg: TransferConfig) -> dict:
+    """The protocol fields that differ from the defaults the replication's rows were run
+    with (so those rows keep their columns): normalisation, subset, augmentation, recipe."""
+    columns = {}
+    if cfg.normalization != "source":
+        columns["normalization"] = cfg.normalization
+    if cfg.data.subset != "stratified":
+        columns["subset"] = cfg.data.subset
+    if cfg.data.augment:
+        columns["augment"] = cfg.data.augment_policy
+    if cfg.recipe:
+        columns["recipe"] = cfg.recipe
+    return columns

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from tftransfer.commands.common import add_data_arguments, add_precision_argument
-from tftransfer.config import (FEATURE_CACHE_MODES, FROZEN_BN_MODES, HEAD_INITS, SCHEDULES,
-                               DataConfig, OptimConfig, TransferConfig, apply_overrides)
+from tftransfer.config import (FEATURE_CACHE_MODES, FROZEN_BN_MODES, HEAD_INITS, NORMALIZATIONS,
+                               SCHEDULES, SUBSET_METHODS, DataConfig, OptimConfig,
+                               TransferConfig, apply_overrides, apply_recipe)
+from tftransfer.recipes import RECIPES
 
 
 def register(subparsers):
@@ -51,6 +53,21 @@ def register(subparsers):
     parser.add_argument("--test-fraction", type=float, default=0.2,
                         help="held-out share of an image folder without a test/ sub-folder")
     parser.add_argument("--feature-cache", choices=FEATURE_CACHE_MODES, default="auto")
+    parser.add_argument("--normalization", choices=NORMALIZATIONS, default="source",
+                        help="input mean/std inside the model: the source's (default), the "
+                             "target's fixed per-dataset values as in the paper's code "
+                             "(mnist, fashion_mnist, kmnist, cifar10/100, svhn_cropped, food101, "
+                             "caltech101), or computed from the N training images (subset)")
+    parser.add_argument("--subset", choices=SUBSET_METHODS, default="stratified",
+                        help="how the N training images are drawn: stratified and nested "
+                             "(default; every class at least once) or uniformly at random as "
+                             "the paper's code (robustness make_loaders)")
+    parser.add_argument("--recipe", choices=sorted(RECIPES), default=None,
+                        help="a named protocol that sets several fields at once, recorded in "
+                             "config.json; utrera2021 = the paper's code: --frozen-bn train, "
+                             "--normalization target, 150 epochs (lr x0.1 every 50), --subset "
+                             "random, the paper's augmentation for colour targets (none for "
+                             "grayscale). It overrides those flags; change one with --set")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="override any config field, e.g. --set optim.nesterov=true")
     add_precision_argument(parser)
@@ -66,14 +83,16 @@ def config_from_args(args) -> TransferConfig:
         data=DataConfig(dataset=args.target, data_dir=args.data_dir, download=args.download,
                         image_size=args.image_size, train_images=args.train_images,
                         test_images=args.test_images, test_fraction=args.test_fraction,
-                        augment=args.augment, batch_size=args.batch_size),
+                        augment=args.augment, batch_size=args.batch_size,
+                        subset=args.subset),
         optim=OptimConfig(learning_rate=args.lr, momentum=args.momentum,
                           weight_decay=args.weight_decay, schedule=args.schedule,
                           label_smoothing=args.label_smoothing),
         unfrozen_blocks=args.unfrozen_blocks, head_init=args.head_init,
         frozen_bn=args.frozen_bn, epochs=args.epochs, eval_every=args.eval_every,
-        curve_test_images=args.curve_test_images, seed=args.seed, precision=args.precision, feature_cache=args.feature_cache)
-    return apply_overrides(cfg, args.set)
+        curve_test_images=args.curve_test_images, seed=args.seed, precision=args.precision,
+        feature_cache=args.feature_cache, normalization=args.normalization)
+    return apply_overrides(apply_recipe(cfg, args.recipe), args.set)
 
 
 def run(args) -> dict:
