@@ -192,6 +192,46 @@ class FolderTest(tf.test.TestCase):
             list(data.pipeline(target.train, None, 8, 4))  # decodes every kept image
         self.assertEqual(len(target.train) + len(target.test), 10)
 
+    def test_a_class_folder_without_readable_images_is_refused_by_name(self):
+        # Skipping its files would leave a head output that never sees a training image.
+        for split in (True, False):
+            with tempfile.TemporaryDirectory() as tmp:
+                make_image_folder(tmp, classes=("a", "b", "c"), per_class=4, split=split)
+                folder = Path(tmp) / ("train" if split else "") / "c"
+                for file in folder.iterdir():
+                    file.write_bytes(b"not an image")
+                with contextlib.redirect_stderr(io.StringIO()):
+                    with self.assertRaisesRegex(UserError, f"'{folder}' have no readable images"):
+                        data.load(tmp)
+
+    def test_a_test_class_missing_from_train_is_refused_by_name(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            make_image_folder(tmp, classes=("a", "b"), per_class=4, split=True)
+            make_image_folder(Path(tmp) / "extra", classes=("zebra",), per_class=2)
+            (Path(tmp) / "extra" / "zebra").rename(Path(tmp) / "test" / "zebra")
+            with self.assertRaisesRegex(UserError, "test' has class folder.*'zebra'.*train"):
+                data.load(tmp)
+
+    def test_a_file_pil_reads_but_tensorflow_cannot_decode_is_skipped(self):
+        # The readability check uses the decoder that trains: a 1-bit BMP opens in PIL but
+        # tf.io.decode_image refuses it, which used to fail the run in the middle of fit().
+        from PIL import Image
+
+        with tempfile.TemporaryDirectory() as tmp:
+            make_image_folder(tmp, per_class=5)
+            bmp = Path(tmp) / "cat" / "one_bit.bmp"
+            Image.fromarray(np.eye(16, dtype=bool)).convert("1").save(bmp)
+            with Image.open(bmp) as image:
+                image.load()  # PIL is happy with it
+            err = io.StringIO()
+            with contextlib.redirect_stderr(err):
+                target = data.load(tmp, test_fraction=0.2)
+            for image_set in (target.train, target.test):
+                list(data.pipeline(image_set, None, 8, 4))  # decodes every kept image
+        self.assertEqual(len(target.train) + len(target.test), 10)
+        self.assertIn(f"skipped 1 unreadable image file(s) in {tmp} (first: {bmp})",
+                      err.getvalue())
+
     def test_train_and_val_folders_are_a_split(self):
         with tempfile.TemporaryDirectory() as tmp:
             make_image_folder(tmp, per_class=4, split=True)
