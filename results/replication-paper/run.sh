@@ -7,12 +7,15 @@
 # 3. the reports. Killed? Run it again: finished runs are skipped (one CSV row per finished run).
 #   bash results/replication-paper/run.sh            # everything
 #   STAGES=grid bash results/replication-paper/run.sh   # only the grid (or: ablation, report)
+#   RESULTS_ROOT=/elsewhere/results bash ...   # write the rows there (e.g. running the code of a
+#                                              # pinned `git worktree` while main moves on)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DATA_DIR="${TFDS_DATA_DIR:-../shared/tfds}"
 STAGES="${STAGES:-ablation grid report}"
-OUT=results/replication-paper
-ABLATION=results/replication-paper-ablation
+RESULTS_ROOT="${RESULTS_ROOT:-results}"
+OUT="$RESULTS_ROOT/replication-paper"
+ABLATION="$RESULTS_ROOT/replication-paper-ablation"
 status=0
 
 sweep() {  # sweep CONFIG RESULTS_DIR: exit code 1 (some runs failed) is reported, not fatal
