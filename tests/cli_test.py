@@ -84,6 +84,59 @@ class HelpTest(tf.test.TestCase):
         self.assertIn("mnist", names)
 
 
+def strict_json(line):
+    """``json.loads`` that refuses NaN and Infinity, as strict JSON parsers do."""
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+    return json.loads(line, parse_constant=refuse)
+
+
+class NonFiniteAndSeedTest(tf.test.TestCase):
+
+    def test_non_finite_numbers_on_the_command_line_are_one_sentence(self):
+        for argv, message in (
+                (("transfer", "--target", "mnist", "--lr", "inf"),
+                 "learning_rate must be a finite number, got inf."),
+                (("transfer", "--target", "mnist", "--set", "optim.weight_decay=nan"),
+                 "weight_decay must be a finite number, got nan."),
+                (("pretrain", "--dataset", "mnist", "--out", "x", "--attack", "l2",
+                  "--eps", "inf"), "eps must be a finite number, got inf.")):
+            code, out, err = run_cli(*argv)
+            self.assertEqual((code, out), (2, ""), argv)
+            self.assertEqual(err, f"error: {message}\n")
+
+    def test_seeds_numpy_cannot_take_are_one_sentence(self):
+        for seed in ("-1", "99999999999"):
+            for argv in (("transfer", "--target", "mnist"),
+                         ("pretrain", "--dataset", "mnist", "--out", "x")):
+                code, out, err = run_cli(*argv, "--seed", seed)
+                self.assertEqual((code, out), (2, ""), argv)
+                self.assertEqual(err, f"error: seed must be a whole number from 0 to "
+                                      f"4294967295, got {seed}.\n")
+            code, _, err = run_cli("saliency", "--models", "m", "--dataset", "mnist", "--out",
+                                   "x.png", "--seed", seed)
+            self.assertEqual(code, 2)
+            self.assertIn("argument --seed: seed must be a whole number", err)
+            self.assertNotIn("Traceback", err)
+
+    def test_a_non_finite_result_becomes_an_error_object_and_exit_1(self):
+        finite = {"test_accuracy": 0.5, "rows": [{"eps": 0.25}], "n": 3}
+        with mock.patch("tftransfer.commands.datasets.run", return_value=finite):
+            code, out, _ = run_cli("datasets")
+        self.assertEqual((code, strict_json(out.strip().splitlines()[-1])), (0, finite))
+        json_out = Path(self.get_temp_dir()) / "result.json"
+        result = {"test_accuracy": 0.5, "test_loss": float("nan"),
+                  "curve": [1.0, float("inf")]}
+        with mock.patch("tftransfer.commands.datasets.run", return_value=result):
+            code, out, err = run_cli("datasets", "--json-out", json_out)
+        self.assertEqual(code, 1)
+        line = strict_json(out.strip().splitlines()[-1])
+        self.assertEqual(line["non_finite"], ["test_loss", "curve[1]"])
+        self.assertIn("test_loss nan, curve[1] inf", line["error"])
+        self.assertIn(f"error: {line['error']}", err)
+        self.assertEqual(strict_json(json_out.read_text()), line)
+
+
 class SweepCommandTest(tf.test.TestCase):
 
     def setUp(self):

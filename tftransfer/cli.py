@@ -5,6 +5,9 @@ one JSON object printed as the last line of standard output (and written to
 ``--json-out FILE`` when given). Bad input ends with one sentence and exit code 2.
 A command whose work partly failed still prints its result, then exits with the code
 its ``exit_code(result)`` default returns (``sweep``: 1 when any run failed).
+That line is strict JSON: a result holding NaN or an infinity (which JSON cannot
+represent) is replaced by an ``{"error": ...}`` object naming those values, and the
+command exits with code 1.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
+import numbers
 import sys
 from pathlib import Path
 
@@ -37,9 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def emit_result(result: dict, json_out: str | None = None) -> None:
-    """Prints the result as the last line of stdout and optionally writes it to a file."""
-    line = json.dumps(result, sort_keys=False, default=_json_default)
+def emit_result(result: dict, json_out: str | None = None) -> bool:
+    """Prints the result as the last line of stdout and optionally writes it to a file.
+
+    Returns:
+      False when the result held non-finite numbers and an error object was printed in
+      its place (see ``result_line``).
+    """
+    line, complete = result_line(result)
     sys.stdout.write(line + "\n")  # first: a file that cannot be written must not lose it
     sys.stdout.flush()
     if json_out:
@@ -49,6 +59,41 @@ def emit_result(result: dict, json_out: str | None = None) -> None:
         except OSError as error:
             raise UserError(f"Could not write --json-out {json_out} ({error.strerror}); the "
                             "result is the last line of standard output.") from None
+    return complete
+
+
+def result_line(result: dict) -> tuple[str, bool]:
+    """The result as one line of strict JSON, and whether it is the result itself.
+
+    ``json.dumps`` writes NaN and infinities as ``NaN``/``Infinity``, which JSON parsers
+    refuse; such a result is a failed computation, so it becomes an error object that names
+    the values (the sentence also goes to stderr).
+    """
+    bad = non_finite_values(result)
+    if not bad:
+        return json.dumps(result, sort_keys=False, default=_json_default, allow_nan=False), True
+    shown = ", ".join(f"{path} {value}" for path, value in bad[:5])
+    shown += f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+    error = (f"The result holds non-finite numbers ({shown}), so the computation diverged or "
+             f"its input is bad; nothing of it is reported as a result.")
+    print(f"error: {error}", file=sys.stderr)
+    return json.dumps({"error": error, "non_finite": [path for path, _ in bad]}), False
+
+
+def non_finite_values(value, path: str = "") -> list[tuple[str, float]]:
+    """``(place, number)`` for each NaN or infinity in ``value``; places read ``key``,
+    ``key.sub``, ``key[2]``."""
+    if isinstance(value, dict):
+        return [found for k, v in value.items()
+                for found in non_finite_values(v, f"{path}.{k}" if path else str(k))]
+    if isinstance(value, (list, tuple)):
+        return [found for i, v in enumerate(value)
+                for found in non_finite_values(v, f"{path}[{i}]")]
+    if hasattr(value, "item") and getattr(value, "size", 1) == 1:
+        value = value.item()  # numpy scalars, as _json_default writes them
+    if isinstance(value, numbers.Real) and not math.isfinite(value):
+        return [(path, value)]
+    return []
 
 
 def check_json_out(json_out: str | None) -> None:
@@ -75,8 +120,8 @@ def main(argv=None) -> int:
         exit_code = getattr(args, "exit_code", None)
         # Decided (and explained on stderr) before --json-out is written, which can fail.
         code = exit_code(result) if exit_code and result is not None else 0
-        if result is not None:
-            emit_result(result, args.json_out)
+        if result is not None and not emit_result(result, args.json_out):
+            code = code or 1
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

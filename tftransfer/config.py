@@ -8,6 +8,8 @@ stops with one sentence before any TensorFlow work starts.
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 import typing
 from dataclasses import dataclass, field
 
@@ -28,11 +30,32 @@ INFLUENCE_METHODS = ("auto", "exact", "cg")
 INFLUENCE_RANKINGS = ("helpful", "absolute")
 TUNERS = ("hyperband", "bayesian", "random")
 TUNE_DEFAULT_MAX_TRIALS = 10                # random and bayesian; Hyperband sizes itself
+# Seeds go to numpy's legacy seeding (np.random.seed via keras.utils.set_random_seed, and
+# RandomState for --subset random), which takes only 0 <= seed < 2**32.
+SEED_LIMIT = 2 ** 32
 
 
 def _check(condition: bool, message: str) -> None:
     if not condition:
         raise UserError(message)
+
+
+def _check_finite(config) -> None:
+    """Every float field of ``config`` (and float in a tuple field) must be finite: ``inf``
+    and ``nan`` parse as floats (``--lr inf``), pass comparisons such as ``> 0``, and would
+    train, save and report an all-NaN model."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        for item in value if isinstance(value, (tuple, list)) else (value,):
+            if isinstance(item, numbers.Real) and not isinstance(item, numbers.Integral):
+                _check(math.isfinite(item), f"{f.name} must be a finite number, got {item}.")
+
+
+def check_seed(seed, name: str = "seed") -> None:
+    """A seed must be a whole number in [0, 2**32) (``SEED_LIMIT``)."""
+    valid = isinstance(seed, numbers.Integral) and not isinstance(seed, bool)
+    _check(valid and 0 <= seed < SEED_LIMIT,
+           f"{name} must be a whole number from 0 to {SEED_LIMIT - 1}, got {seed!r}.")
 
 
 def _check_values(owner: str, name: str, values) -> None:
@@ -64,6 +87,7 @@ class DataConfig:
     batch_size: int = 128
 
     def __post_init__(self):
+        _check_finite(self)
         _check(self.image_size is None or self.image_size >= 8,
                f"image_size must be at least 8 pixels, got {self.image_size}.")
         _check(self.train_images is None or self.train_images >= 2,
@@ -91,6 +115,7 @@ class AttackConfig:
     random_start: bool = False
 
     def __post_init__(self):
+        _check_finite(self)
         _check(self.kind in ATTACKS, f"attack must be one of {', '.join(ATTACKS)}, got {self.kind!r}.")
         if self.kind != "none":
             _check(self.eps > 0, f"eps must be positive for a {self.kind} attack, got {self.eps}.")
@@ -125,6 +150,7 @@ class OptimConfig:
     label_smoothing: float = 0.0
 
     def __post_init__(self):
+        _check_finite(self)
         _check(self.learning_rate > 0, f"learning_rate must be positive, got {self.learning_rate}.")
         _check(0.0 <= self.momentum < 1.0, f"momentum must be in [0, 1), got {self.momentum}.")
         _check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}.")
@@ -146,6 +172,7 @@ class ModelConfig:
     small_inputs: bool | None = None       # None: yes for images of 64 pixels or fewer
 
     def __post_init__(self):
+        _check_finite(self)
         _check(self.arch in ARCHITECTURES,
                f"arch must be one of {', '.join(ARCHITECTURES)}, got {self.arch!r}.")
         _check(self.width > 0, f"width must be positive, got {self.width}.")
@@ -168,6 +195,8 @@ class PretrainConfig:
     eval_every: int = 1                    # test accuracy every N epochs (and at the end)
 
     def __post_init__(self):
+        _check_finite(self)
+        check_seed(self.seed)
         _check(self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}.")
         _check(self.eval_every >= 1, f"eval_every must be at least 1, got {self.eval_every}.")
         _check(self.precision in PRECISIONS,
@@ -313,6 +342,8 @@ class TransferConfig:
         _check(self.feature_cache in FEATURE_CACHE_MODES,
                f"feature_cache must be one of {', '.join(FEATURE_CACHE_MODES)}, "
                f"got {self.feature_cache!r}.")
+        _check_finite(self)
+        check_seed(self.seed)
 
 
 @dataclass(frozen=True)
@@ -332,6 +363,8 @@ class CellOverride:
         for name in ("seeds", "unfrozen_blocks"):
             if getattr(self, name) is not None:
                 _check_values("cell override", name, getattr(self, name))
+        for seed in self.seeds or ():
+            check_seed(seed, "cell override: each of seeds")
         _check(self.epochs is None or self.epochs >= 1,
                f"cell override: epochs must be at least 1, got {self.epochs}.")
 
@@ -370,6 +403,8 @@ class SweepConfig:
     def __post_init__(self):
         for name in ("sources", "targets", "train_images", "unfrozen_blocks", "seeds"):
             _check_values(f"sweep {self.name!r}", name, getattr(self, name))
+        for seed in self.seeds:
+            check_seed(seed, f"sweep {self.name!r}: each of seeds")
         _check(self.epochs >= 1, f"sweep {self.name!r}: epochs must be at least 1.")
         _check(all(n >= 2 for n in self.train_images),
                f"sweep {self.name!r}: every train_images value must be at least 2.")

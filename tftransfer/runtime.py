@@ -8,11 +8,19 @@ import sys
 import keras
 import tensorflow as tf
 
+from tftransfer.config import check_seed
 from tftransfer.errors import UserError
 
 
 def set_seed(seed: int) -> None:
-    """Seeds Python, NumPy, TensorFlow and Keras (every random choice takes this seed)."""
+    """Seeds Python, NumPy, TensorFlow and Keras (every random choice takes this seed).
+
+    Raises:
+      UserError: for a seed outside [0, 2**32), which numpy's seeding refuses with a
+        ValueError deep inside Keras (seeds derived from a valid one, such as ``tune``'s
+        seed + execution, can still get there).
+    """
+    check_seed(seed)
     keras.utils.set_random_seed(int(seed))
 
 

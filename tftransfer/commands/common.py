@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from tftransfer.config import ATTACKS, PRECISIONS
+from tftransfer.config import ATTACKS, PRECISIONS, check_seed
+from tftransfer.errors import UserError
 
 
 def positive_int(text: str) -> int:
@@ -15,6 +16,19 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def seed(text: str) -> int:
+    """argparse type: a seed, a whole number in [0, 2**32) (for commands whose seed no
+    validated config carries)."""
+    try:
+        value = int(text)
+        check_seed(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    except UserError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
     return value
 
 

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from tftransfer.commands.common import add_data_arguments
+from tftransfer.commands.common import add_data_arguments, seed
 
 
 def register(subparsers):
@@ -36,7 +36,7 @@ def register(subparsers):
     parser.add_argument("--render", choices=RENDERINGS, default="abs",
                         help="abs: |gradient| summed over channels; image: the signed "
                              "gradient as an RGB image")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the SmoothGrad noise")
+    parser.add_argument("--seed", type=seed, default=0, help="seed of the SmoothGrad noise")
     add_data_arguments(parser)
     parser.set_defaults(run=run)
     return parser
