@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import functools
+import io
 import json
 import os
 import subprocess
@@ -42,20 +45,50 @@ def checkout_commit(root) -> str:
     return commit + ("+dirty" if dirty else "")
 
 
-def write_text_atomic(path, text: str) -> None:
-    """Writes ``text`` to ``path`` via a temporary file and rename, so readers never see half a file."""
+@contextlib.contextmanager
+def replacing(path, suffix: str = ""):
+    """Yields a temporary path beside ``path`` to write the new file to; when the body
+    succeeds, the file is flushed to disk and renamed over ``path`` (and the rename itself
+    flushed), so that ``path`` is always either the whole old file or the whole new one,
+    even after a crash or a power cut. On failure the temporary file is removed.
+
+    Args:
+      path: the file to replace.
+      suffix: the temporary name's ending, for writers that check it (``.weights.h5``).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(handle)
     try:
-        with os.fdopen(handle, "w") as out:
-            out.write(text)
+        yield Path(tmp)
+        _fsync(tmp, os.O_RDONLY)
         os.chmod(tmp, 0o644)  # mkstemp makes owner-only files; records are meant to be shared
         os.replace(tmp, path)
+        _fsync(path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def _fsync(path, flags: int) -> None:
+    descriptor = os.open(path, flags)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def write_bytes_atomic(path, data: bytes) -> None:
+    """Writes ``data`` to ``path`` atomically and durably (see ``replacing``)."""
+    with replacing(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text_atomic(path, text: str) -> None:
+    """Writes ``text`` to ``path`` atomically and durably, so readers never see half a file."""
+    write_bytes_atomic(path, text.encode())
 
 
 def write_json(path, obj) -> None:
@@ -78,3 +111,16 @@ def _default(value):
     if hasattr(value, "item"):
         return value.item()
     return str(value)
+
+
+def write_csv_atomic(path, rows: list[dict]) -> None:
+    """Writes ``rows`` as a CSV atomically; the columns are the union of the rows' keys in
+    order of first appearance (a row without a column leaves it empty)."""
+    columns = []
+    for row in rows:
+        columns += [c for c in row if c not in columns]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(path, buffer.getvalue())

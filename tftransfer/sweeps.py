@@ -36,7 +36,6 @@ import contextlib
 import csv
 import dataclasses
 import fcntl
-import io
 import os
 import socket
 import sys
@@ -185,15 +184,7 @@ def append_row(path, row: dict) -> None:
 def _write_with_row(path, row: dict) -> None:
     """Rewrites the CSV atomically with ``row`` added (the columns are the union); the
     caller holds the directory's lock."""
-    rows = read_rows(path) + [row]
-    columns = []
-    for r in rows:
-        columns += [c for c in r if c not in columns]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns)
-    writer.writeheader()
-    writer.writerows(rows)
-    runs.write_text_atomic(path, buffer.getvalue())
+    runs.write_csv_atomic(path, read_rows(path) + [row])
 
 
 @dataclasses.dataclass(frozen=True)
