@@ -1,16 +1,22 @@
-"""Tests of source-model training (``pretrain``): evaluation schedule and divergence."""
+"""Tests of source-model training (``pretrain``): evaluation schedule, divergence, resume."""
 
 import csv
+import json
 import math
+import shutil
+import tempfile
 from pathlib import Path
+from unittest import mock
 
+import h5py
 import keras
 import numpy as np
 import tensorflow as tf
 
+import tftransfer
 from tests.helpers import make_image_folder
 from tftransfer import training
-from tftransfer.callbacks import BackupUnlessNaN
+from tftransfer.callbacks import EPOCH_ATTRIBUTE, AtomicBackup, BackupUnlessNaN, HistoryCSV
 from tftransfer.config import DataConfig, ModelConfig, OptimConfig, PretrainConfig
 from tftransfer.errors import UserError
 
@@ -69,6 +75,164 @@ class DivergenceTest(tf.test.TestCase):
             with self.assertRaisesRegex(UserError, "NaN at epoch 1"):
                 training.pretrain(config)
         self.assertFalse((tmp / "model" / "model.keras").exists())
+
+
+def tiny_model():
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(momentum=0.9), loss="mse")
+    model.optimizer.build(model.trainable_variables)
+    return model
+
+
+class AtomicBackupTest(tf.test.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.directory = Path(self.get_temp_dir()) / "checkpoint"
+        self.weights = self.directory / "latest.weights.h5"
+        self.metadata = self.directory / "training_metadata.json"
+
+    def backup(self, model):
+        callback = AtomicBackup(str(self.directory), double_checkpoint=True)
+        callback.set_model(model)
+        return callback
+
+    def test_the_restored_epoch_is_the_one_its_weights_record(self):
+        model = tiny_model()
+        callback = self.backup(model)
+        callback.on_epoch_end(0)
+        callback.on_epoch_end(1)
+        with h5py.File(self.weights, "r") as handle:
+            self.assertEqual(handle.attrs[EPOCH_ATTRIBUTE], 2)
+        # Killed between the weights' rename and the metadata's: the metadata lags by one.
+        self.metadata.write_text(json.dumps({"epoch": 1, "batch": 0}))
+        restored = tiny_model()
+        self.assertEqual(self.backup(restored).restore(), 2)
+        for a, b in zip(model.weights, restored.weights):
+            self.assertAllEqual(a, b)
+        # Any other disagreement is refused: the files do not belong together.
+        self.metadata.write_text(json.dumps({"epoch": 5, "batch": 0}))
+        with self.assertRaisesRegex(UserError, "says epoch 5 but .* holds epoch 2"):
+            self.backup(tiny_model()).restore()
+
+    def test_a_write_that_fails_midway_leaves_the_previous_checkpoint_whole(self):
+        model = tiny_model()
+        callback = self.backup(model)
+        callback.on_epoch_end(0)
+        before = self.weights.read_bytes()
+
+        def killed_while_writing(filepath, overwrite=True):
+            Path(filepath).write_bytes(b"half a file")
+            raise KeyboardInterrupt
+        with mock.patch.object(model, "save_weights", killed_while_writing):
+            with self.assertRaises(KeyboardInterrupt):
+                callback.on_epoch_end(1)
+        self.assertEqual(self.weights.read_bytes(), before)
+        self.assertEqual(sorted(p.name for p in self.directory.iterdir()),
+                         ["latest.weights.h5", "latest.weights.h5.bkp",
+                          "training_metadata.json", "training_metadata.json.bkp"])
+        self.assertEqual(self.backup(tiny_model()).restore(), 1)
+
+
+class ResumeTest(tf.test.TestCase):
+    """Resuming a 3-epoch pretrain from damaged, moved or re-spelled run directories; each
+    test starts from a copy of one run killed after its second epoch."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.root = Path(tempfile.mkdtemp(prefix="resume_test_"))
+        cls.folder = make_image_folder(cls.root / "images", classes=("a", "b"), per_class=16,
+                                       split=True)
+        training.pretrain(cls.config(cls.root / "whole"))
+        original = HistoryCSV.on_epoch_end
+
+        def killed_after_second_epoch(callback, epoch, logs=None):
+            original(callback, epoch, logs)
+            if epoch == 1:
+                raise KeyboardInterrupt  # as if killed after the epoch's checkpoint
+        with mock.patch.object(HistoryCSV, "on_epoch_end", killed_after_second_epoch):
+            try:
+                training.pretrain(cls.config(cls.root / "killed"))
+            except KeyboardInterrupt:
+                pass
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.root, ignore_errors=True)
+        super().tearDownClass()
+
+    @classmethod
+    def config(cls, out):
+        return PretrainConfig(out=str(out), epochs=3, model=ModelConfig(arch="resnet20",
+                                                                         width=0.25),
+                              data=DataConfig(dataset=str(cls.folder), image_size=16,
+                                              batch_size=8))
+
+    def killed_copy(self, name, as_if_run_there=True):
+        """A copy of the killed run; by default its recorded --out is the copy's, so that
+        only the damage a test adds tells it from a run killed there."""
+        out = Path(self.get_temp_dir()) / name
+        shutil.copytree(self.root / "killed", out)
+        if as_if_run_there:
+            recorded = json.loads((out / "run_config.json").read_text())
+            (out / "run_config.json").write_text(json.dumps({**recorded, "out": str(out)}))
+        return out
+
+    def assert_ends_like_the_uninterrupted_run(self, out, epochs_this_session):
+        metrics = training.pretrain(self.config(out))
+        out = Path(out)
+        self.assertEqual(metrics["epochs_this_session"], epochs_this_session)
+        whole = tftransfer.load_model(self.root / "whole")
+        resumed = tftransfer.load_model(out)
+        for a, b in zip(whole.weights, resumed.weights):
+            self.assertAllClose(a, b, atol=1e-5, rtol=1e-5, msg=a.path)
+        with open(out / "history.csv") as handle:
+            rows = list(csv.DictReader(handle))
+        self.assertEqual([row["epoch"] for row in rows], ["1", "2", "3"])
+        self.assertTrue(all(float(row["loss"]) > 0 for row in rows))  # no epoch without data
+
+    def test_truncated_latest_weights_resume_from_the_previous_checkpoint(self):
+        out = self.killed_copy("truncated")
+        weights = out / "checkpoint" / "latest.weights.h5"
+        weights.write_bytes(weights.read_bytes()[:weights.stat().st_size // 2])
+        self.assertEqual(json.loads((out / "checkpoint" / "training_metadata.json")
+                                    .read_text())["epoch"], 2)
+        # Epochs 2 and 3 again, from the epoch-1 backup, on their own batches.
+        self.assert_ends_like_the_uninterrupted_run(out, epochs_this_session=2)
+
+    def test_unreadable_weights_without_a_backup_are_one_sentence(self):
+        out = self.killed_copy("no_backup")
+        (out / "checkpoint" / "latest.weights.h5.bkp").unlink()
+        weights = out / "checkpoint" / "latest.weights.h5"
+        weights.write_bytes(weights.read_bytes()[:100])
+        with self.assertRaisesRegex(UserError, r"cannot be resumed: .*latest\.weights\.h5 "
+                                               r"\(.*\) cannot be read; .*delete"):
+            training.pretrain(self.config(out))
+
+    def test_empty_or_disagreeing_metadata_is_one_sentence(self):
+        for name, text, message in (
+                ("empty", "", "training_metadata.json is empty or corrupt"),
+                ("truncated", '{"epoch": ', "training_metadata.json is empty or corrupt"),
+                ("disagreeing", '{"epoch": 0, "batch": 0}', "says epoch 0 but .* epoch 2")):
+            with self.subTest(name):
+                out = self.killed_copy(name)
+                (out / "checkpoint" / "training_metadata.json").write_text(text)
+                with self.assertRaisesRegex(UserError, message):
+                    training.pretrain(self.config(out))
+
+    def test_a_trailing_slash_or_a_moved_directory_is_the_same_run(self):
+        slash = self.killed_copy("slash")
+        self.assert_ends_like_the_uninterrupted_run(str(slash) + "/", epochs_this_session=1)
+        moved = Path(self.get_temp_dir()) / "moved" / "elsewhere"
+        shutil.move(self.killed_copy("before_moving", as_if_run_there=False), moved)
+        self.assert_ends_like_the_uninterrupted_run(moved, epochs_this_session=1)
+
+    def test_a_changed_option_is_named_in_the_refusal(self):
+        config = self.config(self.killed_copy("changed"))
+        config = PretrainConfig(out=config.out, epochs=4, model=config.model, data=config.data)
+        with self.assertRaisesRegex(UserError, r"different configuration \(epochs: 3 -> 4\)"):
+            training.pretrain(config)
 
 
 if __name__ == "__main__":

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import csv
-import io
+import json
 import math
+import os
+import shutil
+import sys
 import time
 from pathlib import Path
 
+import h5py
 import keras
 import numpy as np
 
-from tftransfer.runs import write_text_atomic
+from tftransfer import runs
+from tftransfer.errors import UserError
+
+# The HDF5 attribute of a checkpoint's weights file that holds its epoch.
+EPOCH_ATTRIBUTE = "tftransfer_epoch"
 
 
 class HistoryCSV(keras.callbacks.Callback):
@@ -56,28 +64,33 @@ class HistoryCSV(keras.callbacks.Callback):
         self._write()
 
     def _write(self):
-        columns = []
-        for row in self.rows.values():
-            columns += [c for c in row if c not in columns]
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=columns)
-        writer.writeheader()
-        for epoch in sorted(self.rows):
-            writer.writerow(self.rows[epoch])
-        write_text_atomic(self.path, buffer.getvalue())
+        runs.write_csv_atomic(self.path, [self.rows[epoch] for epoch in sorted(self.rows)])
 
 
 class StopOnNaN(keras.callbacks.Callback):
-    """Stops training when the loss becomes NaN or infinite and remembers the epoch."""
+    """Stops training when the loss becomes NaN or infinite and remembers the epoch.
 
-    def __init__(self):
+    With ``check_weights``, also when a weight does: the logged loss is a mean of losses
+    computed before each step's update, so the epoch's last update can make the weights
+    non-finite while the loss still reads finite (a one-epoch run would then be saved).
+    ``reason`` says which it was: ``"loss"`` or ``"weights"``.
+    """
+
+    def __init__(self, check_weights: bool = False):
         super().__init__()
+        self.check_weights = check_weights
         self.bad_epoch = None
+        self.reason = None
 
     def on_epoch_end(self, epoch, logs=None):
         if not _is_finite_loss(logs):
-            self.bad_epoch = epoch + 1
-            self.model.stop_training = True
+            self.reason = "loss"
+        elif self.check_weights and not _finite_weights(self.model):
+            self.reason = "weights"
+        else:
+            return
+        self.bad_epoch = epoch + 1
+        self.model.stop_training = True
 
 
 def _number(value):
@@ -93,8 +106,143 @@ def _current_learning_rate(model) -> float:
     return float(keras.ops.convert_to_numpy(learning_rate))
 
 
-class BackupUnlessNaN(keras.callbacks.BackupAndRestore):
-    """``BackupAndRestore`` that never checkpoints an epoch whose loss is NaN or infinite.
+class AtomicBackup(keras.callbacks.BackupAndRestore):
+    """``BackupAndRestore`` (per epoch) whose checkpoint a kill or a damaged file cannot
+    turn into a silently wrong resume.
+
+    - The weights file holds its own epoch (an HDF5 attribute), so the checkpoint that is
+      restored is the one source of truth for where training resumes: code that must know
+      the epoch before ``fit()`` (an input pipeline that yields only the remaining epochs)
+      calls ``restore`` and gets the epoch of the weights it just loaded.
+    - Every file is written to a temporary name, flushed to disk and renamed, so a kill
+      leaves each one whole. Kills between the renames can only leave
+      ``training_metadata.json`` one epoch behind its weights, which is accepted.
+    - ``restore`` falls back to the previous checkpoint (``double_checkpoint``) when the
+      latest weights are unreadable, and otherwise stops with a UserError naming the file:
+      an empty or truncated metadata file, weights that cannot be read, or metadata that
+      disagrees with its weights.
+    """
+
+    def __init__(self, backup_dir, **kwargs):
+        super().__init__(backup_dir, **kwargs)
+        if self.save_freq != "epoch":
+            raise ValueError("AtomicBackup checkpoints whole epochs only (save_freq='epoch').")
+        self.restored_epoch = None
+
+    def restore(self) -> int:
+        """Loads the newest usable checkpoint into the model (``set_model`` first); only the
+        first call reads the files.
+
+        Returns:
+          The number of finished epochs the restored checkpoint holds (0: none yet).
+
+        Raises:
+          UserError: when no usable checkpoint is left or its files disagree.
+        """
+        if self.restored_epoch is None:
+            self.restored_epoch = self._restore()
+        return self.restored_epoch
+
+    def on_train_begin(self, logs=None):
+        self.model._initial_epoch = self.restore()
+
+    def _restore(self) -> int:
+        pairs = [(self._weights_path, self._training_metadata_path)]
+        if self.double_checkpoint:
+            pairs.append((self._prev_weights_path, self._prev_training_metadata_path))
+        unreadable = []
+        for weights, metadata in pairs:
+            if not os.path.exists(weights):
+                continue
+            try:
+                epoch = self._checkpoint_epoch(weights, metadata)
+                self._load(weights)
+            except (OSError, ValueError) as error:  # h5py: truncated, not HDF5, wrong shapes
+                unreadable.append(f"{weights} ({str(error).strip().splitlines()[0]})")
+                continue
+            if unreadable:
+                print(f"resume: {unreadable[0]} is unreadable; resuming from the previous "
+                      f"checkpoint (epoch {epoch}) instead.", file=sys.stderr)
+            self._write_metadata(self._training_metadata_path, epoch)  # in step with it again
+            return epoch
+        if unreadable:
+            raise self._unusable(f"{' and '.join(unreadable)} cannot be read")
+        if os.path.exists(self._training_metadata_path):
+            raise self._unusable(f"{self._training_metadata_path} exists but its weights "
+                                 f"{self._weights_path} do not")
+        return 0
+
+    def _checkpoint_epoch(self, weights: str, metadata: str) -> int:
+        """The epoch of a checkpoint: its weights' own, checked against the metadata file;
+        the metadata's for a checkpoint written by Keras' BackupAndRestore itself."""
+        with h5py.File(weights, "r") as handle:
+            stored = handle.attrs.get(EPOCH_ATTRIBUTE)
+        recorded = self._metadata_epoch(metadata)
+        if stored is None:
+            if recorded is None:
+                raise self._unusable(f"{weights} does not record its epoch and {metadata} "
+                                     f"is missing")
+            return recorded
+        stored = int(stored)
+        if recorded is not None and recorded not in (stored - 1, stored):
+            raise self._unusable(f"{metadata} says epoch {recorded} but {weights} holds "
+                                 f"epoch {stored}")
+        return stored
+
+    def _metadata_epoch(self, path: str) -> int | None:
+        if not os.path.exists(path):
+            return None
+        try:
+            epoch = json.loads(Path(path).read_text())["epoch"]
+        except (ValueError, KeyError, TypeError):
+            epoch = None
+        if not isinstance(epoch, int) or epoch < 0:
+            raise self._unusable(f"{path} is empty or corrupt (no epoch number in it)")
+        return epoch
+
+    def _load(self, weights: str) -> None:
+        if weights == self._weights_path:
+            self._load_weights(weights)
+            return
+        # Keras loads only files named *.weights.h5: the backup is copied into place,
+        # replacing the unreadable latest file only once the copy has loaded.
+        with runs.replacing(self._weights_path, suffix=".weights.h5") as tmp:
+            shutil.copyfile(weights, tmp)
+            self._load_weights(str(tmp))
+
+    def _load_weights(self, path: str) -> None:
+        if self.model.optimizer is not None and not self.model.optimizer.built:
+            self.model.optimizer.build(self.model.trainable_variables)
+        self.model.load_weights(path)
+
+    def _unusable(self, detail: str) -> UserError:
+        return UserError(f"The checkpoint in {self.backup_dir} cannot be resumed: {detail}; "
+                         f"restore the file, or delete {self.backup_dir} to train again from "
+                         f"epoch 0.")
+
+    def _save_model(self):
+        os.makedirs(self.backup_dir, exist_ok=True)
+        if self.double_checkpoint:
+            for current, previous in ((self._weights_path, self._prev_weights_path),
+                                      (self._training_metadata_path,
+                                       self._prev_training_metadata_path)):
+                if os.path.exists(current):
+                    with runs.replacing(previous) as tmp:
+                        shutil.copyfile(current, tmp)
+        with runs.replacing(self._weights_path, suffix=".weights.h5") as tmp:
+            self.model.save_weights(str(tmp), overwrite=True)
+            with h5py.File(tmp, "a") as handle:
+                handle.attrs[EPOCH_ATTRIBUTE] = self._current_epoch
+        self._write_metadata(self._training_metadata_path, self._current_epoch)
+
+    @staticmethod
+    def _write_metadata(path: str, epoch: int) -> None:
+        # Keras' own format, so that its BackupAndRestore could still read the checkpoint.
+        runs.write_text_atomic(path, json.dumps({"epoch": epoch, "batch": 0}))
+
+
+class BackupUnlessNaN(AtomicBackup):
+    """``AtomicBackup`` that never checkpoints an epoch whose loss is NaN or infinite.
 
     Keras saves at every epoch end, so without this a diverged run would leave NaN weights
     as its resume point: a re-run would continue from them, and a NaN in the last epoch

@@ -2,13 +2,19 @@
 
 A run directory holds ``model.keras`` + ``config.json`` (the trained classifier),
 ``history.csv`` (one row per epoch), ``metrics.json`` (the final result),
-``checkpoint/`` (``BackupAndRestore``: a killed run resumes from its last finished
+``checkpoint/`` (``callbacks.AtomicBackup``: a killed run resumes from its last finished
 epoch) and ``logs/`` (TensorBoard).
+
+Resume has one source of truth: the checkpoint restored before ``fit()``, whose weights
+file records its epoch; the input pipeline starts from that epoch and ``fit()`` from the
+same one. Every resume file is written atomically; an unusable one stops the run with one
+sentence instead of training from a wrong epoch.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -49,13 +55,11 @@ def pretrain(cfg: PretrainConfig) -> dict:
     test_idx = data.select_subset(target.test.labels, cfg.data.test_images, 0, "--test-images")
     image_size = cfg.data.image_size or _native_size(target)
     strategy = runtime.strategy(cfg.distribute)
-    train_ds = data.training_pipeline(
-        target.train, train_idx, image_size, cfg.data.batch_size, cfg.seed, cfg.epochs,
-        first_epoch=_resumed_epoch(out), augmentation=cfg.data.augment, flip=target.flip,
-        color_jitter=cfg.data.color_jitter)
     test_ds = data.pipeline(target.test, test_idx, image_size, cfg.data.batch_size)
     steps_per_epoch = math.ceil(len(train_idx) / cfg.data.batch_size)
 
+    backup = BackupUnlessNaN(str(out / "checkpoint"), double_checkpoint=True,
+                             delete_checkpoint=False)
     with strategy.scope():
         mean, std = channel_statistics(target.train, train_idx, image_size, cfg.seed)
         classifier = build_classifier(cfg, target.num_classes, image_size, mean, std)
@@ -65,11 +69,17 @@ def pretrain(cfg: PretrainConfig) -> dict:
         trainer.compile(optimizer=make_optimizer(cfg.optim, cfg.epochs, steps_per_epoch),
                         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         trainer.build((None, image_size, image_size, 3))
+        first_epoch = resume(backup, trainer, cfg.epochs)
+    # The batches of the remaining epochs only, from the epoch the restored weights end.
+    train_ds = data.training_pipeline(
+        target.train, train_idx, image_size, cfg.data.batch_size, cfg.seed, cfg.epochs,
+        first_epoch=first_epoch, augmentation=cfg.data.augment, flip=target.flip,
+        color_jitter=cfg.data.color_jitter)
 
     nan_guard = StopOnNaN()
     callbacks = [
         # First, so that the other callbacks see the restored epoch.
-        BackupUnlessNaN(str(out / "checkpoint"), double_checkpoint=True, delete_checkpoint=False),
+        backup,
         HistoryCSV(out / "history.csv"),
         keras.callbacks.TensorBoard(str(out / "logs"), update_freq="epoch"),
         nan_guard,
@@ -124,14 +134,20 @@ def channel_statistics(image_set, indices, image_size, seed):
     return tuple(float(v) for v in mean), tuple(float(v) for v in std)
 
 
-def _resumed_epoch(out: Path) -> int:
-    """The epoch a resumed run starts from: what BackupAndRestore will restore.
+def resume(backup: BackupUnlessNaN, trainer, epochs: int) -> int:
+    """Restores ``backup``'s checkpoint into ``trainer`` now, before ``fit()``, and returns
+    the epoch it ends: the one source of truth for both the input pipeline and ``fit()``.
 
-    The input pipeline must know it before fit() starts (it produces the batches of the
-    remaining epochs only); this reads the metadata file BackupAndRestore writes.
+    Raises:
+      UserError: when the checkpoint is unusable, or holds more epochs than ``epochs``.
     """
-    metadata = out / "checkpoint" / "training_metadata.json"
-    return int(runs.read_json(metadata)["epoch"]) if metadata.exists() else 0
+    backup.set_model(trainer)
+    epoch = backup.restore()
+    if epoch > epochs:
+        raise UserError(f"The checkpoint in {backup.backup_dir} holds {epoch} epochs, more "
+                        f"than the {epochs} asked for; give --epochs {epoch} or more, or "
+                        f"another --out.")
+    return epoch
 
 
 def _native_size(target) -> int:
@@ -142,12 +158,54 @@ def _native_size(target) -> int:
 
 
 def _check_same_run(out: Path, cfg: PretrainConfig) -> None:
+    """Refuses to resume a run directory that holds a run of another configuration.
+
+    The directory's own path is not compared (``--out DIR/``, or the directory moved),
+    and data paths are compared once normalised.
+    """
     previous = out / "run_config.json"
-    # Compare as configs, not as files: fields added to the config later take their defaults.
-    if previous.exists() and runs.as_json_data(to_dict(from_dict(
-            PretrainConfig, runs.read_json(previous)))) != runs.as_json_data(to_dict(cfg)):
-        raise UserError(f"{out} holds a run with a different configuration; resume it with the "
-                        f"same options or choose another --out.")
+    if not previous.exists():
+        return
+    try:
+        # As configs, not as files: fields added to the config later take their defaults.
+        before = from_dict(PretrainConfig, runs.read_json(previous))
+    except (ValueError, TypeError):  # not JSON, or not a config's JSON
+        raise UserError(f"{previous} is empty or corrupt; restore it, or choose another "
+                        f"--out.") from None
+    changed = _differences(_comparable(before), _comparable(cfg))
+    if changed:
+        raise UserError(f"{out} holds a run with a different configuration "
+                        f"({'; '.join(changed)}); resume it with the same options or choose "
+                        f"another --out.")
+
+
+def _comparable(cfg: PretrainConfig) -> dict:
+    """``cfg`` as JSON data without its run directory, with normalised data paths."""
+    values = runs.as_json_data(to_dict(cfg))
+    values.pop("out", None)
+    for key in ("dataset", "data_dir"):
+        if values["data"].get(key) is not None:
+            values["data"][key] = _normal_path(values["data"][key])
+    return values
+
+
+def _normal_path(text: str) -> str:
+    """An existing path resolved (symlinks, ``..``, a trailing slash); a TFDS name or a
+    missing path with only its spelling normalised."""
+    path = Path(text).expanduser()
+    return str(path.resolve()) if path.exists() else os.path.normpath(text)
+
+
+def _differences(before: dict, now: dict, prefix: str = "") -> list[str]:
+    """``field: old -> new`` for every field that differs (nested fields dotted)."""
+    changed = []
+    for key in sorted(set(before) | set(now)):
+        old, new = before.get(key), now.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            changed += _differences(old, new, f"{prefix}{key}.")
+        elif old != new:
+            changed.append(f"{prefix}{key}: {old!r} -> {new!r}")
+    return changed
 
 
 def _finish(cfg, out, trainer, test_ds, target, image_size, n_train, n_test, seconds, history):
