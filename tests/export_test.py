@@ -11,16 +11,20 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
+import hashlib
 import io
 import json
 import os
 import re
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from unittest import mock
@@ -60,6 +64,31 @@ def sample_images(seed: int = 0) -> dict[str, bytes]:
             "jpeg_45x50": encode(pixels(45, 50), "JPEG"),
             "gif_palette_17x17": encode(pixels(17, 17), "GIF", "P"),
             "bmp_32x32": encode(pixels(32, 32), "BMP")}
+
+
+def constant_png(width: int, height: int) -> bytes:
+    """A grey PNG of any size, written row by row: a 12000x12000 one is about 440 KB and
+    never exists as pixels here (a decompression bomb, for the server)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (struct.pack(">I", len(body)) + kind + body
+                + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF))
+
+    compressor = zlib.compressobj(9)
+    row = b"\x00" + b"\x80" * (3 * width)  # filter type 0, then RGB pixels
+    pixels = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels)
+            + chunk(b"IEND", b""))
+
+
+def peak_memory_mb() -> float:
+    """This process's peak resident memory so far, in MB (Linux reports KB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def pil_pixels(encoded: bytes) -> np.ndarray:
@@ -311,17 +340,58 @@ class ExportTest(tf.test.TestCase):
         self.assert_matches_keras(outputs, data.to_model_input(other_size, IMAGE_SIZE))
 
     def test_corrupt_bytes_raise_invalid_argument_naming_decode(self):
-        # TensorFlow's message names the failing node (map/while/decode_image/DecodeImage)
-        # and the reason, e.g. "Unknown image file format. One of JPEG, JPEG XL, PNG, GIF,
-        # BMP, WebP required." or "Invalid PNG data, size 60".
+        # Bytes of no known format are refused by the signature's own check, which names
+        # the image's index; a known header with broken data reaches TensorFlow's decoder,
+        # whose message names the failing node and the reason ("Invalid PNG data, size 60").
         png = sample_images()["png_rgb_20x24"]
         serve = self.loaded.signatures["serving_default"]
         with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
-                                    r"(?s)decode_image.*Unknown image file format"):
+                                    r"image 1 of the batch is not an image the model can "
+                                    r"decode \(Unknown image file format"):
             serve(image_bytes=tf.constant([png, b"this is not an image"]))
         with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
                                     r"(?s)decode_image.*Invalid PNG data"):
             serve(image_bytes=tf.constant([png[:60]]))
+
+    def test_empty_batch_returns_empty_outputs(self):
+        signatures = self.loaded.signatures
+        for outputs in (signatures["serving_default"](image_bytes=tf.constant([], tf.string)),
+                        signatures["predict_images"](images=tf.zeros([0, 45, 50, 3])),
+                        signatures["predict_images"](images=tf.zeros([0, 0, 0, 3]))):
+            self.assertEqual(outputs["probabilities"].shape, (0, len(CLASS_NAMES)))
+            self.assertEqual(outputs["logits"].shape, (0, len(CLASS_NAMES)))
+            self.assertEqual(outputs["classes"].shape, (0, 2))
+            self.assertEqual(outputs["class_names"].shape, (0, 2))
+
+    def test_huge_png_is_refused_from_its_header_before_decoding(self):
+        # 12000 x 12000 = 144 megapixels in a 440 KB file: decoding it took 2.9 GB and 10-18 s.
+        bomb = constant_png(12000, 12000)
+        self.assertLess(len(bomb), 1_000_000)
+        serve = self.loaded.signatures["serving_default"]
+        serve(image_bytes=tf.constant([sample_images()["png_rgb_20x24"]]))  # warm up
+        before, start = peak_memory_mb(), time.monotonic()
+        with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
+                                    r"image 1 of the batch declares 144000000 pixels, more than "
+                                    rf"the {export.MAX_IMAGE_PIXELS} this model accepts"):
+            serve(image_bytes=tf.constant([sample_images()["bmp_32x32"], bomb]))
+        self.assertLess(time.monotonic() - start, 5.0)
+        # Decoding would need 432 MB for the uint8 pixels alone.
+        self.assertLess(peak_memory_mb() - before, 300)
+
+    def test_float_images_over_the_limit_are_refused(self):
+        serve = self.loaded.signatures["predict_images"]
+        limit = export.MAX_IMAGE_PIXELS
+        side = int(limit ** 0.5) + 1
+        with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
+                                    rf"{side}x{side} pixels, more than the {limit}"):
+            serve(images=tf.zeros([0, side, side, 3]))  # the shape alone is checked
+
+    def test_metadata_records_the_pixel_limit_and_the_graph_sha256(self):
+        metadata = export.read_metadata(self.export_dir)
+        self.assertEqual(metadata["max_image_pixels"], export.MAX_IMAGE_PIXELS)
+        self.assertEqual(self.result["max_image_pixels"], export.MAX_IMAGE_PIXELS)
+        digest = hashlib.sha256((self.export_dir / "saved_model.pb").read_bytes()).hexdigest()
+        self.assertEqual(metadata["saved_model_sha256"], digest)
 
     def test_saved_model_cli_runs_both_signatures(self):
         png = sample_images()["png_rgb_20x24"]
@@ -372,6 +442,113 @@ class ExportTest(tf.test.TestCase):
             export.export_model(self.run_dir, "m", base=base, top_k=0)
         with self.assertRaisesRegex(UserError, "positive"):
             export.version_dir(base / "m", 0)
+
+
+@functools.lru_cache(maxsize=None)
+def _size_checker(max_pixels: int, max_gif_blocks: int):
+    """A tf.function running ``check_encoded_size`` (image index 3) on one encoded image."""
+    with mock.patch.object(export, "MAX_GIF_BLOCKS", max_gif_blocks):
+        @tf.function(input_signature=[tf.TensorSpec([], tf.string)])
+        def check(encoded):
+            with tf.control_dependencies([export.check_encoded_size(encoded, 3, max_pixels)]):
+                return tf.constant(0)
+
+        check.get_concrete_function()  # traced now, while the patch holds
+    return check
+
+
+def size_refusal(encoded: bytes, max_pixels: int, max_gif_blocks: int | None = None):
+    """The signature's refusal message for ``encoded``, or None when it passes."""
+    max_gif_blocks = max_gif_blocks or export.MAX_GIF_BLOCKS
+    try:
+        _size_checker(max_pixels, max_gif_blocks)(tf.constant(encoded))
+    except tf.errors.InvalidArgumentError as error:
+        return error.message
+    return None
+
+
+def gif_frames(sizes, screen=None) -> bytes:
+    """An animated GIF whose frames have the given (width, height), at offset 0, with the
+    logical screen overwritten to ``screen`` when given."""
+    rng = np.random.default_rng(7)
+    frames = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).convert("P")
+              for w, h in sizes]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:],
+                   optimize=False, disposal=1)
+    encoded = buffer.getvalue()
+    if screen is not None:
+        encoded = encoded[:6] + struct.pack("<HH", *screen) + encoded[10:]
+    return encoded
+
+
+class ImageSizeCheckTest(tf.test.TestCase):
+    """serving_default's header reads: the pixel count of every format it decodes, and the
+    refusals (with the image's index) before anything is decoded."""
+
+    def test_declared_pixels_match_the_decoded_size(self):
+        rng = np.random.default_rng(3)
+        pixels = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+        top_down_bmp = bytearray(encode(pixels, "BMP"))
+        top_down_bmp[22:26] = struct.pack("<i", -37)  # a negative height: rows top-down
+        images = {"png": encode(pixels, "PNG"), "jpeg": encode(pixels, "JPEG"),
+                  "bmp": encode(pixels, "BMP"), "bmp top-down": bytes(top_down_bmp),
+                  "gif": encode(pixels, "GIF", "P"), "webp lossy": encode(pixels, "WEBP"),
+                  "webp lossless": _webp(pixels, lossless=True),
+                  "webp extended": _webp(pixels, exif=b"Exif\x00\x00")}
+        for name, encoded in images.items():
+            declared, walked = export.declared_pixels(tf.constant(encoded))
+            decoded = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+            self.assertEqual(int(declared), 37 * 53, name)
+            self.assertEqual(decoded.shape[:2], (37, 53), name)
+            self.assertTrue(bool(walked))
+
+    def test_limit_is_inclusive(self):
+        png = encode(np.zeros((20, 30, 3), np.uint8), "PNG")
+        self.assertIsNone(size_refusal(png, 600))
+        self.assertRegex(size_refusal(png, 599),
+                         r"image 3 of the batch declares 600 pixels, more than the 599")
+
+    def test_every_format_is_checked_before_decoding(self):
+        big = np.zeros((40, 50, 3), np.uint8)  # 2000 pixels against a limit of 1000
+        for encoded in (encode(big, "PNG"), encode(big, "JPEG"), encode(big, "BMP"),
+                        encode(big, "GIF", "P"), encode(big, "WEBP"),
+                        _webp(big, lossless=True)):
+            self.assertRegex(size_refusal(encoded, 1000), r"declares 2000 pixels")
+
+    def test_gif_frames_count_beyond_the_logical_screen(self):
+        # TensorFlow sizes a GIF's canvas by its frames, not by the 1x1 screen it declares.
+        encoded = gif_frames([(40, 50)], screen=(1, 1))
+        self.assertEqual(tf.io.decode_image(encoded, expand_animations=False).shape[:2],
+                         (50, 40))
+        self.assertRegex(size_refusal(encoded, 1999), r"declares 2000 pixels")
+        # giflib keeps every frame: their areas add up.
+        self.assertRegex(size_refusal(gif_frames([(30, 30)] * 3), 2000), r"declares 2700")
+
+    def test_a_gif_too_long_to_walk_is_refused(self):
+        encoded = gif_frames([(60, 60)])
+        self.assertIsNone(size_refusal(encoded, 10_000, max_gif_blocks=1000))
+        self.assertRegex(size_refusal(encoded, 10_000, max_gif_blocks=3),
+                         r"image 3 of the batch is a GIF with more than 3 data blocks")
+
+    def test_unknown_formats_and_jpeg_xl_are_refused_with_the_index(self):
+        self.assertRegex(size_refusal(b"hello, not an image", 10**6),
+                         r"image 3 of the batch is not an image the model can decode "
+                         r"\(Unknown image file format")
+        for jxl in (b"\xff\x0a" + bytes(30), b"\x00\x00\x00\x0cJXL \r\n\x87\n" + bytes(30)):
+            self.assertRegex(size_refusal(jxl, 10**6), r"image 3 of the batch is JPEG XL, "
+                                                       r"which is refused")
+
+    def test_truncated_headers_reach_the_decoder(self):
+        # Too short to hold a size: nothing is refused here; the decoder names the problem.
+        png = sample_images()["png_rgb_20x24"]
+        self.assertIsNone(size_refusal(png[:10], 1))
+
+
+def _webp(pixels: np.ndarray, **options) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="WEBP", **options)
+    return buffer.getvalue()
 
 
 def _saved_model_cli(export_dir, signature, input_args) -> dict:
@@ -478,6 +655,26 @@ class ServingClientTest(tf.test.TestCase):
             export.read_images([str(text)])
         with self.assertRaisesRegex(UserError, "Cannot read image"):
             export.read_images([str(self.root / "missing.png")])
+
+    def test_predict_names_the_file_the_server_refuses(self):
+        good = self.files[0]
+        broken = self.root / "broken.png"  # a PNG header, then nothing: the decoder fails
+        broken.write_bytes(self.images["png_rgb_20x24"][:60])
+        bomb = self.root / "bomb.png"  # refused from its header, with its index
+        bomb.write_bytes(constant_png(12000, 12000))
+        with self.fake() as server:
+            code, _, err = run_cli(["predict", "--server", server.url, "--model", NAME, good,
+                                    str(broken), good])
+            self.assertEqual(code, 2)
+            self.assertIn(f"refused {str(broken)!r} (image 1 of the 3 sent", err)
+            self.assertIn("Invalid PNG data", err)
+            self.assertNotIn("Traceback", err)
+            with self.assertRaisesRegex(UserError, rf"refused '{re.escape(str(bomb))}' \(image 2 "
+                                                   r"of the 3 sent.*declares 144000000 pixels"):
+                export.predict_files([good, good, bomb], server.url, NAME)
+            requests = len(server.requests)
+            export.predict_files([good], server.url, NAME)  # and a good request still works
+            self.assertEqual(len(server.requests), requests + 1)
 
     def test_answer_that_is_not_tf_serving(self):
         with self.fake() as server:

@@ -11,7 +11,9 @@ def register(subparsers):
         "evaluate", help="test accuracy of a model, clean and under a PGD attack",
         description="Evaluates a model on a dataset's test split; with --attack also under PGD "
                     "(cleverhans' implementation unless --attack-impl ours).")
-    parser.add_argument("--model", required=True, help="model directory, .keras file or name")
+    parser.add_argument("--model", required=True,
+                        help="model directory, .keras file, SavedModel directory or name")
+    add_trust_saved_model_argument(parser)
     parser.add_argument("--dataset", required=True, help="TFDS name or image folder")
     parser.add_argument("--max-examples", type=positive_int, default=None,
                         help="evaluate on a fixed stratified subset of this many test images")
@@ -26,13 +28,21 @@ def register(subparsers):
     return parser
 
 
+def add_trust_saved_model_argument(parser) -> None:
+    """``--trust-saved-model``: the flag ``saving.load_model``'s refusal names."""
+    from tftransfer.saving import TRUST_FLAG
+
+    parser.add_argument(TRUST_FLAG, action="store_true",
+                        help="load a SavedModel that `export` did not write (or whose graph "
+                             "has ops beyond pure computation); its ops run with your "
+                             "permissions, so only for files you trust")
+
+
 def run(args) -> dict:
-    import tftransfer
+    from tftransfer import saving
     from tftransfer.evaluation import evaluate_on_dataset
 
-    from tftransfer import saving
-
-    model = tftransfer.load_model(args.model)
+    model = saving.load_model(args.model, trust_saved_model=args.trust_saved_model)
     trained_with = saving.read_config(args.model).get("resolved_config", {}).get("data", {})
     test_fraction = args.test_fraction or trained_with.get("test_fraction", 0.2)
     result = evaluate_on_dataset(model, args.dataset, args.data_dir, args.download,

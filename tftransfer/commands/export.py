@@ -8,6 +8,7 @@ from __future__ import annotations
 
 def register(subparsers):
     """Adds the ``export`` subcommand and returns its parser."""
+    from tftransfer.commands.evaluate import add_trust_saved_model_argument
     from tftransfer.export import DEFAULT_TOP_K
 
     parser = subparsers.add_parser(
@@ -19,6 +20,7 @@ def register(subparsers):
                     "names, and logits. An existing version is never overwritten.")
     parser.add_argument("--model", required=True,
                         help="run or model directory, .keras file or registered name")
+    add_trust_saved_model_argument(parser)
     parser.add_argument("--name", required=True, help="served model name (TF Serving MODEL_NAME)")
     parser.add_argument("--version", type=int, default=None,
                         help="integer version (default: the next free one, 1 for a new model)")
@@ -36,4 +38,4 @@ def run(args) -> dict:
     from tftransfer.export import export_model
 
     return export_model(args.model, args.name, base=args.base, version=args.version,
-                        top_k=args.top_k)
+                        top_k=args.top_k, trust_saved_model=args.trust_saved_model)

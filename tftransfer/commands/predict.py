@@ -42,10 +42,9 @@ def run(args) -> dict:
 
     if args.top_k is not None and args.top_k < 1:
         raise UserError(f"--top-k must be at least 1, got {args.top_k}.")
-    images = export.read_images(args.images)
-    client = export.predict_grpc if args.grpc else export.predict_rest
-    predictions = client(args.server, args.model, images, version=args.version,
-                         timeout=args.timeout)
+    predictions = export.predict_files(args.images, args.server, args.model,
+                                       version=args.version, timeout=args.timeout,
+                                       grpc=args.grpc)
     rows = [{"image": path, "top_k": export.top_k(p, args.top_k)}
             for path, p in zip(args.images, predictions)]
     exported = len(predictions[0]["classes"])
