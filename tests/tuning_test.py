@@ -213,14 +213,40 @@ def run_cli(argv):
     return code, json.loads(lines[-1]) if lines else None
 
 
-def search(cfg, search_data=None):
+def search(cfg, search_data=None, verbose=False, callbacks=None):
     """Runs a search without the final retrain; returns the tuner."""
     search_data = search_data or tuning.prepare(cfg)
     hypermodel = tuning.FineTuneHyperModel(search_data, cfg.base, cfg.max_epochs,
                                            cfg.tuner != "hyperband", cfg.unfrozen_choices)
     tuner = tuning.make_tuner(cfg, hypermodel)
-    tuning.run_search(tuner, verbose=False)
+    tuning.run_search(tuner, verbose=verbose, callbacks=callbacks)
     return tuner
+
+
+def trials(tuner):
+    """Every trial of a search: id, hyperparameters, status and score, in id order."""
+    return [(t.trial_id, t.hyperparameters.values, t.status, t.score)
+            for _, t in sorted(tuner.oracle.trials.items())]
+
+
+class InterruptTraining(keras.callbacks.Callback):
+    """Raises KeyboardInterrupt (as a kill would stop the process) when the ``at``-th
+    training of the search begins."""
+
+    def __init__(self, at: int):
+        super().__init__()
+        started = []
+
+        def count() -> int:
+            started.append(1)
+            return len(started)
+        # A function, not a number: keras-tuner gives every trial a deep copy of the
+        # callbacks, and a closure is shared by the copies.
+        self.count, self.at = count, at
+
+    def on_train_begin(self, logs=None):
+        if self.count() == self.at:
+            raise KeyboardInterrupt
 
 
 class SearchTest(TuningTestCase):
@@ -281,6 +307,61 @@ class SearchTest(TuningTestCase):
         continued = [t for t in trials if "tuner/trial_id" in t.hyperparameters.values]
         self.assertLen(continued, 1)  # round 1 of the first bracket: 1 -> 3 epochs
         self.assertEqual(continued[0].hyperparameters.values["tuner/initial_epoch"], 1)
+
+
+class ReproducibilityTest(TuningTestCase):
+
+    def test_identical_searches_match_also_when_one_was_interrupted_and_resumed(self):
+        cfg = self.tune_config(self.root / "repeat_a", max_trials=3, max_epochs=1)
+        search_data = tuning.prepare(cfg)
+        with contextlib.redirect_stderr(io.StringIO()):
+            first = search(cfg, search_data, verbose=True)
+        second = search(dataclasses.replace(cfg, directory=str(self.root / "repeat_b")),
+                        search_data)
+        self.assertEqual(trials(second), trials(first))
+        self.assertLen({str(values) for _, values, _, _ in trials(first)}, 3)
+        # Killed during its second trial, then the same command again.
+        interrupted = dataclasses.replace(cfg, directory=str(self.root / "repeat_killed"))
+        with self.assertRaises(KeyboardInterrupt):
+            search(interrupted, search_data, callbacks=[InterruptTraining(at=2)])
+        resumed = search(interrupted, search_data)
+        self.assertEqual(resumed.trials_run, ["1", "2"])
+        self.assertEqual(trials(resumed), trials(first))
+        # The log numbers trials as keras-tuner's own log does ("Trial #1" is id "0").
+        for trial_id, number in first.oracle._display.trial_number.items():
+            self.assertEqual(tuning.trial_number(first, trial_id), number)
+
+    def test_seed_zero_is_a_fixed_oracle_seed(self):
+        seeds = {tuning.oracle_seed(seed) for seed in (0, 1, 2**32 - 2)}
+        self.assertLen(seeds, 3)
+        self.assertTrue(all(0 < seed < 2**32 for seed in seeds))
+        cfg = self.tune_config(self.root / "seed0", tuner="random")
+        tuner = tuning.make_tuner(cfg, tuning.FineTuneHyperModel(
+            tuning.prepare(cfg), cfg.base, 1, True, (0, 1)))
+        self.assertEqual(tuner.oracle.seed, tuning.oracle_seed(0))
+
+    def test_the_bayesian_oracle_resumes_its_random_state(self):
+        def oracle():
+            return tuning.ResumableBayesianOracle(
+                objective=kt.Objective(tuning.OBJECTIVE, direction="max"), max_trials=5,
+                seed=tuning.oracle_seed(0))
+        before = oracle()
+        before._random_state.uniform(size=4)  # what the Gaussian-process phase draws
+        state = json.loads(json.dumps(before.get_state()))  # as saved in the search dir
+        after = oracle()
+        after.set_state(state)
+        self.assertAllEqual(after._random_state.uniform(size=4),
+                            before._random_state.uniform(size=4))
+
+    def test_unfrozen_choices_without_head_only(self):
+        hp = kt.HyperParameters()
+        self.assertEqual(tuning.search_space(hp, [3, 4], 2, True)["unfrozen_blocks"], 3)
+        tuner = search(self.tune_config(self.root / "no_head_only", unfrozen_choices=(3, 4),
+                                        max_epochs=1))
+        searched = [values["unfrozen_blocks"] for _, values, status, _ in trials(tuner)
+                    if status == "COMPLETED"]
+        self.assertLen(searched, 2)
+        self.assertContainsSubset(searched, {3, 4})
 
 
 def free_port() -> int:

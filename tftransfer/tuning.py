@@ -156,7 +156,10 @@ def search_space(hp: kt.HyperParameters, unfrozen_choices, max_epochs: int,
         "learning_rate": hp.Float("learning_rate", *LEARNING_RATE_RANGE, sampling="log",
                                   default=0.1),
         "weight_decay": hp.Choice("weight_decay", list(WEIGHT_DECAYS), default=5e-4),
-        "unfrozen_blocks": hp.Choice("unfrozen_blocks", list(unfrozen_choices), default=0),
+        # The paper's head-only default when it is searched, else the first choice
+        # (keras-tuner refuses a default outside the choices).
+        "unfrozen_blocks": hp.Choice("unfrozen_blocks", list(unfrozen_choices),
+                                     default=0 if 0 in unfrozen_choices else unfrozen_choices[0]),
         "batch_size": hp.Choice("batch_size", list(BATCH_SIZES), default=128),
         "head_init": hp.Choice("head_init", list(HEAD_INITS), default="normal"),
         "label_smoothing": hp.Choice("label_smoothing", list(LABEL_SMOOTHINGS), default=0.0),
@@ -382,8 +385,34 @@ class HyperbandTuner(_TrialRecorder, kt.Hyperband):
     """keras-tuner's Hyperband, recording its trials."""
 
 
-class BayesianTuner(_TrialRecorder, kt.BayesianOptimization):
-    """keras-tuner's Bayesian optimization, recording its trials."""
+class ResumableBayesianOracle(kt.oracles.BayesianOptimizationOracle):
+    """keras-tuner's Bayesian-optimization oracle, with its numpy random state saved with
+    the search: keras-tuner's own restarts from the seed on reload, so once the Gaussian
+    process takes over, a resumed search would propose other trials than an uninterrupted
+    one."""
+
+    def get_state(self):
+        state = super().get_state()
+        kind, keys, position, has_gauss, cached = self._random_state.get_state()
+        state["random_state"] = [kind, keys.tolist(), position, has_gauss, cached]
+        return state
+
+    def set_state(self, state):
+        super().set_state(state)
+        self._random_state = np.random.RandomState(self.seed)  # a search saved without it
+        if "random_state" in state:
+            kind, keys, position, has_gauss, cached = state["random_state"]
+            self._random_state.set_state((kind, np.asarray(keys, dtype=np.uint32), position,
+                                          has_gauss, cached))
+
+
+class BayesianTuner(_TrialRecorder, kt.Tuner):
+    """keras-tuner's Bayesian optimization (``ResumableBayesianOracle``), recording its
+    trials."""
+
+    def __init__(self, hypermodel, objective, max_trials, seed, **kwargs):
+        oracle = ResumableBayesianOracle(objective=objective, max_trials=max_trials, seed=seed)
+        super().__init__(oracle=oracle, hypermodel=hypermodel, **kwargs)
 
 
 class RandomTuner(_TrialRecorder, kt.RandomSearch):
@@ -397,7 +426,8 @@ def make_tuner(cfg: TuneConfig, hypermodel: FineTuneHyperModel):
                         "never to a worker.")
     common = dict(objective=kt.Objective(OBJECTIVE, direction="max"),
                   directory=cfg.directory, project_name=PROJECT_NAME, overwrite=cfg.overwrite,
-                  executions_per_trial=cfg.executions_per_trial, seed=cfg.base.seed)
+                  executions_per_trial=cfg.executions_per_trial,
+                  seed=oracle_seed(cfg.base.seed))
     with runtime.progress_to_stderr():  # keras-tuner prints "Reloading ..." on stdout
         if cfg.tuner == "hyperband":
             tuner = HyperbandTuner(hypermodel, max_epochs=cfg.max_epochs,
@@ -410,6 +440,13 @@ def make_tuner(cfg: TuneConfig, hypermodel: FineTuneHyperModel):
         else:
             tuner = RandomTuner(hypermodel, max_trials=cfg.resolved_max_trials, **common)
     return tuner
+
+
+def oracle_seed(seed: int) -> int:
+    """The keras-tuner oracle seed of a search with ``--seed seed``: never 0, which
+    keras-tuner would replace by a random seed (an unrepeatable search), and below 2**32,
+    which numpy's random state and scikit-learn need."""
+    return seed % (2**32 - 1) + 1
 
 
 def _require_bayesian() -> None:
@@ -483,6 +520,11 @@ def best_trial(tuner):
     return min(trials, key=lambda t: (-t.score, order.get(t.trial_id, len(order))))
 
 
+def trial_number(tuner, trial_id: str) -> int:
+    """The 1-based number keras-tuner's log gives a trial ("Trial #2" is trial id 1)."""
+    return tuner.oracle.start_order.index(trial_id) + 1
+
+
 def retrain_best(cfg: TuneConfig, tuner, search_data: SearchData, verbose: bool = True) -> dict:
     """Writes the best hyperparameters and command, retrains that configuration on all N
     images and evaluates it once on the test split.
@@ -504,7 +546,8 @@ def retrain_best(cfg: TuneConfig, tuner, search_data: SearchData, verbose: bool 
         raise AssertionError(f"transfer_command does not round-trip: {retrain_cfg} != {best_cfg}")
     runs.write_json(directory / BEST_HPS_FILE, values)
     if verbose:
-        print(f"best trial {trial.trial_id}: {OBJECTIVE} {trial.score:.4f} with {values}\n"
+        print(f"best trial: #{trial_number(tuner, trial.trial_id)} (id {trial.trial_id}), "
+              f"{OBJECTIVE} {trial.score:.4f} with {values}\n"
               f"best configuration (retrained on all {cfg.base.data.train_images} images):\n"
               f"  {command}", file=sys.stderr)
 
@@ -516,7 +559,9 @@ def retrain_best(cfg: TuneConfig, tuner, search_data: SearchData, verbose: bool 
     result = {
         "best_hyperparameters": values, "val_accuracy": float(trial.score),
         "test_accuracy": row["test_accuracy"], "command": command, "dir": str(directory),
-        "best_trial": trial.trial_id, "trials": _completed_trials(tuner),
+        "best_trial": trial.trial_id,
+        "best_trial_number": trial_number(tuner, trial.trial_id),
+        "trials": _completed_trials(tuner),
         "tuner": cfg.tuner, "target": cfg.base.target, "source": row["source"],
         "train_images": int(cfg.base.data.train_images),
         "validation_images": int(len(search_data.val_idx)),

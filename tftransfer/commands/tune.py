@@ -46,7 +46,9 @@ def register(subparsers):
     parser.add_argument("--unfrozen-choices", default=None, metavar="B,B,...",
                         help="unfrozen-block values to search, e.g. 0,3,-1 (default: head only, "
                              "last block, last stage, last two stages, ..., -1 = everything)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seeds the search and every trial's training: the same command "
+                             "gives the same trials, also when resumed after a kill")
     parser.add_argument("--image-size", type=int, default=None,
                         help="input size (default: the source's)")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch progress")
