@@ -7,6 +7,7 @@ robustness-library, robust-models-transfer and plain torchvision layouts.
 
 import argparse
 import contextlib
+import dataclasses
 import io
 import json
 import os
@@ -309,8 +310,11 @@ class ConvertErrorsTest(tf.test.TestCase):
         path = Path(self.get_temp_dir()) / "old.pt"
         state = tiny_state_dict()
         torch.save({"state_dict": state, "args": argparse.Namespace(arch="resnet18")}, path)
-        with self.assertRaisesRegex(UserError, r"old\.pt' cannot be read safely.*--trust-pickle"
-                                               r".*argparse\.Namespace"):
+        # The refusal names the refused global and, in the sentence suggesting the flag,
+        # that the file's checksum is unverified.
+        with self.assertRaisesRegex(UserError, r"old\.pt' cannot be read safely.*argparse\."
+                                               r"Namespace.*has not checked its sha256 "
+                                               r"\([0-9a-f]{64}\).*--trust-pickle"):
             convert.read_checkpoint(path)
 
         stderr = io.StringIO()
@@ -471,6 +475,78 @@ class PublishedTest(tf.test.TestCase):
         with self.assertRaisesRegex(UserError, "has sha256 .* but 00000000 is published"):
             published.ensure_converted(entry, image_size=TINY_SIZE)
         self.assertFalse((self.cache / "tiny-test" / "tiny.pth").exists())
+
+    def test_recorded_checksums_name_their_source(self):
+        full = [e for e in published.REGISTRY.values() if e.sha256 and len(e.sha256) == 64]
+        self.assertLen(full, 26)  # the Salman et al. files whose mirror page shows a sha256
+        for entry in published.REGISTRY.values():
+            if entry.sha256 is None:
+                self.assertIsNone(entry.sha256_source)
+                continue
+            self.assertRegex(entry.sha256, r"^([0-9a-f]{8}|[0-9a-f]{64})$")
+            if len(entry.sha256) == 8:  # torch.hub's convention: the prefix is in the name
+                self.assertIn(f"-{entry.sha256}.", entry.file_name)
+                self.assertIn("pytorch.org", entry.sha256_source)
+            else:
+                self.assertTrue(entry.sha256_source.endswith("/" + entry.file_name))
+        self.assertEqual(published.get("salman-resnet50-l2-eps3").sha256,
+                         "380b14e6f9750bffa1447cf7017f65da4dc5ce71a3dd112f107515dcf7b14d9d")
+        self.assertIsNone(published.get("robust-resnet50-l2-eps3").sha256)  # none published
+
+    def test_known_good_full_sha256_passes_and_is_recorded(self):
+        source = Path(self.get_temp_dir()) / "tiny.pth"
+        torch.save(tiny_state_dict(), source)
+        entry = self._local_entry(sha256=convert.file_sha256(source))
+        directory = published.ensure_converted(entry, image_size=TINY_SIZE)
+        recorded = saving.read_config(directory)["published"]
+        self.assertEqual((recorded["sha256"], recorded["sha256_verified"]),
+                         (entry.sha256, "full"))
+
+    def test_a_cached_file_with_a_wrong_sha256_is_moved_aside(self):
+        entry = self._local_entry(sha256=None)
+        entry = dataclasses.replace(entry, sha256=convert.file_sha256(
+            Path(entry.urls[0].removeprefix("file://"))))
+        cached = published.checkpoint_path(entry)
+        cached.parent.mkdir(parents=True)
+        cached.write_bytes(b"not the published file")  # put there by hand, or half-written
+        with self.assertRaises(UserError) as raised:
+            published.download(entry)
+        message = str(raised.exception)
+        self.assertRegex(message, rf"has sha256 [0-9a-f]{{64}}, but {entry.sha256} is published")
+        self.assertIn(f"moved to {cached}.rejected and not loaded", message)
+        self.assertNotIn("--trust-pickle", message)
+        self.assertFalse(cached.exists())
+        self.assertEqual((cached.parent / (cached.name + ".rejected")).read_bytes(),
+                         b"not the published file")
+        self.assertEqual(convert.file_sha256(published.download(entry)), entry.sha256)
+
+    def test_a_mirror_with_a_wrong_file_is_skipped(self):
+        good = self._local_entry(sha256=None)
+        good_path = Path(good.urls[0].removeprefix("file://"))
+        tampered = Path(self.get_temp_dir()) / "tampered.pth"
+        tampered.write_bytes(good_path.read_bytes() + b"extra")
+        entry = dataclasses.replace(good, urls=(tampered.as_uri(), good.urls[0]),
+                                    sha256=convert.file_sha256(good_path))
+        with contextlib.redirect_stderr(io.StringIO()) as err:
+            path = published.download(entry)
+        self.assertEqual(convert.file_sha256(path), entry.sha256)
+        self.assertIn("tampered.pth", err.getvalue())
+
+    def test_trust_pickle_is_suggested_only_with_the_checksum_status(self):
+        pickled = Path(self.get_temp_dir()) / "pickled.pt"
+        torch.save({"state_dict": tiny_state_dict(), "args": argparse.Namespace(a=1)}, pickled)
+        prefix = convert.file_sha256(pickled)[:8]
+        for sha256, status in ((None, "records no published sha256 for it"),
+                               (prefix, f"matches only the 8-hex-digit sha256 prefix {prefix}")):
+            entry = dataclasses.replace(self._local_entry(), name=f"pickled-{sha256}",
+                                        file_name="pickled.pt", urls=(pickled.as_uri(),),
+                                        sha256=sha256)
+            with self.assertRaises(UserError) as raised:
+                published.ensure_converted(entry, image_size=TINY_SIZE)
+            message = str(raised.exception)
+            self.assertIn("--trust-pickle", message)
+            self.assertIn(status, message)
+            self.assertNotIn(". ", message.rstrip("."))  # one sentence
 
 
 if __name__ == "__main__":

@@ -49,6 +49,20 @@ _PICKLE_WARNING = (
     "source you trust (ideally with a checked sha256).")
 
 
+class UnsafePickleError(UserError):
+    """The safe loader refused a checkpoint holding pickled Python objects.
+
+    Attributes:
+      path: the checkpoint file.
+      reason: the safe unpickler's reason (e.g. the refused global).
+    """
+
+    def __init__(self, message: str, path: Path, reason: str):
+        super().__init__(message)
+        self.path = path
+        self.reason = reason
+
+
 @dataclass
 class Checkpoint:
     """The network weights read from a checkpoint, in PyTorch layout.
@@ -121,11 +135,14 @@ def load_checkpoint_object(path, trust_pickle: bool = False):
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         if not trust_pickle:
-            raise UserError(
+            reason = _refusal_reason(error)
+            raise UnsafePickleError(
                 f"{str(path)!r} cannot be read safely (weights_only=True): it contains pickled "
-                f"Python objects, as the robustness library's older dill-pickled files do. If you "
-                f"trust where the file comes from, pass --trust-pickle (unpickling can run "
-                f"arbitrary code).{_refusal_reason(error)}") from error
+                f"Python objects ({reason}), as the robustness library's older dill-pickled "
+                f"files do, and tftransfer has not checked its sha256 ({file_sha256(path)}) "
+                f"against any published value, so pass --trust-pickle only if you trust where "
+                f"the file comes from (unpickling can run arbitrary code).", path,
+                reason) from error
     except (RuntimeError, EOFError, OSError, ValueError) as error:
         raise UserError(f"Could not read checkpoint {str(path)!r} (truncated or corrupt?): "
                         f"{_first_line(error)}") from error
@@ -147,9 +164,9 @@ def _load_trusted(torch, path: Path):
 
 
 def _refusal_reason(error: BaseException) -> str:
-    """The safe unpickler's one-line reason (e.g. the refused global), or ''."""
+    """The safe unpickler's one-line reason (e.g. the refused global)."""
     match = re.search(r"WeightsUnpickler error: ([^\n]*?)(?:\. Please|\n|$)", str(error))
-    return f" The safe loader says: {match.group(1)}." if match else ""
+    return f"the safe loader says: {match.group(1)}" if match else "the safe loader refused it"
 
 
 def _first_line(error: BaseException) -> str:
