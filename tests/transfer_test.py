@@ -1,5 +1,6 @@
 """Tests of the fine-tuning recipe."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from absl.testing import parameterized
 import tftransfer
 from tests.helpers import make_image_folder, make_source
 from tftransfer import optim, resnet, saving, transfer
+from tftransfer.callbacks import StopOnNaN
 from tftransfer.config import DataConfig, OptimConfig, TransferConfig
 from tftransfer.errors import UserError
 
@@ -121,6 +123,32 @@ class FineTuneTest(TransferTestCase):
         config = self.config(optim=OptimConfig(learning_rate=1e30), eval_every=1)
         with self.assertRaisesRegex(UserError, "diverged.*NaN at epoch 1"):
             transfer.fine_tune(config)
+
+    def test_weights_broken_by_the_last_step_are_an_error_not_a_result(self):
+        # lr 1e39 is a finite Python float but inf in float32: one step (one batch, one epoch)
+        # makes the head infinite while the logged loss, computed before it, is finite.
+        for mode in ("auto", "off"):  # trained on cached features / end to end
+            out = self.tmp / f"inf-{mode}"
+            config = self.config(optim=OptimConfig(learning_rate=1e39), epochs=1, out=str(out),
+                                 feature_cache=mode, unfrozen_blocks=1)
+            with self.assertRaisesRegex(UserError, "^Fine-tuning diverged: the (trained )?"
+                                                   "weights (became|are) NaN or infinite"):
+                transfer.fine_tune(dataclasses.replace(config, data=dataclasses.replace(
+                    config.data, batch_size=64)), verbose=False)
+            self.assertFalse((out / "model.keras").exists())
+            self.assertFalse((out / "metrics.json").exists())
+
+    def test_the_nan_guard_can_check_the_weights_too(self):
+        model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+        model.layers[0].kernel.assign([[np.inf], [0.0]])
+        for check_weights, stopped in ((False, False), (True, True)):
+            guard = StopOnNaN(check_weights=check_weights)
+            guard.set_model(model)
+            model.stop_training = False
+            guard.on_epoch_end(0, {"loss": 0.5})
+            self.assertEqual(model.stop_training, stopped)
+            self.assertEqual((guard.bad_epoch, guard.reason),
+                             (1, "weights") if stopped else (None, None))
 
     def test_run_record_and_result_row(self):
         row = transfer.fine_tune(self.config(eval_every=1))

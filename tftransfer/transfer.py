@@ -28,6 +28,7 @@ from tftransfer.callbacks import HistoryCSV, StopOnNaN
 from tftransfer.config import TransferConfig, to_dict
 from tftransfer.errors import UserError
 from tftransfer.optim import make_optimizer
+from tftransfer.rundir import check_run_dir, clear_run_record
 
 DEFAULT_SOURCE = sources.DEFAULT_SOURCE
 HEAD_NAME = "fc"
@@ -414,14 +415,20 @@ def augments(cfg: TransferConfig, target) -> bool:
 # ----------------------------------------------------------------------------- the recipe
 
 def fine_tune(cfg: TransferConfig, cache: RunCache | None = None, save_model: bool = True,
-              verbose: bool = True) -> dict:
+              verbose: bool = True, existing_run: str = "replace") -> dict:
     """Fine-tunes ``cfg.source`` on ``cfg.target`` and records the run.
+
+    A run never resumes: it starts from epoch 0, and the run directory's old record files
+    are removed before training, so it never holds parts of two runs.
 
     Args:
       cfg: the run's configuration.
       cache: a RunCache shared across runs (a new one when None).
       save_model: write the fine-tuned model into the run directory.
       verbose: per-epoch progress on stderr.
+      existing_run: what a finished run of another configuration in the run directory
+        gets: ``replace`` (it is replaced whole) or ``refuse`` (a UserError naming it,
+        before any work; the ``transfer`` command's choice). See ``rundir.check_run_dir``.
 
     Returns:
       The result row: test accuracy (a fraction) and loss, the paper's variables, time,
@@ -430,6 +437,8 @@ def fine_tune(cfg: TransferConfig, cache: RunCache | None = None, save_model: bo
     cache = cache or RunCache()
     runtime.set_precision(cfg.precision)
     source = cache.source(cfg.source)
+    out = Path(cfg.out) if cfg.out else default_run_dir(cfg, source)
+    check_run_dir(out, cfg, existing_run)
     target = cache.target(cfg)
     image_size = cfg.data.image_size or int(source.model.inputs[0].shape[1])
     train_idx, test_idx, curve_idx = _indices(cfg, target)
@@ -439,13 +448,13 @@ def fine_tune(cfg: TransferConfig, cache: RunCache | None = None, save_model: bo
                             normalization_statistics(cfg, target, train_idx, image_size))
     network.reset(cfg.head_init, cfg.seed)
     runtime.set_seed(cfg.seed)
-    out = Path(cfg.out) if cfg.out else default_run_dir(cfg, source)
     if verbose:
         print(f"transfer: {source.identity['source']} -> {target.name} "
               f"({len(train_idx)} images, {image_size}px), unfrozen blocks "
               f"{cfg.unfrozen_blocks} {network.blocks}, {cfg.epochs} epochs, "
               f"feature cache {'on' if network.cached else 'off'} -> {out}", file=sys.stderr)
 
+    clear_run_record(out)  # only now: a run that stops on bad input keeps the old one
     start = time.time()
     if network.cached:
         datasets = _cached_datasets(cfg, network, source, target, (train_idx, test_idx,
@@ -454,6 +463,7 @@ def fine_tune(cfg: TransferConfig, cache: RunCache | None = None, save_model: bo
         datasets = _image_datasets(cfg, target, (train_idx, test_idx, curve_idx), image_size,
                                    augment)
     evaluator = _train(cfg, network.trainer, *datasets, steps, out, verbose)
+    _check_finite_result(cfg, network.trained, evaluator)
     seconds = time.time() - start
 
     result = _result_row(cfg, source, target, (train_idx, test_idx, curve_idx), evaluator,
@@ -576,20 +586,32 @@ class EvaluateEvery(keras.callbacks.Callback):
 def _train(cfg, trainer, train_ds, test_ds, curve_ds, steps, out: Path, verbose: bool):
     evaluator = EvaluateEvery(curve_ds, cfg.eval_every, cfg.epochs, test_ds)
     out.mkdir(parents=True, exist_ok=True)
-    history_file = out / "history.csv"
-    if history_file.exists():
-        history_file.unlink()  # a re-run replaces the record of an unfinished one
-    nan_guard = StopOnNaN()
+    history_file = out / "history.csv"  # an earlier run's is gone (clear_run_record)
+    nan_guard = StopOnNaN(check_weights=True)
     with runtime.progress_to_stderr():
         trainer.fit(train_ds, epochs=cfg.epochs, steps_per_epoch=steps, shuffle=False,
                     verbose=2 if verbose else 0,
                     callbacks=[evaluator, HistoryCSV(history_file), nan_guard])
     if nan_guard.bad_epoch is not None:
         # A diverged head would otherwise be recorded as a chance-level test accuracy.
-        raise UserError(f"Fine-tuning diverged: the training loss became NaN at epoch "
-                        f"{nan_guard.bad_epoch}; lower the learning rate (now "
-                        f"{cfg.optim.learning_rate}) or check the data.")
+        what = ("the training loss became NaN" if nan_guard.reason == "loss"
+                else "the weights became NaN or infinite")
+        raise _diverged(cfg, f"{what} at epoch {nan_guard.bad_epoch}")
     return evaluator
+
+
+def _check_finite_result(cfg: TransferConfig, trained: keras.Model, evaluator) -> None:
+    """Refuses to record a run whose trained weights or final test result are not finite,
+    whichever loop trained it (a last update can break the weights after the last check)."""
+    if not all(np.isfinite(w).all() for w in trained.get_weights()):
+        raise _diverged(cfg, "the trained weights are NaN or infinite")
+    if not all(math.isfinite(v) for v in evaluator.final.values()):
+        raise _diverged(cfg, f"the final test result is not finite ({evaluator.final})")
+
+
+def _diverged(cfg: TransferConfig, what: str) -> UserError:
+    return UserError(f"Fine-tuning diverged: {what}; lower the learning rate (now "
+                     f"{cfg.optim.learning_rate}) or check the data.")
 
 
 def classification_loss(label_smoothing: float = 0.0):

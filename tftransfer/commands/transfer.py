@@ -17,7 +17,10 @@ def register(subparsers):
         description="Put a new head on a source network, fine-tune it and the last N residual "
                     "blocks on a target, and report test accuracy (the paper's recipe by "
                     "default: SGD lr 0.1, momentum 0.9, weight decay 5e-4, batch 128, lr x0.1 "
-                    "every epochs/3, normal(0, 1) head).")
+                    "every epochs/3, normal(0, 1) head). transfer does not resume a killed "
+                    "run: the same command run again restarts it from epoch 0, replacing "
+                    "that run's files in --out whole; an --out holding a finished run of "
+                    "another configuration, or a source model, is refused.")
     parser.add_argument("--target", required=True, help="TFDS name or image folder")
     parser.add_argument("--source", default=None,
                         help=f"registered name or model path (default: {DEFAULT_SOURCE})")
@@ -34,7 +37,10 @@ def register(subparsers):
                         help="measure that per-epoch curve on a stratified K of the test images "
                              "(faster; the final accuracy always uses all of them)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=None, help="run directory (default: runs/transfer/...)")
+    parser.add_argument("--out", default=None,
+                        help="run directory (default: runs/transfer/<target>__<source>__n<N>"
+                             "__b<blocks>__s<seed>); refused if it holds a finished run of "
+                             "another configuration")
     parser.add_argument("--head-init", choices=HEAD_INITS, default="normal",
                         help="normal: the paper's N(0, 1); glorot: Keras' default")
     parser.add_argument("--frozen-bn", choices=FROZEN_BN_MODES, default="inference",
@@ -98,4 +104,5 @@ def config_from_args(args) -> TransferConfig:
 def run(args) -> dict:
     from tftransfer.transfer import fine_tune
 
-    return fine_tune(config_from_args(args))
+    # A user's --out may hold a finished result: refuse, rather than replace, a different one.
+    return fine_tune(config_from_args(args), existing_run="refuse")
