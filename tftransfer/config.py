@@ -292,6 +292,8 @@ FEATURE_CACHE_MODES = ("auto", "on", "off")
 # source: keep the source's normalize layer; target: the target's fixed per-dataset statistics
 # (data.TARGET_STATISTICS, the paper's); subset: computed from the run's N training images.
 NORMALIZATIONS = ("source", "target", "subset")
+# auto: the compiled multi-epoch loop (compiled_loop.py) on cached features, fit() otherwise.
+TRAINING_LOOPS = ("auto", "fit", "compiled")
 
 
 @dataclass(frozen=True)
@@ -320,8 +322,11 @@ class TransferConfig:
     feature_cache: str = "auto"
     normalization: str = "source"
     recipe: str | None = None              # the preset applied (recipes.RECIPES), recorded
+    training_loop: str = "auto"
 
     def __post_init__(self):
+        _check(self.training_loop in TRAINING_LOOPS, f"training_loop must be one of "
+               f"{', '.join(TRAINING_LOOPS)}, got {self.training_loop!r}.")
         _check(self.recipe is None or self.recipe in RECIPES,
                f"recipe must be one of {', '.join(sorted(RECIPES))}, got {self.recipe!r}.")
         _check(self.normalization in NORMALIZATIONS,

@@ -22,7 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tftransfer import data, resnet, runs, runtime, saving, sources
+from tftransfer import compiled_loop, data, resnet, runs, runtime, saving, sources
 from tftransfer.adversarial import AdversarialTrainer
 from tftransfer.callbacks import HistoryCSV, StopOnNaN
 from tftransfer.config import TransferConfig, to_dict
@@ -204,7 +204,8 @@ class RunCache:
         self._sources: dict[str | None, SourceModel] = {}
         self._targets: dict[tuple, data.TargetData] = {}
         self._networks: OrderedDict[tuple, Network] = OrderedDict()
-        self._evaluation_sets: OrderedDict[tuple, tuple] = OrderedDict()  # (tensor, dataset)
+        # (features, labels, dataset)
+        self._evaluation_sets: OrderedDict[tuple, tuple] = OrderedDict()
         self.max_networks = max_networks
         self.computed = 0          # images whose trunk features were computed
         self.networks_built = 0
@@ -263,14 +264,15 @@ class RunCache:
         return np.stack([fresh[int(i)] if int(i) in fresh else store[int(i)] for i in indices])
 
     def evaluation_set(self, key: tuple, trunk, image_set, indices, image_size,
-                       within=None) -> tf.data.Dataset:
+                       within=None, tensors: bool = False):
         """Batches of (trunk features, label) for ``image_set[indices]``, built once: every
         run of a sweep evaluates on the same test images, and turning 10,000 feature maps
         into a tensor again each time would cost more than evaluating them.
 
         ``within``: the indices of an evaluation set built before that contains
         ``indices`` (the per-epoch curve's images inside the test images); its features
-        are gathered instead of computed again.
+        are gathered instead of computed again. ``tensors``: return the (features, labels)
+        tensors instead of the dataset (what ``compiled_loop`` evaluates).
         """
         indices = np.asarray(indices)
         full_key = _set_key(key, indices)
@@ -283,11 +285,13 @@ class RunCache:
                                               keep=False))
             dataset = (tf.data.Dataset.from_tensor_slices((x, image_set.labels[indices]))
                        .batch(256).prefetch(tf.data.AUTOTUNE))
-            self._evaluation_sets[full_key] = (x, dataset)
+            self._evaluation_sets[full_key] = (x, tf.constant(image_set.labels[indices]),
+                                               dataset)
             while len(self._evaluation_sets) > 2 * self.max_networks:
                 self._evaluation_sets.popitem(last=False)
         self._evaluation_sets.move_to_end(full_key)
-        return self._evaluation_sets[full_key][1]
+        x, y, dataset = self._evaluation_sets[full_key]
+        return (x, y) if tensors else dataset
 
     def _gathered(self, key: tuple, within, indices: np.ndarray):
         """The features of ``indices`` taken from the evaluation set of ``within``, or None
@@ -456,13 +460,15 @@ def fine_tune(cfg: TransferConfig, cache: RunCache | None = None, save_model: bo
 
     clear_run_record(out)  # only now: a run that stops on bad input keeps the old one
     start = time.time()
+    compiled = _use_compiled_loop(cfg, network)
     if network.cached:
         datasets = _cached_datasets(cfg, network, source, target, (train_idx, test_idx,
-                                                                   curve_idx), image_size, cache)
+                                                                   curve_idx), image_size, cache,
+                                    tensors=compiled)
     else:
         datasets = _image_datasets(cfg, target, (train_idx, test_idx, curve_idx), image_size,
                                    augment)
-    evaluator = _train(cfg, network.trainer, *datasets, steps, out, verbose)
+    evaluator = _train(cfg, network.trainer, *datasets, steps, out, verbose, compiled)
     _check_finite_result(cfg, network.trained, evaluator)
     seconds = time.time() - start
 
@@ -524,8 +530,9 @@ def feature_key(cfg: TransferConfig, source: SourceModel, target, network: Netwo
 
 
 def _cached_datasets(cfg, network: Network, source, target, indices, image_size,
-                     cache: RunCache):
-    """(train, test, curve) datasets of trunk activations."""
+                     cache: RunCache, tensors: bool = False):
+    """(train, test, curve) datasets of trunk activations; with ``tensors``, test and curve
+    are (features, labels) tensors instead (``compiled_loop`` evaluates those)."""
     train_idx, test_idx, curve_idx = indices
     key = feature_key(cfg, source, target, network, image_size)
     train_x = cache.features(key + ("train",), network.trunk, target.train, train_idx,
@@ -537,7 +544,7 @@ def _cached_datasets(cfg, network: Network, source, target, indices, image_size,
 
     def evaluation_set(idx, within=None):
         return cache.evaluation_set(key + ("test",), network.trunk, target.test, idx, image_size,
-                                    within)
+                                    within, tensors)
     test_ds = evaluation_set(test_idx)
     curve_ds = test_ds if curve_idx is test_idx else evaluation_set(curve_idx, test_idx)
     return train_ds, test_ds, curve_ds
@@ -583,10 +590,23 @@ class EvaluateEvery(keras.callbacks.Callback):
                               "test_loss": float(results["loss"])}
 
 
-def _train(cfg, trainer, train_ds, test_ds, curve_ds, steps, out: Path, verbose: bool):
-    evaluator = EvaluateEvery(curve_ds, cfg.eval_every, cfg.epochs, test_ds)
+def _use_compiled_loop(cfg: TransferConfig, network: Network) -> bool:
+    """``training_loop`` auto: the compiled loop exactly when training runs on cached features
+    (where fit()'s per-epoch overhead dominates); ``compiled`` needs the cache too."""
+    if cfg.training_loop == "compiled" and not network.cached:
+        raise UserError("--set training_loop=compiled needs the feature cache (no augmentation, "
+                        "--frozen-bn inference, not every block unfrozen).")
+    return network.cached and cfg.training_loop != "fit"
+
+
+def _train(cfg, trainer, train_ds, test_ds, curve_ds, steps, out: Path, verbose: bool,
+           compiled: bool = False):
     out.mkdir(parents=True, exist_ok=True)
     history_file = out / "history.csv"  # an earlier run's is gone (clear_run_record)
+    if compiled:
+        return compiled_loop.fit_compiled(trainer, train_ds, cfg.epochs, steps, cfg.eval_every,
+                                          curve_ds, test_ds, history_file, verbose)
+    evaluator = EvaluateEvery(curve_ds, cfg.eval_every, cfg.epochs, test_ds)
     nan_guard = StopOnNaN(check_weights=True)
     with runtime.progress_to_stderr():
         trainer.fit(train_ds, epochs=cfg.epochs, steps_per_epoch=steps, shuffle=False,
