@@ -56,14 +56,15 @@ SAVED_MODEL_FILE = "saved_model.pb"
 DEFAULT_TOP_K = 5
 SERVER_BINARY = "tensorflow_model_server"
 # The most pixels (width x height) serving_default decodes per image. Decoding and the
-# float32 preprocessing cost about 20 bytes per pixel (a 12000x12000 PNG took 2.9 GB), so
-# 40 megapixels is about 0.8 GB, while every common camera photo (12 MP phones, 24-36 MP
-# cameras, 8K video frames of 33 MP) still fits; the models see at most 224 px anyway,
-# so a client with a larger image loses nothing by downscaling it first.
+# float32 preprocessing cost 15-20 bytes per pixel (measured on 2 cores: a 12000x12000 PNG
+# took 2.9 GB and 10-18 s; one of 6324x6324, at this limit, 0.6 GB and 1.3 s), while every
+# common camera photo (12 MP phones, 24-36 MP cameras, 8K video frames of 33 MP) still
+# fits; the models see at most 224 px anyway, so a client with a larger image loses nothing
+# by downscaling it first.
 MAX_IMAGE_PIXELS = 40_000_000
 # A GIF's size is the union of its frames, found by walking its data sub-blocks (255
-# bytes each as encoders write them); this many steps cover a 25 MB GIF in about a
-# second, and a file needing more is refused rather than walked for longer.
+# bytes each as encoders write them); this many steps cover a 25 MB GIF, and a file needing
+# more is refused after 0.6-1.1 s of walking rather than walked for longer.
 MAX_GIF_BLOCKS = 100_000
 # Leading bytes of the formats tf.io.decode_image reads (WebP: RIFF....WEBP).
 _MAGIC = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF87a", "GIF"),
