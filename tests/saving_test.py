@@ -120,6 +120,18 @@ class SavedModelTrustTest(tf.test.TestCase):
                                                r"model\.keras"):
             saving.check_fine_tunable(self.export_dir)
         saving.check_fine_tunable(self.run_dir)  # a Keras model directory is fine
+        # Rebuilding it (what fine-tuning starts with) stops with that sentence too.
+        with self.assertRaisesRegex(UserError, r"cannot be fine-tuned"):
+            saving.load_model(self.export_dir).get_config()
+
+    def test_transfer_from_an_export_is_one_sentence(self):
+        code, _, err = run_cli(["transfer", "--target", "mnist", "--source",
+                                str(self.export_dir), "--train-images", "20", "--epochs", "1",
+                                "--test-images", "20", "--out",
+                                str(Path(self.get_temp_dir()) / "run")])
+        self.assertEqual(code, 2, err)
+        self.assertIn("cannot be fine-tuned", err)
+        self.assertNotIn("Traceback", err)
 
 
 class CorruptModelFileTest(tf.test.TestCase):

@@ -340,7 +340,23 @@ def _load_saved_model(directory: Path) -> keras.Model:
     outputs = layer(inputs)
     if isinstance(outputs, dict):
         outputs = _logits(outputs, directory)
-    return keras.Model(inputs, outputs)
+    return SavedModelView(inputs, outputs, directory)
+
+
+class SavedModelView(keras.Model):
+    """A SavedModel's float-image signature as a Keras model: predictions and gradients.
+
+    Its one layer is the opaque graph, so there is no architecture to rebuild, resize or
+    fine-tune; ``get_config`` (which every such use starts with) says so in one sentence.
+    """
+
+    def __init__(self, inputs, outputs, directory, **kwargs):
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+        self.directory = Path(directory)
+
+    def get_config(self):
+        check_fine_tunable(self.directory)  # raises: a SavedModel has no layers to rebuild
+        return super().get_config()
 
 
 def _float_image_signature(directory: Path, metadata: dict) -> tuple[str, tuple]:
