@@ -251,9 +251,10 @@ def _check_sha256(digest: str, path: Path, entry: PublishedModel, source: str) -
     if entry.sha256 and not digest.startswith(entry.sha256.lower()):
         rejected = path.with_name(path.name + ".rejected")
         path.replace(rejected)  # kept for inspection, out of the way of the next download
+        where = f" ({entry.sha256_source})" if entry.sha256_source else ""
         raise UserError(f"The file from {source} for {entry.name!r} has sha256 {digest}, but "
-                        f"{entry.sha256} is published ({entry.sha256_source}); it was moved to "
-                        f"{rejected} and not loaded, so download it again.")
+                        f"{entry.sha256} is published{where}; it was moved to {rejected} and "
+                        f"not loaded, so download it again.")
 
 
 def _download_one(url: str, target: Path) -> str:
