@@ -77,6 +77,16 @@ class SavedModelTrustTest(tf.test.TestCase):
         self.assertNotIn("Traceback", err)
         self.assertFalse(self.marker.exists())
 
+    def test_transfer_from_a_hostile_saved_model_never_loads_it(self):
+        # transfer has no trust flag: it refuses any SavedModel before loading it.
+        code, _, err = run_cli(["transfer", "--target", "mnist", "--source", str(self.hostile),
+                                "--train-images", "20", "--epochs", "1", "--test-images", "20",
+                                "--out", str(Path(self.get_temp_dir()) / "run")])
+        self.assertEqual(code, 2, err)
+        self.assertIn("cannot be fine-tuned", err)
+        self.assertNotIn("--trust-saved-model", err)
+        self.assertFalse(self.marker.exists())
+
     def test_forged_metadata_does_not_make_it_trusted(self):
         # Copying the metadata format (with the right sha256) is easy; the op scan is what
         # keeps the write out.

@@ -47,6 +47,8 @@ class SourceModel:
 def load_source(reference: str | None) -> SourceModel:
     """Loads a source by registered name or path; None loads ``DEFAULT_SOURCE``."""
     reference = reference or DEFAULT_SOURCE
+    # Before loading: a SavedModel cannot be fine-tuned, trusted or not (one sentence either way).
+    saving.check_fine_tunable(reference)
     model = saving.load_model(reference)
     config = saving.read_config(reference)
     registered = sources.get(reference)
