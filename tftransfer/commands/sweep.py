@@ -13,7 +13,11 @@ def register(subparsers):
         description="Runs every unfinished cell of a sweep config from pipelines/ and appends "
                     "one row per finished run to DIR/results.csv. Re-running skips finished "
                     "cells (the rows of every DIR/results*.csv count: keep backups under "
-                    "another name); --shard i/n splits the grid across machines. Exits with 1 when "
+                    "another name); --shard i/n splits the grid across machines. Any number of "
+                    "processes may run on one DIR at once (a second worker, a rerun while one "
+                    "is going, shards, --sources): each claims a cell before running it "
+                    "(DIR/runs/.claims/), so every cell runs once and every row is kept; a "
+                    "killed process's cell is taken over by the next run. Exits with 1 when "
                     "any run failed (the others still ran; re-running retries the failed).")
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--config", help="registered sweep name (--list shows them)")
