@@ -1,18 +1,21 @@
-"""Declarative experiment configs, registered by name (no TensorFlow code here).
+"""The registered sweep grids: one TOML file each in ``pipelines/grids/`` (no TensorFlow code).
 
-``python main.py sweep --config NAME`` looks names up in ``REGISTRY``. Add a sweep by
-writing a ``SweepConfig`` in a module of this package and calling ``register`` on it.
+``python main.py sweep --config NAME`` looks names up here; ``sweep --grid FILE`` runs a file
+anywhere (the format: ``tftransfer.grids``). To register a grid, add a file to ``grids/``: every
+``*.toml`` there is loaded, and its ``name`` field is the name.
 """
 
 from __future__ import annotations
 
-import importlib
+from pathlib import Path
 
 from tftransfer.config import SweepConfig
 from tftransfer.errors import UserError
+from tftransfer.grids import load_grid
 
+GRIDS_DIR = Path(__file__).resolve().parent / "grids"
 REGISTRY: dict[str, SweepConfig] = {}
-_MODULES = ("pipelines.replication", "pipelines.replication_paper", "pipelines.examples")
+_loaded = False
 
 
 def register(config: SweepConfig) -> SweepConfig:
@@ -27,7 +30,8 @@ def get(name: str) -> SweepConfig:
     """The registered sweep called ``name`` (a clear error lists the valid names)."""
     _load_all()
     if name not in REGISTRY:
-        raise UserError(f"Unknown sweep config {name!r}; registered: {', '.join(sorted(REGISTRY))}.")
+        raise UserError(f"Unknown sweep config {name!r}; registered: {', '.join(sorted(REGISTRY))} "
+                        f"(or run a grid file with --grid FILE).")
     return REGISTRY[name]
 
 
@@ -38,5 +42,9 @@ def names() -> list[str]:
 
 
 def _load_all() -> None:
-    for module in _MODULES:
-        importlib.import_module(module)
+    global _loaded
+    if _loaded:
+        return
+    for path in sorted(GRIDS_DIR.glob("*.toml")):
+        register(load_grid(path))
+    _loaded = True

@@ -180,7 +180,7 @@ class SweepCommandTest(tf.test.TestCase):
         self.assertRegex(err, r"\n  cli-test +A test sweep\.\n")
         code, _, err = run_cli("sweep")
         self.assertEqual(code, 2)
-        self.assertIn("one of the arguments --config --list is required", err)
+        self.assertIn("one of the arguments --config --grid --list is required", err)
 
     def test_bad_arguments_stop_with_one_sentence_before_any_run(self):
         for args, message in ((["--config", "nope"], "error: Unknown sweep config 'nope'"),

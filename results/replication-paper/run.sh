@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 25: the paper's own fine-tuning protocol (pipelines/replication_paper.py), resumable.
+# Issue 25: the paper's own fine-tuning protocol (pipelines/grids/replication-paper*.toml), resumable.
 # 1. the ablation (one difference at a time, last stage, N = 100 and 400): 4 x 40 runs into
 #    results/replication-paper-ablation/<change>/;
 # 2. the grid replication-paper (the utrera2021 preset, 104 runs, smallest N first) into

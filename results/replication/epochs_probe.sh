@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Why the replication grid does not use the paper's 30 epochs everywhere (pipelines/replication.py):
+# Why the replication grid does not use the paper's 30 epochs everywhere (pipelines/grids/replication.toml):
 # single MNIST runs with the natural source at the smallest N, each with the paper's recipe and
 # only the number of epochs changed, plus the BatchNorm-statistics probe. Prints one line per
 # run: final test accuracy on the 10,000 test images, last-epoch training accuracy, and the

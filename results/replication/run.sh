@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 8: the replication sweep (pipelines/replication.py) and its report, resumable.
+# Issue 8: the replication sweep (pipelines/grids/replication.toml) and its report, resumable.
 # Runs the cells of the sources listed in SOURCES (default: those of the four that are trained,
 # see pipelines/train_sources.sh), then writes report/ and the table beside the paper's.
 #   bash results/replication/run.sh

@@ -21,9 +21,13 @@ def register(subparsers):
                     "any run failed (the others still ran; re-running retries the failed).")
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--config", help="registered sweep name (--list shows them)")
+    which.add_argument("--grid", metavar="FILE",
+                       help="a grid file (TOML or JSON with the fields of a registered grid; "
+                            "see pipelines/grids/*.toml and the README)")
     which.add_argument("--list", action="store_true",
                        help="list the registered sweeps with a description and exit")
-    parser.add_argument("--results", default=None, help="results directory (default: results/NAME)")
+    parser.add_argument("--results", default=None,
+                        help="results directory (default: results/NAME, NAME the grid's name)")
     parser.add_argument("--shard", default=None, metavar="i/n", help="run only shard i of n")
     parser.add_argument("--sources", nargs="+", default=None, metavar="NAME",
                         help="run only the cells of these sources (e.g. the ones trained so "
@@ -39,11 +43,12 @@ def register(subparsers):
 
 def run(args) -> dict:
     import pipelines
+    from tftransfer.grids import load_grid
     from tftransfer.sweeps import run_sweep
 
     if args.list:
         return list_sweeps()
-    sweep = pipelines.get(args.config)
+    sweep = load_grid(args.grid) if args.grid else pipelines.get(args.config)
     results = args.results or f"results/{sweep.name}"
     return run_sweep(sweep, results, args.shard, args.max_runs, args.data_dir, args.download,
                      args.save_models, sources=args.sources)
@@ -56,8 +61,9 @@ def list_sweeps() -> dict:
     sweeps = [{"name": name, "description": pipelines.get(name).description}
               for name in pipelines.names()]
     print("Registered sweeps (sweep --config NAME):", file=sys.stderr)
+    width = max(len(entry["name"]) for entry in sweeps)
     for entry in sweeps:
-        print(f"  {entry['name']:<16} {entry['description']}", file=sys.stderr)
+        print(f"  {entry['name']:<{width}} {entry['description']}", file=sys.stderr)
     return {"sweeps": sweeps}
 
 
