@@ -26,6 +26,4 @@ if (( status == 1 )); then  # some runs failed: report the finished ones, re-run
 elif (( status != 0 )); then
   exit "$status"
 fi
-python main.py report --results "$OUT" | tail -1
-python results/replication/paper_table.py "$OUT/report" > "$OUT/paper_table.md"
-python results/replication/answers.py "$OUT/report" > "$OUT/answers.md"
+python main.py report --results "$OUT" --analysis paper-table answers | tail -1

@@ -69,4 +69,4 @@ for target in mnist fashion_mnist; do
     done
   done
 done
-python results/transfer/summarize.py
+python -m tftransfer.analyses.transfer_methods results/transfer

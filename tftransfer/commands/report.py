@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from tftransfer.commands.common import positive_int
 
+# The names of tftransfer.analyses.ANALYSES (here so that --help does not import pandas).
+ANALYSIS_NAMES = ("answers", "paper-table", "blocks")
+
 
 def register(subparsers):
     """Adds the ``report`` subcommand and returns its parser."""
@@ -26,11 +29,26 @@ def register(subparsers):
     parser.add_argument("--curve-images", metavar="N", type=positive_int, nargs="+",
                         help="training-set sizes shown in the accuracy-vs-epochs figures "
                              "(default: smallest, middle and largest)")
+    parser.add_argument("--analysis", nargs="+", default=[], metavar="NAME",
+                        choices=ANALYSIS_NAMES,
+                        help="after the report, also write these analyses' markdown into DIR: "
+                             "answers (answers.md), paper-table (paper_table.md), blocks "
+                             "(blocks.md; on results/replication-blocks)")
     parser.set_defaults(run=run)
     return parser
 
 
 def run(args) -> dict:
-    from tftransfer import reporting
+    from pathlib import Path
 
-    return reporting.build_report(args)
+    from tftransfer import reporting
+    from tftransfer.analyses import ANALYSES
+    from tftransfer.runs import write_text_atomic
+
+    result = reporting.build_report(args)
+    for name in args.analysis:
+        analysis = ANALYSES[name]
+        path = Path(args.results) / analysis.output
+        write_text_atomic(path, analysis.markdown(Path(args.results)))
+        result.setdefault("analyses", {})[name] = str(path)
+    return result

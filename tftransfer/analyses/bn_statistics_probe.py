@@ -8,7 +8,7 @@ and measures again. A large gain means the run stopped before those statistics h
 from the source's data to the target's.
 
 Usage:
-  python results/replication/bn_statistics_probe.py RUN [--test-images 2000] [--passes 60]
+  python -m tftransfer.analyses.bn_statistics_probe RUN [--test-images 2000] [--passes 60]
 """
 
 from __future__ import annotations

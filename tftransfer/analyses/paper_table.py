@@ -1,28 +1,39 @@
 """Our replication numbers beside the paper's (issue 8's table), from the report's CSVs.
 
-Usage: python results/replication/paper_table.py [REPORT_DIR]   (default results/replication/report)
-
-Prints markdown: for each robust source, N x target with the paper's natural / robust
+``python main.py report --results results/replication --analysis paper-table`` writes it to
+``results/replication/paper_table.md``: for each robust source, N x target with the paper's
+natural / robust
 (difference) at unfrozen blocks = 3 and ours at the last stage (3 blocks) and head only
 (0 blocks), each "natural / robust (difference ± 95% half-width, paired by seed)".
 """
 
 from __future__ import annotations
 
-import sys
+import csv
+import functools
+import io
 from pathlib import Path
 
 import pandas as pd
 
-# The paper repository's summary table: unfrozen blocks = 3, final-epoch test accuracy, mean
-# over seeds, natural / robust L2 eps 3 (ImageNet ResNet-50 sources at 224 px).
-# (natural, robust, difference): the differences as the paper reports them (from unrounded means).
-PAPER = {
-    "mnist": {100: (68.7, 83.8, 15.1), 200: (81.6, 90.7, 9.1), 400: (88.1, 94.3, 6.2),
-              800: (91.8, 96.0, 4.2), 1600: (94.5, 97.1, 2.7), 3200: (96.4, 98.1, 1.7)},
-    "fashion_mnist": {100: (66.1, 71.8, 5.7), 200: (73.5, 78.5, 5.0), 400: (78.8, 82.1, 3.3),
-                      800: (82.7, 85.2, 2.5), 1600: (85.4, 87.6, 2.2), 3200: (88.0, 89.4, 1.5)},
-}
+import pipelines
+
+# The paper repository's summary table (pipelines/reference/README.md): unfrozen blocks = 3,
+# (natural, robust, difference) per target and N, the differences as the paper reports them.
+REFERENCE = pipelines.GRIDS_DIR.parent / "reference" / "utrera2021.csv"
+
+
+def _paper_table(path: Path = REFERENCE) -> dict:
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    table: dict = {}
+    for row in rows:
+        table.setdefault(row["target"], {})[int(row["train_images"])] = tuple(
+            float(row[key]) for key in ("natural", "robust", "difference"))
+    return table
+
+
+PAPER = _paper_table()
 
 
 def paper_cell(target: str, n: int) -> str:
@@ -56,15 +67,15 @@ def table(differences: pd.DataFrame, source: str) -> str:
     return "\n".join(lines)
 
 
-def main(report_dir: str = "results/replication/report") -> None:
+def markdown(report_dir) -> str:
+    """The tables as markdown, from ``report_dir`` (a ``report`` output directory)."""
+    stream = io.StringIO()
+    emit = functools.partial(print, file=stream)
     differences = pd.read_csv(Path(report_dir) / "differences.csv")
     if differences.empty:
-        print("No robust source beside the natural one in this report yet: nothing to compare.")
+        emit("No robust source beside the natural one in this report yet: nothing to compare.")
     for source in sorted(differences.source.unique()):
         baseline = differences[differences.source == source].baseline.iloc[0]
-        print(f"### {baseline} / {source}\n")
-        print(table(differences, source), end="\n\n")
-
-
-if __name__ == "__main__":
-    main(*sys.argv[1:])
+        emit(f"### {baseline} / {source}\n")
+        emit(table(differences, source), end="\n\n")
+    return stream.getvalue()

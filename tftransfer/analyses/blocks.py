@@ -1,7 +1,8 @@
 """Where the robust source's gain goes as more blocks are fine-tuned: 0, 1, 2 and 3 blocks.
 
-Usage: python results/replication/blocks.py [FIGURE_DIR]
-       (default: results/replication-blocks; writes difference_vs_blocks_<target>.png)
+``python main.py report --results results/replication-blocks --analysis blocks`` writes the
+table to ``results/replication-blocks/blocks.md`` and ``difference_vs_blocks_<target>.png``
+beside it.
 
 Joins the replication sweep (head only = 0 blocks, last stage = 3) with the
 ``replication-blocks`` sweep (1 and 2 blocks), keeps the cells both cover (its N, the natural
@@ -12,13 +13,14 @@ seed (``stats.paired_differences``). Prints a markdown table, natural / robust (
 
 from __future__ import annotations
 
-import sys
+import functools
+import io
 from pathlib import Path
 
 import pandas as pd
 
-from answers import TARGETS, difference_text  # same directory: run as a script
 from tftransfer import plots, stats
+from tftransfer.analyses.replication_answers import TARGETS, difference_text
 
 RESULTS = Path("results")
 NATURAL, ROBUST = "cifar10-resnet20-natural", "cifar10-resnet20-l2-eps0.5"
@@ -49,20 +51,21 @@ def markdown_table(differences: pd.DataFrame, target: str) -> str:
     return "\n".join(lines)
 
 
-def main(figure_dir: str = "results/replication-blocks") -> None:
-    table = joined_results()
+def markdown(figure_dir="results/replication-blocks", results: Path = RESULTS) -> str:
+    """The table as markdown; the figures go to ``figure_dir``. ``results``: the folder that
+    holds both sweeps' results directories."""
+    stream = io.StringIO()
+    emit = functools.partial(print, file=stream)
+    table = joined_results(Path(results))
     differences = stats.paired_differences(table, NATURAL)
     seeds = ", ".join(str(seed) for seed in sorted(table.seed.unique()))
-    print(f"Natural / L2 eps 0.5 test accuracy (%), mean over seeds {seeds}, and the "
-          "difference paired by seed ± 95% (**bold**: clear of zero). Written by "
-          "`python results/replication/blocks.py`.\n")
+    emit(f"Natural / L2 eps 0.5 test accuracy (%), mean over seeds {seeds}, and the "
+         "difference paired by seed ± 95% (**bold**: clear of zero). Written by "
+         "`python main.py report --results results/replication-blocks --analysis blocks`.\n")
     for target in TARGETS:
         if target in set(differences.target):
             path = plots.save_figure(plots.plot_difference_vs_blocks(differences, target),
                                      Path(figure_dir) / f"difference_vs_blocks_{target}.png")
-            print(f"### {TARGETS[target]}\n\n{markdown_table(differences, target)}\n\n"
-                  f"![difference vs fine-tuned blocks, {TARGETS[target]}]({path.name})\n")
-
-
-if __name__ == "__main__":
-    main(*sys.argv[1:])
+            emit(f"### {TARGETS[target]}\n\n{markdown_table(differences, target)}\n\n"
+                 f"![difference vs fine-tuned blocks, {TARGETS[target]}]({path.name})\n")
+    return stream.getvalue()

@@ -1,9 +1,8 @@
-"""The issue's four questions, answered for every robust source from the report's CSVs.
+"""The replication's four questions, answered for every robust source from the report's CSVs.
 
-Usage: python results/replication/answers.py [REPORT_DIR]   (default results/replication/report)
-
-Prints markdown (run.sh writes it to answers.md), one section per question, each source in
-its own column, labelled by its training eps:
+``python main.py report --results results/replication --analysis answers`` writes the markdown
+to ``results/replication/answers.md``: one section per question, each source in its own column,
+labelled by its training eps:
   (a) robust minus natural per N, paired by seed, ± the 95% half-width (bold: clear of zero),
       beside the paper's difference (3 blocks);
   (b) the change of that difference per doubling of N (95% interval);
@@ -17,13 +16,14 @@ its own column, labelled by its training eps:
 
 from __future__ import annotations
 
-import sys
+import functools
+import io
 from pathlib import Path
 
 import pandas as pd
 
-from paper_table import PAPER  # same directory: run as a script
 from tftransfer import stats
+from tftransfer.analyses.paper_table import PAPER
 
 BLOCKS = {0: "head only", 3: "last stage"}
 TARGETS = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST"}
@@ -136,52 +136,53 @@ def eps_differences(results_dir: Path, reference_eps: float = REFERENCE_EPS) -> 
     return stats.paired_differences(robust, reference[0])
 
 
-def print_eps_section(results_dir: Path, targets) -> None:
+def eps_section(results_dir: Path, targets, emit) -> None:
     differences = eps_differences(results_dir)
-    print(f"## (e) The trend with eps: each robust source minus eps {REFERENCE_EPS:g}\n")
+    emit(f"## (e) The trend with eps: each robust source minus eps {REFERENCE_EPS:g}\n")
     if differences.empty:
-        print(f"Needs the eps {REFERENCE_EPS:g} source and another robust source.\n")
+        emit(f"Needs the eps {REFERENCE_EPS:g} source and another robust source.\n")
         return
-    print(f"Test accuracy (points), paired by seed, ± the 95% t half-width; **bold**: the "
+    emit(f"Test accuracy (points), paired by seed, ± the 95% t half-width; **bold**: the "
           f"interval excludes zero (negative: worse than eps {REFERENCE_EPS:g}).\n")
     for target in targets:
-        print(f"### {TARGETS[target]}\n\n{grid(differences, target, difference_text)}\n")
+        emit(f"### {TARGETS[target]}\n\n{grid(differences, target, difference_text)}\n")
 
 
-def main(report_dir: str = "results/replication/report") -> None:
+def markdown(report_dir) -> str:
+    """The answers as markdown, from ``report_dir`` (a ``report`` output directory)."""
+    stream = io.StringIO()
+    emit = functools.partial(print, file=stream)
     report = Path(report_dir)
     differences = pd.read_csv(report / "differences.csv")
     if differences.empty:
-        print("No robust source beside the natural one in this report yet: nothing to answer.")
-        return
+        emit("No robust source beside the natural one in this report yet: nothing to answer.")
+        return stream.getvalue()
     efficiency = with_eps(pd.read_csv(report / "efficiency.csv"), differences)
     speedup = with_eps(pd.read_csv(report / "speedup.csv"), differences)
     trend = pd.read_csv(report / "trend.csv")
     baseline = differences.baseline.iloc[0]
     targets = [t for t in TARGETS if t in set(differences.target)]
-    print(f"# Answers (a)-(d): robust sources vs `{baseline}`\n")
-    print("Written by `python results/replication/answers.py` from [report/](report/summary.md)"
+    emit(f"# Answers (a)-(d): robust sources vs `{baseline}`\n")
+    emit("Written by `python main.py report --results results/replication --analysis answers` "
+         "from [report/](report/summary.md)"
           " (do not edit by hand). Columns: the unfrozen blocks and the source's training eps.\n")
-    print("## (a) Robust minus natural test accuracy (points)\n")
-    print("Paired by seed, ± the 95% t half-width; **bold**: the interval excludes zero. "
+    emit("## (a) Robust minus natural test accuracy (points)\n")
+    emit("Paired by seed, ± the 95% t half-width; **bold**: the interval excludes zero. "
           "The paper's column: its L2 eps 3 minus natural, 3 blocks.\n")
     for target in targets:
-        print(f"### {TARGETS[target]}\n\n{grid(differences, target, difference_text, paper_differences())}\n")
-    print("## (b) Change of the difference per doubling of N (points, 95% interval)\n")
-    print(trend_table(trend, differences) + "\n")
-    print("## (c) Times fewer training images to reach the natural source's accuracy at N\n")
-    print("`>x`: the robust source's smallest N already reaches it; `<x`: not reached by the "
+        emit(f"### {TARGETS[target]}\n\n{grid(differences, target, difference_text, paper_differences())}\n")
+    emit("## (b) Change of the difference per doubling of N (points, 95% interval)\n")
+    emit(trend_table(trend, differences) + "\n")
+    emit("## (c) Times fewer training images to reach the natural source's accuracy at N\n")
+    emit("`>x`: the robust source's smallest N already reaches it; `<x`: not reached by the "
           "largest N.\n")
     for target in targets:
-        print(f"### {TARGETS[target]}\n\n"
+        emit(f"### {TARGETS[target]}\n\n"
               f"{grid(efficiency, target, lambda row: str(row.ratio_text), paper_efficiency())}\n")
-    print("## (d) Epochs to reach the natural source's final accuracy\n")
-    print("Natural's first epoch at its own final mean accuracy → the robust source's "
+    emit("## (d) Epochs to reach the natural source's final accuracy\n")
+    emit("Natural's first epoch at its own final mean accuracy → the robust source's "
           "(speed-up); curves every 5 epochs on 2,000 test images.\n")
     for target in targets:
-        print(f"### {TARGETS[target]}\n\n{grid(speedup, target, speedup_text)}\n")
-    print_eps_section(report.parent, targets)
-
-
-if __name__ == "__main__":
-    main(*sys.argv[1:])
+        emit(f"### {TARGETS[target]}\n\n{grid(speedup, target, speedup_text)}\n")
+    eps_section(report.parent, targets, emit)
+    return stream.getvalue()

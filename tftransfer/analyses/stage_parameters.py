@@ -1,6 +1,6 @@
 """How much of a source model the replication's "last stage" setting fine-tunes.
 
-Usage: python results/replication/stage_parameters.py [MODEL]
+Usage: python -m tftransfer.analyses.stage_parameters [MODEL]
        (default saved_models/cifar10-resnet20-l2-eps0.5)
 
 Prints the weights (trainable and BatchNorm statistics alike, as stored in model.keras) of the

@@ -1,4 +1,4 @@
-"""Tests of results/replication/blocks.py: joining the main and the blocks sweep."""
+"""Tests of tftransfer.analyses.blocks: joining the main and the blocks sweep."""
 
 import tempfile
 import unittest
@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from tests.replication_answers_test import load_script
 from tests.stats_test import make_row
 from tftransfer import stats
+from tftransfer.analyses import blocks
 
 NATURAL, ROBUST = "cifar10-resnet20-natural", "cifar10-resnet20-l2-eps0.5"
 
@@ -30,7 +30,7 @@ def rows(seeds, n_values, blocks_values, gain, seed_gain=None):
 class JoinedResultsTest(unittest.TestCase):
 
     def setUp(self):
-        self.blocks = load_script("blocks")
+        self.blocks = blocks
         directory = tempfile.TemporaryDirectory()
         self.addCleanup(directory.cleanup)
         self.root = Path(directory.name)

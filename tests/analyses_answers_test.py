@@ -1,7 +1,6 @@
-"""Tests of results/replication/answers.py's eps-vs-eps comparison on a synthetic results CSV."""
+"""Tests of tftransfer.analyses.replication_answers' eps-vs-eps comparison on a synthetic
+results CSV, and of the analyses registry that ``report --analysis`` runs."""
 
-import importlib
-import sys
 import tempfile
 import unittest
 from pathlib import Path
@@ -9,18 +8,9 @@ from pathlib import Path
 import pandas as pd
 
 from tests.stats_test import make_row
-
-SCRIPTS = Path(__file__).resolve().parents[1] / "results" / "replication"
-
-
-def load_script(name):
-    """The results scripts import their siblings by name (answers.py: paper_table.py), so
-    they are imported with their directory on the path."""
-    sys.path.insert(0, str(SCRIPTS))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(str(SCRIPTS))
+from tftransfer import analyses
+from tftransfer.analyses import paper_table, replication_answers
+from tftransfer.commands.report import ANALYSIS_NAMES
 
 
 def write_results(directory, sources):
@@ -39,7 +29,7 @@ def write_results(directory, sources):
 class EpsDifferencesTest(unittest.TestCase):
 
     def setUp(self):
-        self.answers = load_script("answers")
+        self.answers = replication_answers
         self.directory = tempfile.TemporaryDirectory()
         self.addCleanup(self.directory.cleanup)
 
@@ -59,6 +49,24 @@ class EpsDifferencesTest(unittest.TestCase):
         write_results(self.directory.name, {"natural": (0.0, 0.0), "eps0.25": (0.25, 0.0),
                                             "eps1.0": (1.0, 0.0)})
         self.assertTrue(self.answers.eps_differences(Path(self.directory.name)).empty)
+
+
+class RegistryTest(unittest.TestCase):
+    def test_report_offers_every_registered_analysis(self):
+        self.assertEqual(ANALYSIS_NAMES, tuple(analyses.ANALYSES))
+
+    def test_committed_replication_answers_are_regenerated(self):
+        """report --analysis writes exactly the committed markdown (from committed CSVs)."""
+        results = Path(__file__).resolve().parents[1] / "results" / "replication"
+        for name in ("answers", "paper-table"):
+            analysis = analyses.ANALYSES[name]
+            self.assertEqual(analysis.markdown(results),
+                             (results / analysis.output).read_text(), name)
+
+    def test_paper_reference_is_read_from_pipelines(self):
+        self.assertEqual(paper_table.PAPER["mnist"][100], (68.7, 83.8, 15.1))
+        self.assertEqual(paper_table.PAPER["fashion_mnist"][1600], (85.4, 87.6, 2.2))
+        self.assertEqual(len(paper_table.PAPER["mnist"]), 6)
 
 
 if __name__ == "__main__":

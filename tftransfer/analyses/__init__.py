@@ -1,0 +1,49 @@
+"""Analyses that ``report --analysis NAME`` runs after the report: each turns the report's CSVs
+(or the results of several sweeps) into one markdown file beside them.
+
+The one-off probes of the replication live here too, run as modules
+(``python -m tftransfer.analyses.bn_statistics_probe RUN``,
+``python -m tftransfer.analyses.stage_parameters [MODEL]``,
+``python -m tftransfer.analyses.transfer_methods [DIR]``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from tftransfer.analyses import blocks, paper_table, replication_answers
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """A named analysis: ``markdown(results_dir)`` -> text written to ``results_dir / output``."""
+
+    name: str
+    output: str
+    markdown: Callable[[Path], str]
+    description: str
+
+
+def _answers(results_dir: Path) -> str:
+    return replication_answers.markdown(results_dir / "report")
+
+
+def _paper_table(results_dir: Path) -> str:
+    return paper_table.markdown(results_dir / "report")
+
+
+def _blocks(results_dir: Path) -> str:
+    return blocks.markdown(results_dir, results_dir.parent)
+
+
+ANALYSES = {a.name: a for a in (
+    Analysis("answers", "answers.md", _answers,
+             "the replication's questions (a)-(e) for every robust source"),
+    Analysis("paper-table", "paper_table.md", _paper_table,
+             "our numbers beside the paper's table (pipelines/reference/utrera2021.csv)"),
+    Analysis("blocks", "blocks.md", _blocks,
+             "replication-blocks joined with the replication's 0- and 3-block runs (run on "
+             "results/replication-blocks; writes its figures there)"),
+)}
