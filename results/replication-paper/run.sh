@@ -32,7 +32,11 @@ if [[ " $STAGES " == *" grid "* ]]; then
   sweep replication-paper "$OUT"
 fi
 if [[ " $STAGES " == *" report "* ]]; then
-  python main.py report --results "$OUT" | tail -1
+  for change in bn norm epochs subset; do
+    [[ -f "$ABLATION/$change/results.csv" ]] && python main.py report --results "$ABLATION/$change" | tail -1
+  done
+  # The grid's report, and the ablation table over every protocol (ablation.md).
+  python main.py report --results "$OUT" --analysis ablation | tail -1
 fi
 (( status == 0 )) || echo "replication-paper: some runs failed (errors above); re-run to retry." >&2
 exit "$status"

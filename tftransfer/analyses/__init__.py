@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from tftransfer.analyses import blocks, paper_table, replication_answers
+from tftransfer.analyses import ablation, blocks, paper_table, replication_answers
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,10 @@ def _paper_table(results_dir: Path) -> str:
     return paper_table.markdown(results_dir / "report")
 
 
+def _ablation(results_dir: Path) -> str:
+    return ablation.markdown(results_dir)
+
+
 def _blocks(results_dir: Path) -> str:
     return blocks.markdown(results_dir, results_dir.parent)
 
@@ -46,4 +50,6 @@ ANALYSES = {a.name: a for a in (
     Analysis("blocks", "blocks.md", _blocks,
              "replication-blocks joined with the replication's 0- and 3-block runs (run on "
              "results/replication-blocks; writes its figures there)"),
+    Analysis("ablation", "ablation.md", _ablation,
+             "issue 25's ablation table (run on results/replication-paper)"),
 )}

@@ -9,7 +9,7 @@ from __future__ import annotations
 from tftransfer.commands.common import positive_int
 
 # The names of tftransfer.analyses.ANALYSES (here so that --help does not import pandas).
-ANALYSIS_NAMES = ("answers", "paper-table", "blocks")
+ANALYSIS_NAMES = ("answers", "paper-table", "blocks", "ablation")
 
 
 def register(subparsers):
@@ -33,7 +33,8 @@ def register(subparsers):
                         choices=ANALYSIS_NAMES,
                         help="after the report, also write these analyses' markdown into DIR: "
                              "answers (answers.md), paper-table (paper_table.md), blocks "
-                             "(blocks.md; on results/replication-blocks)")
+                             "(blocks.md; on results/replication-blocks), ablation (ablation.md; "
+                             "on results/replication-paper)")
     parser.set_defaults(run=run)
     return parser
 
