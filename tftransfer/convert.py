@@ -9,11 +9,12 @@ Three on-disk layouts are read:
 * ``robust-models-transfer``: Salman et al.'s ``.ckpt`` files (same layout);
 * ``torchvision``: a plain ResNet state dict (``conv1.weight``, ..., ``fc.bias``).
 
-The weights are mapped by name onto ``tftransfer.resnet.build`` (whose layer
-names mirror torchvision's), transposed to Keras' layouts and shape-checked; an
-unexpected, missing or misshapen key stops the conversion with a message naming
-it. ``reference_logits`` re-runs the checkpoint in PyTorch (functional ops, no
-torchvision needed) so a conversion can verify itself numerically.
+The weights are mapped by name onto the registered architecture's model
+(``tftransfer.architectures``; the ResNets' layer names mirror torchvision's),
+transposed to Keras' layouts and shape-checked; an unexpected, missing or misshapen
+key stops the conversion with a message naming it. ``reference_logits`` re-runs the
+checkpoint in PyTorch (functional ops, no torchvision needed) so a conversion can verify
+itself numerically.
 
 PyTorch is an optional extra and is imported only inside this module's functions.
 """
@@ -31,11 +32,13 @@ from pathlib import Path
 
 import numpy as np
 
+from tftransfer import architectures
 from tftransfer.errors import UserError
 
 # Architectures whose torchvision layout this module can read (the CIFAR-style
 # resnet20 has no published PyTorch counterpart with these names).
-ARCHITECTURES = ("resnet18", "resnet34", "resnet50", "resnet101")
+ARCHITECTURES = tuple(name for name in architectures.NAMES
+                      if architectures.get(name).torchvision)
 FORMATS = ("robustness", "robust-models-transfer", "torchvision")
 IMAGENET_IMAGE_SIZE = 224
 BN_EPSILON = 1e-5
@@ -260,12 +263,13 @@ def read_checkpoint(path, trust_pickle: bool = False) -> Checkpoint:
     return Checkpoint(path=path, format=fmt, state=arrays, mean=mean, std=std, metadata=metadata)
 
 
-def infer_num_classes(checkpoint: Checkpoint) -> int:
-    """The number of classes, read from the shape of ``fc.weight``."""
-    weight = checkpoint.state.get("fc.weight")
+def infer_num_classes(checkpoint: Checkpoint, head: str = architectures.DEFAULT_HEAD) -> int:
+    """The number of classes, read from the shape of ``<head>.weight`` (the architecture's
+    head layer; torchvision's ``fc``)."""
+    weight = checkpoint.state.get(f"{head}.weight")
     if weight is None or weight.ndim != 2:
-        raise UserError(f"Checkpoint {str(checkpoint.path)!r} has no 2-D 'fc.weight' to read the "
-                        f"number of classes from; is it a torchvision-layout ResNet?")
+        raise UserError(f"Checkpoint {str(checkpoint.path)!r} has no 2-D '{head}.weight' to read "
+                        f"the number of classes from; is it a torchvision-layout ResNet?")
     return int(weight.shape[0])
 
 
@@ -314,7 +318,7 @@ def assign_weights(model, checkpoint: Checkpoint, arch: str, width: float = 1.0)
     """Copies the checkpoint's weights into ``model`` by name, asserting every shape.
 
     Args:
-      model: a model from ``tftransfer.resnet.build`` with matching arch/width/classes.
+      model: a model from ``tftransfer.architectures.build`` with matching arch/width/classes.
       checkpoint: the weights to copy.
       arch, width: only used to name the model in error messages.
     """
@@ -335,7 +339,7 @@ def assign_weights(model, checkpoint: Checkpoint, arch: str, width: float = 1.0)
 
 def build_keras_model(checkpoint: Checkpoint, arch: str, width: float = 1.0,
                       image_size: int = IMAGENET_IMAGE_SIZE):
-    """Builds the Keras ResNet for a checkpoint and loads its weights.
+    """Builds the registered architecture's Keras model for a checkpoint and loads its weights.
 
     Args:
       checkpoint: from ``read_checkpoint``.
@@ -354,8 +358,9 @@ def build_keras_model(checkpoint: Checkpoint, arch: str, width: float = 1.0,
                         f"{', '.join(ARCHITECTURES)}.")
     mean = checkpoint.mean or resnet.IMAGENET_MEAN
     std = checkpoint.std or resnet.IMAGENET_STD
-    model = resnet.build(arch, infer_num_classes(checkpoint), image_size, width=width,
-                         mean=mean, std=std)
+    record = architectures.get(arch)
+    model = record.build(infer_num_classes(checkpoint, record.head_layer), image_size,
+                         width=width, mean=mean, std=std)
     assign_weights(model, checkpoint, arch, width)
     return model
 
@@ -446,7 +451,7 @@ def model_config(checkpoint: Checkpoint, arch: str, width: float, image_size: in
     """The ``config.json`` of a converted model: what it is and where it came from."""
     from tftransfer import resnet
 
-    num_classes = infer_num_classes(checkpoint)
+    num_classes = infer_num_classes(checkpoint, architectures.get(arch).head_layer)
     config = {
         "kind": "converted",
         "arch": arch,

@@ -10,12 +10,10 @@ Every model takes RGB float images in [0, 1]; the mean/std normalization is the
 
 from __future__ import annotations
 
-import re
-
 import keras
 import numpy as np
 
-from tftransfer import config
+from tftransfer import architectures
 from tftransfer.errors import UserError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -23,20 +21,13 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
-# (block type, blocks per stage) for each architecture.
-_SPECS = {
-    "resnet18": ("basic", (2, 2, 2, 2)),
-    "resnet34": ("basic", (3, 4, 6, 3)),
-    "resnet50": ("bottleneck", (3, 4, 6, 3)),
-    "resnet101": ("bottleneck", (3, 4, 23, 3)),
-    "resnet20": ("basic", (3, 3, 3)),
-}
-ARCHITECTURES = tuple(_SPECS)
-assert set(ARCHITECTURES) == set(config.ARCHITECTURES)  # the CLI lists them without TensorFlow
+# The registered architectures this module builds (their stages and block type are in
+# ``tftransfer.architectures``).
+ARCHITECTURES = tuple(name for name in architectures.NAMES
+                      if architectures.get(name).builder == "tftransfer.resnet:build")
 
 # PyTorch BatchNorm: eps 1e-5 and momentum 0.1 (= Keras momentum 0.9).
 _BN_KWARGS = {"epsilon": 1e-5, "momentum": 0.9}
-_BLOCK_NAME = re.compile(r"^(layer\d+\.\d+)\.")
 
 
 @keras.saving.register_keras_serializable(package="tftransfer")
@@ -75,31 +66,42 @@ class Normalize(keras.layers.Layer):
         return config
 
 
-def _conv(x, filters, kernel, stride, name, padding):
-    """A bias-free convolution with PyTorch's symmetric zero padding."""
+def conv(x, filters, kernel, stride, name, padding):
+    """A bias-free convolution with PyTorch's symmetric zero padding.
+
+    Args:
+      x: the input tensor.
+      filters, kernel, stride: as PyTorch's ``Conv2d``.
+      name: the layer's name (the padding layer is ``<name>_pad``).
+      padding: PyTorch's ``padding`` (0: none).
+
+    Returns:
+      The convolution's output tensor.
+    """
     if padding:
         x = keras.layers.ZeroPadding2D(padding, name=f"{name}_pad")(x)
     return keras.layers.Conv2D(filters, kernel, strides=stride, padding="valid",
                                use_bias=False, name=name)(x)
 
 
-def _bn(x, name):
+def batch_norm(x, name):
+    """PyTorch's ``BatchNorm2d`` defaults (eps 1e-5, momentum 0.1) as a Keras layer on ``x``."""
     return keras.layers.BatchNormalization(name=name, **_BN_KWARGS)(x)
 
 
 def _shortcut(x, filters, stride, prefix):
     if stride == 1 and x.shape[-1] == filters:
         return x
-    x = _conv(x, filters, 1, stride, f"{prefix}.downsample.0", padding=0)
-    return _bn(x, f"{prefix}.downsample.1")
+    x = conv(x, filters, 1, stride, f"{prefix}.downsample.0", padding=0)
+    return batch_norm(x, f"{prefix}.downsample.1")
 
 
 def _basic_block(x, planes, stride, prefix):
     shortcut = _shortcut(x, planes, stride, prefix)
-    y = _conv(x, planes, 3, stride, f"{prefix}.conv1", padding=1)
-    y = keras.layers.ReLU(name=f"{prefix}.relu1")(_bn(y, f"{prefix}.bn1"))
-    y = _conv(y, planes, 3, 1, f"{prefix}.conv2", padding=1)
-    y = _bn(y, f"{prefix}.bn2")
+    y = conv(x, planes, 3, stride, f"{prefix}.conv1", padding=1)
+    y = keras.layers.ReLU(name=f"{prefix}.relu1")(batch_norm(y, f"{prefix}.bn1"))
+    y = conv(y, planes, 3, 1, f"{prefix}.conv2", padding=1)
+    y = batch_norm(y, f"{prefix}.bn2")
     y = keras.layers.Add(name=f"{prefix}.add")([y, shortcut])
     return keras.layers.ReLU(name=f"{prefix}.relu")(y)
 
@@ -107,22 +109,22 @@ def _basic_block(x, planes, stride, prefix):
 def _bottleneck_block(x, planes, stride, prefix):
     # torchvision "v1.5": the stride sits on the 3x3 convolution.
     shortcut = _shortcut(x, planes * 4, stride, prefix)
-    y = _conv(x, planes, 1, 1, f"{prefix}.conv1", padding=0)
-    y = keras.layers.ReLU(name=f"{prefix}.relu1")(_bn(y, f"{prefix}.bn1"))
-    y = _conv(y, planes, 3, stride, f"{prefix}.conv2", padding=1)
-    y = keras.layers.ReLU(name=f"{prefix}.relu2")(_bn(y, f"{prefix}.bn2"))
-    y = _conv(y, planes * 4, 1, 1, f"{prefix}.conv3", padding=0)
-    y = _bn(y, f"{prefix}.bn3")
+    y = conv(x, planes, 1, 1, f"{prefix}.conv1", padding=0)
+    y = keras.layers.ReLU(name=f"{prefix}.relu1")(batch_norm(y, f"{prefix}.bn1"))
+    y = conv(y, planes, 3, stride, f"{prefix}.conv2", padding=1)
+    y = keras.layers.ReLU(name=f"{prefix}.relu2")(batch_norm(y, f"{prefix}.bn2"))
+    y = conv(y, planes * 4, 1, 1, f"{prefix}.conv3", padding=0)
+    y = batch_norm(y, f"{prefix}.bn3")
     y = keras.layers.Add(name=f"{prefix}.add")([y, shortcut])
     return keras.layers.ReLU(name=f"{prefix}.relu")(y)
 
 
 def _stem(x, filters, small_inputs):
     if small_inputs:
-        x = _conv(x, filters, 3, 1, "conv1", padding=1)
-        return keras.layers.ReLU(name="relu")(_bn(x, "bn1"))
-    x = _conv(x, filters, 7, 2, "conv1", padding=3)
-    x = keras.layers.ReLU(name="relu")(_bn(x, "bn1"))
+        x = conv(x, filters, 3, 1, "conv1", padding=1)
+        return keras.layers.ReLU(name="relu")(batch_norm(x, "bn1"))
+    x = conv(x, filters, 7, 2, "conv1", padding=3)
+    x = keras.layers.ReLU(name="relu")(batch_norm(x, "bn1"))
     x = keras.layers.ZeroPadding2D(1, name="maxpool_pad")(x)
     return keras.layers.MaxPooling2D(3, strides=2, name="maxpool")(x)
 
@@ -132,7 +134,8 @@ def build(arch: str, num_classes: int, image_size: int, width: float = 1.0,
     """Builds a torchvision-layout ResNet that takes RGB images in [0, 1].
 
     Args:
-      arch: one of ``ARCHITECTURES`` (resnet18/34/50/101, or the CIFAR-style resnet20).
+      arch: one of ``ARCHITECTURES`` (resnet18/34/50/101, or the CIFAR-style resnet20;
+        their stages are registered in ``tftransfer.architectures``).
       num_classes: size of the ``fc`` head.
       image_size: input height and width in pixels.
       width: multiplier on every stage's channel count (1.0 = torchvision's).
@@ -144,39 +147,35 @@ def build(arch: str, num_classes: int, image_size: int, width: float = 1.0,
       A functional ``keras.Model`` named after ``arch`` whose ``fc`` layer
       produces float32 logits (also under mixed precision).
     """
-    if arch not in _SPECS:
-        raise UserError(f"Unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}.")
+    record = architectures.get(arch)
+    if arch not in ARCHITECTURES:
+        raise UserError(f"{arch!r} is not a ResNet; build it with tftransfer.architectures.build.")
     if num_classes < 2:
         raise UserError(f"num_classes must be at least 2, got {num_classes}.")
     if width <= 0:
         raise UserError(f"width must be positive, got {width}.")
-    block_type, stage_sizes = _SPECS[arch]
-    cifar_style = arch == "resnet20"
+    cifar_style = record.options["cifar_style"]
     base = 16 if cifar_style else 64
-    planes = [max(1, int(round(base * width * 2 ** i))) for i in range(len(stage_sizes))]
-    block = _basic_block if block_type == "basic" else _bottleneck_block
+    planes = [max(1, int(round(base * width * 2 ** i))) for i in range(len(record.stages))]
+    block = _basic_block if record.options["block"] == "basic" else _bottleneck_block
 
     inputs = keras.Input((image_size, image_size, 3), name="image")
     x = Normalize(mean, std, name="normalize")(inputs)
     x = _stem(x, planes[0], small_inputs or cifar_style)
-    for stage, (n_blocks, stage_planes) in enumerate(zip(stage_sizes, planes), start=1):
-        for index in range(n_blocks):
+    for stage, (stage_record, stage_planes) in enumerate(zip(record.stages, planes), start=1):
+        for index, name in enumerate(stage_record.blocks):
             stride = 2 if index == 0 and stage > 1 else 1
-            x = block(x, stage_planes, stride, f"layer{stage}.{index}")
-    x = keras.layers.GlobalAveragePooling2D(name="avgpool")(x)
+            x = block(x, stage_planes, stride, name)
+    x = keras.layers.GlobalAveragePooling2D(name=record.feature_layer)(x)
     # float32 logits: the loss and the attack gradients stay accurate under mixed precision.
-    outputs = keras.layers.Dense(num_classes, name="fc", dtype="float32")(x)
+    outputs = keras.layers.Dense(num_classes, name=record.head_layer, dtype="float32")(x)
     return keras.Model(inputs, outputs, name=arch)
 
 
 def residual_block_names(model: keras.Model) -> list[str]:
-    """Names of the residual blocks (``layer3.1``, ...) in forward order."""
-    names = []
-    for layer in model.layers:
-        match = _BLOCK_NAME.match(layer.name)
-        if match and match.group(1) not in names:
-            names.append(match.group(1))
-    return names
+    """Names of the residual blocks (``layer3.1``, ...) in forward order, as the
+    architecture registry describes them ([] for a model it does not describe)."""
+    return architectures.block_names(model)
 
 
 def trainable_parameter_count(model: keras.Model) -> int:

@@ -30,7 +30,7 @@ import keras_tuner as kt
 import numpy as np
 import tensorflow as tf
 
-from tftransfer import data, resnet, runs, runtime, transfer
+from tftransfer import architectures, data, runs, runtime, transfer
 from tftransfer.config import DataConfig, TransferConfig
 from tftransfer.errors import UserError
 
@@ -120,18 +120,21 @@ def unfrozen_block_choices(model: keras.Model) -> list[int]:
     """Valid ``unfrozen_blocks`` values for a source: head only, the last block, the last
     stage, the last two stages, ... and -1 (everything).
 
-    A source without torchvision-style block names offers only 0 and -1.
+    The stages are the source architecture's (``architectures``); a source no registered
+    architecture describes offers only 0 and -1.
+
+    Args:
+      model: the source network.
+
+    Returns:
+      The choices in increasing order, -1 last.
     """
-    blocks = resnet.residual_block_names(model)
-    stages: list[str] = []
-    for block in blocks:
-        stage = block.split(".")[0]
-        if stage not in stages:
-            stages.append(stage)
+    stages = architectures.stages(model)
+    blocks = [block for stage in stages for block in stage.blocks]
     choices = {0, 1} if blocks else {0}
     counted = 0
     for stage in reversed(stages):
-        counted += sum(1 for b in blocks if b.split(".")[0] == stage)
+        counted += len(stage.blocks)
         choices.add(counted)
     if blocks:  # every residual block but the stem is -1 in all but name; keep -1
         choices.discard(len(blocks))
