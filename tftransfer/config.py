@@ -13,11 +13,12 @@ import numbers
 import typing
 from dataclasses import dataclass, field
 
+from tftransfer import architectures
 from tftransfer.errors import UserError
 from tftransfer.recipes import RECIPES
 
 ATTACKS = ("none", "l2", "linf")
-ARCHITECTURES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet20")
+ARCHITECTURES = architectures.NAMES       # the registry imports no TensorFlow
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 DISTRIBUTIONS = ("none", "mirrored", "multi_worker_mirrored")
 SCHEDULES = ("cosine", "step", "constant")
@@ -165,7 +166,7 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """A torchvision-layout ResNet (see ``tftransfer.resnet``)."""
+    """A registered architecture (``tftransfer.architectures``), e.g. a torchvision-layout ResNet."""
 
     arch: str = "resnet20"
     width: float = 1.0

@@ -22,7 +22,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from tftransfer import data, resnet, runs, runtime, saving
+from tftransfer import architectures, data, runs, runtime, saving
 from tftransfer.adversarial import AdversarialTrainer
 from tftransfer.callbacks import BackupUnlessNaN, HistoryCSV, StopOnNaN
 from tftransfer.config import PretrainConfig, from_dict, to_dict
@@ -109,12 +109,12 @@ def evaluation_epochs(epochs: int, every: int) -> list[int]:
 
 
 def build_classifier(cfg: PretrainConfig, num_classes: int, image_size: int, mean, std):
-    """The ResNet of ``cfg.model`` for ``num_classes`` at ``image_size``."""
+    """The registered architecture of ``cfg.model`` for ``num_classes`` at ``image_size``."""
     small = cfg.model.small_inputs
     if small is None:
         small = image_size <= 64
-    return resnet.build(cfg.model.arch, num_classes, image_size, width=cfg.model.width,
-                        small_inputs=small, mean=mean, std=std)
+    return architectures.build(cfg.model.arch, num_classes, image_size, width=cfg.model.width,
+                               small_inputs=small, mean=mean, std=std)
 
 
 def channel_statistics(image_set, indices, image_size, seed):

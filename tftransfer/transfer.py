@@ -22,7 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tftransfer import compiled_loop, data, resnet, runs, runtime, saving, sources
+from tftransfer import architectures, compiled_loop, data, runs, runtime, saving, sources
 from tftransfer.adversarial import AdversarialTrainer
 from tftransfer.callbacks import HistoryCSV, StopOnNaN
 from tftransfer.config import TransferConfig, to_dict
@@ -31,7 +31,9 @@ from tftransfer.optim import make_optimizer
 from tftransfer.rundir import check_run_dir, clear_run_record
 
 DEFAULT_SOURCE = sources.DEFAULT_SOURCE
-HEAD_NAME = "fc"
+# The head attached to a source no registered architecture describes (registered ones name
+# theirs: ``architectures.Architecture.head_layer``, "fc" for every ResNet).
+HEAD_NAME = architectures.DEFAULT_HEAD
 
 
 # ----------------------------------------------------------------------------- source
@@ -118,20 +120,36 @@ def _policy_name(layer_config: dict) -> str | None:
 
 def attach_head(source: keras.Model, num_classes: int, head_init: str, seed: int | None = None
                 ) -> keras.Model:
-    """Replaces the source's last Dense layer by a new ``fc`` head for ``num_classes``, its
-    kernel drawn with ``seed`` (see ``head_initializer``)."""
-    last = source.layers[-1]
+    """Replaces the source's head by a new one for ``num_classes``, its kernel drawn with
+    ``seed`` (see ``head_initializer``).
+
+    The head and the features it takes are the source architecture's (``architectures``);
+    a source no record describes must end in a Dense layer, which a new ``fc`` replaces.
+
+    Args:
+      source: the source classifier (not modified; the new model shares its layers).
+      num_classes: the target's number of classes.
+      head_init: ``normal`` or ``glorot`` (see ``head_initializer``).
+      seed: the head initializer's seed.
+
+    Returns:
+      A model named ``<source name>_finetuned`` with the same trunk and the new head.
+    """
+    record = architectures.for_model(source)
+    last = source.get_layer(record.head_layer) if record else source.layers[-1]
     if not isinstance(last, keras.layers.Dense):
         raise UserError(f"The source model {source.name!r} does not end in a Dense classifier "
                         f"layer (its last layer is a {type(last).__name__}); tftransfer needs "
                         f"a classifier whose head it can replace.")
     if num_classes < 2:
         raise UserError(f"The target has {num_classes} class; fine-tuning needs at least 2.")
-    head = keras.layers.Dense(num_classes, name=HEAD_NAME, dtype="float32",
+    head = keras.layers.Dense(num_classes, name=record.head_layer if record else HEAD_NAME,
+                              dtype="float32",
                               kernel_initializer=head_initializer(head_init, seed),
                               bias_initializer="zeros")
-    features = last.input
-    return keras.Model(source.inputs, head(features), name=f"{source.name}_finetuned")
+    features = architectures.features(source)
+    return keras.Model(source.inputs, head(features),
+                       name=f"{source.name}{architectures.FINETUNED_SUFFIX}")
 
 
 def head_initializer(head_init: str, seed: int | None = None) -> keras.initializers.Initializer:
@@ -144,8 +162,16 @@ def head_initializer(head_init: str, seed: int | None = None) -> keras.initializ
 
 
 def unfrozen_block_names(model: keras.Model, unfrozen_blocks: int) -> list[str]:
-    """The residual blocks fine-tuned for ``unfrozen_blocks`` (counted from the end)."""
-    blocks = resnet.residual_block_names(model)
+    """The residual blocks fine-tuned for ``unfrozen_blocks`` (counted from the end).
+
+    Args:
+      model: a network the architecture registry describes (else it has no blocks).
+      unfrozen_blocks: how many blocks, from the last; -1: all of them.
+
+    Returns:
+      The blocks' names in forward order.
+    """
+    blocks = architectures.block_names(model)
     if unfrozen_blocks == -1:
         return blocks
     if unfrozen_blocks > len(blocks):
@@ -155,7 +181,9 @@ def unfrozen_block_names(model: keras.Model, unfrozen_blocks: int) -> list[str]:
 
 
 def freeze(model: keras.Model, unfrozen_blocks: int, frozen_bn: str) -> list[str]:
-    """Sets which layers train: the head, the last ``unfrozen_blocks`` blocks (-1: all).
+    """Sets which layers train: the head, the last ``unfrozen_blocks`` blocks (-1: all) and,
+    when a block trains, the architecture's ``top_layers`` (between the last block and the
+    head).
 
     Frozen BatchNorm layers run in inference mode (``frozen_bn='inference'``, Keras'
     convention) or keep updating their statistics while their scale and offset stay
@@ -166,9 +194,11 @@ def freeze(model: keras.Model, unfrozen_blocks: int, frozen_bn: str) -> list[str
     """
     blocks = unfrozen_block_names(model, unfrozen_blocks)
     everything = unfrozen_blocks == -1
-    prefixes = tuple(f"{b}." for b in blocks)
+    head = architectures.head_name(model)
+    top = architectures.top_layers(model) if blocks else ()
     for layer in model.layers:
-        trainable = everything or layer.name == HEAD_NAME or layer.name.startswith(prefixes)
+        trainable = (everything or layer.name == head or layer.name in top
+                     or architectures.in_blocks(layer.name, blocks))
         if isinstance(layer, keras.layers.BatchNormalization) and not trainable \
                 and frozen_bn == "train":
             layer.trainable = True  # statistics update in training mode ...
@@ -181,11 +211,18 @@ def freeze(model: keras.Model, unfrozen_blocks: int, frozen_bn: str) -> list[str
 
 def feature_boundary(model: keras.Model, blocks: list[str]):
     """The tensor where the frozen part ends: the input of the first unfrozen block, or
-    the head's input when only the head trains."""
+    the head's input (the architecture's features) when only the head trains.
+
+    Args:
+      model: the network being fine-tuned.
+      blocks: its unfrozen blocks (``freeze``'s result).
+
+    Returns:
+      A symbolic tensor of ``model``'s graph.
+    """
     if not blocks:
-        return model.get_layer(HEAD_NAME).input
-    first = next(layer for layer in model.layers if layer.name.startswith(f"{blocks[0]}."))
-    return first.input
+        return architectures.features(model)
+    return architectures.block_input(model, blocks[0])
 
 
 # ----------------------------------------------------------------------------- run cache
@@ -353,7 +390,7 @@ class Network:
     def reset(self, head_init: str, seed: int) -> None:
         """Source weights, a new head drawn with ``seed``, a fresh optimizer state."""
         self.trained.set_weights(self._initial_weights)
-        head = self.model.get_layer(HEAD_NAME)
+        head = self.model.get_layer(architectures.head_name(self.model))
         head.kernel.assign(head_initializer(head_init, seed)(head.kernel.shape))
         head.bias.assign(tf.zeros_like(head.bias))
         for variable, value in zip(self.trainer.optimizer.variables, self._initial_optimizer):
@@ -380,7 +417,8 @@ def build_network(cfg: TransferConfig, source: SourceModel, num_classes: int, im
     trainer.compile(optimizer=make_optimizer(cfg.optim, cfg.epochs, steps_per_epoch),
                     loss=classification_loss(cfg.optim.label_smoothing))
     trainer.optimizer.build(trainer.trainable_variables)  # so its initial state can be kept
-    return Network(model, blocks, trained, trainer, trunk, blocks[0] if blocks else HEAD_NAME,
+    boundary_key = blocks[0] if blocks else architectures.head_name(model)
+    return Network(model, blocks, trained, trainer, trunk, boundary_key,
                    normalization, trained.get_weights(),
                    [v.numpy() for v in trainer.optimizer.variables])
 
@@ -515,7 +553,7 @@ def _use_feature_cache(cfg: TransferConfig, blocks: list[str], model: keras.Mode
                        augment: bool) -> bool:
     frozen_part_is_fixed = (not augment and cfg.frozen_bn == "inference"
                             and cfg.unfrozen_blocks != -1
-                            and len(blocks) < len(resnet.residual_block_names(model)))
+                            and len(blocks) < len(architectures.block_names(model)))
     if cfg.feature_cache == "on" and not frozen_part_is_fixed:
         raise UserError("--feature-cache on needs a frozen part that sees the same input every "
                         "epoch: no augmentation, --frozen-bn inference, and not all blocks "
