@@ -137,7 +137,9 @@ class FineTuneRunDirTest(RunDirTestCase):
         self.assertEqual(code, 0)
         self.assertEqual(json.loads(out.splitlines()[-1])["seed"], 0)
 
-    def test_help_says_that_transfer_restarts_a_killed_run(self):
+    def test_help_says_how_transfer_resumes_and_restarts_a_killed_run(self):
         code, out, _ = run_cli("transfer", "--help")
         self.assertEqual(code, 0)
-        self.assertIn("transfer does not resume a killed run", " ".join(out.split()))
+        text = " ".join(out.split())
+        self.assertIn("--resume continues a killed run where it stopped", text)
+        self.assertIn("Without --resume the same command restarts the run from epoch 0", text)

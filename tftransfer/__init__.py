@@ -4,11 +4,8 @@ Reproduces and makes usable the finding of Utrera et al., "Adversarially-Trained
 Deep Nets Transfer Better" (ICLR 2021).
 """
 
-import os
-
-# TensorFlow's C++ start-up chatter is not useful to users of a CLI; keep real errors.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
+# Importing the package changes nothing in the process: the command line quiets TensorFlow's
+# start-up logging itself (``tftransfer.tflog``).
 __version__ = "0.1.0"
 
 

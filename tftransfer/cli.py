@@ -8,6 +8,9 @@ its ``exit_code(result)`` default returns (``sweep``: 1 when any run failed).
 That line is strict JSON: a result holding NaN or an infinity (which JSON cannot
 represent) is replaced by an ``{"error": ...}`` object naming those values, and the
 command exits with code 1.
+
+TensorFlow's start-up logging stays off stderr (``tflog``) unless ``--verbose`` is given;
+every command's ``--help`` shows each flag's default.
 """
 
 from __future__ import annotations
@@ -17,12 +20,38 @@ import importlib
 import json
 import math
 import numbers
+import re
 import sys
 from pathlib import Path
 
-from tftransfer import __version__
+from tftransfer import __version__, tflog
 from tftransfer.commands import COMMAND_MODULES
 from tftransfer.errors import UserError
+
+VERBOSE_FLAG = "--verbose"
+_NAMES_DEFAULT = re.compile(r"\(default|default:|%\(default\)")
+
+
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: X)" to a flag's help unless the help already names its default,
+    or the default says nothing (None, False of an on/off switch, a required value)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if _NAMES_DEFAULT.search(text) or action.required:
+            return text
+        if action.default is None or action.default is False or action.default == [] \
+                or action.default == argparse.SUPPRESS:
+            return text
+        return super()._get_help_string(action)
+
+
+class CommandParser(argparse.ArgumentParser):
+    """Every command's parser: help with defaults shown."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,15 +59,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tftransfer",
         description="Robust transfer learning with Keras: train or import source models, "
-                    "fine-tune them on targets, run sweeps, explain, tune and export.")
-    parser.add_argument("--version", action="version", version=f"tftransfer {__version__}")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+                    "fine-tune them on targets, run sweeps, explain, tune and export. "
+                    "`tftransfer COMMAND --help` documents each command.")
+    parser.add_argument("--version", action="version", version=f"tftransfer {__version__}",
+                        help="print the version and exit")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND",
+                                       parser_class=CommandParser)
     subparsers.required = True
     for name in COMMAND_MODULES:
         module = importlib.import_module(f"tftransfer.commands.{name}")
         sub = module.register(subparsers)
         sub.add_argument("--json-out", metavar="FILE",
                          help="also write the result JSON object to FILE")
+        sub.add_argument(VERBOSE_FLAG, action="store_true",
+                         help="also show TensorFlow's own start-up and C++ logging on stderr "
+                              "(hidden by default unless TF_CPP_MIN_LOG_LEVEL is set)")
     return parser
 
 
@@ -112,6 +147,9 @@ def _json_default(value):
 
 def main(argv=None) -> int:
     """Entry point of ``python main.py`` and the ``tftransfer`` console script."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # Before the parser is built: building it can import TensorFlow already.
+    tflog.quiet_tensorflow(verbose=VERBOSE_FLAG in argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -11,6 +11,12 @@ rate, so it gives ``fit()``'s result to float tolerance (``tests/compiled_loop_t
 It makes one ``tf.function`` call per stretch of epochs between two points of the test
 curve, the curve's evaluation included, and writes the same ``history.csv`` columns
 (``seconds`` is then the stretch's time divided evenly over its epochs).
+
+Resume: ``start`` continues a run after its first epochs (their history rows and curve
+points, the trainer's weights and optimizer already restored, ``train_ds`` starting at the
+next epoch); ``on_stretch`` is called at each stretch's end, where a checkpoint is natural
+(``checkpoints``): the stretches are the same whether or not a run was resumed, so a
+resumed run makes the same calls and ends where an uninterrupted one does.
 """
 
 from __future__ import annotations
@@ -35,6 +41,16 @@ _FUNCTIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 @dataclass
+class Start:
+    """Where a resumed run starts: after ``epoch`` epochs, with their history ``rows`` and
+    test-curve points ``curve``."""
+
+    epoch: int = 0
+    rows: list[dict] = field(default_factory=list)
+    curve: dict[int, float] = field(default_factory=dict)
+
+
+@dataclass
 class CompiledResult:
     """What ``transfer.EvaluateEvery`` gives after ``fit()``: the curve and the final result."""
 
@@ -50,23 +66,29 @@ def curve_epochs(epochs: int, every: int) -> list[int]:
 
 
 def fit_compiled(trainer, train_ds, epochs: int, steps_per_epoch: int, eval_every: int,
-                 curve_set, test_set, history_file: Path, verbose: bool) -> CompiledResult:
+                 curve_set, test_set, history_file: Path, verbose: bool,
+                 start: Start | None = None, on_stretch=None) -> CompiledResult:
     """Trains ``trainer`` for ``epochs`` epochs of ``steps_per_epoch`` batches of
     ``train_ds`` and measures the test curve on ``curve_set`` at ``curve_epochs``, the final
     result on ``test_set`` (each a (features, labels) pair of tensors); see the module
     docstring.
 
+    Args:
+      start: resume after ``start.epoch`` epochs (None: from the beginning).
+      on_stretch: optional ``fn(epochs_done, rows, curve)`` after each stretch.
+
     Raises:
       UserError: when the training loss becomes non-finite (as ``fit()``'s NaN guard).
     """
+    start = start or Start()
     iterator = iter(train_ds)
     run, evaluate = _functions(trainer, steps_per_epoch)
-    result, rows, done = CompiledResult(), [], 0
+    result, rows, done = CompiledResult(dict(start.curve)), list(start.rows), start.epoch
     points = set(curve_epochs(epochs, eval_every))
-    for end in _stretch_ends(points, epochs):
-        start = time.time()
+    for end in (e for e in _stretch_ends(points, epochs) if e > done):
+        began = time.time()
         losses, accuracies, rates = (t.numpy() for t in run(iterator, tf.constant(end - done)))
-        seconds = (time.time() - start) / (end - done)
+        seconds = (time.time() - began) / (end - done)
         for offset, (loss, accuracy, rate) in enumerate(zip(losses, accuracies, rates)):
             rows.append({"epoch": done + offset + 1, "seconds": round(seconds, 5),
                          "accuracy": float(accuracy), "loss": float(loss),
@@ -77,6 +99,8 @@ def fit_compiled(trainer, train_ds, epochs: int, steps_per_epoch: int, eval_ever
             accuracy, loss = (float(v) for v in evaluate(*curve_set))
             rows[-1].update(test_accuracy=accuracy, test_loss=loss)
             result.curve[end] = accuracy
+        if on_stretch is not None:
+            on_stretch(done, rows, result.curve)
         if verbose:
             _print_progress(rows[-1], epochs)
     accuracy, loss = ((rows[-1]["test_accuracy"], rows[-1]["test_loss"])

@@ -2,25 +2,29 @@
 
 A transfer run's record is ``config.json`` and ``model.keras`` (``saving.save_model_dir``),
 ``history.csv`` and, written last, ``metrics.json``: a directory with ``metrics.json`` holds
-a finished run. Fine-tuning does not resume (a killed run starts again from epoch 0), so
-before training all the old record files are removed: a directory never holds parts of two
-runs (a finished seed-0 model and metrics beside a killed seed-1 run's history).
+a finished run. A run started afresh removes all the old record files before training, so a
+directory never holds parts of two runs (a finished seed-0 model and metrics beside a killed
+seed-1 run's history).
 
-``check_run_dir`` decides, before any work, whether that replacement is allowed; it is the
-one place to extend (a ``--resume`` would keep a matching unfinished run instead).
+``check_run_dir`` decides, before any work, whether that replacement is allowed;
+``resume_point`` decides what ``transfer --resume`` continues from: the run's checkpoint
+(``checkpoints``), for the same configuration, or for more epochs (an extension, recorded).
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
+from tftransfer import checkpoints
 from tftransfer.config import TransferConfig, to_dict
 from tftransfer.errors import UserError
 from tftransfer.sources import DEFAULT_SOURCE
 
 # metrics.json first: once it is gone, the directory no longer claims a finished run.
-RECORD_FILES = ("metrics.json", "config.json", "model.keras", "history.csv")
+RECORD_FILES = ("metrics.json", "config.json", "model.keras", "history.csv",
+                checkpoints.CHECKPOINT_FILE)
 EXISTING_RUN_CHOICES = ("replace", "refuse")
 # What pretrain writes when it starts: a source being trained, finished or not.
 _PRETRAIN_MARKERS = ("run_config.json", "checkpoint")
@@ -74,6 +78,74 @@ def clear_run_record(out) -> None:
         (Path(out) / name).unlink(missing_ok=True)
 
 
+@dataclass
+class ResumePoint:
+    """What ``transfer --resume`` does: continue from ``checkpoint`` (its ``epoch``), or
+    nothing when the run is finished already (``finished``: its metrics)."""
+
+    checkpoint: checkpoints.Checkpoint
+    finished: dict | None = None
+
+
+def resume_point(out, cfg: TransferConfig) -> ResumePoint:
+    """The state a resumed run of ``cfg`` in ``out`` starts from.
+
+    The checkpoint's configuration must be ``cfg``'s except for ``epochs``: more epochs
+    than recorded extend the run (an entry in ``checkpoint.extended_from``; the schedule
+    rule is ``checkpoints.EXTENSION_RULE``), fewer than it has finished are refused.
+
+    Raises:
+      UserError: no checkpoint, another configuration, or too few epochs.
+    """
+    out = Path(out)
+    config = _read(out, "config.json")
+    _refuse_other_kinds(out, config)
+    state = checkpoints.load(out)
+    if state is None:
+        raise UserError(f"--resume {out}: there is no transfer checkpoint "
+                        f"({checkpoints.CHECKPOINT_FILE}) to continue from; run without "
+                        f"--resume to start the run.")
+    differences = _differences(_flat_identity(state.config), _flat_identity(to_dict(cfg)))
+    if differences:
+        raise UserError(f"--resume {out}: the run there differs from this one in "
+                        f"{_shown(differences)}; resume it with its own options (--resume "
+                        f"{out} alone uses them).")
+    if cfg.epochs < state.epoch:
+        raise UserError(f"--resume {out}: the run has finished {state.epoch} epochs, more than "
+                        f"--epochs {cfg.epochs}; give --epochs {state.epoch} or more.")
+    metrics = _read(out, "metrics.json")
+    planned = int(state.config["epochs"])
+    if cfg.epochs == planned:
+        return ResumePoint(state, metrics)
+    state.extended_from.append({
+        "epochs": planned, "epochs_finished": state.epoch, "finished": metrics is not None,
+        "test_accuracy": (metrics or {}).get("test_accuracy"), "new_epochs": cfg.epochs,
+        "learning_rate": checkpoints.EXTENSION_RULE})
+    state.config = to_dict(cfg)
+    (out / "metrics.json").unlink(missing_ok=True)  # no longer a finished run of `planned`
+    checkpoints.save(out, state)  # a kill from here on resumes the extension
+    return ResumePoint(state)
+
+
+def _flat_identity(config: dict) -> dict:
+    flat = _flatten(json.loads(json.dumps(config, default=str)))
+    for key in _NOT_IDENTITY + ("epochs",):
+        flat.pop(key, None)
+    flat["source"] = flat.get("source") or DEFAULT_SOURCE
+    return flat
+
+
+def _differences(recorded: dict, current: dict) -> list[str]:
+    return [f"{key} ({recorded.get(key)} there, {current.get(key)} here)"
+            for key in sorted(set(recorded) | set(current))
+            if recorded.get(key) != current.get(key)]
+
+
+def _shown(differences: list[str]) -> str:
+    return ", ".join(differences[:4]) + (
+        f" and {len(differences) - 4} more" if len(differences) > 4 else "")
+
+
 def _refuse_other_kinds(out: Path, config: dict | None) -> None:
     marker = next((m for m in _PRETRAIN_MARKERS if (out / m).exists()), None)
     if marker or (config is not None and config.get("kind") != "transfer"):
@@ -93,10 +165,9 @@ def _refuse_other_finished_run(out: Path, config: dict | None, cfg: TransferConf
     differences = [f"{key} ({recorded[key]} there, {current[key]} here)"
                    for key in recorded if key in current and recorded[key] != current[key]]
     if differences:
-        shown = ", ".join(differences[:4]) + (
-            f" and {len(differences) - 4} more" if len(differences) > 4 else "")
         raise UserError(f"--out {out} holds a finished transfer run of {_describe(recorded)} "
-                        f"that differs from this one in {shown}; choose another --out, or "
+                        f"that differs from this one in {_shown(differences)}; choose another "
+                        f"--out, or "
                         f"delete {out} to replace it.")
 
 

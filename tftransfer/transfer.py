@@ -22,13 +22,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tftransfer import architectures, compiled_loop, data, runs, runtime, saving, sources
+from tftransfer import (architectures, checkpoints, compiled_loop, data, hub, runs, runtime,
+                        saving, sources)
 from tftransfer.adversarial import AdversarialTrainer
 from tftransfer.callbacks import HistoryCSV, StopOnNaN
 from tftransfer.config import TransferConfig, to_dict
 from tftransfer.errors import UserError
 from tftransfer.optim import make_optimizer
-from tftransfer.rundir import check_run_dir, clear_run_record
+from tftransfer.rundir import check_run_dir, clear_run_record, resume_point
 
 DEFAULT_SOURCE = sources.DEFAULT_SOURCE
 # The head attached to a source no registered architecture describes (registered ones name
@@ -49,15 +50,16 @@ class SourceModel:
 def load_source(reference: str | None) -> SourceModel:
     """Loads a source by registered name or path; None loads ``DEFAULT_SOURCE``."""
     reference = reference or DEFAULT_SOURCE
+    path = hub.model_dir(reference)
     # Before loading: a SavedModel cannot be fine-tuned, trusted or not (one sentence either way).
-    saving.check_fine_tunable(reference)
-    model = saving.load_model(reference)
-    config = saving.read_config(reference)
+    saving.check_fine_tunable(path)
+    model = saving.load_model(path)
+    config = saving.read_config(path)
     registered = sources.get(reference)
     attack, eps = (registered.attack, registered.eps) if registered else threat_model(config)
     identity = {
         "source": reference,
-        "source_path": str(saving.resolve_model_path(reference)),
+        "source_path": str(saving.resolve_model_path(path)),
         "source_arch": config.get("arch", model.name),
         "source_dataset": config.get("dataset"),
         "source_attack": attack,
@@ -459,11 +461,14 @@ def augments(cfg: TransferConfig, target) -> bool:
 # ----------------------------------------------------------------------------- the recipe
 
 def fine_tune(cfg: TransferConfig, cache: RunCache | None = None, save_model: bool = True,
-              verbose: bool = True, existing_run: str = "replace") -> dict:
+              verbose: bool = True, existing_run: str = "replace", checkpoint: bool = False,
+              resume: bool = False) -> dict:
     """Fine-tunes ``cfg.source`` on ``cfg.target`` and records the run.
 
-    A run never resumes: it starts from epoch 0, and the run directory's old record files
-    are removed before training, so it never holds parts of two runs.
+    A run starts from epoch 0, and the run directory's old record files are removed before
+    training, so it never holds parts of two runs; unless ``resume``: then it continues from
+    the run directory's checkpoint (``rundir.resume_point``: the same configuration, or more
+    epochs to extend it; a finished run is reported as it is).
 
     Args:
       cfg: the run's configuration.
@@ -473,6 +478,9 @@ def fine_tune(cfg: TransferConfig, cache: RunCache | None = None, save_model: bo
       existing_run: what a finished run of another configuration in the run directory
         gets: ``replace`` (it is replaced whole) or ``refuse`` (a UserError naming it,
         before any work; the ``transfer`` command's choice). See ``rundir.check_run_dir``.
+      checkpoint: write ``checkpoints.CHECKPOINT_FILE`` after every epoch or compiled
+        stretch, so that ``resume`` can continue a killed run or extend a finished one.
+      resume: continue from that checkpoint (implies ``checkpoint``).
 
     Returns:
       The result row: test accuracy (a fraction) and loss, the paper's variables, time,
@@ -482,7 +490,13 @@ def fine_tune(cfg: TransferConfig, cache: RunCache | None = None, save_model: bo
     runtime.set_precision(cfg.precision)
     source = cache.source(cfg.source)
     out = Path(cfg.out) if cfg.out else default_run_dir(cfg, source)
-    check_run_dir(out, cfg, existing_run)
+    # A resumed run is compared with its checkpoint instead (resume_point), epochs aside.
+    check_run_dir(out, cfg, "replace" if resume else existing_run)
+    point = resume_point(out, cfg) if resume else None
+    if point is not None and point.finished is not None:
+        print(f"{out} holds this finished run ({point.checkpoint.epoch} epochs); reporting "
+              f"it (a larger --epochs extends it).", file=sys.stderr)
+        return point.finished
     target = cache.target(cfg)
     image_size = cfg.data.image_size or int(source.model.inputs[0].shape[1])
     train_idx, test_idx, curve_idx = _indices(cfg, target)
@@ -492,34 +506,43 @@ def fine_tune(cfg: TransferConfig, cache: RunCache | None = None, save_model: bo
                             normalization_statistics(cfg, target, train_idx, image_size))
     network.reset(cfg.head_init, cfg.seed)
     runtime.set_seed(cfg.seed)
+    first = point.checkpoint.epoch if point else 0
+    if point:
+        checkpoints.restore(point.checkpoint, network.trained, network.trainer.optimizer)
     if verbose:
         print(f"transfer: {source.identity['source']} -> {target.name} "
               f"({len(train_idx)} images, {image_size}px), unfrozen blocks "
               f"{cfg.unfrozen_blocks} {network.blocks}, {cfg.epochs} epochs, "
-              f"feature cache {'on' if network.cached else 'off'} -> {out}", file=sys.stderr)
+              f"feature cache {'on' if network.cached else 'off'} -> {out}"
+              + (f"; resumed after epoch {first}" if point else ""), file=sys.stderr)
 
-    clear_run_record(out)  # only now: a run that stops on bad input keeps the old one
+    if not point:
+        clear_run_record(out)  # only now: a run that stops on bad input keeps the old one
     start = time.time()
     compiled = _use_compiled_loop(cfg, network)
     if network.cached:
         datasets = _cached_datasets(cfg, network, source, target, (train_idx, test_idx,
                                                                    curve_idx), image_size, cache,
-                                    tensors=compiled)
+                                    tensors=compiled, first_epoch=first)
     else:
         datasets = _image_datasets(cfg, target, (train_idx, test_idx, curve_idx), image_size,
-                                   augment)
-    evaluator = _train(cfg, network.trainer, *datasets, steps, out, verbose, compiled)
+                                   augment, first_epoch=first)
+    saver = _Checkpointer(cfg, network, out, point) if checkpoint or resume else None
+    evaluator = _train(cfg, network.trainer, *datasets, steps, out, verbose, compiled, saver)
     _check_finite_result(cfg, network.trained, evaluator)
     seconds = time.time() - start
 
     result = _result_row(cfg, source, target, (train_idx, test_idx, curve_idx), evaluator,
                          seconds, out, network.cached)
+    extended = _extensions(point)
+    result.update(extended)
     if save_model:
         config = {"kind": "transfer", "arch": source.identity["source_arch"],
                   "dataset": target.name, "num_classes": target.num_classes,
                   "class_names": list(target.class_names), "image_size": image_size,
                   "unfrozen_block_names": network.blocks, **source.identity,
-                  "resolved_config": to_dict(cfg), "test_accuracy": result["test_accuracy"]}
+                  "resolved_config": to_dict(cfg), "test_accuracy": result["test_accuracy"],
+                  **extended}
         saving.save_model_dir(network.model, out, config)
     runs.write_json(out / "metrics.json", result)
     return result
@@ -570,9 +593,10 @@ def feature_key(cfg: TransferConfig, source: SourceModel, target, network: Netwo
 
 
 def _cached_datasets(cfg, network: Network, source, target, indices, image_size,
-                     cache: RunCache, tensors: bool = False):
+                     cache: RunCache, tensors: bool = False, first_epoch: int = 0):
     """(train, test, curve) datasets of trunk activations; with ``tensors``, test and curve
-    are (features, labels) tensors instead (``compiled_loop`` evaluates those)."""
+    are (features, labels) tensors instead (``compiled_loop`` evaluates those). The training
+    batches start at epoch ``first_epoch`` (a resumed run)."""
     train_idx, test_idx, curve_idx = indices
     key = feature_key(cfg, source, target, network, image_size)
     train_x = cache.features(key + ("train",), network.trunk, target.train, train_idx,
@@ -580,7 +604,7 @@ def _cached_datasets(cfg, network: Network, source, target, indices, image_size,
     examples = tf.data.Dataset.from_tensor_slices((train_x, target.train.labels[train_idx]))
     # The same epoch-seeded order as the uncached path: both give the same result.
     train_ds = data.epoch_batches(examples, len(train_idx), cfg.data.batch_size, cfg.seed,
-                                  cfg.epochs)
+                                  cfg.epochs, first_epoch)
 
     def evaluation_set(idx, within=None):
         return cache.evaluation_set(key + ("test",), network.trunk, target.test, idx, image_size,
@@ -590,12 +614,13 @@ def _cached_datasets(cfg, network: Network, source, target, indices, image_size,
     return train_ds, test_ds, curve_ds
 
 
-def _image_datasets(cfg, target, indices, image_size, augment: bool):
-    """(train, test, curve) datasets of images, for a network trained end to end."""
+def _image_datasets(cfg, target, indices, image_size, augment: bool, first_epoch: int = 0):
+    """(train, test, curve) datasets of images, for a network trained end to end (training
+    batches from epoch ``first_epoch`` on)."""
     train_idx, test_idx, curve_idx = indices
     train_ds = data.training_pipeline(
         target.train, train_idx, image_size, cfg.data.batch_size, cfg.seed, cfg.epochs,
-        augmentation=augment, flip=target.flip, color_jitter=cfg.data.color_jitter,
+        first_epoch=first_epoch, augmentation=augment, flip=target.flip, color_jitter=cfg.data.color_jitter,
         policy=cfg.data.augment_policy)
     test_ds = data.pipeline(target.test, test_idx, image_size, 256)
     curve_ds = test_ds if curve_idx is test_idx else data.pipeline(target.test, curve_idx,
@@ -640,24 +665,89 @@ def _use_compiled_loop(cfg: TransferConfig, network: Network) -> bool:
 
 
 def _train(cfg, trainer, train_ds, test_ds, curve_ds, steps, out: Path, verbose: bool,
-           compiled: bool = False):
+           compiled: bool = False, saver: "_Checkpointer | None" = None):
+    """Trains from epoch 0, or from ``saver.start`` (a resumed run); ``saver`` also writes a
+    checkpoint after every epoch (``fit()``) or compiled stretch."""
     out.mkdir(parents=True, exist_ok=True)
     history_file = out / "history.csv"  # an earlier run's is gone (clear_run_record)
+    start = saver.start if saver else compiled_loop.Start()
     if compiled:
         return compiled_loop.fit_compiled(trainer, train_ds, cfg.epochs, steps, cfg.eval_every,
-                                          curve_ds, test_ds, history_file, verbose)
+                                          curve_ds, test_ds, history_file, verbose, start,
+                                          saver.save if saver else None)
     evaluator = EvaluateEvery(curve_ds, cfg.eval_every, cfg.epochs, test_ds)
+    evaluator.curve.update(start.curve)
+    history = _ResumedHistory(history_file, start.rows)
     nan_guard = StopOnNaN(check_weights=True)
+    callbacks = [evaluator, history, nan_guard]
+    if saver:
+        callbacks.append(_SaveEveryEpoch(saver, history, evaluator))
     with runtime.progress_to_stderr():
-        trainer.fit(train_ds, epochs=cfg.epochs, steps_per_epoch=steps, shuffle=False,
-                    verbose=2 if verbose else 0,
-                    callbacks=[evaluator, HistoryCSV(history_file), nan_guard])
+        trainer.fit(train_ds, epochs=cfg.epochs, initial_epoch=start.epoch, steps_per_epoch=steps,
+                    shuffle=False, verbose=2 if verbose else 0, callbacks=callbacks)
+    if not evaluator.final:  # resumed after the last epoch's checkpoint: nothing left to train
+        results = trainer.evaluate(test_ds, verbose=0, return_dict=True)
+        evaluator.final = {"test_accuracy": float(results["accuracy"]),
+                           "test_loss": float(results["loss"])}
     if nan_guard.bad_epoch is not None:
         # A diverged head would otherwise be recorded as a chance-level test accuracy.
         what = ("the training loss became NaN" if nan_guard.reason == "loss"
                 else "the weights became NaN or infinite")
         raise _diverged(cfg, f"{what} at epoch {nan_guard.bad_epoch}")
     return evaluator
+
+
+class _Checkpointer:
+    """Writes a run's checkpoint (``checkpoints``) and knows where a resumed run starts."""
+
+    def __init__(self, cfg: TransferConfig, network: Network, out: Path, point=None):
+        self.config, self.network, self.out = to_dict(cfg), network, out
+        state = point.checkpoint if point else None
+        self.extended_from = state.extended_from if state else []
+        self.start = (compiled_loop.Start(state.epoch, state.rows, state.curve) if state
+                      else compiled_loop.Start())
+        if state:  # a killed run may have written history rows past its checkpoint
+            runs.write_csv_atomic(out / "history.csv", state.rows)
+
+    def save(self, epoch: int, rows, curve) -> None:
+        """The checkpoint after ``epoch`` finished epochs; not when the weights have become
+        non-finite (the run stops as diverged, and the last good checkpoint stays)."""
+        state = checkpoints.capture(self.network.trained, self.network.trainer.optimizer,
+                                    self.config, epoch, rows, curve, self.extended_from)
+        if all(np.isfinite(w).all() for w in state.weights):
+            checkpoints.save(self.out, state)
+
+
+class _ResumedHistory(HistoryCSV):
+    """``HistoryCSV`` that starts from the rows of a resumed run's checkpoint (those of
+    the epochs before ``fit(initial_epoch=...)``), not from what the file holds."""
+
+    def __init__(self, path, rows):
+        super().__init__(path)
+        self._first_rows = {int(row["epoch"]): dict(row) for row in rows}
+
+    def on_train_begin(self, logs=None):
+        self.rows = dict(self._first_rows)
+
+
+class _SaveEveryEpoch(keras.callbacks.Callback):
+    """Saves the checkpoint after each epoch, once its history row and curve point exist
+    (so it goes after ``EvaluateEvery`` and ``HistoryCSV`` in the callback list)."""
+
+    def __init__(self, saver: _Checkpointer, history: HistoryCSV, evaluator: EvaluateEvery):
+        super().__init__()
+        self.saver, self.history, self.evaluator = saver, history, evaluator
+
+    def on_epoch_end(self, epoch, logs=None):
+        rows = [self.history.rows[e] for e in sorted(self.history.rows)]
+        self.saver.save(epoch + 1, rows, self.evaluator.curve)
+
+
+def _extensions(point) -> dict:
+    """``{"extended_from": [...]}`` for an extended run (see ``checkpoints``), else {}."""
+    if point is None or not point.checkpoint.extended_from:
+        return {}
+    return {"extended_from": point.checkpoint.extended_from}
 
 
 def _check_finite_result(cfg: TransferConfig, trained: keras.Model, evaluator) -> None:

@@ -1,12 +1,30 @@
-"""``transfer``: fine-tune a source model on a target and report test accuracy."""
+"""``transfer``: fine-tune a source model on a target and report test accuracy.
+
+The last stdout line is a compact JSON summary (``summary``); the full result row, the
+per-epoch test curve included, is the run directory's ``metrics.json`` (and ``history.csv``
+holds one row per epoch).
+"""
 
 from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
 
 from tftransfer.commands.common import add_data_arguments, add_precision_argument
 from tftransfer.config import (FEATURE_CACHE_MODES, FROZEN_BN_MODES, HEAD_INITS, NORMALIZATIONS,
                                SCHEDULES, SUBSET_METHODS, DataConfig, OptimConfig,
                                TransferConfig, apply_overrides, apply_recipe)
+from tftransfer.errors import UserError
 from tftransfer.recipes import RECIPES
+
+DEFAULT_EPOCHS = TransferConfig.epochs
+# Flags that shape the run: with `--resume RUN_DIR` and no --target the run's own recorded
+# values are used, so giving one of these (other than --epochs) is refused, never ignored.
+_RUN_FLAGS = ("source", "train_images", "test_images", "unfrozen_blocks", "eval_every",
+              "curve_test_images", "seed", "out", "head_init", "frozen_bn", "lr", "momentum",
+              "weight_decay", "batch_size", "schedule", "label_smoothing", "image_size",
+              "augment", "test_fraction", "normalization", "subset", "recipe", "set",
+              "precision")
 
 
 def register(subparsers):
@@ -17,11 +35,19 @@ def register(subparsers):
         description="Put a new head on a source network, fine-tune it and the last N residual "
                     "blocks on a target, and report test accuracy (the paper's recipe by "
                     "default: SGD lr 0.1, momentum 0.9, weight decay 5e-4, batch 128, lr x0.1 "
-                    "every epochs/3, normal(0, 1) head). transfer does not resume a killed "
-                    "run: the same command run again restarts it from epoch 0, replacing "
-                    "that run's files in --out whole; an --out holding a finished run of "
-                    "another configuration, or a source model, is refused.")
-    parser.add_argument("--target", required=True, help="TFDS name or image folder")
+                    "every epochs/3, normal(0, 1) head). Every run writes a checkpoint after each "
+                    "epoch (or compiled stretch of epochs): --resume continues a killed run "
+                    "where it stopped, and --resume with a larger --epochs extends a finished "
+                    "one (epochs after the extension point follow the new total's learning-"
+                    "rate schedule; config.json records extended_from). Without --resume the "
+                    "same command restarts the run from epoch 0, replacing that run's files "
+                    "in --out whole; an --out holding a finished run of another "
+                    "configuration, or a source model, is refused. The last line of stdout "
+                    "is a compact JSON summary (test accuracy, per-class accuracy range, run "
+                    "directory, time); the full result with the per-epoch curve is the run "
+                    "directory's metrics.json.")
+    parser.add_argument("--target", default=None,
+                        help="TFDS name or image folder (required unless --resume RUN_DIR)")
     parser.add_argument("--source", default=None,
                         help=f"registered name or model path (default: {DEFAULT_SOURCE})")
     parser.add_argument("--train-images", type=int, default=None,
@@ -30,35 +56,51 @@ def register(subparsers):
                         help="evaluate on a fixed stratified subset of the test split")
     parser.add_argument("--unfrozen-blocks", type=int, default=0,
                         help="fine-tune the head and the last N residual blocks (-1: all)")
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=None,
+                        help=f"training epochs (default: {DEFAULT_EPOCHS}; with --resume "
+                             f"RUN_DIR the run's own; more than a finished run's extends it)")
     parser.add_argument("--eval-every", type=int, default=1,
                         help="test accuracy every N epochs into history.csv (0: only the last)")
     parser.add_argument("--curve-test-images", type=int, default=None, metavar="K",
                         help="measure that per-epoch curve on a stratified K of the test images "
                              "(faster; the final accuracy always uses all of them)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the training subset, the head's initialization and the "
+                             "batch order")
     parser.add_argument("--out", default=None,
                         help="run directory (default: runs/transfer/<target>__<source>__n<N>"
                              "__b<blocks>__s<seed>); refused if it holds a finished run of "
                              "another configuration")
+    parser.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN_DIR",
+                        help="continue the run in RUN_DIR (or in --out / the default run "
+                             "directory) from its checkpoint: a killed run ends where an "
+                             "uninterrupted one would; with a larger --epochs a finished run "
+                             "is extended. RUN_DIR alone reuses the run's recorded options")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no per-epoch or feature-extraction progress on stderr")
     parser.add_argument("--head-init", choices=HEAD_INITS, default="normal",
                         help="normal: the paper's N(0, 1); glorot: Keras' default")
     parser.add_argument("--frozen-bn", choices=FROZEN_BN_MODES, default="inference",
                         help="frozen BatchNorm layers: inference mode (Keras) or updating "
                              "statistics (the paper's PyTorch code)")
-    parser.add_argument("--lr", type=float, default=0.1)
-    parser.add_argument("--momentum", type=float, default=0.9)
-    parser.add_argument("--weight-decay", type=float, default=5e-4)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--schedule", choices=SCHEDULES, default="step")
-    parser.add_argument("--label-smoothing", type=float, default=0.0)
+    parser.add_argument("--lr", type=float, default=0.1, help="initial learning rate (SGD)")
+    parser.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    parser.add_argument("--weight-decay", type=float, default=5e-4,
+                        help="L2 penalty added to the loss (PyTorch's coupled weight decay)")
+    parser.add_argument("--batch-size", type=int, default=128, help="training batch size")
+    parser.add_argument("--schedule", choices=SCHEDULES, default="step",
+                        help="learning-rate schedule: step = x0.1 every epochs/3")
+    parser.add_argument("--label-smoothing", type=float, default=0.0,
+                        help="label smoothing of the cross-entropy (0: none)")
     parser.add_argument("--image-size", type=int, default=None,
                         help="input size (default: the source's)")
     parser.add_argument("--augment", action="store_true",
                         help="pad-and-crop / flip the training images (disables feature caching)")
     parser.add_argument("--test-fraction", type=float, default=0.2,
                         help="held-out share of an image folder without a test/ sub-folder")
-    parser.add_argument("--feature-cache", choices=FEATURE_CACHE_MODES, default="auto")
+    parser.add_argument("--feature-cache", choices=FEATURE_CACHE_MODES, default="auto",
+                        help="compute the frozen trunk's outputs once and train on them (auto: "
+                             "whenever the frozen part sees the same input every epoch)")
     parser.add_argument("--normalization", choices=NORMALIZATIONS, default="source",
                         help="input mean/std inside the model: the source's (default), the "
                              "target's fixed per-dataset values as in the paper's code "
@@ -78,7 +120,8 @@ def register(subparsers):
                         help="override any config field, e.g. --set optim.nesterov=true")
     add_precision_argument(parser)
     add_data_arguments(parser)
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=run, resumable=True)
+    parser.set_defaults(flag_defaults={name: parser.get_default(name) for name in _RUN_FLAGS})
     return parser
 
 
@@ -95,14 +138,52 @@ def config_from_args(args) -> TransferConfig:
                           weight_decay=args.weight_decay, schedule=args.schedule,
                           label_smoothing=args.label_smoothing),
         unfrozen_blocks=args.unfrozen_blocks, head_init=args.head_init,
-        frozen_bn=args.frozen_bn, epochs=args.epochs, eval_every=args.eval_every,
+        frozen_bn=args.frozen_bn, eval_every=args.eval_every,
+        epochs=DEFAULT_EPOCHS if args.epochs is None else args.epochs,
         curve_test_images=args.curve_test_images, seed=args.seed, precision=args.precision,
         feature_cache=args.feature_cache, normalization=args.normalization)
     return apply_overrides(apply_recipe(cfg, args.recipe), args.set)
 
 
 def run(args) -> dict:
+    """Runs ``transfer``; returns the compact summary the CLI prints (see ``summary``)."""
     from tftransfer.transfer import fine_tune
 
+    cfg = _resumed_config(args) if args.target is None else config_from_args(args)
     # A user's --out may hold a finished result: refuse, rather than replace, a different one.
-    return fine_tune(config_from_args(args), existing_run="refuse")
+    return summary(fine_tune(cfg, existing_run="refuse", checkpoint=True,
+                             resume=bool(args.resume), verbose=not args.quiet))
+
+
+def _resumed_config(args) -> TransferConfig:
+    """The recorded configuration of ``--resume RUN_DIR`` (with ``--epochs`` if given)."""
+    from tftransfer import checkpoints
+    from tftransfer.config import from_dict
+
+    if not isinstance(args.resume, str):
+        raise UserError("transfer needs --target (or --resume RUN_DIR to continue a run).")
+    given = [name for name, default in args.flag_defaults.items()
+             if getattr(args, name) != default]
+    if given:
+        raise UserError(f"--resume {args.resume} without --target continues the run with its "
+                        f"recorded options; drop --{given[0].replace('_', '-')} (or give "
+                        f"--target and every option to check them against the run).")
+    state = checkpoints.load(args.resume)
+    if state is None:
+        raise UserError(f"--resume {args.resume}: there is no transfer checkpoint "
+                        f"({checkpoints.CHECKPOINT_FILE}) there to continue from.")
+    cfg = from_dict(TransferConfig, state.config)
+    return dataclasses.replace(cfg, out=args.resume,
+                               epochs=cfg.epochs if args.epochs is None else args.epochs)
+
+
+def summary(result: dict) -> dict:
+    """The compact result line: accuracy, loss, per-class accuracy summary when the run
+    directory has one, the run's main variables, run directory and time. The curve
+    (``test_accuracy_epoch_K``) stays in ``metrics.json`` and ``history.csv``."""
+    keys = ("test_accuracy", "test_loss", "per_class_accuracy", "target", "source",
+            "train_images", "test_images", "unfrozen_blocks", "epochs", "seed",
+            "extended_from", "train_seconds", "run_dir")
+    compact = {key: result[key] for key in keys if key in result}
+    compact["metrics"] = str(Path(result["run_dir"]) / "metrics.json")
+    return compact
