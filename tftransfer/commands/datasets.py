@@ -6,7 +6,12 @@ import sys
 
 
 def register(subparsers):
-    parser = subparsers.add_parser("datasets", help="list the datasets available offline")
+    parser = subparsers.add_parser(
+        "datasets", help="list the datasets available offline",
+        description="List the TFDS datasets prepared in the data directory (name, version, "
+                    "split sizes): the targets and pretraining sets that work without the "
+                    "network. Any other TFDS name works online (TFDS downloads it once), and "
+                    "any folder of class sub-folders works as a target.")
     parser.add_argument("--data-dir", default=None,
                         help="TFDS data directory (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)")
     parser.set_defaults(run=run)

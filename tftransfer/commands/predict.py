@@ -29,7 +29,11 @@ def register(subparsers):
     parser.add_argument("--top-k", type=int, default=None,
                         help="classes shown per image (default: all the export returns)")
     parser.add_argument("--grpc", action="store_true",
-                        help="use the gRPC API (needs tensorflow-serving-api, see --help)")
+                        help="send the images over TF Serving's gRPC API (--server is then "
+                             "host:port, usually port 8500) instead of REST; needs the "
+                             "tensorflow-serving-api package (pip install --no-deps "
+                             "tensorflow-serving-api: its own dependency on the full "
+                             "tensorflow package is not needed)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
     parser.set_defaults(run=run)
     return parser

@@ -23,8 +23,8 @@ def register(subparsers):
                         help="the model's folder of versions, e.g. saved_models/NAME")
     parser.add_argument("--name", default=None,
                         help="model name clients use (default: the folder name of --base)")
-    parser.add_argument("--rest-port", type=int, default=8501)
-    parser.add_argument("--grpc-port", type=int, default=8500)
+    parser.add_argument("--rest-port", type=int, default=8501, help="port of the REST API")
+    parser.add_argument("--grpc-port", type=int, default=8500, help="port of the gRPC API")
     parser.add_argument("--timeout", type=float, default=120.0,
                         help="seconds to wait for the model to become available")
     parser.add_argument("--log", default=None, help="server log file (default: a temp file)")

@@ -28,7 +28,8 @@ def register(subparsers):
                         help="N training images; the validation split is carved from them")
     parser.add_argument("--test-images", type=int, default=None,
                         help="test the best configuration on a stratified subset of the test split")
-    parser.add_argument("--tuner", choices=TUNERS, default="hyperband")
+    parser.add_argument("--tuner", choices=TUNERS, default="hyperband",
+                        help="keras-tuner search algorithm")
     parser.add_argument("--max-trials", type=int, default=None,
                         help=f"trial budget (default {DEFAULT_MAX_TRIALS} for random/bayesian; "
                              f"for hyperband an optional cap on its own schedule)")
