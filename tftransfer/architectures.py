@@ -108,6 +108,10 @@ _REGISTRY = {record.name: record for record in (
     _resnet("resnet101", "bottleneck", (3, 4, 23, 3)),
     # CIFAR-style (He et al. 2016, section 4.2); no torchvision checkpoint has its names.
     _resnet("resnet20", "basic", (3, 3, 3), torchvision=False, cifar_style=True),
+    # WRN-16-4 (Zagoruyko & Komodakis 2016): pre-activation, so its final BN-ReLU trains
+    # with the blocks.
+    Architecture("wrn16_4", "tftransfer.wideresnet:build", torchvision_stages((2, 2, 2)),
+                 top_layers=("bn1", "relu"), options={"widen_factor": 4}),
 )}
 NAMES = tuple(_REGISTRY)
 
