@@ -77,7 +77,14 @@ class Architecture:
 
     def build(self, num_classes: int, image_size: int, width: float = 1.0,
               small_inputs: bool = False, mean=None, std=None):
-        """Builds this architecture (``mean``/``std`` None: the builder's defaults).
+        """Builds this architecture.
+
+        Args:
+          num_classes: size of the head.
+          image_size: input height and width in pixels.
+          width: multiplier on every channel count.
+          small_inputs: the 32-pixel stem, for builders that have two.
+          mean, std: the ``normalize`` layer's statistics (None: the builder's defaults).
 
         Returns:
           The builder's ``keras.Model``, named ``self.name``.
