@@ -478,26 +478,34 @@ def model_config(checkpoint: Checkpoint, arch: str, width: float, image_size: in
     return config
 
 
-def convert(checkpoint_path, out_dir, arch: str = "resnet50", width: float = 1.0,
+@dataclass(frozen=True)
+class Converted:
+    """A converted checkpoint: the Keras model, the ``config.json`` it goes with (the caller
+    saves both, e.g. with ``saving.save_model_dir``) and the facts a result row reports."""
+
+    model: object
+    config: dict
+    row: dict
+
+
+def convert(checkpoint_path, arch: str = "resnet50", width: float = 1.0,
             image_size: int = IMAGENET_IMAGE_SIZE, trust_pickle: bool = False,
-            check: bool = True, extra_config: dict | None = None) -> dict:
-    """Converts a checkpoint into a model directory that ``tftransfer.load_model`` reads.
+            check: bool = True, extra_config: dict | None = None) -> Converted:
+    """Converts a PyTorch checkpoint into a Keras model and its config (not saved here).
 
     Args:
       checkpoint_path: the PyTorch checkpoint.
-      out_dir: the model directory to write (``model.keras`` + ``config.json``).
       arch: one of ``ARCHITECTURES``.
       width: channel multiplier (1.0 = torchvision's widths).
       image_size: input height/width of the Keras model.
       trust_pickle: allow an unsafe full unpickling (see ``load_checkpoint_object``).
-      check: compare logits with PyTorch on random images before saving.
-      extra_config: merged into ``config.json`` (e.g. dataset, attack, eps).
+      check: compare logits with PyTorch on random images first.
+      extra_config: merged into the config (e.g. dataset, attack, eps).
 
     Returns:
-      The result row: out path, arch, num_classes, format, sha256 and max_abs_diff.
+      The model, its config and a result row: arch, num_classes, format, sha256 and
+      max_abs_diff.
     """
-    from tftransfer import saving
-
     checkpoint = read_checkpoint(checkpoint_path, trust_pickle=trust_pickle)
     model = build_keras_model(checkpoint, arch, width, image_size)
     max_abs_diff = verify(model, checkpoint, image_size) if check else None
@@ -505,13 +513,6 @@ def convert(checkpoint_path, out_dir, arch: str = "resnet50", width: float = 1.0
     config = model_config(checkpoint, arch, width, image_size, sha256, extra_config)
     if max_abs_diff is not None:
         config["source"]["max_abs_diff_vs_pytorch"] = max_abs_diff
-    saving.save_model_dir(model, out_dir, config)
-    return {
-        "out": str(out_dir),
-        "arch": arch,
-        "width": width,
-        "num_classes": config["num_classes"],
-        "format": checkpoint.format,
-        "sha256": sha256,
-        "max_abs_diff": max_abs_diff,
-    }
+    row = {"arch": arch, "width": width, "num_classes": config["num_classes"],
+           "format": checkpoint.format, "sha256": sha256, "max_abs_diff": max_abs_diff}
+    return Converted(model, config, row)

@@ -45,14 +45,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tftransfer.errors import UserError
+from tftransfer.export_format import (IMAGES_SIGNATURE, METADATA_FILE, SAVED_MODEL_FILE,
+                                      SERVING_SIGNATURE, read_metadata, saved_model_sha256)
 
-SERVING_SIGNATURE = "serving_default"
-IMAGES_SIGNATURE = "predict_images"
 BYTES_INPUT = "image_bytes"     # the "_bytes" suffix is TF Serving's convention for binary input
 IMAGES_INPUT = "images"
 OUTPUT_KEYS = ("probabilities", "classes", "class_names", "logits")
-METADATA_FILE = Path("assets.extra") / "tftransfer.json"
-SAVED_MODEL_FILE = "saved_model.pb"
 DEFAULT_TOP_K = 5
 SERVER_BINARY = "tensorflow_model_server"
 # The most pixels (width x height) serving_default decodes per image. Decoding and the
@@ -96,13 +94,14 @@ def export_model(model_ref, name: str, base="saved_models", version: int | None 
     Raises:
       UserError: for a bad name, version or top-k, or when the version already exists.
     """
-    from tftransfer import saving
+    from tftransfer import hub, saving
 
     _check_name(name)
     if top_k < 1:
         raise UserError(f"--top-k must be at least 1, got {top_k}.")
     if max_pixels < 1:
         raise UserError(f"The pixel limit must be at least 1, got {max_pixels}.")
+    model_ref = hub.model_dir(model_ref)
     model = saving.load_model(model_ref, trust_saved_model=trust_saved_model)
     config = saving.read_config(model_ref)
     class_names = _class_names(config, int(model.outputs[0].shape[-1]))
@@ -510,27 +509,6 @@ def _write_version(archive, target: Path, metadata: dict) -> None:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
-
-
-def read_metadata(export_dir) -> dict:
-    """The ``tftransfer.json`` of an exported version ({} when absent or unreadable)."""
-    path = Path(export_dir) / METADATA_FILE
-    try:
-        metadata = json.loads(path.read_text())
-    except (OSError, ValueError):  # absent, or not JSON: not (or no longer) our export
-        return {}
-    return metadata if isinstance(metadata, dict) else {}
-
-
-def saved_model_sha256(export_dir) -> str:
-    """The sha256 of ``export_dir/saved_model.pb`` (the graph, what a loader would run)."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(Path(export_dir) / SAVED_MODEL_FILE, "rb") as graph:
-        for chunk in iter(lambda: graph.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # ============================================================================= serve

@@ -332,7 +332,7 @@ def ensure_converted(entry: PublishedModel, image_size: int = IMAGE_SIZE,
     Returns:
       The model directory.
     """
-    from tftransfer import convert
+    from tftransfer import convert, saving  # lazy: `convert --list` needs no Keras
 
     directory = Path(out_dir) if out_dir else model_dir(entry)
     if _is_converted(directory):
@@ -340,15 +340,16 @@ def ensure_converted(entry: PublishedModel, image_size: int = IMAGE_SIZE,
     checkpoint = download(entry)
     print(f"converting {checkpoint} -> {directory}", file=sys.stderr)
     try:
-        convert.convert(checkpoint, directory, arch=entry.arch, width=entry.width,
-                        image_size=image_size, trust_pickle=trust_pickle,
-                        extra_config=published_config(entry))
+        converted = convert.convert(checkpoint, arch=entry.arch, width=entry.width,
+                                    image_size=image_size, trust_pickle=trust_pickle,
+                                    extra_config=published_config(entry))
     except convert.UnsafePickleError as error:
         raise UserError(f"{str(checkpoint)!r} holds pickled Python objects that the safe "
                         f"loader refuses ({error.reason}), and {checksum_status(entry)}; only "
                         f"if you trust it ({entry.origin}) run once: python main.py convert "
                         f"--published {entry.name} --trust-pickle (unpickling can run "
                         f"arbitrary code).") from error
+    saving.save_model_dir(converted.model, directory, converted.config)
     return directory
 
 

@@ -283,7 +283,7 @@ def run_saliency(model_refs, dataset: str, num_images: int, out, smooth: bool = 
     Returns:
       The result row: output files, per-model label mode and mean |gradient|.
     """
-    from tftransfer import data, saving
+    from tftransfer import data, hub
     from tftransfer.plots import save_figure
 
     if num_images < 1:
@@ -295,7 +295,7 @@ def run_saliency(model_refs, dataset: str, num_images: int, out, smooth: bool = 
     # The nested seed-0 order's prefix: stratified, and stable when K grows.
     indices = data.select_subset(target.test.labels, None, 0)[:num_images]
     true_labels = target.test.labels[indices]
-    models = [(ref, saving.load_model(ref), saving.read_config(ref)) for ref in model_refs]
+    models = [(ref, hub.load_model(ref), hub.read_config(ref)) for ref in model_refs]
     sizes = {ref: model_input_size(model, 224) for ref, model, _ in models}
     shown_size = max(sizes.values())
     images = {size: data.subset_arrays(target.test, indices, size)[0]

@@ -3,7 +3,7 @@
 A *model directory* (written by ``pretrain``, ``transfer`` and ``convert``) holds
 ``model.keras`` (the Keras model, RGB [0, 1] input) and ``config.json`` (how it
 was made, the class names, the git commit). ``load_model`` also accepts a bare
-``.keras`` file, a SavedModel directory and the name of a registered source.
+``.keras`` file and a SavedModel directory: files only (names are ``tftransfer.hub``'s).
 
 A SavedModel is a program, not data: loading it runs its graph's ops (its resource
 initialisers on load, its signature on every call) with the user's permissions, and
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import keras
 
-from tftransfer import runs
+from tftransfer import export_format, runs
 from tftransfer.errors import UserError
 from tftransfer.resnet import Normalize  # noqa: F401  (registers the custom layer)
 
@@ -108,15 +108,9 @@ def resolve_model_path(path) -> Path:
         return candidate
     if candidate.is_dir() and (candidate / SAVED_MODEL_FILE).exists():
         return candidate
-    from tftransfer import sources  # registered names: the source registry
-
-    registered = sources.resolve(str(path))
-    if registered is not None:
-        return resolve_model_path(registered)
     raise UserError(
         f"No model at {str(path)!r}: expected a model directory with {MODEL_FILE}, a .keras "
-        f"file, a SavedModel directory, or a registered source name "
-        f"({', '.join(sources.names()) or 'none registered'}).")
+        f"file or a SavedModel directory.")
 
 
 def load_model(path, trust_saved_model: bool = False) -> keras.Model:
@@ -149,9 +143,7 @@ def check_fine_tunable(path) -> None:
     model_path = resolve_model_path(path)
     if not model_path.is_dir():
         return
-    from tftransfer import export
-
-    origin = export.read_metadata(model_path).get("model")
+    origin = export_format.read_metadata(model_path).get("model")
     hint = (f"use the Keras model it was exported from ({origin})" if origin else
             f"use a model directory or {MODEL_FILE} file instead")
     raise UserError(f"{str(path)!r} is a SavedModel, which serves predictions but cannot be "
@@ -236,18 +228,16 @@ def check_saved_model_trust(directory, trust: bool = False) -> None:
 
 def _untrusted_reason(directory: Path) -> str | None:
     """Why ``directory`` is not a SavedModel this process may load unasked, or None."""
-    from tftransfer import export
-
-    metadata = export.read_metadata(directory)
+    metadata = export_format.read_metadata(directory)
     recorded = metadata.get("saved_model_sha256")
     if not metadata:
-        return f"it was not written by `tftransfer export` (it has no {export.METADATA_FILE})"
+        return f"it was not written by `tftransfer export` (it has no {export_format.METADATA_FILE})"
     if not recorded:
-        return (f"its {export.METADATA_FILE} records no sha256 of {SAVED_MODEL_FILE} (exports "
+        return (f"its {export_format.METADATA_FILE} records no sha256 of {SAVED_MODEL_FILE} (exports "
                 f"older than this check lack it; export the model again)")
-    if export.saved_model_sha256(directory) != recorded:
+    if export_format.saved_model_sha256(directory) != recorded:
         return (f"its {SAVED_MODEL_FILE} has changed since `tftransfer export` wrote it (its "
-                f"sha256 differs from the one in {export.METADATA_FILE})")
+                f"sha256 differs from the one in {export_format.METADATA_FILE})")
     unsafe = unsafe_ops(directory / SAVED_MODEL_FILE)
     if unsafe:
         return f"its graph uses ops outside tftransfer's list of pure computations ({unsafe})"
@@ -323,9 +313,7 @@ def _load_saved_model(directory: Path) -> keras.Model:
     The toolkit's exports are read through ``predict_images`` (their ``serving_default``
     takes encoded bytes) at the image size their metadata records, returning ``logits``.
     """
-    from tftransfer import export
-
-    metadata = export.read_metadata(directory)
+    metadata = export_format.read_metadata(directory)
     name, shape = _float_image_signature(directory, metadata)
     size = metadata.get("image_size") or shape[1]
     if not size or (shape[1] and shape[2] and shape[1] != shape[2]):
@@ -364,10 +352,8 @@ def _float_image_signature(directory: Path, metadata: dict) -> tuple[str, tuple]
     read from ``saved_model.pb`` (``predict_images`` for the toolkit's exports)."""
     from tensorflow.core.framework import types_pb2
 
-    from tftransfer import export
-
     signatures = _parse_saved_model(directory / SAVED_MODEL_FILE).meta_graphs[0].signature_def
-    preferred = [export.IMAGES_SIGNATURE] if metadata else ["serving_default"]
+    preferred = [export_format.IMAGES_SIGNATURE] if metadata else ["serving_default"]
     for name in preferred + sorted(set(signatures) - set(preferred)):
         inputs = list(signatures[name].inputs.values()) if name in signatures else []
         if len(inputs) != 1 or inputs[0].dtype != types_pb2.DT_FLOAT:
@@ -408,9 +394,7 @@ def _logits(outputs: dict, directory: Path):
 def _exported_config(directory: Path) -> dict:
     """The ``config.json`` facts an export's metadata records (class names, image size,
     source, recipe, accuracy); {} for a SavedModel from elsewhere."""
-    from tftransfer import export
-
-    metadata = export.read_metadata(directory)
+    metadata = export_format.read_metadata(directory)
     if not metadata:
         return {}
     config = {key: metadata[key] for key in ("kind", "arch", "dataset", "class_names",

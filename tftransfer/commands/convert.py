@@ -84,7 +84,7 @@ def _convert_published(args: argparse.Namespace) -> dict:
 
 
 def _convert_checkpoint(args: argparse.Namespace) -> dict:
-    from tftransfer import convert
+    from tftransfer import convert, saving
 
     if not args.out:
         raise UserError("--out DIR is required with --checkpoint (where to write the model).")
@@ -93,6 +93,8 @@ def _convert_checkpoint(args: argparse.Namespace) -> dict:
         extra["attack"] = args.attack
     if args.eps is not None:
         extra["eps"] = args.eps
-    return convert.convert(args.checkpoint, args.out, arch=args.arch, width=args.width,
-                           image_size=args.image_size, trust_pickle=args.trust_pickle,
-                           check=args.verify, extra_config=extra)
+    converted = convert.convert(args.checkpoint, arch=args.arch, width=args.width,
+                                image_size=args.image_size, trust_pickle=args.trust_pickle,
+                                check=args.verify, extra_config=extra)
+    saving.save_model_dir(converted.model, args.out, converted.config)
+    return {"out": str(args.out), **converted.row}

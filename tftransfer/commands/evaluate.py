@@ -17,8 +17,10 @@ def register(subparsers):
     parser.add_argument("--dataset", required=True, help="TFDS name or image folder")
     parser.add_argument("--max-examples", type=positive_int, default=None,
                         help="evaluate on a fixed stratified subset of this many test images")
-    parser.add_argument("--batch-size", type=positive_int, default=256)
-    parser.add_argument("--attack-impl", choices=("cleverhans", "ours"), default="cleverhans")
+    parser.add_argument("--batch-size", type=positive_int, default=256,
+                        help="evaluation batch size")
+    parser.add_argument("--attack-impl", choices=("cleverhans", "ours"), default="cleverhans",
+                        help="PGD implementation: cleverhans' reference or this package's")
     parser.add_argument("--test-fraction", type=float, default=None,
                         help="held-out share of an image folder without test/ (default: the "
                              "one the model was trained with, else 0.2)")
@@ -39,11 +41,12 @@ def add_trust_saved_model_argument(parser) -> None:
 
 
 def run(args) -> dict:
-    from tftransfer import saving
+    from tftransfer import hub, saving
     from tftransfer.evaluation import evaluate_on_dataset
 
-    model = saving.load_model(args.model, trust_saved_model=args.trust_saved_model)
-    trained_with = saving.read_config(args.model).get("resolved_config", {}).get("data", {})
+    path = hub.model_dir(args.model)
+    model = saving.load_model(path, trust_saved_model=args.trust_saved_model)
+    trained_with = saving.read_config(path).get("resolved_config", {}).get("data", {})
     test_fraction = args.test_fraction or trained_with.get("test_fraction", 0.2)
     result = evaluate_on_dataset(model, args.dataset, args.data_dir, args.download,
                                  attack_config(args), args.max_examples, args.batch_size,
