@@ -15,9 +15,9 @@ import tensorflow as tf
 
 import tftransfer
 from tests.helpers import make_image_folder
-from tftransfer import training
+from tftransfer import early_stop, training
 from tftransfer.callbacks import EPOCH_ATTRIBUTE, AtomicBackup, BackupUnlessNaN, HistoryCSV
-from tftransfer.config import DataConfig, ModelConfig, OptimConfig, PretrainConfig
+from tftransfer.config import AttackConfig, DataConfig, ModelConfig, OptimConfig, PretrainConfig
 from tftransfer.errors import UserError
 
 
@@ -237,3 +237,57 @@ class ResumeTest(tf.test.TestCase):
 
 if __name__ == "__main__":
     tf.test.main()
+
+
+class FastAndFreePretrainTest(tf.test.TestCase):
+    """pretrain with the fast methods: free training's step accounting, the one-cycle
+    schedule and the PGD early stop, end to end on a tiny image folder."""
+
+    def config(self, name, attack, **options):
+        tmp = Path(self.get_temp_dir())
+        folder = make_image_folder(tmp / "images", classes=("a", "b"), per_class=12, split=True)
+        return PretrainConfig(out=str(tmp / name), attack=attack,
+                              data=DataConfig(dataset=str(folder), image_size=16, batch_size=8),
+                              model=ModelConfig(arch="resnet20", width=0.25), **options)
+
+    def history(self, cfg):
+        with open(Path(cfg.out) / "history.csv") as handle:
+            return list(csv.DictReader(handle))
+
+    def test_free_runs_epochs_over_replays_passes_of_replayed_batches(self):
+        free = AttackConfig(norm="linf", eps=0.03, method="free")
+        cfg = self.config("free", free, epochs=6, free_replays=3)
+        steps = []
+        original = HistoryCSV.on_epoch_end
+
+        def record_steps(callback, epoch, logs=None):
+            steps.append(int(callback.model.optimizer.iterations))
+            original(callback, epoch, logs)
+        with mock.patch.object(HistoryCSV, "on_epoch_end", record_steps):
+            metrics = training.pretrain(cfg)
+        # 24 images / batch 8 = 3 minibatches, each replayed 3 times: 9 steps per pass,
+        # 6 / 3 = 2 passes, 18 optimizer steps: as many as 6 natural epochs.
+        self.assertEqual(steps, [9, 18])
+        self.assertEqual([row["epoch"] for row in self.history(cfg)], ["1", "2"])
+        self.assertEqual((metrics["free_replays"], metrics["passes"]), (3, 2))
+        self.assertEqual(metrics["attack_method"], "free")
+
+    def test_replay_repeats_each_batch_in_a_row(self):
+        batches = tf.data.Dataset.range(3).map(lambda i: (tf.fill([2], i), i))
+        replayed = [int(y) for _, y in training.replay_batches(batches, 2)]
+        self.assertEqual(replayed, [0, 0, 1, 1, 2, 2])
+
+    def test_fgsm_rs_with_one_cycle_and_early_stop_records_the_check(self):
+        fast = AttackConfig(norm="l2", eps=0.25, method="fgsm_rs")
+        cfg = self.config("fast", fast, epochs=2, early_stop=True, early_stop_images=6,
+                          optim=OptimConfig(schedule="one_cycle", learning_rate=0.05))
+        with mock.patch.object(early_stop, "CHECK_STEPS", 1):  # a cheaper trace, same path
+            metrics = training.pretrain(cfg)
+        rows = self.history(cfg)
+        self.assertLen(rows, 2)
+        self.assertTrue(all(0.0 <= float(row["check_pgd_accuracy"]) <= 1.0 for row in rows))
+        self.assertEqual(metrics["train_images"], 18)  # 24 less the 6 held out
+        self.assertIn(metrics["best_epoch"], (1, 2))
+        self.assertIsNone(metrics["early_stopped_at_epoch"])
+        self.assertEqual(json.loads((Path(cfg.out) / "config.json").read_text())["attack"],
+                         fast.describe())

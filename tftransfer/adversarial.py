@@ -1,13 +1,20 @@
-"""A ``keras.Model`` whose ``train_step`` does PGD's inner maximization.
+"""A ``keras.Model`` whose ``train_step`` does the inner maximization.
 
-``AdversarialTrainer`` wraps a classifier. Each training step first finds
-adversarial examples for the batch (``attacks.pgd``: true labels, inference mode,
-float32 logits, projection and clipping after every step), then takes the usual
-optimizer step on them (optionally on a mix of clean and adversarial examples).
+``AdversarialTrainer`` wraps a classifier. Each training step first finds adversarial
+examples for the batch by the method the attack config names (``attacks.attack_with``:
+PGD or FGSM with a random start; true labels, inference mode, float32 logits, projection
+and clipping), then takes the usual optimizer step on them (optionally on a mix of clean
+and adversarial examples). Free training (Shafahi et al., NeurIPS 2019; a method whose
+registry entry ``replays_batches``) is one gradient computation per step instead: the
+backward pass of the weight update also gives the input gradient, which moves a
+perturbation carried over to the next step. Its input is each minibatch repeated m times
+in a row (``training.replay_batches``); the trainer itself only carries the perturbation,
+so one step here is one replay, and the input gradient is that of the training-mode
+forward pass (that is what makes it free).
 Everything ``fit()`` offers keeps working: callbacks, the progress bar,
 ``BackupAndRestore``, mixed precision (with loss scaling for float16) and
-``tf.distribute`` strategies. With ``attack.kind == 'none'`` it is natural training
-through the same code, which keeps natural and robust runs comparable.
+``tf.distribute`` strategies (free training: one device). With norm ``none`` it is
+natural training through the same code, which keeps natural and robust runs comparable.
 """
 
 from __future__ import annotations
@@ -15,8 +22,9 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from tftransfer import attacks
+from tftransfer import attack_methods, attacks
 from tftransfer.config import AttackConfig, to_dict
+from tftransfer.errors import UserError
 
 
 @keras.saving.register_keras_serializable(package="tftransfer")
@@ -39,6 +47,11 @@ class AdversarialTrainer(keras.Model):
         self.classifier = classifier
         self.attack = _as_attack(attack)
         self.eval_attack = _as_attack(eval_attack) if eval_attack is not None else None
+        if self.eval_attack is not None and self.eval_attack.norm != "none":
+            method = attack_methods.get(self.eval_attack.method)
+            if not method.for_evaluation:
+                raise UserError(f"{method.name} is a training method; evaluate with pgd.")
+        self._carried = None  # free training's perturbation (_carried_perturbation)
         self.adversarial_fraction = float(adversarial_fraction)
         self.weight_decay = float(weight_decay)
         self.loss_tracker = keras.metrics.Mean(name="loss")
@@ -55,7 +68,7 @@ class AdversarialTrainer(keras.Model):
         return trackers + ([self.adversarial_tracker] if self.eval_attack is not None else [])
 
     def _training_inputs(self, x, y):
-        if self.attack.kind == "none":
+        if self.attack.norm == "none":
             return x
         x_adv = attacks.attack_with(self.classifier, x, y, self.attack)
         if self.adversarial_fraction >= 1.0:
@@ -67,17 +80,57 @@ class AdversarialTrainer(keras.Model):
 
     def train_step(self, data):
         x, y = data[0], data[1]
-        x_train = self._training_inputs(x, y)
+        if self.attack.replays_batches:
+            logits = self._free_replay(x, y)
+        else:
+            x_train = self._training_inputs(x, y)
+            logits, _ = self._weight_update(x_train, y)
+        self._update_trackers(y, logits)
+        return {m.name: m.result() for m in self.metrics if m is not self.adversarial_tracker}
+
+    def _weight_update(self, x_train, y, input_gradient=False):
+        """One optimizer step on ``x_train``; returns the logits and, if asked, the
+        gradient of the same (scaled) loss with respect to ``x_train``."""
         with tf.GradientTape() as tape:
+            if input_gradient:
+                tape.watch(x_train)
             logits = self(x_train, training=True)
             # compute_loss adds regularization losses and scales for the distribution strategy.
             loss = self.compute_loss(x=x_train, y=y, y_pred=logits, training=True)
             loss = loss + self._l2_penalty()
             scaled = self.optimizer.scale_loss(loss)  # loss scaling under mixed_float16
-        gradients = tape.gradient(scaled, self.trainable_variables)
-        self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
-        self._update_trackers(y, logits)
-        return {m.name: m.result() for m in self.metrics if m is not self.adversarial_tracker}
+        sources = self.trainable_variables + ([x_train] if input_gradient else [])
+        gradients = tape.gradient(scaled, sources)
+        weights = gradients[:len(self.trainable_variables)]
+        self.optimizer.apply_gradients(zip(weights, self.trainable_variables))
+        return logits, (gradients[-1] if input_gradient else None)
+
+    def _free_replay(self, x, y):
+        """One replay of free training: the weight step at the carried perturbation, whose
+        backward pass also gives the input gradient that moves the perturbation."""
+        x = tf.cast(x, tf.float32)
+        rows = tf.shape(x)[0]
+        carried = self._carried_perturbation(x.shape[1:])[:rows]
+        missing = tf.maximum(rows - tf.shape(carried)[0], 0)
+        delta = tf.concat([carried, tf.zeros(tf.concat([[missing], tf.shape(x)[1:]], 0))], 0)
+        x_adv = tf.clip_by_value(x + delta, 0.0, 1.0)
+        logits, grad = self._weight_update(x_adv, y, input_gradient=True)
+        x_next = attacks.free_step(x, x_adv, tf.cast(grad, tf.float32), self.attack.norm,
+                                   self.attack.eps, self.attack.resolved_step_size)
+        self._carried.assign(tf.concat([x_next - x, self._carried[rows:]], 0))
+        return logits
+
+    def _carried_perturbation(self, image_shape):
+        """Free training's perturbation buffer, created at the first step's trace (lifted
+        out of the graph by ``init_scope``). Any number of rows: a smaller last minibatch
+        uses the first rows and leaves the others' for the next pass (one batch-sized
+        buffer, as in Shafahi et al.). Not a weight: not saved, and it starts at zero."""
+        if self._carried is None:
+            with tf.init_scope():
+                self._carried = tf.Variable(
+                    tf.zeros([0] + list(image_shape)), trainable=False,
+                    shape=tf.TensorShape([None] + list(image_shape)), name="free_perturbation")
+        return self._carried
 
     def test_step(self, data):
         x, y = data[0], data[1]

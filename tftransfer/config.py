@@ -13,6 +13,7 @@ import numbers
 import typing
 from dataclasses import dataclass, field
 
+from tftransfer import attack_methods
 from tftransfer import architectures
 from tftransfer.errors import UserError
 from tftransfer.recipes import RECIPES
@@ -21,7 +22,7 @@ ATTACKS = ("none", "l2", "linf")
 ARCHITECTURES = architectures.NAMES       # the registry imports no TensorFlow
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 DISTRIBUTIONS = ("none", "mirrored", "multi_worker_mirrored")
-SCHEDULES = ("cosine", "step", "constant")
+SCHEDULES = ("cosine", "step", "constant", "one_cycle")
 SUBSET_METHODS = ("stratified", "random")
 AUGMENT_POLICIES = ("pad_crop_flip", "utrera2021")
 SWEEP_ORDERS = ("source", "train_images")
@@ -107,34 +108,73 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class AttackConfig:
-    """A PGD threat model in [0, 1] pixel space. ``kind='none'`` is natural training."""
+    """A threat model in [0, 1] pixel space: a ``norm`` (``none`` is natural training) and
+    a ``method`` from the registry ``attack_methods.METHODS`` (pgd, fgsm_rs, free).
 
-    kind: str = "none"
+    ``kind`` is the single field of configs written before the norm and the method were
+    separate (``kind='l2'`` was L2 PGD); it is still accepted, here and in ``from_dict``.
+    """
+
+    norm: str = "none"
     eps: float = 0.5
     steps: int = 7
-    step_size: float | None = None         # None: 2.5 * eps / steps (robustness library)
-    random_start: bool = False
+    step_size: float | None = None         # None: the method's default (PGD: 2.5 * eps / steps)
+    random_start: bool = False             # PGD only; fgsm_rs always starts at random
+    method: str = "pgd"
+    kind: dataclasses.InitVar[str | None] = None
 
-    def __post_init__(self):
+    def __post_init__(self, kind):
+        if kind is not None:
+            _check(self.norm in ("none", kind),
+                   f"attack: give norm or the old kind, not both ({self.norm!r} vs {kind!r}).")
+            object.__setattr__(self, "norm", kind)
         _check_finite(self)
-        _check(self.kind in ATTACKS, f"attack must be one of {', '.join(ATTACKS)}, got {self.kind!r}.")
-        if self.kind != "none":
-            _check(self.eps > 0, f"eps must be positive for a {self.kind} attack, got {self.eps}.")
-            _check(self.steps >= 1, f"attack steps must be at least 1, got {self.steps}.")
+        _check(self.norm in ATTACKS,
+               f"attack must be one of {', '.join(ATTACKS)}, got {self.norm!r}.")
+        method = attack_methods.get(self.method)
+        if self.norm != "none":
+            _check(self.eps > 0, f"eps must be positive for a {self.norm} attack, got {self.eps}.")
+            _check(not method.uses_steps or self.steps >= 1,
+                   f"attack steps must be at least 1, got {self.steps}.")
             _check(self.step_size is None or self.step_size > 0,
                    f"attack step size must be positive, got {self.step_size}.")
 
     @property
+    def replays_batches(self) -> bool:
+        """Whether training replays minibatches and carries the perturbation (free)."""
+        return self.norm != "none" and attack_methods.get(self.method).replays_batches
+
+    @property
     def resolved_step_size(self) -> float:
-        """The step size, defaulting to the robustness library's 2.5 * eps / steps."""
-        return self.step_size if self.step_size is not None else 2.5 * self.eps / self.steps
+        """The step size, defaulting to the method's (PGD: the robustness library's
+        2.5 * eps / steps)."""
+        if self.step_size is not None:
+            return self.step_size
+        return attack_methods.get(self.method).default_step_size(self.eps, self.steps)
 
     def describe(self) -> dict:
-        """The settings a result row records."""
-        if self.kind == "none":
+        """The settings a result row records (PGD's columns as before methods existed)."""
+        if self.norm == "none":
             return {"attack": "none"}
-        return {"attack": self.kind, "eps": self.eps, "attack_steps": self.steps,
-                "attack_step_size": self.resolved_step_size, "random_start": self.random_start}
+        row = {"attack": self.norm, "eps": self.eps}
+        if self.method != "pgd":
+            row["attack_method"] = self.method
+        if attack_methods.get(self.method).uses_steps:
+            row["attack_steps"] = self.steps
+        row["attack_step_size"] = self.resolved_step_size
+        if self.method == "pgd":
+            row["random_start"] = self.random_start
+        return row
+
+    @classmethod
+    def from_record(cls, row: dict) -> "AttackConfig":
+        """The config of a ``describe()`` row (e.g. ``config.json``'s ``attack``)."""
+        if row.get("attack", "none") == "none":
+            return cls()
+        return cls(norm=row["attack"], eps=row["eps"], method=row.get("attack_method", "pgd"),
+                   steps=row.get("attack_steps", cls.steps),
+                   step_size=row.get("attack_step_size"),
+                   random_start=row.get("random_start", False))
 
 
 @dataclass(frozen=True)
@@ -194,6 +234,15 @@ class PretrainConfig:
     distribute: str = "none"
     adversarial_fraction: float = 1.0      # share of each batch replaced by its adversarial copy
     eval_every: int = 1                    # test accuracy every N epochs (and at the end)
+    # method free: each minibatch is replayed this many times, and ``epochs`` counts
+    # epoch-equivalents of gradient computations: epochs / free_replays passes over the data.
+    free_replays: int = 8                  # Shafahi et al.'s m (8 for CIFAR-10)
+    # Wong et al.'s guard against catastrophic overfitting: PGD accuracy on held-out
+    # training images after every epoch; a drop of more than early_stop_drop below the
+    # best so far stops the run and keeps the best epoch's weights.
+    early_stop: bool = False
+    early_stop_images: int = 512
+    early_stop_drop: float = 0.2
 
     def __post_init__(self):
         _check_finite(self)
@@ -206,6 +255,35 @@ class PretrainConfig:
                f"distribute must be one of {', '.join(DISTRIBUTIONS)}, got {self.distribute!r}.")
         _check(0.0 < self.adversarial_fraction <= 1.0,
                f"adversarial_fraction must be in (0, 1], got {self.adversarial_fraction}.")
+        self._check_method_options()
+
+    def _check_method_options(self) -> None:
+        _check(self.free_replays >= 1, f"free_replays must be at least 1, got {self.free_replays}.")
+        if self.attack.replays_batches:
+            _check(self.epochs % self.free_replays == 0,
+                   f"free training runs epochs / free_replays passes over the data, so epochs "
+                   f"({self.epochs}) must be a multiple of free_replays ({self.free_replays}).")
+            _check(self.distribute == "none",
+                   f"free training carries its perturbation on one device; use distribute "
+                   f"none, got {self.distribute!r}.")
+            _check(self.adversarial_fraction == 1.0,
+                   f"free training perturbs every example; adversarial_fraction must be 1, got "
+                   f"{self.adversarial_fraction}.")
+        if self.early_stop:
+            _check(self.attack.norm != "none",
+                   "early_stop checks PGD accuracy and needs an attack (--attack l2 or linf).")
+            _check(self.early_stop_images >= 1,
+                   f"early_stop_images must be positive, got {self.early_stop_images}.")
+            _check(0.0 < self.early_stop_drop <= 1.0,
+                   f"early_stop_drop must be in (0, 1], got {self.early_stop_drop}.")
+
+    @property
+    def passes(self) -> int:
+        """Passes over the training data: ``epochs``, or epochs / free_replays for free
+        training (each of its passes replays every minibatch free_replays times)."""
+        if self.attack.replays_batches:
+            return self.epochs // self.free_replays
+        return self.epochs
 
 
 def to_dict(config) -> dict:
@@ -216,14 +294,17 @@ def to_dict(config) -> dict:
 def from_dict(cls, data: dict):
     """Rebuilds a (nested) config from ``to_dict`` output, ignoring unknown keys."""
     hints = typing.get_type_hints(cls)
+    # Init-only fields too: a config's old spelling (AttackConfig's ``kind``) still loads.
+    names = [f.name for f in dataclasses.fields(cls)] + [
+        name for name, hint in hints.items() if isinstance(hint, dataclasses.InitVar)]
     kwargs = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in data:
+    for name in names:
+        if name not in data:
             continue
-        value = data[f.name]
-        if dataclasses.is_dataclass(hints[f.name]) and isinstance(value, dict):
-            value = from_dict(hints[f.name], value)
-        kwargs[f.name] = value
+        value = data[name]
+        if dataclasses.is_dataclass(hints[name]) and isinstance(value, dict):
+            value = from_dict(hints[name], value)
+        kwargs[name] = value
     return cls(**kwargs)
 
 

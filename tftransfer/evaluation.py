@@ -27,13 +27,14 @@ def accuracy(model, dataset: tf.data.Dataset, attack: AttackConfig | None = None
     Args:
       model: Keras classifier on [0, 1] images.
       dataset: batches of (images, labels).
-      attack: the attack to evaluate under (None or kind ``none``: clean only).
-      implementation: ``cleverhans`` (the reference PGD) or ``ours`` (``attacks.pgd``).
+      attack: the attack to evaluate under (None or norm ``none``: clean only).
+      implementation: ``cleverhans`` (the reference PGD) or ``ours`` (the method's
+        registered function, ``attacks.attack_with``).
 
     Returns:
       ``{"examples", "accuracy", "loss"}`` plus ``adversarial_accuracy`` with an attack.
     """
-    attacked = attack is not None and attack.kind != "none"
+    attacked = attack is not None and attack.norm != "none"
     predict = tf.function(lambda x: tf.cast(model(x, training=False), tf.float32))
     adversary = tf.function(_adversary(model, attack, implementation)) if attacked else None
     correct = adv_correct = 0
@@ -60,10 +61,13 @@ def accuracy(model, dataset: tf.data.Dataset, attack: AttackConfig | None = None
 
 
 def _adversary(model, attack: AttackConfig, implementation: str):
+    # Checked here, before tracing: an error raised inside tf.function gains TF's context.
     if implementation == "cleverhans":
+        attacks.check_cleverhans(attack)
         return lambda x, y: attacks.cleverhans_pgd(model, x, y, attack)
     if implementation == "ours":
-        return lambda x, y: attacks.attack_with(model, x, y, attack)
+        perturb = attacks.implementation(attack)
+        return lambda x, y: perturb(model, x, y, attack)
     raise UserError(f"--attack-impl must be 'cleverhans' or 'ours', got {implementation!r}.")
 
 
@@ -85,7 +89,7 @@ def evaluate_on_dataset(model, dataset_name: str, data_dir=None, download=True,
     ds = data.pipeline(target.test, indices, model_image_size(model), batch_size, cache=False)
     result = {"dataset": target.name, "split": "test"}
     result.update(accuracy(model, ds, attack, implementation))
-    if attack is not None and attack.kind != "none":
+    if attack is not None and attack.norm != "none":
         result.update(attack.describe())
         result["attack_implementation"] = implementation
     return result

@@ -3,19 +3,50 @@
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 
 from tftransfer.config import OptimConfig
+
+# Wong et al.'s one-cycle CIFAR-10 schedule peaks at 2/5 of the run.
+ONE_CYCLE_PEAK_AT = 0.4
+
+
+@keras.saving.register_keras_serializable(package="tftransfer")
+class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
+    """The triangular one-cycle schedule of Wong, Rice & Kolter (ICLR 2020): linear from 0
+    to ``peak`` over ``rise_steps`` optimizer steps, then linear back to 0 at
+    ``total_steps``. Step ``s`` (from 0) takes the value at ``s + 1``, as their per-iteration
+    schedule does, so that no step is taken with a zero learning rate."""
+
+    def __init__(self, peak: float, total_steps: int, rise_steps: int):
+        self.peak = float(peak)
+        self.total_steps = int(total_steps)
+        self.rise_steps = int(min(max(1, rise_steps), self.total_steps))
+
+    def __call__(self, step):
+        t = tf.cast(step, tf.float32) + 1.0
+        up = self.peak * t / self.rise_steps
+        down = self.peak * (self.total_steps - t) / max(1, self.total_steps - self.rise_steps)
+        return tf.maximum(0.0, tf.where(t <= self.rise_steps, up, down))
+
+    def get_config(self):
+        return {"peak": self.peak, "total_steps": self.total_steps,
+                "rise_steps": self.rise_steps}
 
 
 def learning_rate_schedule(optim: OptimConfig, epochs: int, steps_per_epoch: int):
     """A step-indexed schedule, so that a resumed run continues where it stopped.
 
     ``step``: x0.1 every ``step_every`` epochs (default ``epochs // 3``, the paper's);
-    ``cosine``: cosine decay to zero after an optional linear warm-up; ``constant``.
+    ``cosine``: cosine decay to zero after an optional linear warm-up; ``constant``;
+    ``one_cycle``: ``OneCycle``, peaking after ``warmup_epochs`` (default 2/5 of the run).
     """
     total = max(1, epochs * steps_per_epoch)
     if optim.schedule == "constant":
         return optim.learning_rate
+    if optim.schedule == "one_cycle":
+        rise = optim.warmup_epochs * steps_per_epoch or round(ONE_CYCLE_PEAK_AT * total)
+        return OneCycle(optim.learning_rate, total, rise)
     if optim.schedule == "cosine":
         warmup = min(total - 1, optim.warmup_epochs * steps_per_epoch)
         if warmup > 0:

@@ -9,6 +9,15 @@ Resume has one source of truth: the checkpoint restored before ``fit()``, whose 
 file records its epoch; the input pipeline starts from that epoch and ``fit()`` from the
 same one. Every resume file is written atomically; an unusable one stops the run with one
 sentence instead of training from a wrong epoch.
+
+Methods (``attack_methods``): PGD and FGSM with a random start train one optimizer step
+per minibatch. Free training's step accounting: ``--epochs E`` is the budget in
+epoch-equivalents of gradient computations; the run makes E / m passes over the data
+(``fit()`` epochs, history rows and checkpoints count passes), each minibatch replayed m
+(``free_replays``) times in a row, one forward-backward pass and one optimizer step per
+replay: E x batches optimizer steps in all, as natural training for E epochs, and the
+learning-rate schedule spans those steps. With ``early_stop``, ``early_stop_images``
+training images are held out of training for the PGD check (``early_stop.PGDEarlyStop``).
 """
 
 from __future__ import annotations
@@ -21,8 +30,9 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
 
-from tftransfer import architectures, data, runs, runtime, saving
+from tftransfer import architectures, data, early_stop, runs, runtime, saving
 from tftransfer.adversarial import AdversarialTrainer
 from tftransfer.callbacks import BackupUnlessNaN, HistoryCSV, StopOnNaN
 from tftransfer.config import PretrainConfig, from_dict, to_dict
@@ -52,11 +62,16 @@ def pretrain(cfg: PretrainConfig) -> dict:
     target = data.load(cfg.data.dataset, cfg.data.data_dir, cfg.data.download,
                        cfg.data.test_fraction)
     train_idx = data.select_subset(target.train.labels, cfg.data.train_images, cfg.seed)
+    check_idx = None
+    if cfg.early_stop:
+        train_idx, check_idx = early_stop.hold_out(train_idx, cfg.early_stop_images, cfg.seed)
     test_idx = data.select_subset(target.test.labels, cfg.data.test_images, 0, "--test-images")
     image_size = cfg.data.image_size or _native_size(target)
     strategy = runtime.strategy(cfg.distribute)
     test_ds = data.pipeline(target.test, test_idx, image_size, cfg.data.batch_size)
-    steps_per_epoch = math.ceil(len(train_idx) / cfg.data.batch_size)
+    batches = math.ceil(len(train_idx) / cfg.data.batch_size)
+    # Free training: fit() epochs are passes over the data, each minibatch one step per replay.
+    replays = cfg.free_replays if cfg.attack.replays_batches else 1
 
     backup = BackupUnlessNaN(str(out / "checkpoint"), double_checkpoint=True,
                              delete_checkpoint=False)
@@ -66,39 +81,75 @@ def pretrain(cfg: PretrainConfig) -> dict:
         trainer = AdversarialTrainer(classifier, attack=cfg.attack,
                                      adversarial_fraction=cfg.adversarial_fraction,
                                      weight_decay=cfg.optim.weight_decay)
-        trainer.compile(optimizer=make_optimizer(cfg.optim, cfg.epochs, steps_per_epoch),
+        # The schedule counts optimizer steps: epochs x batches for every method.
+        trainer.compile(optimizer=make_optimizer(cfg.optim, cfg.epochs, batches),
                         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         trainer.build((None, image_size, image_size, 3))
-        first_epoch = resume(backup, trainer, cfg.epochs)
+        first_epoch = resume(backup, trainer, cfg.passes)
     # The batches of the remaining epochs only, from the epoch the restored weights end.
-    train_ds = data.training_pipeline(
-        target.train, train_idx, image_size, cfg.data.batch_size, cfg.seed, cfg.epochs,
+    train_ds = replay_batches(data.training_pipeline(
+        target.train, train_idx, image_size, cfg.data.batch_size, cfg.seed, cfg.passes,
         first_epoch=first_epoch, augmentation=cfg.data.augment, flip=target.flip,
-        color_jitter=cfg.data.color_jitter)
+        color_jitter=cfg.data.color_jitter), replays)
 
     nan_guard = StopOnNaN()
+    stopper = _early_stopper(cfg, target, check_idx, image_size, classifier)
     callbacks = [
         # First, so that the other callbacks see the restored epoch.
         backup,
+        # Before HistoryCSV, which then records the check accuracy of every epoch.
+        *([stopper] if stopper else []),
         HistoryCSV(out / "history.csv"),
         keras.callbacks.TensorBoard(str(out / "logs"), update_freq="epoch"),
         nan_guard,
     ]
     print(f"pretrain: {cfg.model.arch} on {target.name} ({len(train_idx)} images, "
-          f"{image_size}px), attack={cfg.attack.kind}, {cfg.epochs} epochs -> {out}",
+          f"{image_size}px), attack={_attack_label(cfg)}, {cfg.epochs} epochs -> {out}",
           file=sys.stderr)
     start = time.time()
     with runtime.progress_to_stderr():
-        history = trainer.fit(train_ds, epochs=cfg.epochs, validation_data=test_ds,
-                              callbacks=callbacks, shuffle=False, steps_per_epoch=steps_per_epoch,
-                              validation_freq=evaluation_epochs(cfg.epochs, cfg.eval_every),
+        history = trainer.fit(train_ds, epochs=cfg.passes, validation_data=test_ds,
+                              callbacks=callbacks, shuffle=False,
+                              steps_per_epoch=batches * replays,
+                              validation_freq=evaluation_epochs(cfg.passes, cfg.eval_every),
                               verbose=1 if sys.stderr.isatty() else 2)
     if nan_guard.bad_epoch is not None:
         raise UserError(f"The training loss became NaN at epoch {nan_guard.bad_epoch}; lower "
                         f"the learning rate (now {cfg.optim.learning_rate}) with a new --out, "
                         f"or check the data. Checkpoints in {out} stop at the last finite epoch.")
+    extra = stopper.summary() if stopper else {}
+    if cfg.attack.replays_batches:
+        extra.update(free_replays=cfg.free_replays, passes=cfg.passes)
     return _finish(cfg, out, trainer, test_ds, target, image_size, len(train_idx),
-                   len(test_idx), time.time() - start, history)
+                   len(test_idx), time.time() - start, history, extra)
+
+
+def replay_batches(dataset, replays: int):
+    """Each batch of ``dataset`` ``replays`` times in a row (free training's minibatch
+    replay; ``dataset`` itself for 1)."""
+    if replays == 1:
+        return dataset
+    return dataset.flat_map(
+        lambda *batch: tf.data.Dataset.from_tensors(batch).repeat(replays))
+
+
+def _attack_label(cfg: PretrainConfig) -> str:
+    if cfg.attack.norm == "none":
+        return "none"
+    label = f"{cfg.attack.norm} {cfg.attack.method} eps {cfg.attack.eps:g}"
+    if cfg.attack.replays_batches:
+        label += f" ({cfg.free_replays} replays: {cfg.passes} passes)"
+    return label
+
+
+def _early_stopper(cfg, target, check_idx, image_size, classifier):
+    """The PGD early stop on the held-out images, or None when it is off."""
+    if check_idx is None:
+        return None
+    batches = list(data.pipeline(target.train, check_idx, image_size, 512, cache=False))
+    images = np.concatenate([b[0].numpy() for b in batches])
+    labels = np.concatenate([b[1].numpy() for b in batches])
+    return early_stop.PGDEarlyStop(images, labels, cfg.attack, cfg.early_stop_drop, classifier)
 
 
 def evaluation_epochs(epochs: int, every: int) -> list[int]:
@@ -208,7 +259,8 @@ def _differences(before: dict, now: dict, prefix: str = "") -> list[str]:
     return changed
 
 
-def _finish(cfg, out, trainer, test_ds, target, image_size, n_train, n_test, seconds, history):
+def _finish(cfg, out, trainer, test_ds, target, image_size, n_train, n_test, seconds, history,
+            extra):
     with runtime.progress_to_stderr():
         results = trainer.evaluate(test_ds, verbose=0, return_dict=True)
     config = {
@@ -231,7 +283,7 @@ def _finish(cfg, out, trainer, test_ds, target, image_size, n_train, n_test, sec
         "epochs_this_session": len(history.epoch), "last_epoch": epochs_run,
         "train_images": n_train, "seed": cfg.seed,
         "train_seconds_this_session": round(seconds, 1),
-        "model": str(out),
+        "model": str(out), **extra,
     }
     runs.write_json(out / METRICS_FILE, metrics)
     return metrics

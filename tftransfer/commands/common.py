@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from tftransfer import attack_methods
 from tftransfer.config import ATTACKS, PRECISIONS, check_seed
 from tftransfer.errors import UserError
 
@@ -32,6 +33,16 @@ def seed(text: str) -> int:
     return value
 
 
+def number_or_fraction(text: str) -> float:
+    """argparse type: a number, or a fraction of two (``8/255``, the usual L-inf eps)."""
+    try:
+        numerator, _, denominator = text.partition("/")
+        return float(numerator) / float(denominator) if denominator else float(text)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"expected a number or a fraction such as 8/255, "
+                                         f"got {text!r}") from None
+
+
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     """--data-dir and --download/--no-download."""
     parser.add_argument("--data-dir", default=None,
@@ -41,26 +52,35 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_attack_arguments(parser: argparse.ArgumentParser, default_steps: int) -> None:
-    """The PGD threat model: --attack, --eps, --attack-steps, --attack-step-size, --random-start."""
+    """The threat model: --attack (the norm), --eps, --attack-steps, --attack-step-size,
+    --random-start, --attack-method."""
     parser.add_argument("--attack", choices=ATTACKS, default="none",
-                        help="threat model of the PGD attack (none: natural)")
-    parser.add_argument("--eps", type=float, default=0.5,
-                        help="radius of the attack in [0, 1] pixel units (L2 eps 3 at 224px "
-                             "is about 0.43 at 32px)")
+                        help="norm of the threat model (none: natural)")
+    parser.add_argument("--eps", type=number_or_fraction, default=0.5,
+                        help="radius of the attack in [0, 1] pixel units, a number or a "
+                             "fraction such as 8/255; with --attack l2 the perturbation's "
+                             "Euclidean norm over the whole image (L2 eps 3 at 224px is about "
+                             "0.43 at 32px), with linf the largest change of any one pixel "
+                             "value (8/255 is the usual CIFAR choice; it does not scale with "
+                             "image size)")
     parser.add_argument("--attack-steps", type=int, default=default_steps,
-                        help="PGD steps")
-    parser.add_argument("--attack-step-size", type=float, default=None,
-                        help="PGD step size (default 2.5 * eps / steps)")
+                        help="attack iterations (PGD steps)")
+    parser.add_argument("--attack-step-size", type=number_or_fraction, default=None,
+                        help="step size (default: the method's, PGD 2.5 * eps / steps)")
     parser.add_argument("--random-start", action="store_true",
                         help="start PGD from a random point of the eps ball")
+    parser.add_argument("--attack-method", choices=tuple(attack_methods.METHODS), default="pgd",
+                        help="how the perturbation is found (--attack gives the norm): "
+                             + attack_methods.help_text().replace("%", "%%"))
 
 
 def attack_config(args):
     """The AttackConfig of --attack/--eps/... arguments."""
     from tftransfer.config import AttackConfig
 
-    return AttackConfig(kind=args.attack, eps=args.eps, steps=args.attack_steps,
-                        step_size=args.attack_step_size, random_start=args.random_start)
+    return AttackConfig(norm=args.attack, eps=args.eps, steps=args.attack_steps,
+                        step_size=args.attack_step_size, random_start=args.random_start,
+                        method=args.attack_method)
 
 
 def add_precision_argument(parser: argparse.ArgumentParser) -> None:

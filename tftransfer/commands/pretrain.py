@@ -12,7 +12,11 @@ def register(subparsers):
     parser = subparsers.add_parser(
         "pretrain", help="train a source model (naturally, or adversarially with --attack)",
         description="Train a torchvision-layout ResNet with fit(). Re-running the same command "
-                    "after an interruption resumes from the last finished epoch.")
+                    "after an interruption resumes from the last finished epoch. Adversarial "
+                    "training: --attack l2|linf with --attack-method pgd (default), fgsm_rs "
+                    "(fast: one step from a random start, Wong et al. 2020; pair it with "
+                    "--schedule one_cycle and --early-stop, as they did) or free (Shafahi et "
+                    "al. 2019, with --free-replays).")
     parser.add_argument("--dataset", default="cifar10", help="TFDS name or image folder")
     parser.add_argument("--arch", choices=ARCHITECTURES, default="resnet20")
     parser.add_argument("--width", type=float, default=1.0, help="channel-count multiplier")
@@ -21,7 +25,9 @@ def register(subparsers):
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=0.1, help="peak learning rate (SGD)")
     parser.add_argument("--weight-decay", type=float, default=5e-4)
-    parser.add_argument("--schedule", choices=SCHEDULES, default="cosine")
+    parser.add_argument("--schedule", choices=SCHEDULES, default="cosine",
+                        help="one_cycle: linear 0 -> --lr -> 0, peaking at --warmup-epochs "
+                             "(default 2/5 of the run; Wong et al.'s cyclic schedule)")
     parser.add_argument("--warmup-epochs", type=int, default=0)
     parser.add_argument("--image-size", type=int, default=None)
     parser.add_argument("--train-images", type=int, default=None)
@@ -32,6 +38,22 @@ def register(subparsers):
     parser.add_argument("--distribute", choices=DISTRIBUTIONS, default="none")
     parser.add_argument("--adversarial-fraction", type=float, default=1.0,
                         help="share of each batch replaced by adversarial examples")
+    parser.add_argument("--free-replays", type=int, default=8, metavar="M",
+                        help="--attack-method free: replay each minibatch M times (Shafahi et "
+                             "al., 'Adversarial training for free!', NeurIPS 2019); --epochs "
+                             "is then the budget in epoch-equivalents: epochs / M passes over "
+                             "the data, M optimizer steps per minibatch (epochs must be a "
+                             "multiple of M; history rows count passes)")
+    parser.add_argument("--early-stop", action="store_true",
+                        help="guard against catastrophic overfitting (Wong, Rice & Kolter, "
+                             "'Fast is better than free', ICLR 2020): after every epoch, "
+                             "PGD-10 accuracy on --early-stop-images training images held "
+                             "out of training; a fall of more than --early-stop-drop below "
+                             "the best so far stops the run and keeps the best epoch")
+    parser.add_argument("--early-stop-images", type=int, default=512,
+                        help="training images held out for the early-stopping check")
+    parser.add_argument("--early-stop-drop", type=float, default=0.2,
+                        help="the collapse threshold, as a fraction of accuracy")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="override any config field, e.g. --set optim.nesterov=true")
     add_attack_arguments(parser, default_steps=7)
@@ -55,5 +77,6 @@ def run(args) -> dict:
                           schedule=args.schedule, warmup_epochs=args.warmup_epochs),
         epochs=args.epochs, seed=args.seed, precision=args.precision,
         distribute=args.distribute, adversarial_fraction=args.adversarial_fraction,
-        eval_every=args.eval_every)
+        eval_every=args.eval_every, free_replays=args.free_replays, early_stop=args.early_stop,
+        early_stop_images=args.early_stop_images, early_stop_drop=args.early_stop_drop)
     return pretrain(apply_overrides(cfg, args.set))
