@@ -1,5 +1,6 @@
 """Tests of the command line: help, the result contract, errors, pretrain/evaluate, resume."""
 
+import argparse
 import contextlib
 import io
 import json
@@ -35,6 +36,40 @@ class HelpTest(tf.test.TestCase):
             code, out, _ = run_cli(command, "--help")
             self.assertEqual(code, 0, command)
             self.assertIn(f"usage: tftransfer {command}", out)
+
+    def test_every_flag_has_help_text_and_every_command_a_description(self):
+        parser = cli.build_parser()
+        commands = next(action for action in parser._actions
+                        if isinstance(action, argparse._SubParsersAction)).choices
+        self.assertEqual(sorted(commands), sorted(COMMAND_MODULES))
+        without_help = [f"{name} {'/'.join(action.option_strings) or action.dest}"
+                        for name, command in commands.items() for action in command._actions
+                        if not action.help]
+        self.assertEqual(without_help, [])
+        self.assertEqual([name for name, command in commands.items()
+                          if not command.description], [])
+
+    def test_help_shows_defaults(self):
+        for command, shown in (("transfer", ("training epochs (default: 10;",
+                                             "initial learning rate (SGD) (default: 0.1)",
+                                             "(default: 0)")),
+                               ("pretrain", ("(default: 30)", "L2 penalty added to the loss (default: 0.0005)")),
+                               ("evaluate", ("evaluation batch size (default: 256)",)),
+                               ("serve", ("port of the REST API (default: 8501)",))):
+            code, out, _ = run_cli(command, "--help")
+            text = " ".join(out.split())
+            self.assertEqual(code, 0)
+            for expected in shown:
+                self.assertIn(expected, text, command)
+        code, out, _ = run_cli("--version")
+        self.assertEqual((code, out.strip()), (0, f"tftransfer {tftransfer.__version__}"))
+
+    def test_eps_and_grpc_help_say_what_they_mean(self):
+        text = " ".join(run_cli("evaluate", "--help")[1].split())
+        self.assertIn("with linf the largest change of any one pixel value", text)
+        text = " ".join(run_cli("predict", "--help")[1].split())
+        self.assertNotIn("see --help", text)
+        self.assertIn("gRPC API (--server is then host:port", text)
 
     def test_bad_input_is_one_sentence_and_exit_code_2(self):
         code, out, err = run_cli("evaluate", "--model", "no/such/model", "--dataset", "mnist")
@@ -262,9 +297,26 @@ class PretrainEvaluateTest(tf.test.TestCase):
         args = ["pretrain", "--dataset", self.folder, "--arch", "resnet20", "--width", "0.25",
                 "--epochs", "1", "--image-size", "16", "--out", out]
         self.assertEqual(run_cli(*args)[0], 0)
-        code, _, err = run_cli(*args[:-4], "--epochs", "2", "--image-size", "16", "--out", out)
+        code, _, err = run_cli(*args, "--seed", "1")
         self.assertEqual(code, 2)
-        self.assertIn("different configuration", err)
+        self.assertIn("different configuration (seed: 0 -> 1)", err)
+
+    def test_more_epochs_extend_a_finished_pretrain_run_and_are_recorded(self):
+        out = self.tmp / "run"
+        args = ["pretrain", "--dataset", self.folder, "--arch", "resnet20", "--width", "0.25",
+                "--image-size", "16", "--batch-size", "8", "--out", out]
+        self.assertEqual(run_cli(*args, "--epochs", "1")[0], 0)
+        first = json.loads((out / "metrics.json").read_text())
+        code, stdout, err = run_cli(*args, "--epochs", "2")
+        self.assertEqual(code, 0, err)
+        metrics = json.loads(stdout.strip().splitlines()[-1])
+        self.assertEqual((metrics["epochs_this_session"], metrics["last_epoch"]), (1, 2))
+        extension = json.loads((out / "config.json").read_text())["extended_from"]
+        self.assertEqual([(e["epochs"], e["new_epochs"], e["accuracy"]) for e in extension],
+                         [(1, 2, first["accuracy"])])
+        self.assertEqual(metrics["extended_from"], extension)
+        rows = (out / "history.csv").read_text().strip().splitlines()
+        self.assertEqual([r.split(",")[0] for r in rows[1:]], ["1", "2"])
 
 
 class SetOverrideTest(tf.test.TestCase):

@@ -34,12 +34,14 @@ import tensorflow as tf
 
 from tftransfer import architectures, data, early_stop, runs, runtime, saving
 from tftransfer.adversarial import AdversarialTrainer
+from tftransfer.checkpoints import EXTENSION_RULE
 from tftransfer.callbacks import BackupUnlessNaN, HistoryCSV, StopOnNaN
 from tftransfer.config import PretrainConfig, from_dict, to_dict
 from tftransfer.errors import UserError
 from tftransfer.optim import make_optimizer
 
 METRICS_FILE = "metrics.json"
+EXTENSIONS_FILE = "extensions.json"
 _STATS_SAMPLE = 10_000
 
 
@@ -51,6 +53,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
     """
     out = Path(cfg.out)
     _check_same_run(out, cfg)
+    _record_extension(out, cfg)
     if (out / METRICS_FILE).exists() and (out / saving.MODEL_FILE).exists():
         print(f"{out} already holds this finished run; reporting it.", file=sys.stderr)
         return runs.read_json(out / METRICS_FILE)
@@ -212,7 +215,8 @@ def _check_same_run(out: Path, cfg: PretrainConfig) -> None:
     """Refuses to resume a run directory that holds a run of another configuration.
 
     The directory's own path is not compared (``--out DIR/``, or the directory moved),
-    and data paths are compared once normalised.
+    and data paths are compared once normalised. More epochs than recorded are not another
+    configuration: they extend the run (``_record_extension``).
     """
     previous = out / "run_config.json"
     if not previous.exists():
@@ -224,10 +228,40 @@ def _check_same_run(out: Path, cfg: PretrainConfig) -> None:
         raise UserError(f"{previous} is empty or corrupt; restore it, or choose another "
                         f"--out.") from None
     changed = _differences(_comparable(before), _comparable(cfg))
+    if before.epochs < cfg.epochs:
+        changed = [c for c in changed if not c.startswith("epochs:")]
     if changed:
         raise UserError(f"{out} holds a run with a different configuration "
                         f"({'; '.join(changed)}); resume it with the same options or choose "
                         f"another --out.")
+
+
+def _record_extension(out: Path, cfg: PretrainConfig) -> None:
+    """When ``cfg`` asks for more epochs than the run in ``out`` was started with, records
+    the extension in ``extensions.json`` (copied into config.json and metrics.json at the
+    end) and withdraws the finished run's metrics. The checkpoint then continues with the
+    new total's learning-rate schedule from the epoch it holds
+    (``checkpoints.EXTENSION_RULE``)."""
+    previous = out / "run_config.json"
+    if not previous.exists():
+        return
+    before = from_dict(PretrainConfig, runs.read_json(previous))
+    if before.epochs >= cfg.epochs:
+        return
+    metrics = runs.read_json(out / METRICS_FILE) if (out / METRICS_FILE).exists() else {}
+    entries = _extensions(out) + [{
+        "epochs": before.epochs, "finished": bool(metrics), "new_epochs": cfg.epochs,
+        "accuracy": metrics.get("accuracy"), "learning_rate": EXTENSION_RULE}]
+    runs.write_json(out / EXTENSIONS_FILE, entries)
+    (out / METRICS_FILE).unlink(missing_ok=True)
+    runs.write_json(previous, to_dict(cfg))  # a kill from here on resumes the extension
+    print(f"pretrain: extending {out} from {before.epochs} to {cfg.epochs} epochs.",
+          file=sys.stderr)
+
+
+def _extensions(out: Path) -> list[dict]:
+    path = out / EXTENSIONS_FILE
+    return runs.read_json(path) if path.exists() else []
 
 
 def _comparable(cfg: PretrainConfig) -> dict:
@@ -274,6 +308,8 @@ def _finish(cfg, out, trainer, test_ds, target, image_size, n_train, n_test, sec
         "precision": cfg.precision,
         "resolved_config": to_dict(cfg),
     }
+    extended = {"extended_from": _extensions(out)} if _extensions(out) else {}
+    config.update(extended)
     saving.save_model_dir(trainer.classifier, out, config)
     epochs_run = len(history.epoch) + (getattr(trainer, "_initial_epoch", 0) or 0)
     metrics = {
@@ -283,7 +319,7 @@ def _finish(cfg, out, trainer, test_ds, target, image_size, n_train, n_test, sec
         "epochs_this_session": len(history.epoch), "last_epoch": epochs_run,
         "train_images": n_train, "seed": cfg.seed,
         "train_seconds_this_session": round(seconds, 1),
-        "model": str(out), **extra,
+        "model": str(out), **extra, **extended,
     }
     runs.write_json(out / METRICS_FILE, metrics)
     return metrics

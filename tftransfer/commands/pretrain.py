@@ -18,24 +18,35 @@ def register(subparsers):
                     "--schedule one_cycle and --early-stop, as they did) or free (Shafahi et "
                     "al. 2019, with --free-replays).")
     parser.add_argument("--dataset", default="cifar10", help="TFDS name or image folder")
-    parser.add_argument("--arch", choices=ARCHITECTURES, default="resnet20")
+    parser.add_argument("--arch", choices=ARCHITECTURES, default="resnet20",
+                        help="network architecture")
     parser.add_argument("--width", type=float, default=1.0, help="channel-count multiplier")
     parser.add_argument("--out", required=True, help="run directory (e.g. saved_models/NAME)")
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--epochs", type=int, default=30,
+                        help="training epochs; more than a finished run in --out had extends "
+                             "it (recorded as extended_from in config.json)")
+    parser.add_argument("--batch-size", type=int, default=128, help="training batch size")
     parser.add_argument("--lr", type=float, default=0.1, help="peak learning rate (SGD)")
-    parser.add_argument("--weight-decay", type=float, default=5e-4)
+    parser.add_argument("--weight-decay", type=float, default=5e-4,
+                        help="L2 penalty added to the loss")
     parser.add_argument("--schedule", choices=SCHEDULES, default="cosine",
                         help="one_cycle: linear 0 -> --lr -> 0, peaking at --warmup-epochs "
                              "(default 2/5 of the run; Wong et al.'s cyclic schedule)")
-    parser.add_argument("--warmup-epochs", type=int, default=0)
-    parser.add_argument("--image-size", type=int, default=None)
-    parser.add_argument("--train-images", type=int, default=None)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--warmup-epochs", type=int, default=0,
+                        help="linear learning-rate warm-up epochs (cosine schedule)")
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="input size in pixels (default: the dataset's)")
+    parser.add_argument("--train-images", type=int, default=None,
+                        help="train on a stratified subset of this many images (default: all)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the weights, the subset, the batch order and augmentation")
     parser.add_argument("--eval-every", type=int, default=1,
                         help="test accuracy every N epochs into history.csv (always at the end)")
-    parser.add_argument("--no-augment", action="store_true")
-    parser.add_argument("--distribute", choices=DISTRIBUTIONS, default="none")
+    parser.add_argument("--no-augment", action="store_true",
+                        help="no pad-and-crop / flip augmentation")
+    parser.add_argument("--distribute", choices=DISTRIBUTIONS, default="none",
+                        help="tf.distribute strategy: mirrored = all local GPUs, "
+                             "multi_worker_mirrored = the workers TF_CONFIG names")
     parser.add_argument("--adversarial-fraction", type=float, default=1.0,
                         help="share of each batch replaced by adversarial examples")
     parser.add_argument("--free-replays", type=int, default=8, metavar="M",
