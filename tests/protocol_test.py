@@ -262,3 +262,12 @@ def test_paper_policy_leaves_grayscale_targets_unaugmented(tmp_path):
     grayscale = data.TargetData("mnist", ("a", "b"), one_channel, target.test)
     assert transfer.augments(cfg, grayscale) is False
     assert transfer.augments(cfg, target) is True  # a colour folder keeps it
+
+
+def test_fine_tune_restores_the_callers_precision_policy(tmp_path):
+    import keras
+
+    before = keras.mixed_precision.global_policy().name
+    _, result = _fine_tune(tmp_path, precision="mixed_bfloat16")
+    assert result["epochs"] == 2
+    assert keras.mixed_precision.global_policy().name == before == "float32"

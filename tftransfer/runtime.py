@@ -32,6 +32,18 @@ def set_precision(precision: str) -> None:
         raise UserError(f"Unknown precision {precision!r}: {error}") from None
 
 
+@contextlib.contextmanager
+def precision_policy(precision: str):
+    """The global Keras dtype policy set to ``precision`` inside the block and restored after
+    it: a library call (``transfer.fine_tune``) must not change the caller's process."""
+    previous = keras.mixed_precision.global_policy()
+    set_precision(precision)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
 def strategy(name: str) -> tf.distribute.Strategy:
     """``none`` (the default strategy), ``mirrored`` (all local GPUs, else the CPU) or
     ``multi_worker_mirrored`` (configured by ``TF_CONFIG``)."""

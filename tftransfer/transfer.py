@@ -486,8 +486,15 @@ def fine_tune(cfg: TransferConfig, cache: RunCache | None = None, save_model: bo
       The result row: test accuracy (a fraction) and loss, the paper's variables, time,
       per-epoch test accuracies and the run directory.
     """
-    cache = cache or RunCache()
-    runtime.set_precision(cfg.precision)
+    # The precision policy holds while the networks are built, and is the caller's again after.
+    with runtime.precision_policy(cfg.precision):
+        return _fine_tune(cfg, cache or RunCache(), save_model, verbose, existing_run,
+                          checkpoint, resume)
+
+
+def _fine_tune(cfg: TransferConfig, cache: RunCache, save_model: bool, verbose: bool,
+               existing_run: str, checkpoint: bool, resume: bool) -> dict:
+    """``fine_tune`` under its precision policy."""
     source = cache.source(cfg.source)
     out = Path(cfg.out) if cfg.out else default_run_dir(cfg, source)
     # A resumed run is compared with its checkpoint instead (resume_point), epochs aside.
