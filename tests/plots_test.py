@@ -5,6 +5,7 @@ import unittest
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from tftransfer import plots, stats
@@ -13,7 +14,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SIZES = (100, 400, 1600)
 
 
-def results_table(blocks=(0,), seeds=(0, 1)):
+def results_table(blocks=(0,), seeds=(0, 1, 2)):
     """A tiny validated results table: two sources, two targets, three N, 3-epoch curves."""
     rows = []
     for target in ("cifar10", "oxford flowers/102"):
@@ -142,6 +143,60 @@ class PlotsTest(unittest.TestCase):
         figure = plots.plot_accuracy_vs_images(summary, "cifar10")
         self.assertEqual(figure.axes[0].get_xscale(), "log")
         self.assert_png(figure, "single.png")
+
+    def test_two_seeds_draw_points_without_intervals_and_say_why(self):
+        table = results_table(seeds=(0, 1))
+        # The difference's spread across the 2 seeds makes a t(1 dof) interval of +-300 points.
+        robust = table["source"] == "robust"
+        table.loc[robust, "test_accuracy"] += np.where(table.loc[robust, "seed"] == 0, 0.3, -0.1)
+        differences = stats.paired_differences(table, "natural")
+        self.assertGreater((100 * differences["difference_ci_half"]).max(), 200)
+        figure = plots.plot_difference_vs_images(differences, "cifar10")
+        ax = figure.axes[0]
+        band = ax.collections[0]
+        self.assertEqual(len(band.get_paths()), 0)  # fill_between drew nothing
+        self.assertEqual(ax.get_legend_handles_labels()[1], ["robust"])
+        legend = [text.get_text() for text in ax.get_legend().get_texts()]
+        self.assertEqual(legend, ["robust", plots.NO_INTERVAL_NOTE])
+        self.assertLess(max(abs(value) for value in ax.get_ylim()), 100)
+        blocks = plots.plot_difference_vs_blocks(differences, "cifar10").axes[0]
+        for bar in blocks.containers:
+            segments = bar.lines[2][0].get_segments()  # NaN bounds: one empty segment each
+            self.assertEqual([len(segment) for segment in segments], [0] * len(segments))
+        self.assertIn(plots.NO_INTERVAL_NOTE,
+                      [text.get_text() for text in blocks.get_legend().get_texts()])
+
+    def test_three_seeds_draw_intervals_clipped_to_the_possible_range(self):
+        table = results_table(seeds=(0, 1, 2))
+        robust = table["source"] == "robust"
+        spread = table.loc[robust, "seed"].map({0: 0.6, 1: -0.3, 2: 0.0})
+        table.loc[robust, "test_accuracy"] = (table.loc[robust, "test_accuracy"]
+                                              + spread).clip(0, 1)
+        differences = stats.paired_differences(table, "natural")
+        self.assertGreater((100 * differences["difference_ci_high"]).max(), 100)
+        rows = differences.loc[differences["target"] == "cifar10"]
+        low, high = plots.interval_bounds(rows, "difference", "n_pairs", plots.DIFFERENCE_RANGE)
+        self.assertTrue(low.notna().all())
+        self.assertEqual(high.max(), 100.0)  # cut: the t-interval passed +100 points
+        self.assertGreaterEqual(low.min(), -100.0)
+        figure = plots.plot_difference_vs_images(differences, "cifar10")
+        ax = figure.axes[0]
+        vertices = np.concatenate([path.vertices for path in ax.collections[0].get_paths()])
+        self.assertLessEqual(vertices[:, 1].max(), 100.0)
+        self.assertGreaterEqual(vertices[:, 1].min(), -100.0)
+        self.assertEqual([text.get_text() for text in ax.get_legend().get_texts()], ["robust"])
+        bars = plots.plot_difference_vs_blocks(differences, "cifar10").axes[0].containers
+        for bar in bars:
+            for segment in bar.lines[2][0].get_segments():
+                self.assertTrue(-100.0 <= segment[:, 1].min() <= segment[:, 1].max() <= 100.0)
+
+    def test_accuracy_intervals_need_three_seeds_too(self):
+        summary = stats.summarize(results_table(seeds=(0, 1)))
+        low, high = plots.interval_bounds(summary, "accuracy", "n_seeds", plots.ACCURACY_RANGE)
+        self.assertTrue(low.isna().all() and high.isna().all())
+        figure = plots.plot_accuracy_vs_images(summary, "cifar10", baseline="natural")
+        self.assertEqual([text.get_text() for text in figure.axes[0].get_legend().get_texts()],
+                         ["natural", "robust", plots.NO_INTERVAL_NOTE])
 
     def test_default_curve_images(self):
         self.assertEqual(plots.default_curve_images([5, 1, 3, 2, 4]), [1, 3, 5])

@@ -13,6 +13,7 @@ import pandas as pd
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullLocator
 
 from tftransfer import stats
@@ -22,6 +23,12 @@ _LINESTYLES = ("-", "--", ":", "-.")
 _BASELINE_COLOR = "0.25"
 _COLORS = ("tab:red", "tab:blue", "tab:green", "tab:orange", "tab:purple", "tab:brown",
            "tab:pink", "tab:olive", "tab:cyan")
+# A t-interval from 2 seeds uses t(0.975, 1 dof) = 12.7 and spans hundreds of points: it says
+# how little two seeds show, not where the mean lies, so such cells get a point and no interval.
+MIN_SEEDS_FOR_INTERVAL = 3
+NO_INTERVAL_NOTE = f"no 95% CI where < {MIN_SEEDS_FOR_INTERVAL} seeds"
+ACCURACY_RANGE = (0.0, 100.0)  # percent
+DIFFERENCE_RANGE = (-100.0, 100.0)  # percentage points: a difference of two accuracies
 
 
 def save_figure(figure: Figure, path, dpi: int = DPI) -> Path:
@@ -84,12 +91,51 @@ def _log_images_axis(ax, train_images) -> None:
     ax.set_xlabel("Training images N (log scale)")
 
 
-def _accuracy_band(line: pd.DataFrame):
-    """The 95% interval in percent, cut to [0, 100]: with few seeds a t-interval can pass
-    the bounds an accuracy cannot, and the plot should show where accuracies can lie."""
-    low = (100 * line["accuracy_ci_low"]).clip(lower=0, upper=100)
-    high = (100 * line["accuracy_ci_high"]).clip(lower=0, upper=100)
+def interval_bounds(line: pd.DataFrame, prefix: str, count: str,
+                    limits: tuple[float, float]) -> tuple[pd.Series, pd.Series]:
+    """The 95% interval of ``<prefix>_ci_low/_ci_high`` in percent, as drawn.
+
+    Args:
+      line: rows of one plotted line (a stats table).
+      prefix: ``accuracy`` or ``difference``.
+      count: the column with each row's number of seeds (or seed pairs).
+      limits: the possible range in percent; a t-interval can pass it, the value cannot.
+
+    Returns:
+      ``(low, high)``: NaN (nothing drawn) where fewer than ``MIN_SEEDS_FOR_INTERVAL``
+      seeds, else clipped to ``limits``.
+    """
+    enough = line[count] >= MIN_SEEDS_FOR_INTERVAL
+    low = (100 * line[f"{prefix}_ci_low"]).clip(*limits).where(enough)
+    high = (100 * line[f"{prefix}_ci_high"]).clip(*limits).where(enough)
     return low, high
+
+
+def _seed_count_column(frame: pd.DataFrame) -> str:
+    # summarize() counts seeds in n_seeds, epoch_curves() counts runs in accuracy_n,
+    # paired_differences() counts seed pairs in n_pairs.
+    for column in ("n_pairs", "n_seeds", "accuracy_n"):
+        if column in frame.columns:
+            return column
+    raise KeyError("the table has no seed count (n_pairs, n_seeds or accuracy_n)")
+
+
+def _has_few_seeds(frame: pd.DataFrame) -> bool:
+    """Whether some row of ``frame`` is drawn without its interval."""
+    if frame.empty:
+        return False
+    return bool((frame[_seed_count_column(frame)] < MIN_SEEDS_FOR_INTERVAL).any())
+
+
+def _legend(ax, few_seeds: bool, **kwargs) -> None:
+    """The axes' legend, with a last entry saying why some points have no interval."""
+    handles, labels = ax.get_legend_handles_labels()
+    if not handles:
+        return
+    if few_seeds:
+        handles.append(Line2D([], [], linestyle="none"))
+        labels.append(NO_INTERVAL_NOTE)
+    ax.legend(handles, labels, fontsize="small", **kwargs)
 
 
 def _line_with_band(ax, x, mean, low, high, label, color, linestyle) -> None:
@@ -119,8 +165,7 @@ def _images_figure(frame: pd.DataFrame, title: str, ylabel: str, draw) -> Figure
         ax.set_title(panel_title, fontsize="medium")
         ax.grid(True, alpha=0.3)
     axes[0].set_ylabel(ylabel)
-    if axes[0].get_legend_handles_labels()[0]:
-        axes[0].legend(fontsize="small")
+    _legend(axes[0], _has_few_seeds(frame))
     figure.suptitle(title)
     figure.tight_layout()
     return figure
@@ -146,7 +191,8 @@ def plot_accuracy_vs_images(summary: pd.DataFrame, target: str,
         for label, color, linestyle, line in _series(panel, baseline, colors):
             line = line.sort_values("train_images")
             _line_with_band(ax, line["train_images"], 100 * line["accuracy_mean"],
-                            *_accuracy_band(line), label, color, linestyle)
+                            *interval_bounds(line, "accuracy", "n_seeds", ACCURACY_RANGE),
+                            label, color, linestyle)
 
     return _images_figure(rows, f"{target}: test accuracy vs training images (95% CI)",
                           "Test accuracy (%)", draw)
@@ -173,7 +219,7 @@ def plot_difference_vs_images(differences: pd.DataFrame, target: str,
         for label, color, linestyle, line in _series(panel, None, colors):
             line = line.sort_values("train_images")
             _line_with_band(ax, line["train_images"], 100 * line["difference_mean"],
-                            100 * line["difference_ci_low"], 100 * line["difference_ci_high"],
+                            *interval_bounds(line, "difference", "n_pairs", DIFFERENCE_RANGE),
                             label, color, linestyle)
 
     return _images_figure(rows, f"{target}: source − {baseline} (paired by seed, 95% CI)",
@@ -230,7 +276,7 @@ def plot_difference_vs_eps(differences: pd.DataFrame, target: str) -> Figure:
         ax.xaxis.set_major_locator(FixedLocator(eps_values))
         _finish_difference_panel(ax, "Source training eps", panel_title)
     return _finish_difference_figure(
-        figure, axes, f"{target}: source − {baseline} vs source eps (paired by seed, 95% CI)")
+        figure, axes, _has_few_seeds(rows), f"{target}: source − {baseline} vs source eps (paired by seed, 95% CI)")
 
 
 def plot_difference_vs_blocks(differences: pd.DataFrame, target: str) -> Figure:
@@ -258,7 +304,7 @@ def plot_difference_vs_blocks(differences: pd.DataFrame, target: str) -> Figure:
         ax.xaxis.set_major_locator(FixedLocator(blocks))
         _finish_difference_panel(ax, "Fine-tuned blocks (0 = head only)", source)
     return _finish_difference_figure(
-        figure, axes, f"{target}: source − {baseline}\nvs fine-tuned blocks (paired by seed, "
+        figure, axes, _has_few_seeds(rows), f"{target}: source − {baseline}\nvs fine-tuned blocks (paired by seed, "
                       "95% CI)")  # two lines: one panel is too narrow for the long title
 
 
@@ -270,8 +316,9 @@ def _difference_line(ax, line: pd.DataFrame, x_column: str, n: int, sizes: list[
     palette = colormaps["viridis_r"].resampled(max(len(sizes), 2))
     line = line.sort_values(x_column)
     mean = 100 * line["difference_mean"]
-    # Intervals are NaN with one pair; errorbar then draws no bar.
-    error = [mean - 100 * line["difference_ci_low"], 100 * line["difference_ci_high"] - mean]
+    # NaN bounds (fewer than MIN_SEEDS_FOR_INTERVAL pairs): errorbar draws no bar there.
+    low, high = interval_bounds(line, "difference", "n_pairs", DIFFERENCE_RANGE)
+    error = [mean - low, high - mean]
     shift = dodge * (sizes.index(n) - (len(sizes) - 1) / 2)
     ax.errorbar(line[x_column] + shift, mean, yerr=error, marker="o", markersize=4, capsize=3,
                 label=label, color=palette(sizes.index(n)), linestyle=linestyle)
@@ -283,10 +330,9 @@ def _finish_difference_panel(ax, xlabel: str, title: str) -> None:
     ax.grid(True, alpha=0.3)
 
 
-def _finish_difference_figure(figure: Figure, axes, title: str) -> Figure:
+def _finish_difference_figure(figure: Figure, axes, few_seeds: bool, title: str) -> Figure:
     axes[0].set_ylabel("Accuracy difference (percentage points)")
-    if axes[0].get_legend_handles_labels()[0]:
-        axes[0].legend(fontsize="small", ncol=2)
+    _legend(axes[0], few_seeds, ncol=2)
     figure.suptitle(title)
     figure.tight_layout()
     return figure
@@ -337,8 +383,8 @@ def plot_accuracy_vs_epochs(curves: pd.DataFrame, target: str, train_images=None
             ax.set_title(f"N = {n}" + (f", {panel_title}" if panel_title else ""),
                          fontsize="medium")
         axes[0].set_ylabel("Test accuracy (%)")
-        if chosen and axes[0].get_legend_handles_labels()[0]:
-            axes[0].legend(fontsize="small")
+        if chosen:
+            _legend(axes[0], _has_few_seeds(panel_rows))
     figure.suptitle(f"{target}: test accuracy vs epochs (95% CI)")
     figure.tight_layout()
     return figure
@@ -347,7 +393,8 @@ def plot_accuracy_vs_epochs(curves: pd.DataFrame, target: str, train_images=None
 def _draw_epoch_panel(ax, rows: pd.DataFrame, baseline: str | None, colors: dict) -> None:
     for label, color, linestyle, line in _series(rows, baseline, colors):
         line = line.sort_values("epoch")
-        _line_with_band(ax, line["epoch"], 100 * line["accuracy_mean"], *_accuracy_band(line),
+        _line_with_band(ax, line["epoch"], 100 * line["accuracy_mean"],
+                        *interval_bounds(line, "accuracy", "accuracy_n", ACCURACY_RANGE),
                         label, color, linestyle)
     ax.set_xlabel("Epoch")
     ax.grid(True, alpha=0.3)
