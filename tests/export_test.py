@@ -33,13 +33,14 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from tftransfer import cli, data, export, resnet, saving
+from tftransfer import (cli, data, export, image_limits, model_server, resnet, saving,
+                        serving_client)
 from tftransfer.errors import UserError
 
 CLASS_NAMES = ("cat", "dog", "bird")
 IMAGE_SIZE = 32
 NAME = "tiny"
-REAL_SERVER = shutil.which(export.SERVER_BINARY)  # looked up before any test edits PATH
+REAL_SERVER = shutil.which(model_server.SERVER_BINARY)  # looked up before any test edits PATH
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -447,10 +448,10 @@ class ExportTest(tf.test.TestCase):
 @functools.lru_cache(maxsize=None)
 def _size_checker(max_pixels: int, max_gif_blocks: int):
     """A tf.function running ``check_encoded_size`` (image index 3) on one encoded image."""
-    with mock.patch.object(export, "MAX_GIF_BLOCKS", max_gif_blocks):
+    with mock.patch.object(image_limits, "MAX_GIF_BLOCKS", max_gif_blocks):
         @tf.function(input_signature=[tf.TensorSpec([], tf.string)])
         def check(encoded):
-            with tf.control_dependencies([export.check_encoded_size(encoded, 3, max_pixels)]):
+            with tf.control_dependencies([image_limits.check_encoded_size(encoded, 3, max_pixels)]):
                 return tf.constant(0)
 
         check.get_concrete_function()  # traced now, while the patch holds
@@ -459,7 +460,7 @@ def _size_checker(max_pixels: int, max_gif_blocks: int):
 
 def size_refusal(encoded: bytes, max_pixels: int, max_gif_blocks: int | None = None):
     """The signature's refusal message for ``encoded``, or None when it passes."""
-    max_gif_blocks = max_gif_blocks or export.MAX_GIF_BLOCKS
+    max_gif_blocks = max_gif_blocks or image_limits.MAX_GIF_BLOCKS
     try:
         _size_checker(max_pixels, max_gif_blocks)(tf.constant(encoded))
     except tf.errors.InvalidArgumentError as error:
@@ -497,7 +498,7 @@ class ImageSizeCheckTest(tf.test.TestCase):
                   "webp lossless": _webp(pixels, lossless=True),
                   "webp extended": _webp(pixels, exif=b"Exif\x00\x00")}
         for name, encoded in images.items():
-            declared, walked = export.declared_pixels(tf.constant(encoded))
+            declared, walked = image_limits.declared_pixels(tf.constant(encoded))
             decoded = tf.io.decode_image(encoded, channels=3, expand_animations=False)
             self.assertEqual(int(declared), 37 * 53, name)
             self.assertEqual(decoded.shape[:2], (37, 53), name)
@@ -602,8 +603,8 @@ class ServingClientTest(tf.test.TestCase):
     def test_rest_predict_matches_the_signature(self):
         encoded = list(self.images.values())
         with self.fake() as server:
-            predictions = export.predict_rest(server.url, NAME, encoded)
-            versioned = export.predict_rest(server.url.replace("http://", ""), NAME, encoded[:1],
+            predictions = serving_client.predict_rest(server.url, NAME, encoded)
+            versioned = serving_client.predict_rest(server.url.replace("http://", ""), NAME, encoded[:1],
                                             version=1)
         request = server.requests[0]
         self.assertEqual(request["signature_name"], "serving_default")
@@ -612,7 +613,7 @@ class ServingClientTest(tf.test.TestCase):
         self.assertAllClose([p["probabilities"] for p in predictions], expected["probabilities"])
         self.assertAllEqual([p["classes"] for p in predictions], expected["classes"])
         self.assertEqual(versioned[0]["classes"], predictions[0]["classes"])
-        top = export.top_k(predictions[0], 1)[0]
+        top = serving_client.top_k(predictions[0], 1)[0]
         self.assertEqual(top["name"], CLASS_NAMES[top["class"]])
 
     def test_predict_cli_prints_table_and_json(self):
@@ -631,7 +632,7 @@ class ServingClientTest(tf.test.TestCase):
     def test_server_down_is_a_clear_error(self):
         url = f"http://127.0.0.1:{free_port()}"  # nothing listens there any more
         with self.assertRaisesRegex(UserError, "Cannot reach TF Serving.*connection refused"):
-            export.predict_rest(url, NAME, [self.images["bmp_32x32"]])
+            serving_client.predict_rest(url, NAME, [self.images["bmp_32x32"]])
         code, _, err = run_cli(["predict", "--server", url, "--model", NAME, self.files[0]])
         self.assertEqual(code, 2)
         self.assertNotIn("Traceback", err)
@@ -639,22 +640,22 @@ class ServingClientTest(tf.test.TestCase):
     def test_model_or_version_not_loaded_is_a_clear_error(self):
         with self.fake() as server:
             with self.assertRaisesRegex(UserError, r"'nope' is not loaded.*404.*Latest\(nope\)"):
-                export.predict_rest(server.url, "nope", [self.images["bmp_32x32"]])
+                serving_client.predict_rest(server.url, "nope", [self.images["bmp_32x32"]])
             with self.assertRaisesRegex(UserError, r"version 9 is not loaded"):
-                export.predict_rest(server.url, NAME, [self.images["bmp_32x32"]], version=9)
+                serving_client.predict_rest(server.url, NAME, [self.images["bmp_32x32"]], version=9)
             with self.assertRaisesRegex(UserError, "not loaded"):
-                export.model_status(server.url, "nope")
+                serving_client.model_status(server.url, "nope")
 
     def test_undecodable_image_is_a_clear_error(self):
         with self.fake() as server:
             with self.assertRaisesRegex(UserError, "could not decode an image.*Invalid PNG data"):
-                export.predict_rest(server.url, NAME, [self.images["png_rgb_20x24"][:60]])
+                serving_client.predict_rest(server.url, NAME, [self.images["png_rgb_20x24"][:60]])
         text = self.root / "notes.png"
         text.write_text("not an image")
         with self.assertRaisesRegex(UserError, "notes.png.*not an image the model can decode"):
-            export.read_images([str(text)])
+            serving_client.read_images([str(text)])
         with self.assertRaisesRegex(UserError, "Cannot read image"):
-            export.read_images([str(self.root / "missing.png")])
+            serving_client.read_images([str(self.root / "missing.png")])
 
     def test_predict_names_the_file_the_server_refuses(self):
         good = self.files[0]
@@ -671,23 +672,23 @@ class ServingClientTest(tf.test.TestCase):
             self.assertNotIn("Traceback", err)
             with self.assertRaisesRegex(UserError, rf"refused '{re.escape(str(bomb))}' \(image 2 "
                                                    r"of the 3 sent.*declares 144000000 pixels"):
-                export.predict_files([good, good, bomb], server.url, NAME)
+                serving_client.predict_files([good, good, bomb], server.url, NAME)
             requests = len(server.requests)
-            export.predict_files([good], server.url, NAME)  # and a good request still works
+            serving_client.predict_files([good], server.url, NAME)  # and a good request still works
             self.assertEqual(len(server.requests), requests + 1)
 
     def test_answer_that_is_not_tf_serving(self):
         with self.fake() as server:
             with self.assertRaisesRegex(UserError, "did not answer with JSON"):
-                export._http_json(export.rest_url(server.url, NAME, None, "html"), {}, NAME,
+                serving_client._http_json(serving_client.rest_url(server.url, NAME, None, "html"), {}, NAME,
                                   None, 5)
 
     def test_wait_until_available_reads_the_status_api(self):
         with self.fake() as server:
-            status = export.wait_until_available(server.url, NAME, timeout=5)
+            status = model_server.wait_until_available(server.url, NAME, timeout=5)
             self.assertEqual(status["model_version_status"][0]["state"], "AVAILABLE")
             with self.assertRaisesRegex(UserError, "was not AVAILABLE.*after 0.2s"):
-                export.wait_until_available(server.url, "nope", timeout=0.2, interval=0.05)
+                model_server.wait_until_available(server.url, "nope", timeout=0.2, interval=0.05)
 
     def test_grpc_client(self):
         try:
@@ -697,25 +698,25 @@ class ServingClientTest(tf.test.TestCase):
         port, stop = _start_grpc_server({NAME: self.loaded})
         try:
             encoded = list(self.images.values())[:2]
-            predictions = export.predict_grpc(f"127.0.0.1:{port}", NAME, encoded, timeout=30)
+            predictions = serving_client.predict_grpc(f"127.0.0.1:{port}", NAME, encoded, timeout=30)
             expected = self.expected(encoded)
             self.assertAllClose([p["probabilities"] for p in predictions],
                                 expected["probabilities"])
             self.assertEqual(predictions[0]["class_names"],
                              [CLASS_NAMES[c] for c in expected["classes"][0]])
             with self.assertRaisesRegex(UserError, "'nope' is not loaded"):
-                export.predict_grpc(f"127.0.0.1:{port}", "nope", encoded, timeout=30)
+                serving_client.predict_grpc(f"127.0.0.1:{port}", "nope", encoded, timeout=30)
             with self.assertRaisesRegex(UserError, "could not decode an image"):
-                export.predict_grpc(f"127.0.0.1:{port}", NAME, [b"garbage"], timeout=30)
+                serving_client.predict_grpc(f"127.0.0.1:{port}", NAME, [b"garbage"], timeout=30)
         finally:
             stop()
         with self.assertRaisesRegex(UserError, "Cannot reach TF Serving's gRPC API"):
-            export.predict_grpc(f"127.0.0.1:{free_port()}", NAME, encoded, timeout=10)
+            serving_client.predict_grpc(f"127.0.0.1:{free_port()}", NAME, encoded, timeout=10)
 
     def test_grpc_without_stubs_says_how_to_install(self):
         with mock.patch.dict(sys.modules, {"tensorflow_serving.apis": None}):
             with self.assertRaisesRegex(UserError, "pip install --no-deps 'tensorflow-serving-api"):
-                export.predict_grpc("127.0.0.1:1", NAME, [b"x"])
+                serving_client.predict_grpc("127.0.0.1:1", NAME, [b"x"])
 
     def test_serve_without_binary_says_how_to_run_it(self):
         empty_bin = self.root / "empty_bin"
@@ -731,18 +732,18 @@ class ServingClientTest(tf.test.TestCase):
 
     def test_serve_rejects_a_folder_without_versions(self):
         with self.assertRaisesRegex(UserError, "no version folder"):
-            export.start_model_server(self.root, NAME)
+            model_server.start_model_server(self.root, NAME)
 
     def test_serve_starts_the_binary_and_waits_until_available(self):
         with self.fake_binary():
             rest, grpc_port = free_port(), free_port()
-            server = export.start_model_server(self.base / NAME, NAME, rest, grpc_port,
+            server = model_server.start_model_server(self.base / NAME, NAME, rest, grpc_port,
                                                timeout=60)
             try:
                 self.assertEqual(server.available_versions(), [1])
                 self.assertIn(f"--rest_api_port={rest}", server.process.args)
                 with self.assertRaisesRegex(UserError, f"Port {rest} is already in use"):
-                    export.start_model_server(self.base / NAME, NAME, rest, free_port())
+                    model_server.start_model_server(self.base / NAME, NAME, rest, free_port())
             finally:
                 server.stop()
             code, out, err = run_cli(["serve", "--base", str(self.base / NAME), "--detach",
@@ -756,13 +757,13 @@ class ServingClientTest(tf.test.TestCase):
     def test_serve_reports_a_server_that_exits(self):
         with self.fake_binary('print("bad flag --foo", file=sys.stderr); sys.exit(3)'):
             with self.assertRaisesRegex(UserError, "exited with code 3.*bad flag --foo"):
-                export.start_model_server(self.base / NAME, NAME, free_port(), free_port())
+                model_server.start_model_server(self.base / NAME, NAME, free_port(), free_port())
 
     @contextlib.contextmanager
     def fake_binary(self, exit_early: str = ""):
         """Puts a stand-in ``tensorflow_model_server`` first on PATH."""
         folder = Path(tempfile.mkdtemp(dir=self.root))
-        script = folder / export.SERVER_BINARY
+        script = folder / model_server.SERVER_BINARY
         script.write_text(FAKE_SERVER_SCRIPT.format(python=sys.executable, exit_early=exit_early))
         script.chmod(0o755)
         with mock.patch.dict(os.environ, {"PATH": f"{folder}{os.pathsep}{os.environ['PATH']}"}):
@@ -770,14 +771,14 @@ class ServingClientTest(tf.test.TestCase):
 
     def test_end_to_end_with_tensorflow_model_server(self):
         if REAL_SERVER is None:
-            self.skipTest(f"{export.SERVER_BINARY} is not installed here (neither apt nor pip "
+            self.skipTest(f"{model_server.SERVER_BINARY} is not installed here (neither apt nor pip "
                           f"provide it on this machine); the REST client is tested against "
                           f"FakeTFServing instead")
         rest, grpc_port = free_port(), free_port()
-        server = export.start_model_server(self.base / NAME, NAME, rest, grpc_port, timeout=120)
+        server = model_server.start_model_server(self.base / NAME, NAME, rest, grpc_port, timeout=120)
         try:
             encoded = [self.images["png_rgb_20x24"], self.images["jpeg_45x50"]]
-            predictions = export.predict_rest(f"http://127.0.0.1:{rest}", NAME, encoded)
+            predictions = serving_client.predict_rest(f"http://127.0.0.1:{rest}", NAME, encoded)
             expected = self.expected(encoded)
             self.assertAllClose([p["probabilities"] for p in predictions],
                                 expected["probabilities"], atol=1e-5)

@@ -41,15 +41,15 @@ def register(subparsers):
 
 def run(args) -> dict:
     """Runs ``predict``; returns the result row the CLI prints."""
-    from tftransfer import export
+    from tftransfer import serving_client
     from tftransfer.errors import UserError
 
     if args.top_k is not None and args.top_k < 1:
         raise UserError(f"--top-k must be at least 1, got {args.top_k}.")
-    predictions = export.predict_files(args.images, args.server, args.model,
-                                       version=args.version, timeout=args.timeout,
-                                       grpc=args.grpc)
-    rows = [{"image": path, "top_k": export.top_k(p, args.top_k)}
+    predictions = serving_client.predict_files(args.images, args.server, args.model,
+                                               version=args.version, timeout=args.timeout,
+                                               grpc=args.grpc)
+    rows = [{"image": path, "top_k": serving_client.top_k(p, args.top_k)}
             for path, p in zip(args.images, predictions)]
     exported = len(predictions[0]["classes"])
     if args.top_k is not None and args.top_k > exported:

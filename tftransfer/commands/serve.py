@@ -37,11 +37,11 @@ def register(subparsers):
 def run(args) -> dict:
     """Runs ``serve``; returns the result row the CLI prints (after the server stops,
     or at once with ``--detach``)."""
-    from tftransfer import export
+    from tftransfer import model_server
 
     name = args.name or Path(args.base).resolve().name
-    server = export.start_model_server(args.base, name, args.rest_port, args.grpc_port,
-                                       args.timeout, args.log)
+    server = model_server.start_model_server(args.base, name, args.rest_port, args.grpc_port,
+                                             args.timeout, args.log)
     result = {"name": name, "base": str(Path(args.base).resolve()), "pid": server.process.pid,
               "rest": f"http://localhost:{args.rest_port}/v1/models/{name}",
               "grpc": f"localhost:{args.grpc_port}",
