@@ -20,8 +20,32 @@ def model_image_size(model) -> int:
     return int(shape[1])
 
 
+class _Progress:
+    """``evaluated done/total images, R images/s`` on stderr: rewritten in place on a
+    terminal; in a log file one line every ``LOG_EVERY_S`` seconds (and the last), so a log
+    is not one line of carriage returns."""
+
+    LOG_EVERY_S = 10.0
+
+    def __init__(self, total: int | None):
+        self.total, self.start, self.logged = total, time.time(), 0.0
+        self.tty = sys.stderr.isatty()
+
+    def update(self, done: int, final: bool = False) -> None:
+        """Reports ``done`` images evaluated so far (``final``: the last report)."""
+        elapsed = time.time() - self.start
+        if not (self.tty or final or elapsed - self.logged >= self.LOG_EVERY_S):
+            return
+        self.logged = elapsed
+        of = f"/{self.total}" if self.total else ""
+        line = (f"evaluated {done}{of} images, {done / max(elapsed, 1e-9):.0f} images/s, "
+                f"{elapsed:.0f}s")
+        end = "\n" if final or not self.tty else ""
+        print(("\r" if self.tty else "") + line, end=end, file=sys.stderr, flush=True)
+
+
 def accuracy(model, dataset: tf.data.Dataset, attack: AttackConfig | None = None,
-             implementation: str = "cleverhans") -> dict:
+             implementation: str = "cleverhans", total: int | None = None) -> dict:
     """Clean (and, with an attack, adversarial) accuracy and loss over ``dataset``.
 
     Args:
@@ -30,6 +54,7 @@ def accuracy(model, dataset: tf.data.Dataset, attack: AttackConfig | None = None
       attack: the attack to evaluate under (None or norm ``none``: clean only).
       implementation: ``cleverhans`` (the reference PGD) or ``ours`` (the method's
         registered function, ``attacks.attack_with``).
+      total: the number of images in ``dataset``, for the progress line (None: unknown).
 
     Returns:
       ``{"examples", "accuracy", "loss"}`` plus ``adversarial_accuracy`` with an attack.
@@ -38,7 +63,7 @@ def accuracy(model, dataset: tf.data.Dataset, attack: AttackConfig | None = None
     predict = tf.function(lambda x: tf.cast(model(x, training=False), tf.float32))
     adversary = tf.function(_adversary(model, attack, implementation)) if attacked else None
     correct = adv_correct = 0
-    loss_sum, count, start = 0.0, 0, time.time()
+    loss_sum, count, progress = 0.0, 0, _Progress(total)
     for images, labels in dataset:
         logits = predict(images)
         correct += int(tf.reduce_sum(tf.cast(tf.argmax(logits, 1, output_type=tf.int32) == labels,
@@ -50,8 +75,8 @@ def accuracy(model, dataset: tf.data.Dataset, attack: AttackConfig | None = None
             adv_correct += int(tf.reduce_sum(tf.cast(
                 tf.argmax(adv_logits, 1, output_type=tf.int32) == labels, tf.int32)))
         count += int(labels.shape[0])
-        print(f"\revaluated {count} examples ({time.time() - start:.0f}s)", end="", file=sys.stderr)
-    print("", file=sys.stderr)
+        progress.update(count)
+    progress.update(count, final=True)
     if count == 0:
         raise UserError("The evaluation set is empty.")
     result = {"examples": count, "accuracy": correct / count, "loss": loss_sum / count}
@@ -88,7 +113,8 @@ def evaluate_on_dataset(model, dataset_name: str, data_dir=None, download=True,
                if max_examples and max_examples < len(target.test) else None)
     ds = data.pipeline(target.test, indices, model_image_size(model), batch_size, cache=False)
     result = {"dataset": target.name, "split": "test"}
-    result.update(accuracy(model, ds, attack, implementation))
+    total = len(indices) if indices is not None else len(target.test)
+    result.update(accuracy(model, ds, attack, implementation, total))
     if attack is not None and attack.norm != "none":
         result.update(attack.describe())
         result["attack_implementation"] = implementation
