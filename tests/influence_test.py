@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from tftransfer import influence
+from tftransfer import influence_math, influence_plots, influence_ranking, influence_runs
 from tftransfer.errors import UserError
 
 
@@ -24,14 +24,14 @@ def make_problem(n=60, d=5, classes=3, seed=0):
 def fit(features, labels, classes, l2, iterations=100):
     """Newton's method on mean cross-entropy + l2/2 ||theta||^2, to machine precision."""
     d = features.shape[1]
-    head = influence.Head(np.zeros((d, classes)), np.zeros(classes), l2)
+    head = influence_math.Head(np.zeros((d, classes)), np.zeros(classes), l2)
     for _ in range(iterations):
-        gradient = influence.objective_gradient(head, features, labels)
+        gradient = influence_math.objective_gradient(head, features, labels)
         if np.linalg.norm(gradient) < 1e-13:
             break
-        step = np.linalg.solve(influence.exact_hessian(head, features, 0.0), gradient)
+        step = np.linalg.solve(influence_math.exact_hessian(head, features, 0.0), gradient)
         theta = head.theta - step.reshape(head.theta.shape)
-        head = influence.Head(theta[:-1], theta[-1], l2)
+        head = influence_math.Head(theta[:-1], theta[-1], l2)
     return head
 
 
@@ -44,34 +44,34 @@ class InfluenceMathTest(tf.test.TestCase):
         self.head = fit(self.features, self.labels, 3, self.l2)
 
     def test_fit_reaches_the_optimum(self):
-        gradient = influence.objective_gradient(self.head, self.features, self.labels)
+        gradient = influence_math.objective_gradient(self.head, self.features, self.labels)
         self.assertLess(np.linalg.norm(gradient), 1e-10)
 
     def test_gradients_match_autodiff(self):
         theta = tf.Variable(self.head.theta)
-        x = tf.constant(influence.with_bias_column(self.features[:4]))
+        x = tf.constant(influence_math.with_bias_column(self.features[:4]))
         with tf.GradientTape() as tape:
             logits = x[1:2] @ theta
             loss = tf.nn.sparse_softmax_cross_entropy_with_logits(self.labels[1:2], logits)
         expected = tape.gradient(loss, theta).numpy().ravel()
-        ours = influence.per_example_gradients(self.head, self.features[:4], self.labels[:4])[1]
+        ours = influence_math.per_example_gradients(self.head, self.features[:4], self.labels[:4])[1]
         self.assertAllClose(ours, expected, rtol=1e-10, atol=1e-12)
 
     def test_influence_predicts_leave_one_out_retraining(self):
         test_x, test_y = make_problem(n=3, seed=1)
-        result = influence.compute_influence(self.head, self.features, self.features,
+        result = influence_math.compute_influence(self.head, self.features, self.features,
                                              self.labels, test_x, test_y, damping=0.0,
                                              method="exact", train_targets=False)
         n = len(self.features)
         # Removing z_i is upweighting it by -1/n: the objective keeps l2 relative to the
         # sum over n, i.e. l2 * n / (n - 1) relative to the mean over the n - 1 left.
         predicted = -result.on_test / n
-        base = influence.losses(self.head, test_x, test_y)
+        base = influence_math.losses(self.head, test_x, test_y)
         actual = np.zeros_like(predicted)
         for i in range(n):
             keep = np.arange(n) != i
             retrained = fit(self.features[keep], self.labels[keep], 3, self.l2 * n / (n - 1))
-            actual[:, i] = influence.losses(retrained, test_x, test_y) - base
+            actual[:, i] = influence_math.losses(retrained, test_x, test_y) - base
         for row in range(len(test_y)):
             correlation = np.corrcoef(predicted[row], actual[row])[0, 1]
             self.assertGreaterEqual(correlation, 0.9)
@@ -81,15 +81,15 @@ class InfluenceMathTest(tf.test.TestCase):
 
     def test_hessian_vector_products_match_exact_hessian(self):
         vectors = np.random.default_rng(2).normal(size=(7, self.head.num_params))
-        hessian = influence.exact_hessian(self.head, self.features, damping=0.1)
-        products = influence.hessian_vector_products(self.head, self.features, vectors, 0.1)
+        hessian = influence_math.exact_hessian(self.head, self.features, damping=0.1)
+        products = influence_math.hessian_vector_products(self.head, self.features, vectors, 0.1)
         self.assertAllClose(products, vectors @ hessian, rtol=1e-9, atol=1e-11)
 
     def test_exact_and_cg_agree(self):
         test_x, test_y = make_problem(n=8, seed=3)
-        exact = influence.compute_influence(self.head, self.features, self.features[:20],
+        exact = influence_math.compute_influence(self.head, self.features, self.features[:20],
                                             self.labels[:20], test_x, test_y, 0.01, "exact")
-        cg = influence.compute_influence(self.head, self.features, self.features[:20],
+        cg = influence_math.compute_influence(self.head, self.features, self.features[:20],
                                          self.labels[:20], test_x, test_y, 0.01, "cg")
         self.assertEqual(cg.info["method"], "cg")
         self.assertAllClose(exact.on_test, cg.on_test, rtol=1e-7, atol=1e-10)
@@ -101,20 +101,20 @@ class InfluenceMathTest(tf.test.TestCase):
         features[:, 5] = 0.0
         head = fit(features, labels, 3, self.l2)
         test_x, test_y = make_problem(n=4, d=30, seed=5)  # its feature 5 is not dead
-        basis = influence.feature_basis(features)
+        basis = influence_math.feature_basis(features)
         self.assertEqual(basis.shape, (31, 12))
-        self.assertIsNone(influence.feature_basis(self.features))  # 60 images, 6 dims
-        full = influence.compute_influence(head, features, features, labels, test_x, test_y,
+        self.assertIsNone(influence_math.feature_basis(self.features))  # 60 images, 6 dims
+        full = influence_math.compute_influence(head, features, features, labels, test_x, test_y,
                                            0.01, "exact", reduce=False)
         for method in ("exact", "cg"):
-            reduced = influence.compute_influence(head, features, features, labels, test_x,
+            reduced = influence_math.compute_influence(head, features, features, labels, test_x,
                                                   test_y, 0.01, method)
             self.assertEqual(reduced.info["solved_params"], 36)
             self.assertAllClose(reduced.on_test, full.on_test, rtol=1e-7, atol=1e-10)
             self.assertAllClose(reduced.on_train, full.on_train, rtol=1e-7, atol=1e-10)
 
     def test_train_influence_is_symmetric_with_negative_self_influence(self):
-        result = influence.compute_influence(self.head, self.features, self.features[:10],
+        result = influence_math.compute_influence(self.head, self.features, self.features[:10],
                                              self.labels[:10], self.features[:2],
                                              self.labels[:2], 0.01)
         self.assertAllClose(result.on_train, result.on_train.T)
@@ -122,16 +122,16 @@ class InfluenceMathTest(tf.test.TestCase):
         self.assertTrue(np.all(np.diag(result.on_train) < 0))
 
     def test_singular_hessian_needs_damping(self):
-        head = influence.Head(self.head.kernel, self.head.bias, l2=0.0)
+        head = influence_math.Head(self.head.kernel, self.head.bias, l2=0.0)
         with self.assertRaisesRegex(UserError, "damping"):
-            influence.inverse_hvps(head, self.features, np.ones((1, head.num_params)), 0.0,
+            influence_math.inverse_hvps(head, self.features, np.ones((1, head.num_params)), 0.0,
                                    "exact")
 
     def test_auto_method_switches_on_size(self):
-        self.assertEqual(influence.choose_method("auto", 5000), "exact")
-        self.assertEqual(influence.choose_method("auto", 5001), "cg")
+        self.assertEqual(influence_math.choose_method("auto", 5000), "exact")
+        self.assertEqual(influence_math.choose_method("auto", 5001), "cg")
         with self.assertRaises(UserError):
-            influence.choose_method("svd", 10)
+            influence_math.choose_method("svd", 10)
 
 
 class MatchRatesTest(tf.test.TestCase):
@@ -141,12 +141,12 @@ class MatchRatesTest(tf.test.TestCase):
         test_labels = np.array([0, 1])
         scores = np.array([[-3.0, 1.0, -2.0, 0.0],     # helpful order: 0, 2, 3, 1
                            [0.0, 6.0, -2.0, -5.0]])   # helpful order: 3, 2, 0, 1
-        rates = influence.match_rates(influence.ranking_scores(scores, "helpful"),
+        rates = influence_ranking.match_rates(influence_ranking.ranking_scores(scores, "helpful"),
                                       train_labels, test_labels, top_k=10)
         self.assertAllEqual(rates["k"], [1, 2, 3, 4])  # top_k is capped at N
         self.assertAllClose(rates["match_rate"], [1.0, 0.5, 0.0, 0.5])
         self.assertAllClose(rates["cumulative_match_rate"], [1.0, 0.75, 0.5, 0.5])
-        by_size = influence.match_rates(influence.ranking_scores(scores, "absolute"),
+        by_size = influence_ranking.match_rates(influence_ranking.ranking_scores(scores, "absolute"),
                                         train_labels, test_labels, top_k=1)
         self.assertAllClose(by_size["match_rate"], [0.5])  # |I| first: image 0, image 1
 
@@ -154,14 +154,14 @@ class MatchRatesTest(tf.test.TestCase):
         labels = np.array([0, 1, 0])
         # Every image is most influential on itself; that rank must be skipped.
         scores = np.array([[9.0, 1.0, 2.0], [1.0, 9.0, 2.0], [2.0, 1.0, 9.0]])
-        rates = influence.match_rates(scores, labels, labels, top_k=5, exclude_self=True)
+        rates = influence_ranking.match_rates(scores, labels, labels, top_k=5, exclude_self=True)
         self.assertAllEqual(rates["k"], [1, 2])  # N - 1 other images
         # Rank 1 without self: images 2, 2, 0 (labels 0, 0, 0 for targets 0, 1, 0);
         # rank 2: images 1, 0, 1 (labels 1, 0, 1).
         self.assertAllClose(rates["match_rate"], [2 / 3, 0.0])
 
     def test_chance_rate(self):
-        self.assertAllClose(influence.chance_match_rate([0, 0, 1, 1], [0, 1]), 0.5)
+        self.assertAllClose(influence_ranking.chance_match_rate([0, 0, 1, 1], [0, 1]), 0.5)
 
 
 class HeadOfModelTest(tf.test.TestCase):
@@ -172,18 +172,18 @@ class HeadOfModelTest(tf.test.TestCase):
         hidden = keras.layers.Dense(4, activation="relu")(keras.layers.Flatten()(inputs))
         model = keras.Model(inputs, keras.layers.Dense(3, name="fc")(hidden))
         images = np.random.default_rng(0).random((5, 6, 6, 3)).astype(np.float32)
-        head = influence.head_of(model)
-        features = influence.head_features(
+        head = influence_runs.head_of(model)
+        features = influence_runs.head_features(
             model, tf.data.Dataset.from_tensor_slices((images, np.zeros(5))).batch(2))
         self.assertEqual(features.shape, (5, 4))
-        difference = influence.check_head_matches_model(model, head, images, features)
+        difference = influence_runs.check_head_matches_model(model, head, images, features)
         self.assertLess(difference, 1e-5)
 
     def test_model_without_fc_is_refused(self):
         inputs = keras.Input((4,))
         model = keras.Model(inputs, keras.layers.Dense(2, name="logits")(inputs))
         with self.assertRaisesRegex(UserError, "fc"):
-            influence.head_of(model)
+            influence_runs.head_of(model)
 
 
 class FiguresTest(tf.test.TestCase):
@@ -196,9 +196,9 @@ class FiguresTest(tf.test.TestCase):
                                           "k": [1, 2, 3], "match_rate": [0.9, 0.8, 0.7],
                                           "cumulative_match_rate": [0.9, 0.85, 0.8],
                                           "n_targets": 5, "chance": 0.1}))
-        figure = influence.plot_match_rates(pd.concat(rows))
+        figure = influence_plots.plot_match_rates(pd.concat(rows))
         with tempfile.TemporaryDirectory() as tmp:
-            path = influence._save(figure, Path(tmp) / "rates.png")
+            path = influence_plots.save(figure, Path(tmp) / "rates.png")
             self.assertTrue(path.read_bytes().startswith(b"\x89PNG"))
 
 
