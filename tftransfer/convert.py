@@ -478,6 +478,12 @@ def model_config(checkpoint: Checkpoint, arch: str, width: float, image_size: in
     return config
 
 
+def report_phase(message: str) -> None:
+    """One line of progress on stderr: a ResNet-50 conversion takes tens of seconds, in
+    phases that otherwise print nothing."""
+    print(f"convert: {message}", file=sys.stderr, flush=True)
+
+
 @dataclass(frozen=True)
 class Converted:
     """A converted checkpoint: the Keras model, the ``config.json`` it goes with (the caller
@@ -506,9 +512,18 @@ def convert(checkpoint_path, arch: str = "resnet50", width: float = 1.0,
       The model, its config and a result row: arch, num_classes, format, sha256 and
       max_abs_diff.
     """
-    checkpoint = read_checkpoint(checkpoint_path, trust_pickle=trust_pickle)
+    path = Path(checkpoint_path)
+    size = f" ({path.stat().st_size / 2**20:.1f} MiB)" if path.is_file() else ""
+    report_phase(f"reading checkpoint {path}{size}")
+    checkpoint = read_checkpoint(path, trust_pickle=trust_pickle)
+    report_phase(f"converting {len(checkpoint.state)} tensors ({checkpoint.format} layout) to "
+                 f"{arch} (width {width:g}, {image_size} px)")
     model = build_keras_model(checkpoint, arch, width, image_size)
-    max_abs_diff = verify(model, checkpoint, image_size) if check else None
+    max_abs_diff = None
+    if check:
+        report_phase("checking the logits against PyTorch on 2 random images")
+        max_abs_diff = verify(model, checkpoint, image_size)
+        report_phase(f"largest logit difference {max_abs_diff:.2g}")
     sha256 = file_sha256(checkpoint.path)
     config = model_config(checkpoint, arch, width, image_size, sha256, extra_config)
     if max_abs_diff is not None:

@@ -96,5 +96,6 @@ def _convert_checkpoint(args: argparse.Namespace) -> dict:
     converted = convert.convert(args.checkpoint, arch=args.arch, width=args.width,
                                 image_size=args.image_size, trust_pickle=args.trust_pickle,
                                 check=args.verify, extra_config=extra)
+    convert.report_phase(f"saving the model to {args.out}")
     saving.save_model_dir(converted.model, args.out, converted.config)
     return {"out": str(args.out), **converted.row}
