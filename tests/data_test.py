@@ -69,7 +69,7 @@ class PreprocessTest(tf.test.TestCase):
         images = (np.arange(10, dtype=np.uint8) * 20)[:, None, None, None] * np.ones(
             (1, 4, 4, 1), np.uint8)
         labels = np.arange(10, dtype=np.int32) % 3
-        image_set = data.ImageSet(labels, data._array_reader(images, labels), (4, 4, 1))
+        image_set = data.ImageSet(labels, data.array_reader(images, labels), (4, 4, 1))
         order = np.array([7, 2, 9, 0, 5])
         x, y = data.subset_arrays(image_set, order, 8, batch_size=2)  # 3 batches, the last short
         self.assertIsInstance(x, np.ndarray)

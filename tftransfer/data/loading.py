@@ -1,0 +1,44 @@
+"""``load``: a target name (TFDS) or path (image folder) -> ``TargetData``."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from tftransfer.data.folders import load_folder
+from tftransfer.data.sets import TargetData
+from tftransfer.data.tfds_loader import load_tfds
+
+
+def load(target: str, data_dir: str | None = None, download: bool = True,
+         test_fraction: float = 0.2, seed: int = 0) -> TargetData:
+    """Loads a TFDS dataset by name or a folder of images.
+
+    Args:
+      target: a TFDS name (``mnist``, ``cifar10``, ``oxford_flowers102``...) or a path to
+        a folder with ``train/`` and ``test/`` sub-folders of class folders, or with
+        class folders only (then a stratified ``test_fraction`` is held out).
+      data_dir: TFDS data directory (default: TFDS's own, honouring ``TFDS_DATA_DIR``).
+      download: let TFDS download and prepare a dataset that is not there yet.
+      test_fraction: held-out share for a folder without a ``test/`` sub-folder.
+      seed: seed of that hold-out (fixed, not the run's seed, so that every run and
+        ``evaluate`` see the same test images).
+
+    Returns:
+      A ``TargetData``.
+    """
+    if _looks_like_path(target):
+        return load_folder(target, test_fraction=test_fraction, seed=seed)
+    return load_tfds(target, data_dir=data_dir, download=download)
+
+
+# TFDS names with a config and/or version, e.g. "imagenet_resized/32x32:0.1.0".
+_TFDS_NAME = re.compile(r"^[a-z][a-z0-9_]*(/[A-Za-z0-9_.\-]+)?(:[0-9.*]+)?$")
+
+
+def _looks_like_path(target: str) -> bool:
+    # "name/config" is a TFDS name unless a folder of that name exists.
+    if Path(target).is_dir() or target.startswith((".", os.sep, "~")):
+        return True
+    return os.sep in target and not _TFDS_NAME.match(target)
