@@ -202,9 +202,18 @@ class SweepCommandTest(tf.test.TestCase):
         rows = ["run_key,sweep"] + [f"{c.key},cli-test" for c in
                                     sweeps.cells(pipelines.get("cli-test"))]
         (self.results / "results.csv").write_text("\n".join(rows) + "\n")
-        code, out, _ = run_cli("sweep", "--config", "cli-test", "--results", self.results)
+        code, out, err = run_cli("sweep", "--config", "cli-test", "--results", self.results)
         self.assertEqual(code, 0)
         self.assertEqual(json.loads(out.strip().splitlines()[-1])["finished_before"], 2)
+        # A finished directory (like the committed results/tiny) says why nothing ran.
+        self.assertIn(f"sweep cli-test: all 2 cells already have a row under {self.results}",
+                      err)
+        self.assertIn("give it a fresh directory: --results runs/cli-test", err)
+
+    def test_a_fresh_results_directory_runs_and_does_not_say_nothing_ran(self):
+        code, _, err = run_cli("sweep", "--config", "cli-test", "--results", self.results)
+        self.assertEqual(code, 1)  # the untrained source fails every run
+        self.assertNotIn("nothing ran", err)
 
     def test_list_prints_every_registered_sweep_with_its_description(self):
         code, out, err = run_cli("sweep", "--list")

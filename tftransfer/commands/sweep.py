@@ -50,8 +50,21 @@ def run(args) -> dict:
         return list_sweeps()
     sweep = load_grid(args.grid) if args.grid else pipelines.get(args.config)
     results = args.results or f"results/{sweep.name}"
-    return run_sweep(sweep, results, args.shard, args.max_runs, args.data_dir, args.download,
-                     args.save_models, sources=args.sources)
+    result = run_sweep(sweep, results, args.shard, args.max_runs, args.data_dir, args.download,
+                       args.save_models, sources=args.sources)
+    say_when_nothing_ran(result, results)
+    return result
+
+
+def say_when_nothing_ran(result: dict, results: str) -> None:
+    """Says on stderr why a sweep whose cells all have rows did nothing, and how to see it
+    run: results/tiny/ ships finished, so a newcomer's first ``sweep --config tiny`` would
+    otherwise end silently with "0 to run now"."""
+    if result["ran"] or result["failed"] or result["remaining"] or not result["cells"]:
+        return
+    print(f"sweep {result['sweep']}: all {result['cells']} cells already have a row under "
+          f"{results} (a re-run never repeats a finished cell), so nothing ran. To watch it "
+          f"run, give it a fresh directory: --results runs/{result['sweep']}", file=sys.stderr)
 
 
 def list_sweeps() -> dict:
