@@ -13,17 +13,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from tftransfer.analyses import ablation, blocks, paper_table, replication_answers
+from tftransfer.analyses import (ablation, blocks, fast_adversarial, paper_table,
+                                 replication_answers)
 
 
 @dataclass(frozen=True)
 class Analysis:
-    """A named analysis: ``markdown(results_dir)`` -> text written to ``results_dir / output``."""
+    """A named analysis: ``markdown(results_dir)`` -> text written to ``results_dir / output``.
+    ``standalone``: it reads its own inputs, so ``report`` builds no sweep report when only
+    standalone analyses are asked for."""
 
     name: str
     output: str
     markdown: Callable[[Path], str]
     description: str
+    standalone: bool = False
 
 
 def _answers(results_dir: Path) -> str:
@@ -52,4 +56,8 @@ ANALYSES = {a.name: a for a in (
              "results/replication-blocks; writes its figures there)"),
     Analysis("ablation", "ablation.md", _ablation,
              "issue 25's ablation table (run on results/replication-paper)"),
+    Analysis("fast-adversarial", "fast_adversarial.md", fast_adversarial.markdown,
+             "issue 24's fast robust sources: methods table, robust accuracy vs training time, "
+             "transfer beside the PGD source (run on results/fast-adversarial)",
+             standalone=True),
 )}
