@@ -86,4 +86,6 @@ def attack_config(args):
 def add_precision_argument(parser: argparse.ArgumentParser) -> None:
     """--precision float32 | mixed_float16 | mixed_bfloat16."""
     parser.add_argument("--precision", choices=PRECISIONS, default="float32",
-                        help="Keras dtype policy (mixed_bfloat16 is ~10-20%% faster on CPU)")
+                        help="Keras dtype policy: mixed_float16 for GPUs; whether mixed_bfloat16 is faster on a "
+                             "CPU depends on the CPU and the model (measure it with "
+                             "bench/photo_step.py)")
