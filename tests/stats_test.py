@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
-from tftransfer import stats
+from tftransfer import efficiency, stats, summary_markdown
 from tftransfer.commands import report
 from tftransfer.errors import UserError
 
@@ -166,7 +166,7 @@ class TrendTest(unittest.TestCase):
         trend = stats.difference_trend(differences)
         self.assertEqual(list(trend["n_sizes"]), [5, 5])
         self.assertAlmostEqual(trend.iloc[0].slope_per_doubling, -0.02, places=9)
-        self.assertIn("| 100 (90 epochs) |", stats.summary_tables_markdown(differences))
+        self.assertIn("| 100 (90 epochs) |", summary_markdown.summary_tables_markdown(differences))
 
     def test_two_epoch_budgets_for_the_same_cells_are_two_curves(self):
         per_n = {100 * 2 ** k: 0.10 - 0.02 * k for k in range(3)}
@@ -182,7 +182,7 @@ class TrendTest(unittest.TestCase):
         self.assertAlmostEqual(trend.iloc[0].slope_per_doubling, -0.05, places=9)
         self.assertTrue(math.isnan(trend.iloc[0].slope_ci_half))
         self.assertIn("| cifar10 | robust_l2 | 0 | +10.0 (N = 100) | +0.0 (N = 400) | -5.0 |",
-                      stats.trend_table_markdown(trend))
+                      summary_markdown.trend_table_markdown(trend))
 
 
 class EfficiencyTest(unittest.TestCase):
@@ -199,34 +199,34 @@ class EfficiencyTest(unittest.TestCase):
         return stats.summarize(table(rows))
 
     def test_ratio_four_on_grid_points(self):
-        efficiency = stats.data_efficiency(self.summary(4), NATURAL).set_index("train_images")
+        ratios = efficiency.data_efficiency(self.summary(4), NATURAL).set_index("train_images")
         for n in (400, 800, 1600):
-            self.assertEqual(efficiency.loc[n, "status"], "ok")
-            self.assertAlmostEqual(efficiency.loc[n, "ratio"], 4.0, places=6)
-        self.assertEqual(efficiency.loc[200, "status"], "below_range")
-        self.assertTrue(math.isnan(efficiency.loc[200, "ratio"]))
-        self.assertEqual(efficiency.loc[200, "ratio_text"], ">2.0")
+            self.assertEqual(ratios.loc[n, "status"], "ok")
+            self.assertAlmostEqual(ratios.loc[n, "ratio"], 4.0, places=6)
+        self.assertEqual(ratios.loc[200, "status"], "below_range")
+        self.assertTrue(math.isnan(ratios.loc[200, "ratio"]))
+        self.assertEqual(ratios.loc[200, "ratio_text"], ">2.0")
 
     def test_ratio_three_between_grid_points(self):
-        efficiency = stats.data_efficiency(self.summary(3), NATURAL).set_index("train_images")
+        ratios = efficiency.data_efficiency(self.summary(3), NATURAL).set_index("train_images")
         for n in (400, 800, 1600):
-            self.assertAlmostEqual(efficiency.loc[n, "ratio"], 3.0, places=6)
-        self.assertEqual(efficiency.loc[400, "ratio_text"], "3.0")
+            self.assertAlmostEqual(ratios.loc[n, "ratio"], 3.0, places=6)
+        self.assertEqual(ratios.loc[400, "ratio_text"], "3.0")
 
     def test_ratio_with_an_epoch_schedule_over_n(self):
         summary = self.summary(4)
         summary["epochs"] = summary["train_images"].map(lambda n: 3000 // n)
-        efficiency = stats.data_efficiency(summary, NATURAL).set_index("train_images")
-        self.assertAlmostEqual(efficiency.loc[800, "ratio"], 4.0, places=6)
+        ratios = efficiency.data_efficiency(summary, NATURAL).set_index("train_images")
+        self.assertAlmostEqual(ratios.loc[800, "ratio"], 4.0, places=6)
 
     def test_not_reached(self):
-        efficiency = stats.data_efficiency(self.summary(0.25), NATURAL).set_index("train_images")
-        self.assertEqual(efficiency.loc[1600, "status"], "not_reached")
-        self.assertEqual(efficiency.loc[1600, "ratio_text"], "<1.0")
-        self.assertAlmostEqual(efficiency.loc[400, "ratio"], 0.25, places=6)
+        ratios = efficiency.data_efficiency(self.summary(0.25), NATURAL).set_index("train_images")
+        self.assertEqual(ratios.loc[1600, "status"], "not_reached")
+        self.assertEqual(ratios.loc[1600, "ratio_text"], "<1.0")
+        self.assertAlmostEqual(ratios.loc[400, "ratio"], 0.25, places=6)
 
     def test_images_needed_interpolates_in_log_n(self):
-        needed, status = stats.images_needed([100, 400], [0.2, 0.4], 0.3)
+        needed, status = efficiency.images_needed([100, 400], [0.2, 0.4], 0.3)
         self.assertEqual(status, "ok")
         self.assertAlmostEqual(needed, 200.0)
 
@@ -238,7 +238,7 @@ class EpochSpeedupTest(unittest.TestCase):
         rows += [make_row(ROBUST, s, 0.7, curve=[0.45, 0.61, 0.65, 0.7]) for s in (0, 1)]
         rows.append(make_row(ROBUST, 0, 0.5, n=400, curve=[0.3, 0.4, 0.45, 0.5]))
         rows.append(make_row(NATURAL, 0, 0.6, n=400, curve=[0.3, 0.4, 0.5, 0.6]))
-        speedup = stats.epochs_speedup(table(rows), NATURAL).set_index("train_images")
+        speedup = efficiency.epochs_speedup(table(rows), NATURAL).set_index("train_images")
         self.assertEqual(speedup.loc[100, "baseline_epoch"], 4)
         self.assertEqual(speedup.loc[100, "source_epoch"], 2)
         self.assertAlmostEqual(speedup.loc[100, "speedup"], 2.0)
@@ -317,27 +317,27 @@ class MarkdownTest(unittest.TestCase):
             "|---:|:---:|:---:|",
             "| 100 | 68.7 / 83.8 (+15.1 ± 0.0) | 40.0 / 45.0 (+5.0 ± 0.0) |",
             f"| 400 | 81.0 / 85.5 (+4.5 ± {100 * half:.1f}) | – |"])
-        self.assertEqual(stats.summary_tables_markdown(differences), expected)
+        self.assertEqual(summary_markdown.summary_tables_markdown(differences), expected)
 
     def test_epoch_labels_and_curves_share_the_one_budget_per_cell_rule(self):
         rows = pd.DataFrame({"target": ["a", "b", "a", "b"], "source": "s", "unfrozen_blocks": 0,
                              "train_images": [100, 100, 400, 400], "epochs": [90, 90, 30, 30],
                              "text": ["x1", "y1", "x4", "y4"]})
-        self.assertEqual(stats._epochs_per_cell(rows, "train_images"), {100: 90, 400: 30})
-        self.assertIn("| 100 (90 epochs) | x1 | y1 |", stats.markdown_grid(rows, "text"))
+        self.assertEqual(stats.epochs_per_cell(rows, "train_images"), {100: 90, 400: 30})
+        self.assertIn("| 100 (90 epochs) | x1 | y1 |", summary_markdown.markdown_grid(rows, "text"))
         self.assertFalse(stats.epochs_is_a_variable(rows))
         # Target b's N = 100 trained longer: still one budget per (target, N) cell, so not a
         # variable, but N = 100 has no single budget to print as its label.
         uneven = rows.assign(epochs=[90, 120, 30, 30])
-        self.assertIsNone(stats._epochs_per_cell(uneven, "train_images"))
-        self.assertIn("| 100 | x1 | y1 |", stats.markdown_grid(uneven, "text"))
+        self.assertIsNone(stats.epochs_per_cell(uneven, "train_images"))
+        self.assertIn("| 100 | x1 | y1 |", summary_markdown.markdown_grid(uneven, "text"))
         self.assertFalse(stats.epochs_is_a_variable(uneven))
         self.assertTrue(stats.epochs_is_a_variable(pd.concat([rows, uneven])))
 
     def test_single_pair_has_no_plus_minus(self):
         row = {"baseline_mean": 0.5, "source_mean": 0.55, "difference_mean": 0.05,
                "difference_ci_half": float("nan")}
-        self.assertEqual(stats.difference_cell_text(row), "50.0 / 55.0 (+5.0)")
+        self.assertEqual(summary_markdown.difference_cell_text(row), "50.0 / 55.0 (+5.0)")
 
 
 class ReportCommandTest(unittest.TestCase):

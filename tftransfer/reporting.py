@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tftransfer import plots, runs, stats
+from tftransfer import efficiency, plots, runs, stats, summary_markdown
 from tftransfer.errors import UserError
 
 
@@ -66,8 +66,8 @@ def _compute(results_dir: Path, baseline: str | None) -> tuple[dict, list[str]]:
         tables = {"table": table, "baseline": baseline, "summary": summary, "curves": curves,
                   "differences": (differences := stats.paired_differences(table, baseline)),
                   "trend": stats.difference_trend(differences),
-                  "efficiency": stats.data_efficiency(summary, baseline),
-                  "speedup": stats.epochs_speedup(table, baseline, curves)}
+                  "efficiency": efficiency.data_efficiency(summary, baseline),
+                  "speedup": efficiency.epochs_speedup(table, baseline, curves)}
     notes = []
     for warning in caught:
         _log(f"warning: {warning.message}")
@@ -128,22 +128,22 @@ def report_markdown(tables: dict, notes: list[str], files) -> str:
              "Cells: mean test accuracy (%) of the baseline / the other source over the seeds "
              "both have, and the difference in percentage points ± the half-width of its 95% "
              "Student-t interval over the paired seeds (no ± with a single pair).\n\n"
-             + stats.summary_tables_markdown(tables["differences"]),
+             + summary_markdown.summary_tables_markdown(tables["differences"]),
              "## Does the difference shrink as N grows?\n\n"
              "The least-squares slope of the mean paired difference (percentage points) on "
              "log2 N: its change per doubling of the training images, with a 95% t-interval "
              "from the scatter of the cells about the line (3 or more sizes).\n\n"
-             + stats.trend_table_markdown(tables["trend"]),
+             + summary_markdown.trend_table_markdown(tables["trend"]),
              f"## Data efficiency: times fewer training images than {baseline}\n\n"
              f"Cells: N_{baseline} / N_source, where N_source is the number of images at which "
              f"the source's mean accuracy (interpolated linearly in log N) reaches {baseline}'s "
              "mean accuracy at N. `>x`: already reached at the smallest N measured (the ratio is "
              "at least x); `<x`: not reached by the largest N measured.\n\n"
-             + stats.efficiency_tables_markdown(tables["efficiency"]),
+             + summary_markdown.efficiency_tables_markdown(tables["efficiency"]),
              f"## Epochs to reach {baseline}'s final accuracy\n\n"
              f"Cells: first evaluated epoch at which {baseline}'s mean curve reaches its own final "
              "mean accuracy → the same for the source (speed-up).\n\n"
-             + stats.speedup_tables_markdown(tables["speedup"]),
+             + summary_markdown.speedup_tables_markdown(tables["speedup"]),
              "## Files\n\n" + "\n".join(f"- [{Path(p).name}]({Path(p).name})" for p in files)]
     return "\n\n".join(part for part in parts if part) + "\n"
 

@@ -48,6 +48,7 @@ from pathlib import Path
 from tftransfer import runs
 from tftransfer.config import SweepConfig, TransferConfig, apply_overrides, apply_recipe
 from tftransfer.errors import UserError
+from tftransfer.result_files import find_result_files
 
 LOCK_FILE = Path("runs") / ".lock"        # relative to the results directory
 CLAIMS_DIR = Path("runs") / ".claims"
@@ -152,8 +153,6 @@ def finished_keys(results_dir) -> set[str]:
     """The ``run_key`` of every row of every results file in ``results_dir`` (the files
     ``report`` merges, all shards included), so a cell finished under another shard
     layout counts as done."""
-    from tftransfer.stats import find_result_files  # pandas/scipy: only once a sweep runs
-
     try:
         files = find_result_files(results_dir)
     except UserError:  # no directory or no results file yet: nothing is finished

@@ -24,6 +24,7 @@ import pandas as pd
 
 from tftransfer import stats
 from tftransfer.analyses.paper_table import PAPER
+from tftransfer.efficiency import data_efficiency
 
 BLOCKS = {0: "head only", 3: "last stage"}
 TARGETS = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST"}
@@ -66,12 +67,12 @@ def paper_differences() -> dict:
 
 def paper_efficiency() -> dict:
     """(target, N) -> the paper's times-fewer-images ratio, computed from its table exactly
-    as ``report`` computes ours (``stats.data_efficiency``: interpolation in log N)."""
+    as ``report`` computes ours (``efficiency.data_efficiency``: interpolation in log N)."""
     rows = [{"target": target, "source": source, "train_images": n, "unfrozen_blocks": 3,
              "accuracy_mean": accuracy / 100}
             for target, by_n in PAPER.items() for n, (natural, robust, _) in by_n.items()
             for source, accuracy in (("natural", natural), ("robust", robust))]
-    efficiency = stats.data_efficiency(pd.DataFrame(rows), "natural")
+    efficiency = data_efficiency(pd.DataFrame(rows), "natural")
     return {(row.target, row.train_images): row.ratio_text for row in efficiency.itertuples()}
 
 
