@@ -9,10 +9,13 @@ from pathlib import Path
 from tftransfer.data.folders import load_folder
 from tftransfer.data.sets import TargetData
 from tftransfer.data.tfds_loader import load_tfds
+from tftransfer.errors import UserError
 
 
 def load(target: str, data_dir: str | None = None, download: bool = True,
-         test_fraction: float = 0.2, seed: int = 0) -> TargetData:
+         test_fraction: float = 0.2, seed: int = 0, image_key: str | None = None,
+         label_key: str | None = None, train_split: str | None = None,
+         test_split: str | None = None) -> TargetData:
     """Loads a TFDS dataset by name or a folder of images.
 
     Args:
@@ -24,13 +27,25 @@ def load(target: str, data_dir: str | None = None, download: bool = True,
       test_fraction: held-out share for a folder without a ``test/`` sub-folder.
       seed: seed of that hold-out (fixed, not the run's seed, so that every run and
         ``evaluate`` see the same test images).
+      image_key, label_key: TFDS feature keys of the images and the labels (default: the
+        builder's supervised keys, else its only image and its only class-label feature).
+      train_split, test_split: TFDS split names or slices (default: ``train``, and ``test``
+        or else ``validation``).
 
     Returns:
       A ``TargetData``.
     """
+    tfds_only = {"--image-key": image_key, "--label-key": label_key,
+                 "--train-split": train_split, "--test-split": test_split}
     if _looks_like_path(target):
+        given = [flag for flag, value in tfds_only.items() if value is not None]
+        if given:
+            raise UserError(f"{', '.join(given)} apply to TFDS datasets only; the image folder "
+                            f"{target!r} is split by its train/ and test/ sub-folders (or "
+                            f"--test-fraction).")
         return load_folder(target, test_fraction=test_fraction, seed=seed)
-    return load_tfds(target, data_dir=data_dir, download=download)
+    return load_tfds(target, data_dir=data_dir, download=download, image_key=image_key,
+                     label_key=label_key, train_split=train_split, test_split=test_split)
 
 
 # TFDS names with a config and/or version, e.g. "imagenet_resized/32x32:0.1.0".

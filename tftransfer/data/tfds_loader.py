@@ -12,13 +12,15 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from tftransfer.data.catalog import tfds_name
+from tftransfer.data.download_errors import explain
+from tftransfer.data.tfds_schema import layout
 from tftransfer.data.sets import ImageSet, TargetData, array_reader, decode
 from tftransfer.errors import UserError
 
 # Mirroring changes the meaning of digits and characters; everything else may flip.
 NO_FLIP_DATASETS = frozenset({"mnist", "kmnist", "emnist", "svhn_cropped", "omniglot",
                               "binarized_mnist", "fashion_mnist_digits"})
-_TEST_SPLIT_NAMES = ("test", "validation")
 
 
 def default_data_dir() -> str:
@@ -26,25 +28,25 @@ def default_data_dir() -> str:
     return os.environ.get("TFDS_DATA_DIR", os.path.expanduser("~/tensorflow_datasets"))
 
 
-def load_tfds(name: str, data_dir: str | None = None, download: bool = True) -> TargetData:
-    """Loads a TFDS image-classification dataset (see ``load``)."""
+def load_tfds(name: str, data_dir: str | None = None, download: bool = True,
+              image_key: str | None = None, label_key: str | None = None,
+              train_split: str | None = None, test_split: str | None = None) -> TargetData:
+    """Loads a TFDS image-classification dataset (see ``load``).
+
+    ``name`` may also be a robust-models-transfer name (``flowers``, ``pets``; ``catalog``).
+    The keys and splits default as ``tfds_schema.layout`` says; given ones are checked there.
+    """
+    name = tfds_name(name)
     builder = _tfds_builder(name, data_dir, download)
-    image_key, label_key = _supervised_keys(builder, name)
-    label_feature = builder.info.features[label_key]
-    class_names = tuple(label_feature.names)
-    # An empty split list means the metadata is not known in advance (tfds mock data).
-    splits = builder.info.splits or {"train": None, "test": None}
-    train_split = "train"
-    test_split = next((s for s in _TEST_SPLIT_NAMES if s in splits), None)
-    if train_split not in splits or test_split is None:
-        raise UserError(f"Dataset {name!r} has splits {sorted(builder.info.splits)}; "
-                        f"tftransfer needs a 'train' split and a 'test' (or 'validation') split.")
-    shape = tuple(builder.info.features[image_key].shape)
+    chosen = layout(builder, name, image_key, label_key, train_split, test_split)
+    class_names = tuple(builder.info.features[chosen.label_key].names)
+    shape = tuple(builder.info.features[chosen.image_key].shape)
     fixed = shape if None not in shape else None
+    keys = (chosen.image_key, chosen.label_key)
     return TargetData(
         name=name, class_names=class_names,
-        train=_tfds_split(builder, name, data_dir, train_split, image_key, label_key, fixed),
-        test=_tfds_split(builder, name, data_dir, test_split, image_key, label_key, fixed),
+        train=_tfds_split(builder, name, data_dir, chosen.train_split, *keys, fixed),
+        test=_tfds_split(builder, name, data_dir, chosen.test_split, *keys, fixed),
         flip=name not in NO_FLIP_DATASETS)
 
 
@@ -71,28 +73,13 @@ def _tfds_builder(name: str, data_dir: str | None, download: bool):
     print(f"Downloading and preparing {name!r} into {where} ...", file=sys.stderr)
     try:
         builder.download_and_prepare()
-    except Exception as error:  # network, checksum and manual-download errors all land here
-        raise UserError(
-            f"Could not download {name!r} into {where} ({type(error).__name__}: "
-            f"{str(error).splitlines()[0][:200]}); offline, prepare it elsewhere and point "
-            f"--data-dir at it.") from error
+    except Exception as error:  # network, module, checksum, manual-download errors: all here
+        raise UserError(explain(error, name, where)) from error
     return builder
 
 
 def _is_prepared(builder) -> bool:
     return tf.io.gfile.exists(os.path.join(str(builder.data_path), "dataset_info.json"))
-
-
-def _supervised_keys(builder, name: str):
-    keys = builder.info.supervised_keys
-    if not keys or len(keys) != 2:
-        raise UserError(f"Dataset {name!r} is not a supervised image-classification dataset.")
-    image_key, label_key = keys
-    import tensorflow_datasets as tfds
-
-    if not isinstance(builder.info.features[label_key], tfds.features.ClassLabel):
-        raise UserError(f"Dataset {name!r} has no class labels ({label_key!r} is not a ClassLabel).")
-    return image_key, label_key
 
 
 def _tfds_split(builder, name, data_dir, split, image_key, label_key, fixed_shape) -> ImageSet:
@@ -124,7 +111,6 @@ def _tfds_labels(builder, split, image_key, label_key) -> np.ndarray:
     return np.asarray(labels, dtype=np.int32)
 
 
-
 def _streaming_reader(builder, split, image_key, label_key, num_examples):
     """Reads selected examples of a split whose images differ in size.
 
@@ -150,7 +136,6 @@ def _streaming_reader(builder, split, image_key, label_key, num_examples):
         return ordered.map(lambda image, label: (decode(image), label),
                            num_parallel_calls=tf.data.AUTOTUNE)
     return read
-
 
 
 def prepared_datasets(data_dir: str | None = None) -> list[dict]:
