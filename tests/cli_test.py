@@ -4,6 +4,8 @@ import argparse
 import contextlib
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 from unittest import mock
 
@@ -63,6 +65,17 @@ class HelpTest(tf.test.TestCase):
                 self.assertIn(expected, text, command)
         code, out, _ = run_cli("--version")
         self.assertEqual((code, out.strip()), (0, f"tftransfer {tftransfer.__version__}"))
+
+    def test_parsing_imports_neither_keras_nor_tensorflow(self):
+        # --version and --help must answer at once, not after TensorFlow's 5-20 s import.
+        code = ("import sys; from tftransfer import cli; cli.build_parser(); "
+                "print(sorted({'keras', 'tensorflow'} & set(sys.modules)))")
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                check=True, cwd=Path(__file__).resolve().parents[1])
+        self.assertEqual(result.stdout.strip(), "[]")
+        from tftransfer import saving
+        from tftransfer.commands import evaluate
+        self.assertEqual(evaluate.TRUST_FLAG, saving.TRUST_FLAG)
 
     def test_eps_and_grpc_help_say_what_they_mean(self):
         text = " ".join(run_cli("evaluate", "--help")[1].split())

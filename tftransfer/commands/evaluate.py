@@ -30,10 +30,14 @@ def register(subparsers):
     return parser
 
 
+# saving.TRUST_FLAG, the flag saving.load_model's refusal names (tests/cli_test.py checks they
+# agree). Not imported: saving imports Keras, and every command registers its parser on every
+# start, so importing it here made even --version wait for TensorFlow (15-20 s when loaded).
+TRUST_FLAG = "--trust-saved-model"
+
+
 def add_trust_saved_model_argument(parser) -> None:
     """``--trust-saved-model``: the flag ``saving.load_model``'s refusal names."""
-    from tftransfer.saving import TRUST_FLAG
-
     parser.add_argument(TRUST_FLAG, action="store_true",
                         help="load a SavedModel that `export` did not write (or whose graph "
                              "has ops beyond pure computation); its ops run with your "
