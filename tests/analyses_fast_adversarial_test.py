@@ -149,6 +149,7 @@ def test_methods_table_times_accuracies_and_early_stop(layout):
                      "epoch 7, kept epoch 5", "done"]
     assert f"| {fa.PGD} | PGD-3 | 30 | 51.7 |" in text
     assert f"| {FREE} | free (m=4) | 8 | 10.0 | 1.2 |" in text
+    assert "| cifar10-resnet20-l2-eps0.5-free-16ep | free (m=4) | 16 | - |" in text
 
 
 def test_goal_half_the_time_within_two_points(layout):
