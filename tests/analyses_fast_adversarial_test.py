@@ -290,6 +290,9 @@ def test_report_command_with_everything(layout):
     assert f"Met by {fa.FAST}." in text and "**+1.0 ± 0.0**" in text
     assert (results / fa.FIGURE).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     methods = pd.read_csv(results / fa.METHODS_CSV).set_index("source")
+    pairs = pd.read_csv(results / fa.TRANSFER_CSV)
+    assert len(pairs) == 3 * 8  # fast and PGD against natural, fast against PGD, 8 cells
+    assert set(pairs.baseline) == {fa.NATURAL, fa.PGD} and (pairs.n_pairs == 3).all()
     assert methods.loc[fa.PGD, "train_seconds"] == pytest.approx(3100.0)
 
 

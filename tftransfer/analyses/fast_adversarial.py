@@ -12,9 +12,10 @@
 - ``robust_vs_time.png``: PGD-20 accuracy against training wall time, every method on one
   plot, the PGD-3 sources as reference points and the issue's goal (within 2 points of the
   30-epoch PGD-3 source in at most half its time) as a shaded region;
-- the transfer comparison of ``fast_adversarial.md``: for each target, N and number of
-  fine-tuned blocks, fast-minus-natural and PGD-minus-natural (and fast-minus-PGD), each paired
-  by seed with ``stats.paired_differences``, on the same seeds: the fast source's runs from
+- the transfer comparison of ``fast_adversarial.md`` (and ``transfer_differences.csv``):
+  for each target, N and number of fine-tuned blocks, fast-minus-natural and
+  PGD-minus-natural (and fast-minus-PGD), each paired by seed with
+  ``stats.paired_differences``, on the same seeds: the fast source's runs from
   ``transfer/`` (the ``fast-adversarial-transfer`` grid) and the natural and PGD-3 runs of the
   committed ``../replication`` results (the same protocol).
 
@@ -46,6 +47,7 @@ GRID = "fast-adversarial-transfer"
 BLOCKS = {0: "head only", 3: "last stage"}
 GOAL_POINTS, GOAL_TIME_FRACTION = 2.0, 0.5   # the goal against the PGD source
 METHODS_CSV, FIGURE = "methods.csv", "robust_vs_time.png"
+TRANSFER_CSV = "transfer_differences.csv"
 METHOD_LABELS = {"pgd": "PGD", "fgsm_rs": "FGSM-RS", "free": "free", "none": "natural"}
 
 
@@ -415,7 +417,10 @@ def markdown(results_dir, models_root=None) -> str:
     if combined is not None:
         against_natural, against_pgd, warned = transfer_differences(combined)
         notes += warned
+        runs.write_text_atomic(results_dir / TRANSFER_CSV, pd.concat(
+            [against_natural, against_pgd], ignore_index=True).to_csv(index=False))
         emit(transfer_markdown(against_natural, against_pgd) + "\n")
+        emit(f"Every paired difference, with its interval: [{TRANSFER_CSV}]({TRANSFER_CSV}).\n")
     if notes:
         emit("\n".join(f"- {note}" for note in notes) + "\n")
     return stream.getvalue()
