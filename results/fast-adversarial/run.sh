@@ -49,10 +49,14 @@ if [[ " $STAGES " == *" evaluate "* ]]; then
   for m in $METHODS; do evaluate "$(source_name "$m")"; done
   for s in $REFERENCE_SOURCES; do evaluate "$s"; done
 fi
+status=0
 if [[ " $STAGES " == *" transfer "* ]]; then
+  # Exit code 1 (some runs failed) is reported and the report still written; rerun to retry them.
   python main.py sweep --config fast-adversarial-transfer --results "$OUT/transfer" \
-    --data-dir "$DATA_DIR" --no-download | tail -1
+    --data-dir "$DATA_DIR" --no-download | tail -1 || { code=$?; (( code == 1 )) || exit "$code"; status=1; }
 fi
 if [[ " $STAGES " == *" report "* ]]; then
   python main.py report --results "$OUT" --analysis fast-adversarial | tail -1
 fi
+(( status == 0 )) || echo "fast-adversarial: some fine-tunes failed (errors above); rerun to retry." >&2
+exit "$status"
