@@ -24,7 +24,7 @@ torch = pytest.importorskip("torch")
 import tensorflow as tf  # noqa: E402
 from absl.testing import parameterized  # noqa: E402
 
-from tftransfer import convert, published, saving, sources  # noqa: E402
+from tftransfer import convert, hub, published, saving, sources  # noqa: E402
 from tftransfer.commands import convert as convert_command  # noqa: E402
 from tftransfer.errors import UserError  # noqa: E402
 
@@ -408,9 +408,9 @@ class PublishedTest(tf.test.TestCase):
         """A registry entry whose 'download' is a file:// URL to a tiny checkpoint."""
         source = Path(self.get_temp_dir()) / "tiny.pth"
         torch.save(tiny_state_dict(), source)
-        return published.PublishedModel(
+        return sources.Source(
             name="tiny-test", file_name="tiny.pth", urls=(source.as_uri(),), arch=TINY_ARCH,
-            attack="l2", eps=3.0, eps_label="3", imagenet_top1=None,
+            attack="l2", eps=3.0, eps_label="3",
             sha256=sha256 or convert.file_sha256(source)[:8], origin="test",
             width=TINY_WIDTH)
 
@@ -424,25 +424,25 @@ class PublishedTest(tf.test.TestCase):
             self.assertIn(name, names)
         entry = published.get("salman-resnet50-linf-eps4")
         self.assertAllClose(entry.eps, 4 / 255)
-        self.assertEqual((entry.file_name, entry.imagenet_top1),
+        self.assertEqual((entry.file_name, entry.metrics["imagenet_top1"]),
                          ("resnet50_linf_eps4.0.ckpt", 63.86))
         self.assertEqual(published.get("salman-resnet50-l2-eps0").attack, "none")
         for entry in published.REGISTRY.values():
             self.assertTrue(all(url.startswith("https://") for url in entry.urls))
 
-    def test_sources_know_published_names(self):
-        self.assertIn("robust-resnet50-l2-eps3", sources.names())
-        source = sources.get("robust-resnet50-l2-eps3")
+    def test_the_hub_knows_published_names(self):
+        self.assertIn("robust-resnet50-l2-eps3", hub.names())
+        source = hub.get("robust-resnet50-l2-eps3")
         self.assertEqual((source.arch, source.attack, source.eps), ("resnet50", "l2", 3.0))
-        self.assertIsNone(sources.resolve("no-such-source"))
+        self.assertIsNone(hub.get("no-such-source"))
 
-    def test_sources_resolve_uses_the_cache(self):
+    def test_the_hub_resolves_through_the_cache(self):
         directory = self.cache / "robust-resnet50-l2-eps3"
         directory.mkdir(parents=True)
         (directory / saving.MODEL_FILE).write_bytes(b"")
         (directory / saving.CONFIG_FILE).write_text("{}")
         with mock.patch.object(published, "_download_one", side_effect=AssertionError):
-            self.assertEqual(sources.resolve("robust-resnet50-l2-eps3"), directory)
+            self.assertEqual(hub.model_dir("robust-resnet50-l2-eps3"), directory)
 
     def test_offline_names_url_and_place(self):
         entry = published.get("robust-resnet50-l2-eps3")
@@ -452,7 +452,10 @@ class PublishedTest(tf.test.TestCase):
                 published.resolve("robust-resnet50-l2-eps3")
         message = str(raised.exception)
         self.assertIn(entry.urls[0], message)
+        self.assertIn(f"checkpoint file imagenet_l2_3_0.pt (from {entry.urls[0]}) into the "
+                      f"cache directory {self.cache / entry.name}/", message)
         self.assertIn(str(self.cache / entry.name / "imagenet_l2_3_0.pt"), message)
+        self.assertNotIn(". ", message.rstrip("."))  # one sentence
 
     def test_download_and_convert_once(self):
         import tftransfer

@@ -23,6 +23,7 @@ could not be found; those entries record None and say so wherever ``--trust-pick
 is mentioned. A file whose sha256 differs is moved aside (``*.rejected``), never loaded.
 The sha256 of every converted file is recorded in its ``config.json``.
 
+Each entry is a ``tftransfer.sources.Source`` (the record local sources use too).
 ``resolve(name)`` returns the cached model directory
 (``$TFTRANSFER_CACHE/<name>/`` or ``~/.cache/tftransfer/<name>/``), downloading
 and converting the checkpoint once.
@@ -35,10 +36,10 @@ import os
 import sys
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 from tftransfer.errors import UserError
+from tftransfer.sources import Source
 
 IMAGE_SIZE = 224
 _ROBUSTNESS_README = "https://github.com/MadryLab/robustness"
@@ -50,39 +51,6 @@ _AZURE_QUERY = ("?sv=2020-08-04&ss=bfqt&srt=sco&sp=rwdlacupitfx&se=2051-10-06T07
                 "&st=2021-10-05T23:09:59Z&spr=https,http"
                 "&sig=U69sEOSMlliobiw8OgiZpLTaYyOA5yt5pHHH5%2FKUYgI%3D")
 _TIMEOUT_SECONDS = 60
-
-
-@dataclass(frozen=True)
-class PublishedModel:
-    """A published checkpoint and what its authors report about it.
-
-    Attributes:
-      name: registry name (``--source NAME``).
-      file_name: the checkpoint's file name.
-      urls: download addresses, tried in order (mirrors after the first).
-      arch: ``tftransfer.resnet`` architecture.
-      attack: threat model it was trained against: none, l2 or linf.
-      eps: training eps in [0, 1] pixel space (L2 at 224 px).
-      eps_label: eps as the authors write it (``3``, ``4/255``).
-      imagenet_top1: published clean ImageNet top-1 accuracy in percent, or None.
-      sha256: published sha256 (or its published prefix), or None.
-      origin: which publication the file comes from.
-      width: channel multiplier (1.0 for every published model).
-      sha256_source: where ``sha256`` is published.
-    """
-
-    name: str
-    file_name: str
-    urls: tuple
-    arch: str
-    attack: str
-    eps: float
-    eps_label: str
-    imagenet_top1: float | None
-    sha256: str | None
-    origin: str
-    width: float = 1.0
-    sha256_source: str | None = None
 
 
 # The sha256 of each file of https://huggingface.co/madrylab/robust-imagenet-models as its
@@ -125,17 +93,27 @@ _HF_SHA256 = {
 _TORCH_HUB_HASH = "https://pytorch.org/docs/stable/hub.html#torch.hub.load_state_dict_from_url"
 
 
-def _salman(arch: str, attack: str, eps_label: str, file_eps: str, top1: float) -> PublishedModel:
+def _published(name: str, file_name: str, urls: tuple, arch: str, attack: str, eps: float,
+               eps_label: str, top1: float | None, sha256: str | None, origin: str,
+               sha256_source: str | None = None) -> Source:
+    """The record of one published ImageNet checkpoint (224 px, converted on first use)."""
+    return Source(
+        name=name, arch=arch, attack=attack, eps=eps, eps_label=eps_label, dataset="imagenet",
+        image_size=IMAGE_SIZE, description=f"published ImageNet {arch}, {attack} eps {eps_label}",
+        metrics={} if top1 is None else {"imagenet_top1": top1}, file_name=file_name,
+        urls=urls, sha256=sha256, sha256_source=sha256_source, origin=origin)
+
+
+def _salman(arch: str, attack: str, eps_label: str, file_eps: str, top1: float) -> Source:
     """An entry of Salman et al.'s table (robust-models-transfer README)."""
     file_name = f"{arch}_{attack}_eps{file_eps}.ckpt"
     eps = float(eps_label) if attack == "l2" else float(eps_label) / 255.0
     sha256 = _HF_SHA256.get(file_name)
-    return PublishedModel(
-        name=f"salman-{arch}-{attack}-eps{eps_label}", file_name=file_name,
-        urls=(_HF_MIRROR + file_name, _AZURE + file_name + _AZURE_QUERY), arch=arch,
-        attack="none" if eps == 0 else attack, eps=eps,
-        eps_label=eps_label if attack == "l2" else f"{eps_label}/255",
-        imagenet_top1=top1, sha256=sha256, origin=_SALMAN_README,
+    return _published(
+        f"salman-{arch}-{attack}-eps{eps_label}", file_name,
+        (_HF_MIRROR + file_name, _AZURE + file_name + _AZURE_QUERY), arch,
+        "none" if eps == 0 else attack, eps,
+        eps_label if attack == "l2" else f"{eps_label}/255", top1, sha256, _SALMAN_README,
         sha256_source=_HF_SHA256_SOURCE + file_name if sha256 else None)
 
 
@@ -152,35 +130,28 @@ _SALMAN_LINF = (
 )
 
 _ENTRIES = [
-    PublishedModel(
-        name="resnet50-natural", file_name="resnet50-0676ba61.pth",
-        urls=("https://download.pytorch.org/models/resnet50-0676ba61.pth",), arch="resnet50",
-        attack="none", eps=0.0, eps_label="0", imagenet_top1=76.13, sha256="0676ba61",
-        origin=f"torchvision IMAGENET1K_V1 (the eps=0 model of {_ROBUSTNESS_README})",
-        sha256_source=_TORCH_HUB_HASH),
+    _published("resnet50-natural", "resnet50-0676ba61.pth",
+               ("https://download.pytorch.org/models/resnet50-0676ba61.pth",), "resnet50",
+               "none", 0.0, "0", 76.13, "0676ba61",
+               f"torchvision IMAGENET1K_V1 (the eps=0 model of {_ROBUSTNESS_README})",
+               sha256_source=_TORCH_HUB_HASH),
     # The robustness README's Dropbox files: no checksum is published for them.
     # The README links Dropbox pages (?dl=0); ?dl=1 is the same file as a direct download.
-    PublishedModel(
-        name="robust-resnet50-l2-eps3", file_name="imagenet_l2_3_0.pt",
-        urls=("https://www.dropbox.com/s/knf4uimlqsi1yz8/imagenet_l2_3_0.pt?dl=1",),
-        arch="resnet50", attack="l2", eps=3.0, eps_label="3", imagenet_top1=57.90,
-        sha256=None, origin=_ROBUSTNESS_README),
-    PublishedModel(
-        name="robust-resnet50-linf-eps4", file_name="imagenet_linf_4.pt",
-        urls=("https://www.dropbox.com/s/axfuary2w1cnyrg/imagenet_linf_4.pt?dl=1",),
-        arch="resnet50", attack="linf", eps=4 / 255, eps_label="4/255", imagenet_top1=62.42,
-        sha256=None, origin=_ROBUSTNESS_README),
-    PublishedModel(
-        name="robust-resnet50-linf-eps8", file_name="imagenet_linf_8.pt",
-        urls=("https://www.dropbox.com/s/yxn15a9zklz3s8q/imagenet_linf_8.pt?dl=1",),
-        arch="resnet50", attack="linf", eps=8 / 255, eps_label="8/255", imagenet_top1=47.91,
-        sha256=None, origin=_ROBUSTNESS_README),
+    _published("robust-resnet50-l2-eps3", "imagenet_l2_3_0.pt",
+               ("https://www.dropbox.com/s/knf4uimlqsi1yz8/imagenet_l2_3_0.pt?dl=1",),
+               "resnet50", "l2", 3.0, "3", 57.90, None, _ROBUSTNESS_README),
+    _published("robust-resnet50-linf-eps4", "imagenet_linf_4.pt",
+               ("https://www.dropbox.com/s/axfuary2w1cnyrg/imagenet_linf_4.pt?dl=1",),
+               "resnet50", "linf", 4 / 255, "4/255", 62.42, None, _ROBUSTNESS_README),
+    _published("robust-resnet50-linf-eps8", "imagenet_linf_8.pt",
+               ("https://www.dropbox.com/s/yxn15a9zklz3s8q/imagenet_linf_8.pt?dl=1",),
+               "resnet50", "linf", 8 / 255, "8/255", 47.91, None, _ROBUSTNESS_README),
 ]
 for _arch, _column in (("resnet50", 3), ("resnet18", 2)):
     _ENTRIES += [_salman(_arch, "l2", row[0], row[1], row[_column]) for row in _SALMAN_L2]
     _ENTRIES += [_salman(_arch, "linf", row[0], row[1], row[_column]) for row in _SALMAN_LINF]
 
-REGISTRY: dict[str, PublishedModel] = {entry.name: entry for entry in _ENTRIES}
+REGISTRY: dict[str, Source] = {entry.name: entry for entry in _ENTRIES}
 
 
 def names() -> list[str]:
@@ -188,7 +159,7 @@ def names() -> list[str]:
     return list(REGISTRY)
 
 
-def get(name: str) -> PublishedModel | None:
+def get(name: str) -> Source | None:
     """The published model called ``name``, or None."""
     return REGISTRY.get(name)
 
@@ -198,12 +169,12 @@ def cache_root() -> Path:
     return Path(os.environ.get("TFTRANSFER_CACHE") or Path.home() / ".cache" / "tftransfer")
 
 
-def model_dir(entry: PublishedModel) -> Path:
+def model_dir(entry: Source) -> Path:
     """Where the converted model (and its downloaded checkpoint) is cached."""
     return cache_root() / entry.name
 
 
-def checkpoint_path(entry: PublishedModel) -> Path:
+def checkpoint_path(entry: Source) -> Path:
     """Where the downloaded checkpoint is kept (and where to put it by hand offline)."""
     return model_dir(entry) / entry.file_name
 
@@ -214,7 +185,8 @@ def table() -> str:
     rows = [("name", "arch", "attack", "eps", "top1%", "cached", "sha256", "file")]
     for entry in REGISTRY.values():
         cached = "yes" if _is_converted(model_dir(entry)) else "no"
-        top1 = "?" if entry.imagenet_top1 is None else f"{entry.imagenet_top1:.2f}"
+        top1 = entry.metrics.get("imagenet_top1")
+        top1 = "?" if top1 is None else f"{top1:.2f}"
         rows.append((entry.name, entry.arch, entry.attack, entry.eps_label, top1, cached,
                      _verification(entry), entry.file_name))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -228,7 +200,7 @@ def _is_converted(directory: Path) -> bool:
     return (directory / saving.MODEL_FILE).is_file() and (directory / saving.CONFIG_FILE).is_file()
 
 
-def checksum_status(entry: PublishedModel) -> str:
+def checksum_status(entry: Source) -> str:
     """How far a download of ``entry`` is verified, as a clause for messages."""
     if not entry.sha256:
         return ("tftransfer records no published sha256 for it, so nothing has verified that "
@@ -239,14 +211,14 @@ def checksum_status(entry: PublishedModel) -> str:
     return f"its sha256 matches the one published at {entry.sha256_source}"
 
 
-def _verification(entry: PublishedModel) -> str:
+def _verification(entry: Source) -> str:
     """``full``, ``prefix`` or ``none``: what ``download`` checked (recorded in config.json)."""
     if not entry.sha256:
         return "none"
     return "prefix" if len(entry.sha256) < 64 else "full"
 
 
-def _check_sha256(digest: str, path: Path, entry: PublishedModel, source: str) -> None:
+def _check_sha256(digest: str, path: Path, entry: Source, source: str) -> None:
     """Moves ``path`` aside and raises unless its ``digest`` matches the published sha256."""
     if entry.sha256 and not digest.startswith(entry.sha256.lower()):
         rejected = path.with_name(path.name + ".rejected")
@@ -257,31 +229,44 @@ def _check_sha256(digest: str, path: Path, entry: PublishedModel, source: str) -
                         f"not loaded, so download it again.")
 
 
-def _download_one(url: str, target: Path) -> str:
-    """Streams ``url`` into ``target`` (via a .part file), returning the sha256."""
+def _download_one(url: str, target: Path, progress: bool = True) -> str:
+    """Streams ``url`` into ``target`` (via a .part file), returning the sha256; with
+    ``progress``, the bytes received so far go to stderr every tenth (or 50 MB if the size
+    is not announced)."""
     partial = target.with_name(target.name + ".part")
     digest = hashlib.sha256()
     with urllib.request.urlopen(url, timeout=_TIMEOUT_SECONDS) as response:
         total = int(response.headers.get("Content-Length") or 0)
-        done, reported = 0, -10
+        done, reported = 0, 0
+        step = total // 10 if total else 50 << 20
         with open(partial, "wb") as out:
             for chunk in iter(lambda: response.read(1 << 20), b""):
                 out.write(chunk)
                 digest.update(chunk)
                 done += len(chunk)
-                if total and 100 * done // total >= reported + 10:  # progress every 10%
-                    reported = 100 * done // total
-                    print(f"  {target.name}: {reported}% of {total / 1e6:.0f} MB",
-                          file=sys.stderr)
+                if progress and (done - reported >= step or done == total):
+                    reported = done
+                    print(f"  {target.name}: {_bytes_done(done, total)}", file=sys.stderr)
     partial.replace(target)
     return digest.hexdigest()
 
 
-def download(entry: PublishedModel) -> Path:
+def _bytes_done(done: int, total: int) -> str:
+    """``12.3 of 102.5 MB (12%)``, or ``12.3 MB`` when the size is unknown."""
+    if not total:
+        return f"{done / 1e6:.1f} MB"
+    return f"{done / 1e6:.1f} of {total / 1e6:.1f} MB ({100 * done // total}%)"
+
+
+def download(entry: Source, progress: bool = True) -> Path:
     """Downloads the checkpoint once into the cache, checking the published sha256.
 
     A file already in the cache (downloaded before, or put there by hand) is checked too.
     A file whose sha256 differs is moved to ``*.rejected``; the next mirror is tried.
+
+    Args:
+      entry: a published record.
+      progress: report the download (address, bytes received) on stderr.
 
     Returns:
       The checkpoint path. Offline, stops with the URL to fetch and where to put it.
@@ -297,12 +282,13 @@ def download(entry: PublishedModel) -> Path:
     failures, mismatch = [], None
     for url in entry.urls:
         source = url.split("?")[0]
-        print(f"downloading {entry.name} from {source}", file=sys.stderr)
+        if progress:
+            print(f"downloading {entry.name} from {source}", file=sys.stderr)
         try:
-            digest = _download_one(url, target)
+            digest = _download_one(url, target, progress)
         except (urllib.error.URLError, OSError, ValueError) as error:
             # URLError/HTTPError/timeouts are OSErrors; ValueError: a malformed URL
-            failures.append(f"{source}: {error}")
+            failures.append(f"{source}: {str(error).rstrip('.')}")
             continue
         try:
             _check_sha256(digest, target, entry, source)
@@ -313,14 +299,20 @@ def download(entry: PublishedModel) -> Path:
         return target
     if mismatch is not None:
         raise mismatch
-    raise UserError(
-        f"Could not download {entry.name!r} ({'; '.join(failures)}). Download {entry.urls[0]} "
-        f"yourself and put it at {target} (or set TFTRANSFER_CACHE to a directory that holds "
-        f"{entry.name}/{entry.file_name}).")
+    raise offline_error(entry, failures[0])
 
 
-def ensure_converted(entry: PublishedModel, image_size: int = IMAGE_SIZE,
-                     trust_pickle: bool = False, out_dir=None) -> Path:
+def offline_error(entry: Source, reason: str) -> UserError:
+    """The one sentence for a checkpoint that cannot be downloaded: which file goes where."""
+    return UserError(
+        f"Could not download source {entry.name!r} ({reason}); put the checkpoint file "
+        f"{entry.file_name} (from {entry.urls[0]}) into the cache directory "
+        f"{model_dir(entry)}/, so that {checkpoint_path(entry)} exists (or set TFTRANSFER_CACHE "
+        f"to a folder that holds {entry.name}/{entry.file_name}), and run the command again.")
+
+
+def ensure_converted(entry: Source, image_size: int = IMAGE_SIZE,
+                     trust_pickle: bool = False, out_dir=None, progress: bool = True) -> Path:
     """The converted model directory of ``entry``, downloading and converting once.
 
     Args:
@@ -328,6 +320,7 @@ def ensure_converted(entry: PublishedModel, image_size: int = IMAGE_SIZE,
       image_size: input size of the converted model (224 for the published models).
       trust_pickle: allow an unsafe full unpickling (dill-pickled robustness files).
       out_dir: where to write the model; default the cache directory.
+      progress: report the download and the conversion on stderr.
 
     Returns:
       The model directory.
@@ -337,8 +330,9 @@ def ensure_converted(entry: PublishedModel, image_size: int = IMAGE_SIZE,
     directory = Path(out_dir) if out_dir else model_dir(entry)
     if _is_converted(directory):
         return directory
-    checkpoint = download(entry)
-    print(f"converting {checkpoint} -> {directory}", file=sys.stderr)
+    checkpoint = download(entry, progress)
+    if progress:
+        print(f"converting {checkpoint} -> {directory}", file=sys.stderr)
     try:
         converted = convert.convert(checkpoint, arch=entry.arch, width=entry.width,
                                     image_size=image_size, trust_pickle=trust_pickle,
@@ -353,7 +347,7 @@ def ensure_converted(entry: PublishedModel, image_size: int = IMAGE_SIZE,
     return directory
 
 
-def published_config(entry: PublishedModel) -> dict:
+def published_config(entry: Source) -> dict:
     """The facts about ``entry`` that go into the converted model's ``config.json``."""
     return {
         "dataset": "imagenet",
@@ -364,7 +358,7 @@ def published_config(entry: PublishedModel) -> dict:
             "name": entry.name,
             "origin": entry.origin,
             "url": entry.urls[0].split("?")[0],
-            "imagenet_top1": entry.imagenet_top1,
+            "imagenet_top1": entry.metrics.get("imagenet_top1"),
             "sha256": entry.sha256,
             "sha256_source": entry.sha256_source,
             "sha256_verified": _verification(entry),
@@ -372,9 +366,14 @@ def published_config(entry: PublishedModel) -> dict:
     }
 
 
-def resolve(name: str) -> Path | None:
+def is_cached(entry: Source) -> bool:
+    """Whether ``entry`` is converted in the cache already (no download on first use)."""
+    return _is_converted(model_dir(entry))
+
+
+def resolve(name: str, progress: bool = True) -> Path | None:
     """The converted model directory for a published name (None if not published)."""
     entry = REGISTRY.get(name)
     if entry is None:
         return None
-    return ensure_converted(entry)
+    return ensure_converted(entry, progress=progress)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import keras
 
 from tftransfer import hub, saving, sources
+from tftransfer.sources import threat_model  # noqa: F401 (one definition; callers import it here)
 
 DEFAULT_SOURCE = sources.DEFAULT_SOURCE
 
@@ -28,7 +29,7 @@ def load_source(reference: str | None) -> SourceModel:
     saving.check_fine_tunable(path)
     model = saving.load_model(path)
     config = saving.read_config(path)
-    registered = sources.get(reference)
+    registered = hub.get(reference)
     attack, eps = (registered.attack, registered.eps) if registered else threat_model(config)
     identity = {
         "source": reference,
@@ -40,21 +41,6 @@ def load_source(reference: str | None) -> SourceModel:
         "source_git_commit": config.get("git_commit"),
     }
     return SourceModel(model, identity)
-
-
-def threat_model(config: dict) -> tuple[str, float]:
-    """``(attack, eps)`` a source model was trained with, from its ``config.json``.
-
-    ``pretrain`` stores ``{"attack": {"attack": "l2", "eps": 0.5, ...}}``; ``convert``
-    stores ``{"attack": "l2", "eps": 3.0}`` (or ``None`` when the checkpoint's origin is
-    unknown). A model without either is taken as natural.
-    """
-    attack = config.get("attack")
-    if isinstance(attack, dict):
-        return str(attack.get("attack", "none")), float(attack.get("eps") or 0.0)
-    if isinstance(attack, str):
-        return attack, float(config.get("eps") or 0.0)
-    return "none", 0.0
 
 
 def with_input_size(model: keras.Model, image_size: int, precision: str | None = None,

@@ -6,6 +6,7 @@ Add a command by adding its module name here (in the order ``--help`` shows them
 
 COMMAND_MODULES = (
     "datasets",
+    "sources",
     "pretrain",
     "evaluate",
     "transfer",

@@ -6,7 +6,7 @@ from tftransfer.commands.common import add_data_arguments, add_precision_argumen
 
 
 def register(subparsers):
-    from tftransfer.sources import DEFAULT_SOURCE
+    from tftransfer.sources import DEFAULT_SOURCE, PHOTO_SOURCE, SMALL_IMAGE_MAX
     from tftransfer.config import TUNE_DEFAULT_MAX_TRIALS as DEFAULT_MAX_TRIALS
     from tftransfer.config import TUNERS
 
@@ -23,7 +23,9 @@ def register(subparsers):
                     "and KERASTUNER_ORACLE_PORT and start the same command once per process.")
     parser.add_argument("--target", required=True, help="TFDS name or image folder")
     parser.add_argument("--source", default=None,
-                        help=f"registered name or model path (default: {DEFAULT_SOURCE})")
+                        help=f"a source name (`python main.py sources` lists them) or a "
+                             f"model path (default: {DEFAULT_SOURCE} for targets of at most "
+                             f"{SMALL_IMAGE_MAX} px, {PHOTO_SOURCE} for larger ones)")
     parser.add_argument("--train-images", type=int, required=True,
                         help="N training images; the validation split is carved from them")
     parser.add_argument("--test-images", type=int, default=None,
