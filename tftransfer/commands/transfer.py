@@ -28,7 +28,7 @@ _RUN_FLAGS = ("source", "train_images", "test_images", "unfrozen_blocks", "eval_
 
 
 def register(subparsers):
-    from tftransfer.sources import DEFAULT_SOURCE
+    from tftransfer.sources import DEFAULT_SOURCE, PHOTO_SOURCE, SMALL_IMAGE_MAX
 
     parser = subparsers.add_parser(
         "transfer", help="fine-tune a source model on a target dataset",
@@ -49,7 +49,10 @@ def register(subparsers):
     parser.add_argument("--target", default=None,
                         help="TFDS name or image folder (required unless --resume RUN_DIR)")
     parser.add_argument("--source", default=None,
-                        help=f"registered name or model path (default: {DEFAULT_SOURCE})")
+                        help=f"a source name (`python main.py sources` lists them, local and "
+                             f"published) or a model path (default: {DEFAULT_SOURCE} for "
+                             f"targets of at most {SMALL_IMAGE_MAX} px, {PHOTO_SOURCE} for "
+                             f"larger ones; the run's first line says which and why)")
     parser.add_argument("--train-images", type=int, default=None,
                         help="number of training images in total (default: all)")
     parser.add_argument("--test-images", type=int, default=None,
