@@ -224,6 +224,44 @@ class DefaultSourceTest(ModelsFolderCase):
             hub.native_image_size("no_such_dataset", str(SHARED_TFDS))
 
 
+class TransferDefaultTest(ModelsFolderCase):
+    """``transfer`` without --source: the first stderr line names the choice and why."""
+
+    def test_a_small_target_runs_on_the_shipped_source(self):
+        folder = make_image_folder(Path(self.get_temp_dir()) / "small", size=(20, 24))
+        code, out, err = run_cli("transfer", "--target", folder, "--epochs", "1",
+                                 "--out", Path(self.get_temp_dir()) / "run")
+        self.assertEqual(code, 0, err)
+        self.assertEqual(err.splitlines()[0],
+                         f"source: {sources.DEFAULT_SOURCE} (no --source given; {folder}'s "
+                         f"images are 24 px (<= 64 px), so the shipped 32 px CIFAR-10 ResNet-20 "
+                         f"(L2 eps 0.5); `python main.py sources` lists the others)")
+        self.assertEqual(json.loads(out.splitlines()[-1])["source"], sources.DEFAULT_SOURCE)
+
+    def test_offline_a_photo_target_stops_with_the_file_and_the_cache_directory(self):
+        folder = make_image_folder(Path(self.get_temp_dir()) / "photos", size=(150, 200))
+        with mock.patch("urllib.request.urlopen", side_effect=urllib.error.URLError("offline")):
+            code, _, err = run_cli("transfer", "--target", folder,
+                                   "--out", Path(self.get_temp_dir()) / "run")
+        self.assertEqual(code, 2)
+        lines = err.splitlines()
+        self.assertTrue(lines[0].startswith(f"source: {sources.PHOTO_SOURCE} (no --source given; "
+                                            f"{folder}'s images are 200 px"), lines[0])
+        where = self.cache / sources.PHOTO_SOURCE
+        self.assertTrue(lines[-1].startswith(f"error: Could not download source "
+                                             f"{sources.PHOTO_SOURCE!r}"), lines[-1])
+        self.assertIn(f"put the checkpoint file imagenet_l2_3_0.pt (from ", lines[-1])
+        self.assertIn(f"into the cache directory {where}/", lines[-1])
+
+    def test_quiet_says_nothing_about_the_choice_or_the_download(self):
+        folder = make_image_folder(Path(self.get_temp_dir()) / "photos", size=(150, 200))
+        with mock.patch("urllib.request.urlopen", side_effect=urllib.error.URLError("offline")):
+            code, _, err = run_cli("transfer", "--target", folder, "--quiet",
+                                   "--out", Path(self.get_temp_dir()) / "run")
+        self.assertEqual(code, 2)
+        self.assertEqual(len(err.strip().splitlines()), 1, err)  # only the error sentence
+
+
 class OfflineTest(ModelsFolderCase):
 
     def test_offline_a_photo_source_says_which_file_goes_where(self):

@@ -16,6 +16,7 @@ result row).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import sys
@@ -25,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from tftransfer import checkpoints, data, runs, runtime, saving
+from tftransfer import checkpoints, data, hub, runs, runtime, saving
 from tftransfer.config import TransferConfig, to_dict
 from tftransfer.feature_cache import RunCache
 from tftransfer.networks import (HEAD_NAME, Network, attach_head, build_network,  # noqa: F401
@@ -101,6 +102,10 @@ def fine_tune(cfg: TransferConfig, cache: RunCache | None = None, save_model: bo
 def _fine_tune(cfg: TransferConfig, cache: RunCache, save_model: bool, verbose: bool,
                existing_run: str, checkpoint: bool, resume: bool) -> dict:
     """``fine_tune`` under its precision policy."""
+    if cfg.source is None:  # a default that fits the target; hub.default_source says why
+        cfg = dataclasses.replace(cfg, source=hub.default_source(
+            cfg.target, cfg.data.data_dir, cfg.data.image_size, verbose))
+    hub.model_dir(cfg.source, progress=verbose)  # a published source: fetched once, quiet if asked
     source = cache.source(cfg.source)
     out = Path(cfg.out) if cfg.out else default_run_dir(cfg, source)
     # A resumed run is compared with its checkpoint instead (resume_point), epochs aside.
