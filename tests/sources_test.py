@@ -262,6 +262,19 @@ class TransferDefaultTest(ModelsFolderCase):
         self.assertEqual(len(err.strip().splitlines()), 1, err)  # only the error sentence
 
 
+    def test_tune_resolves_the_default_once_for_search_retrain_and_directory(self):
+        from tftransfer.commands import tune as tune_command
+
+        for size, expected in (((20, 24), sources.DEFAULT_SOURCE),
+                               ((150, 200), sources.PHOTO_SOURCE)):
+            folder = make_image_folder(Path(self.get_temp_dir()) / f"t{size[0]}", size=size)
+            args = cli.build_parser().parse_args(["tune", "--target", str(folder),
+                                                  "--train-images", "8", "--quiet"])
+            cfg = tune_command.config_from_args(args)
+            self.assertEqual(cfg.base.source, expected)
+            self.assertIn(expected, cfg.directory)
+
+
 class OfflineTest(ModelsFolderCase):
 
     def test_offline_a_photo_source_says_which_file_goes_where(self):

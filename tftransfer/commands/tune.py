@@ -63,9 +63,13 @@ def register(subparsers):
 
 def config_from_args(args):
     """The TuneConfig that the command line describes."""
+    from tftransfer import hub
     from tftransfer.tuning import TuneConfig, base_config, default_directory
 
-    base = base_config(args.target, args.source, args.train_images, seed=args.seed,
+    # Resolved once here, so that the search, the retrain and the directory name agree.
+    source = args.source or hub.default_source(args.target, args.data_dir, args.image_size,
+                                               verbose=not args.quiet)
+    base = base_config(args.target, source, args.train_images, seed=args.seed,
                        precision=args.precision, data_dir=args.data_dir, download=args.download,
                        test_images=args.test_images, image_size=args.image_size)
     return TuneConfig(base=base, directory=args.dir or default_directory(base, args.tuner),
