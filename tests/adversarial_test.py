@@ -44,6 +44,16 @@ def _fit(trainer, x, y, epochs=40):
     return trainer
 
 
+def _one_sgd_step(trainer, x, y, sample_weight=None):
+    """The change of ``trainer.classifier``'s weights after one SGD step on all of ``x``."""
+    trainer.compile(optimizer=keras.optimizers.SGD(0.1),
+                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    before = [w.numpy() for w in trainer.classifier.trainable_weights]
+    trainer.fit(x, y, sample_weight=sample_weight, batch_size=len(x), epochs=1, verbose=0,
+                shuffle=False)
+    return [w.numpy() - b for w, b in zip(trainer.classifier.trainable_weights, before)]
+
+
 def _robust_accuracy(model, x, y, eps):
     x_adv = attacks.pgd(model, x, y, "l2", eps, steps=10)
     return float(np.mean(np.argmax(model(x_adv), 1) == y))
@@ -79,13 +89,38 @@ class AdversarialTrainerTest(tf.test.TestCase):
             keras.mixed_precision.set_global_policy("float32")
 
     def test_train_step_under_mixed_float16_uses_loss_scaling(self):
-        keras.mixed_precision.set_global_policy("mixed_float16")
-        try:
-            x, y = _two_blobs(128)
-            trainer = _fit(AdversarialTrainer(_classifier(), attack=ATTACK), x, y, epochs=1)
-            self.assertIsInstance(trainer.optimizer, keras.optimizers.LossScaleOptimizer)
-        finally:
-            keras.mixed_precision.set_global_policy("float32")
+        # Keras wraps the optimizer in a LossScaleOptimizer by itself, which divides every
+        # gradient by its scale (2**15 at first): a train_step that forgot scale_loss would
+        # move the weights 32768 times too little. One SGD step must match float32's.
+        x, y = _two_blobs(64)
+        steps = {}
+        for policy in ("float32", "mixed_float16"):
+            keras.mixed_precision.set_global_policy(policy)
+            try:
+                trainer = AdversarialTrainer(_classifier(), attack=ATTACK)
+                steps[policy] = _one_sgd_step(trainer, x, y)
+            finally:
+                keras.mixed_precision.set_global_policy("float32")
+        self.assertIsInstance(trainer.optimizer, keras.optimizers.LossScaleOptimizer)
+        for mixed, full in zip(steps["mixed_float16"], steps["float32"]):
+            self.assertGreater(np.abs(full).max(), 1e-4)
+            self.assertAllClose(mixed, full, atol=0.05 * np.abs(full).max())
+
+    def test_sample_weights_scale_each_examples_loss(self):
+        # With the mean-over-batch loss, weighting half of a batch by 0 gives half the SGD
+        # step of the other half alone; metrics are weighted means.
+        x, y = _two_blobs(64)
+        weights = np.repeat([1.0, 0.0], 32).astype("float32")
+        trainer = AdversarialTrainer(_classifier(), attack=ATTACK)
+        weighted = _one_sgd_step(trainer, x, y, weights)
+        first_half = _one_sgd_step(AdversarialTrainer(_classifier(), attack=ATTACK), x[:32],
+                                   y[:32])
+        for step, alone in zip(weighted, first_half):
+            self.assertAllClose(step, 0.5 * alone, atol=1e-6)
+        evaluated = trainer.evaluate(x, y, sample_weight=weights, verbose=0, return_dict=True)
+        alone = trainer.evaluate(x[:32], y[:32], verbose=0, return_dict=True)
+        self.assertAllClose(evaluated["accuracy"], alone["accuracy"])
+        self.assertAllClose(evaluated["loss"], alone["loss"], rtol=1e-5)
 
     def test_train_step_under_two_replica_mirrored_strategy(self):
         cpus = tf.config.list_logical_devices("CPU")

@@ -135,6 +135,43 @@ class AtomicBackupTest(tf.test.TestCase):
         self.assertEqual(self.backup(tiny_model()).restore(), 1)
 
 
+class ResumedHistoryTest(tf.test.TestCase):
+    """Resume goes through fit()'s public ``initial_epoch``, not Keras' private
+    ``model._initial_epoch``: the restored epoch reaches fit() and HistoryCSV that way."""
+
+    def test_the_history_keeps_the_rows_before_the_epoch_fit_resumes_at(self):
+        path = Path(self.get_temp_dir()) / "history.csv"
+        # A killed run's file: epochs 1-4, of which the checkpoint holds only 1-2.
+        path.write_text("epoch,loss\n" + "".join(f"{e},9.0\n" for e in range(1, 5)))
+        model = tiny_model()
+        x, y = np.zeros((4, 2), "float32"), np.zeros((4, 1), "float32")
+        model.fit(x, y, epochs=3, initial_epoch=2, verbose=0, callbacks=[HistoryCSV(path)])
+        with open(path) as handle:
+            rows = list(csv.DictReader(handle))
+        self.assertEqual([row["epoch"] for row in rows], ["1", "2", "3"])
+        self.assertEqual([row["loss"] for row in rows[:2]], ["9.0", "9.0"])  # kept as they were
+        self.assertNotEqual(rows[2]["loss"], "9.0")  # epoch 3 trained again
+
+    def test_the_backup_leaves_the_start_to_fit(self):
+        directory = Path(self.get_temp_dir()) / "checkpoint"
+        model = tiny_model()
+        backup = AtomicBackup(str(directory), double_checkpoint=True)
+        backup.set_model(model)
+        backup.on_epoch_end(0)
+        backup.on_epoch_end(1)
+        resumed = tiny_model()
+        backup = AtomicBackup(str(directory), double_checkpoint=True)
+        backup.set_model(resumed)
+        first = backup.restore()
+        history = resumed.fit(np.zeros((4, 2), "float32"), np.zeros((4, 1), "float32"),
+                              epochs=4, initial_epoch=first, verbose=0, callbacks=[backup])
+        self.assertEqual((first, history.epoch), (2, [2, 3]))
+        # Without initial_epoch, fit() starts from 0: the backup no longer sets Keras' state.
+        again = resumed.fit(np.zeros((4, 2), "float32"), np.zeros((4, 1), "float32"),
+                            epochs=1, verbose=0, callbacks=[backup])
+        self.assertEqual(again.epoch, [0])
+
+
 class ResumeTest(tf.test.TestCase):
     """Resuming a 3-epoch pretrain from damaged, moved or re-spelled run directories; each
     test starts from a copy of one run killed after its second epoch."""

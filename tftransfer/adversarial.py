@@ -12,7 +12,8 @@ in a row (``training.replay_batches``); the trainer itself only carries the pert
 so one step here is one replay, and the input gradient is that of the training-mode
 forward pass (that is what makes it free).
 Everything ``fit()`` offers keeps working: callbacks, the progress bar,
-``BackupAndRestore``, mixed precision (with loss scaling for float16) and
+``BackupAndRestore``, sample weights and ``class_weight`` (they scale each example's loss
+and metrics), mixed precision (with loss scaling for float16) and
 ``tf.distribute`` strategies (free training: one device). With norm ``none`` it is
 natural training through the same code, which keeps natural and robust runs comparable.
 """
@@ -79,24 +80,28 @@ class AdversarialTrainer(keras.Model):
         return tf.concat([tf.cast(x[:n_clean], x_adv.dtype), x_adv[n_clean:]], axis=0)
 
     def train_step(self, data):
-        x, y = data[0], data[1]
+        # (x, y) or (x, y, sample_weight): fit()'s class_weight arrives as the latter. The
+        # weights scale each example's loss; the inner maximization attacks every example.
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         if self.attack.replays_batches:
-            logits = self._free_replay(x, y)
+            logits = self._free_replay(x, y, sample_weight)
         else:
             x_train = self._training_inputs(x, y)
-            logits, _ = self._weight_update(x_train, y)
-        self._update_trackers(y, logits)
+            logits, _ = self._weight_update(x_train, y, sample_weight)
+        self._update_trackers(y, logits, sample_weight)
         return {m.name: m.result() for m in self.metrics if m is not self.adversarial_tracker}
 
-    def _weight_update(self, x_train, y, input_gradient=False):
-        """One optimizer step on ``x_train``; returns the logits and, if asked, the
-        gradient of the same (scaled) loss with respect to ``x_train``."""
+    def _weight_update(self, x_train, y, sample_weight=None, input_gradient=False):
+        """One optimizer step on ``x_train`` (its rows weighted by ``sample_weight``);
+        returns the logits and, if asked, the gradient of the same (scaled) loss with
+        respect to ``x_train``."""
         with tf.GradientTape() as tape:
             if input_gradient:
                 tape.watch(x_train)
             logits = self(x_train, training=True)
             # compute_loss adds regularization losses and scales for the distribution strategy.
-            loss = self.compute_loss(x=x_train, y=y, y_pred=logits, training=True)
+            loss = self.compute_loss(x=x_train, y=y, y_pred=logits, sample_weight=sample_weight,
+                                     training=True)
             loss = loss + self._l2_penalty()
             scaled = self.optimizer.scale_loss(loss)  # loss scaling under mixed_float16
         sources = self.trainable_variables + ([x_train] if input_gradient else [])
@@ -105,7 +110,7 @@ class AdversarialTrainer(keras.Model):
         self.optimizer.apply_gradients(zip(weights, self.trainable_variables))
         return logits, (gradients[-1] if input_gradient else None)
 
-    def _free_replay(self, x, y):
+    def _free_replay(self, x, y, sample_weight=None):
         """One replay of free training: the weight step at the carried perturbation, whose
         backward pass also gives the input gradient that moves the perturbation."""
         x = tf.cast(x, tf.float32)
@@ -114,7 +119,7 @@ class AdversarialTrainer(keras.Model):
         missing = tf.maximum(rows - tf.shape(carried)[0], 0)
         delta = tf.concat([carried, tf.zeros(tf.concat([[missing], tf.shape(x)[1:]], 0))], 0)
         x_adv = tf.clip_by_value(x + delta, 0.0, 1.0)
-        logits, grad = self._weight_update(x_adv, y, input_gradient=True)
+        logits, grad = self._weight_update(x_adv, y, sample_weight, input_gradient=True)
         x_next = attacks.free_step(x, x_adv, tf.cast(grad, tf.float32), self.attack.norm,
                                    self.attack.eps, self.attack.resolved_step_size)
         self._carried.assign(tf.concat([x_next - x, self._carried[rows:]], 0))
@@ -133,12 +138,13 @@ class AdversarialTrainer(keras.Model):
         return self._carried
 
     def test_step(self, data):
-        x, y = data[0], data[1]
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         logits = self(x, training=False)
-        self._update_trackers(y, logits)
+        self._update_trackers(y, logits, sample_weight)
         if self.eval_attack is not None:
             x_adv = attacks.attack_with(self.classifier, x, y, self.eval_attack)
-            self.adversarial_tracker.update_state(y, self(x_adv, training=False))
+            self.adversarial_tracker.update_state(y, self(x_adv, training=False),
+                                                  sample_weight=sample_weight)
         return {m.name: m.result() for m in self.metrics}
 
     def _l2_penalty(self):
@@ -150,11 +156,11 @@ class AdversarialTrainer(keras.Model):
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         return 0.5 * self.weight_decay * squares / replicas
 
-    def _update_trackers(self, y, logits):
+    def _update_trackers(self, y, logits, sample_weight=None):
         logits = tf.cast(logits, tf.float32)
         per_example = keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
-        self.loss_tracker.update_state(per_example)
-        self.accuracy_tracker.update_state(y, logits)
+        self.loss_tracker.update_state(per_example, sample_weight=sample_weight)
+        self.accuracy_tracker.update_state(y, logits, sample_weight=sample_weight)
 
     def get_config(self):
         config = super().get_config()

@@ -26,7 +26,8 @@ class HistoryCSV(keras.callbacks.Callback):
     """Writes one row per epoch to a CSV that survives interruption and resume.
 
     Rows are keyed by epoch and the file is rewritten atomically, so a run killed and
-    resumed (``BackupAndRestore``) never has duplicate or half rows.
+    resumed (``fit(initial_epoch=...)`` after ``AtomicBackup.restore``) never has duplicate
+    or half rows: the rows kept from the file are those up to the first epoch fit() runs.
 
     Args:
       path: the CSV file.
@@ -39,6 +40,7 @@ class HistoryCSV(keras.callbacks.Callback):
         self.extra = extra
         self.rows: dict[int, dict] = {}
         self._start = None
+        self._first_epoch_seen = False
 
     def on_train_begin(self, logs=None):
         self.rows = {}
@@ -46,10 +48,14 @@ class HistoryCSV(keras.callbacks.Callback):
             with open(self.path) as handle:
                 for row in csv.DictReader(handle):
                     self.rows[int(row["epoch"])] = row
-        first = getattr(self.model, "_initial_epoch", None) or 0
-        self.rows = {e: r for e, r in self.rows.items() if e <= first}
+        self._first_epoch_seen = False
 
     def on_epoch_begin(self, epoch, logs=None):
+        if not self._first_epoch_seen:
+            # The first epoch fit() runs is where it resumed (its initial_epoch): rows of
+            # later epochs are from a killed run's unfinished future and are dropped.
+            self.rows = {e: r for e, r in self.rows.items() if e <= epoch}
+            self._first_epoch_seen = True
         self._start = time.time()
         # The schedule is read at the epoch's first step: at its end it already gives the next.
         self._learning_rate = _current_learning_rate(self.model)
@@ -144,7 +150,10 @@ class AtomicBackup(keras.callbacks.BackupAndRestore):
         return self.restored_epoch
 
     def on_train_begin(self, logs=None):
-        self.model._initial_epoch = self.restore()
+        # Loads the weights if ``restore`` was not called yet. Where fit() starts is the
+        # caller's: ``fit(initial_epoch=backup.restore())`` (Keras' own BackupAndRestore
+        # sets the private ``model._initial_epoch`` instead).
+        self.restore()
 
     def _restore(self) -> int:
         pairs = [(self._weights_path, self._training_metadata_path)]

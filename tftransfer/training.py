@@ -111,8 +111,8 @@ def pretrain(cfg: PretrainConfig) -> dict:
           file=sys.stderr)
     start = time.time()
     with runtime.progress_to_stderr():
-        history = trainer.fit(train_ds, epochs=cfg.passes, validation_data=test_ds,
-                              callbacks=callbacks, shuffle=False,
+        history = trainer.fit(train_ds, epochs=cfg.passes, initial_epoch=first_epoch,
+                              validation_data=test_ds, callbacks=callbacks, shuffle=False,
                               steps_per_epoch=batches * replays,
                               validation_freq=evaluation_epochs(cfg.passes, cfg.eval_every),
                               verbose=1 if sys.stderr.isatty() else 2)
@@ -124,7 +124,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
     if cfg.attack.replays_batches:
         extra.update(free_replays=cfg.free_replays, passes=cfg.passes)
     return _finish(cfg, out, trainer, test_ds, target, image_size, len(train_idx),
-                   len(test_idx), time.time() - start, history, extra)
+                   len(test_idx), time.time() - start, history, extra, first_epoch)
 
 
 def replay_batches(dataset, replays: int):
@@ -294,7 +294,7 @@ def _differences(before: dict, now: dict, prefix: str = "") -> list[str]:
 
 
 def _finish(cfg, out, trainer, test_ds, target, image_size, n_train, n_test, seconds, history,
-            extra):
+            extra, first_epoch: int):
     with runtime.progress_to_stderr():
         results = trainer.evaluate(test_ds, verbose=0, return_dict=True)
     config = {
@@ -311,7 +311,7 @@ def _finish(cfg, out, trainer, test_ds, target, image_size, n_train, n_test, sec
     extended = {"extended_from": _extensions(out)} if _extensions(out) else {}
     config.update(extended)
     saving.save_model_dir(trainer.classifier, out, config)
-    epochs_run = len(history.epoch) + (getattr(trainer, "_initial_epoch", 0) or 0)
+    epochs_run = first_epoch + len(history.epoch)
     metrics = {
         "dataset": target.name, "split": "test", "examples": n_test,
         "accuracy": float(results["accuracy"]), "loss": float(results["loss"]),
