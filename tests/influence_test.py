@@ -188,7 +188,7 @@ class HeadOfModelTest(tf.test.TestCase):
 
 class FiguresTest(tf.test.TestCase):
 
-    def test_match_rate_figure_is_written(self):
+    def test_match_rate_figure_draws_each_models_rates_and_chance(self):
         rows = []
         for model in ("natural", "robust"):
             for targets in ("test", "train"):
@@ -197,6 +197,17 @@ class FiguresTest(tf.test.TestCase):
                                           "cumulative_match_rate": [0.9, 0.85, 0.8],
                                           "n_targets": 5, "chance": 0.1}))
         figure = influence_plots.plot_match_rates(pd.concat(rows))
+        # One panel per kind of target; in each, one line per model at 100 x its match rate
+        # and a dotted chance line at 100 x chance.
+        self.assertEqual([ax.get_title() for ax in figure.axes],
+                         ["test images as targets", "train images as targets (self excluded)"])
+        for ax in figure.axes:
+            solid = [line for line in ax.get_lines() if line.get_linestyle() == "-"]
+            self.assertEqual([line.get_label() for line in solid], ["natural", "robust"])
+            for line in solid:
+                self.assertAllClose(line.get_ydata(), [90, 80, 70])
+            dotted = [line for line in ax.get_lines() if line.get_linestyle() == ":"]
+            self.assertAllClose([line.get_ydata()[0] for line in dotted], [10, 10])
         with tempfile.TemporaryDirectory() as tmp:
             path = influence_plots.save(figure, Path(tmp) / "rates.png")
             self.assertTrue(path.read_bytes().startswith(b"\x89PNG"))

@@ -29,6 +29,14 @@ def constant_model(size=8, classes=3):
     return keras.Model(inputs, layer(flat))
 
 
+def linear_model(size=4, classes=3, seed=0):
+    """Softmax regression on the flattened pixels: its loss gradient has a closed form."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((size, size, 3))
+    dense = keras.layers.Dense(classes, bias_initializer="random_normal")
+    return keras.Model(inputs, dense(keras.layers.Flatten()(inputs))), dense
+
+
 def images(n=5, size=8, seed=0):
     return np.random.default_rng(seed).random((n, size, size, 3)).astype(np.float32)
 
@@ -45,6 +53,20 @@ class GradientTest(tf.test.TestCase):
                                  for i in range(5)])
         self.assertAllClose(batched, single, atol=1e-6)
         self.assertGreater(np.abs(batched).max(), 0.0)
+
+    def test_a_linear_model_gives_its_analytic_input_gradient(self):
+        # logits z = W^T x + b, so d CE(z, y) / dx = W (softmax(z) - onehot(y)).
+        model, dense = linear_model()
+        x, labels = images(4, size=4), np.array([0, 2, 1, 2])
+        kernel, bias = (w.numpy().astype(np.float64) for w in dense.weights)
+        flat = x.reshape(len(x), -1).astype(np.float64)
+        logits = flat @ kernel + bias
+        softmax = np.exp(logits - logits.max(1, keepdims=True))
+        softmax /= softmax.sum(1, keepdims=True)
+        expected = (softmax - np.eye(3)[labels]) @ kernel.T
+        gradients = saliency.loss_gradients(model, x, labels, batch_size=3)
+        self.assertAllClose(gradients.reshape(len(x), -1), expected, atol=1e-5)
+        self.assertGreater(np.abs(expected).max(), 1e-2)
 
     def test_constant_model_has_zero_gradient(self):
         gradients = saliency.loss_gradients(constant_model(), images(3), np.array([0, 1, 2]))
@@ -104,7 +126,15 @@ class RenderTest(tf.test.TestCase):
                                        smooth=False, samples=1, noise=0.0, seed=0)
                    for k, m in enumerate(models)]
         figure = saliency.saliency_figure(x, ["a", "b", "c"], columns)
-        self.assertEqual(len(figure.axes), 3 * 3)  # rows x (image + 2 models)
+        axes = np.array(figure.axes).reshape(3, 3)  # rows x (image + 2 models)
+        for i in range(3):
+            self.assertAllClose(axes[i, 0].images[0].get_array(), x[i])
+            self.assertEqual(axes[i, 0].get_ylabel(), "abc"[i])
+            for j, column in enumerate(columns):
+                # Each cell shows that model's rendered map of that image, not another's.
+                shown = axes[i, j + 1].images[0].get_array()
+                self.assertAllClose(shown, saliency.render(column.gradients, "abs")[i])
+        self.assertIn("predicted", axes[0, 2].get_title())  # 5 outputs: foreign classes
         with tempfile.TemporaryDirectory() as tmp:
             path = save_figure(figure, Path(tmp) / "saliency.png")
             self.assertTrue(path.read_bytes().startswith(b"\x89PNG"))
