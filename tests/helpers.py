@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -42,3 +44,17 @@ def make_source(directory, num_classes=10, size=32, seed=0):
     saving.save_model_dir(model, directory, {"arch": "resnet20", "image_size": size,
                                              "attack": {"attack": "none"}})
     return directory
+
+
+def config_from_command(command: str):
+    """The TransferConfig that a ``python main.py transfer ...`` command line trains (parsed
+    by the real CLI parser): how tests check a printed command against its config."""
+    from tftransfer.commands import transfer as transfer_command
+
+    words = shlex.split(command)
+    if words[:3] != ["python", "main.py", "transfer"]:
+        raise ValueError(f"not a transfer command: {command!r}")
+    parser = argparse.ArgumentParser(prog="main.py")
+    transfer_command.register(parser.add_subparsers())
+    return transfer_command.config_from_args(parser.parse_args(words[2:]))
+

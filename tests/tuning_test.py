@@ -19,8 +19,9 @@ import keras_tuner as kt
 import numpy as np
 import tensorflow as tf
 
-from tests.helpers import make_image_folder, make_source
-from tftransfer import cli, data, resnet, saving, tuning
+from tests.helpers import config_from_command, make_image_folder, make_source
+from tftransfer import cli, data, resnet, saving, search_space, tune_best, tuners, tuning
+from tftransfer.hypermodel import FineTuneHyperModel, prepare
 from tftransfer.errors import UserError
 
 
@@ -67,7 +68,7 @@ class SearchSpaceTest(TuningTestCase):
 
     def test_names_ranges_and_log_sampled_learning_rate(self):
         hp = kt.HyperParameters()
-        tuning.search_space(hp, [0, 1, 3, 6, -1], max_epochs=9, tune_epochs=True)
+        search_space.search_space(hp, [0, 1, 3, 6, -1], max_epochs=9, tune_epochs=True)
         space = {p.name: p for p in hp.space}
         self.assertEqual(set(space), {"learning_rate", "weight_decay", "unfrozen_blocks",
                                       "batch_size", "head_init", "label_smoothing", "epochs"})
@@ -85,7 +86,7 @@ class SearchSpaceTest(TuningTestCase):
 
     def test_log_sampling_spreads_over_decades(self):
         hp = kt.HyperParameters()
-        tuning.search_space(hp, [0, -1], 3, True)
+        search_space.search_space(hp, [0, -1], 3, True)
         lr = next(p for p in hp.space if p.name == "learning_rate")
         samples = np.array([lr.random_sample(seed) for seed in range(400)])
         # Log-uniform on [1e-3, 0.5]: about 37% of samples fall below 1e-2 (uniform: 2%).
@@ -93,21 +94,21 @@ class SearchSpaceTest(TuningTestCase):
 
     def test_hyperband_owns_epochs(self):
         hp = kt.HyperParameters()
-        tuning.search_space(hp, [0, -1], 9, tune_epochs=False)
+        search_space.search_space(hp, [0, -1], 9, tune_epochs=False)
         self.assertNotIn("epochs", [p.name for p in hp.space])
-        values = tuning.searched_values({**hp.values, "tuner/epochs": 3,
+        values = search_space.searched_values({**hp.values, "tuner/epochs": 3,
                                          "tuner/initial_epoch": 1}, max_epochs=9)
         self.assertEqual(values["epochs"], 3)
         self.assertFalse(any(k.startswith("tuner/") for k in values))
 
     def test_unfrozen_choices_follow_the_source(self):
         resnet20 = saving.load_model(self.source)
-        self.assertEqual(tuning.unfrozen_block_choices(resnet20), [0, 1, 3, 6, -1])
+        self.assertEqual(search_space.unfrozen_block_choices(resnet20), [0, 1, 3, 6, -1])
         resnet18 = resnet.build("resnet18", 10, 32, width=0.25)
-        self.assertEqual(tuning.unfrozen_block_choices(resnet18), [0, 1, 2, 4, 6, -1])
+        self.assertEqual(search_space.unfrozen_block_choices(resnet18), [0, 1, 2, 4, 6, -1])
         plain = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(),
                                   keras.layers.Dense(2)])
-        self.assertEqual(tuning.unfrozen_block_choices(plain), [0, -1])
+        self.assertEqual(search_space.unfrozen_block_choices(plain), [0, -1])
 
     def test_best_config_round_trips_through_the_transfer_command(self):
         base = tuning.base_config("my images/x", "src", train_images=40, seed=3,
@@ -115,8 +116,8 @@ class SearchSpaceTest(TuningTestCase):
                                   test_images=50, image_size=48)
         values = {"learning_rate": 0.0123456789, "weight_decay": 0.0, "unfrozen_blocks": -1,
                   "batch_size": 64, "head_init": "glorot", "label_smoothing": 0.1, "epochs": 7}
-        cfg = tuning.config_from_hps(dataclasses.replace(base, feature_cache="off"), values)
-        self.assertEqual(tuning.config_from_command(tuning.transfer_command(cfg)), cfg)
+        cfg = search_space.config_from_hps(dataclasses.replace(base, feature_cache="off"), values)
+        self.assertEqual(config_from_command(tune_best.transfer_command(cfg)), cfg)
 
     def test_best_trial_is_the_earliest_among_ties(self):
         def trial(trial_id, score, status="COMPLETED"):
@@ -126,10 +127,10 @@ class SearchSpaceTest(TuningTestCase):
         oracle = types.SimpleNamespace(trials={t.trial_id: t for t in trials},
                                        start_order=["0", "1", "2", "3"])
         tuner = types.SimpleNamespace(oracle=oracle, project_dir="d")
-        self.assertEqual(tuning.best_trial(tuner).trial_id, "0")
+        self.assertEqual(tune_best.best_trial(tuner).trial_id, "0")
         oracle.trials = {"3": trials[-1]}
         with self.assertRaisesRegex(UserError, "No trial of the search in d finished"):
-            tuning.best_trial(tuner)
+            tune_best.best_trial(tuner)
 
     def test_bad_settings_are_one_sentence_errors(self):
         base = tuning.base_config(self.folder, self.source, train_images=30)
@@ -139,16 +140,16 @@ class SearchSpaceTest(TuningTestCase):
             tuning.TuneConfig(base=tuning.base_config("x", None, None), directory="d")
         with mock.patch.dict(os.environ, {"KERASTUNER_ORACLE_IP": "127.0.0.1"}):
             with self.assertRaisesRegex(UserError, "KERASTUNER_ORACLE_PORT"):
-                tuning.role()
+                tuners.role()
         worker = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": "1",
                   "KERASTUNER_TUNER_ID": "tuner0"}
         with mock.patch.dict(os.environ, worker):
-            self.assertEqual(tuning.role(), "worker")
+            self.assertEqual(tuners.role(), "worker")
             with self.assertRaisesRegex(UserError, "chief only"):
-                tuning.make_tuner(self.tune_config(self.root / "w", overwrite=True), None)
+                tuners.make_tuner(self.tune_config(self.root / "w", overwrite=True), None)
         cfg = self.tune_config(self.root / "bad")
         with self.assertRaisesRegex(UserError, "more than the 9 residual blocks"):
-            tuning.FineTuneHyperModel(tuning.prepare(cfg), cfg.base, 2, True, (0, 12))
+            FineTuneHyperModel(prepare(cfg), cfg.base, 2, True, (0, 12))
 
 
 class _Unreadable:
@@ -164,7 +165,7 @@ class _Unreadable:
 class ValidationSplitTest(TuningTestCase):
 
     def test_validation_comes_from_the_n_training_images(self):
-        search_data = tuning.prepare(self.tune_config(self.root / "split"))
+        search_data = prepare(self.tune_config(self.root / "split"))
         fit, val = set(search_data.fit_idx.tolist()), set(search_data.val_idx.tolist())
         self.assertEmpty(fit & val)
         self.assertEqual(fit | val, set(search_data.train_idx.tolist()))
@@ -177,14 +178,14 @@ class ValidationSplitTest(TuningTestCase):
 
     def test_trials_never_read_the_test_split_and_never_change_the_source(self):
         cfg = self.tune_config(self.root / "poisoned")
-        search_data = tuning.prepare(cfg)
+        search_data = prepare(cfg)
         search_data.target = dataclasses.replace(
             search_data.target, test=_Unreadable(search_data.target.test.labels))
         source_weights = [w.copy() for w in search_data.source.model.get_weights()]
         # The last block trained on cached features, and the head on images (no cache).
         for unfrozen, feature_cache in ((1, "auto"), (0, "off")):
             base = dataclasses.replace(cfg.base, feature_cache=feature_cache)
-            hypermodel = tuning.FineTuneHyperModel(search_data, base, 1, tune_epochs=True)
+            hypermodel = FineTuneHyperModel(search_data, base, 1, tune_epochs=True)
             hp = kt.HyperParameters()
             hp.Fixed("unfrozen_blocks", unfrozen)
             hp.Fixed("learning_rate", 0.5)
@@ -198,7 +199,7 @@ class ValidationSplitTest(TuningTestCase):
     def test_trials_run_at_the_requested_precision(self):
         cfg = self.tune_config(self.root / "bf16")
         base = dataclasses.replace(cfg.base, precision="mixed_bfloat16")
-        hypermodel = tuning.FineTuneHyperModel(tuning.prepare(cfg), base, 1, True)
+        hypermodel = FineTuneHyperModel(prepare(cfg), base, 1, True)
         keras.backend.clear_session()  # what keras-tuner does before every build
         hypermodel.build(kt.HyperParameters())
         self.assertEqual(keras.mixed_precision.global_policy().name, "mixed_bfloat16")
@@ -215,11 +216,11 @@ def run_cli(argv):
 
 def search(cfg, search_data=None, verbose=False, callbacks=None):
     """Runs a search without the final retrain; returns the tuner."""
-    search_data = search_data or tuning.prepare(cfg)
-    hypermodel = tuning.FineTuneHyperModel(search_data, cfg.base, cfg.max_epochs,
+    search_data = search_data or prepare(cfg)
+    hypermodel = FineTuneHyperModel(search_data, cfg.base, cfg.max_epochs,
                                            cfg.tuner != "hyperband", cfg.unfrozen_choices)
-    tuner = tuning.make_tuner(cfg, hypermodel)
-    tuning.run_search(tuner, verbose=verbose, callbacks=callbacks)
+    tuner = tuners.make_tuner(cfg, hypermodel)
+    tuners.run_search(tuner, verbose=verbose, callbacks=callbacks)
     return tuner
 
 
@@ -264,16 +265,16 @@ class SearchTest(TuningTestCase):
         self.assertEqual(result["test_images"], 18)  # tested once, on the whole test split
         self.assertBetween(result["test_accuracy"], 0.0, 1.0)
         self.assertBetween(result["val_accuracy"], 0.0, 1.0)
-        best = json.loads((directory / tuning.BEST_HPS_FILE).read_text())
+        best = json.loads((directory / tune_best.BEST_HPS_FILE).read_text())
         self.assertEqual(best, result["best_hyperparameters"])
         self.assertIn(best["unfrozen_blocks"], (0, 1))
-        command = (directory / tuning.BEST_COMMAND_FILE).read_text().strip()
+        command = (directory / tune_best.BEST_COMMAND_FILE).read_text().strip()
         self.assertEqual(command, result["command"])
-        retrain = tuning.config_from_command(command)
+        retrain = config_from_command(command)
         self.assertEqual((retrain.unfrozen_blocks, retrain.epochs, retrain.data.train_images),
                          (best["unfrozen_blocks"], best["epochs"], 30))
         self.assertEqual(retrain.optim.learning_rate, best["learning_rate"])
-        self.assertTrue((directory / tuning.BEST_RUN_DIR / "model.keras").exists())
+        self.assertTrue((directory / tune_best.BEST_RUN_DIR / "model.keras").exists())
         # Rerunning a finished search trains nothing and does not test again.
         code, again = run_cli(argv)
         self.assertEqual((code, again["trials_run_here"], again["retrained"]), (0, [], False))
@@ -281,17 +282,17 @@ class SearchTest(TuningTestCase):
 
     def test_the_retrain_reuses_the_trials_trunk_features(self):
         cfg = self.tune_config(self.root / "reuse", max_trials=1)
-        search_data = tuning.prepare(cfg)
+        search_data = prepare(cfg)
         tuner = search(cfg, search_data)
         computed = search_data.cache.computed
         self.assertEqual(computed, 30)  # the trial's fitting and validation images
-        result = tuning.retrain_best(cfg, tuner, search_data, verbose=False)
+        result = tune_best.retrain_best(cfg, tuner, search_data, verbose=False)
         # The same 30 training images: only the test images are new to the cache.
         self.assertEqual(search_data.cache.computed - computed, result["test_images"])
 
     def test_resume_runs_only_the_missing_trials(self):
         cfg = self.tune_config(self.root / "resume", tuner="bayesian", max_trials=2)
-        search_data = tuning.prepare(cfg)
+        search_data = prepare(cfg)
         self.assertEqual(search(cfg, search_data).trials_run, ["0", "1"])
         resumed = search(dataclasses.replace(cfg, max_trials=3), search_data)
         self.assertEqual(resumed.trials_run, ["2"])
@@ -313,7 +314,7 @@ class ReproducibilityTest(TuningTestCase):
 
     def test_identical_searches_match_also_when_one_was_interrupted_and_resumed(self):
         cfg = self.tune_config(self.root / "repeat_a", max_trials=3, max_epochs=1)
-        search_data = tuning.prepare(cfg)
+        search_data = prepare(cfg)
         with contextlib.redirect_stderr(io.StringIO()):
             first = search(cfg, search_data, verbose=True)
         second = search(dataclasses.replace(cfg, directory=str(self.root / "repeat_b")),
@@ -329,22 +330,22 @@ class ReproducibilityTest(TuningTestCase):
         self.assertEqual(trials(resumed), trials(first))
         # The log numbers trials as keras-tuner's own log does ("Trial #1" is id "0").
         for trial_id, number in first.oracle._display.trial_number.items():
-            self.assertEqual(tuning.trial_number(first, trial_id), number)
+            self.assertEqual(tune_best.trial_number(first, trial_id), number)
 
     def test_seed_zero_is_a_fixed_oracle_seed(self):
-        seeds = {tuning.oracle_seed(seed) for seed in (0, 1, 2**32 - 2)}
+        seeds = {tuners.oracle_seed(seed) for seed in (0, 1, 2**32 - 2)}
         self.assertLen(seeds, 3)
         self.assertTrue(all(0 < seed < 2**32 for seed in seeds))
         cfg = self.tune_config(self.root / "seed0", tuner="random")
-        tuner = tuning.make_tuner(cfg, tuning.FineTuneHyperModel(
-            tuning.prepare(cfg), cfg.base, 1, True, (0, 1)))
-        self.assertEqual(tuner.oracle.seed, tuning.oracle_seed(0))
+        tuner = tuners.make_tuner(cfg, FineTuneHyperModel(
+            prepare(cfg), cfg.base, 1, True, (0, 1)))
+        self.assertEqual(tuner.oracle.seed, tuners.oracle_seed(0))
 
     def test_the_bayesian_oracle_resumes_its_random_state(self):
         def oracle():
-            return tuning.ResumableBayesianOracle(
-                objective=kt.Objective(tuning.OBJECTIVE, direction="max"), max_trials=5,
-                seed=tuning.oracle_seed(0))
+            return tuners.ResumableBayesianOracle(
+                objective=kt.Objective(tuners.OBJECTIVE, direction="max"), max_trials=5,
+                seed=tuners.oracle_seed(0))
         before = oracle()
         before._random_state.uniform(size=4)  # what the Gaussian-process phase draws
         state = json.loads(json.dumps(before.get_state()))  # as saved in the search dir
@@ -355,7 +356,7 @@ class ReproducibilityTest(TuningTestCase):
 
     def test_unfrozen_choices_without_head_only(self):
         hp = kt.HyperParameters()
-        self.assertEqual(tuning.search_space(hp, [3, 4], 2, True)["unfrozen_blocks"], 3)
+        self.assertEqual(search_space.search_space(hp, [3, 4], 2, True)["unfrozen_blocks"], 3)
         tuner = search(self.tune_config(self.root / "no_head_only", unfrozen_choices=(3, 4),
                                         max_epochs=1))
         searched = [values["unfrozen_blocks"] for _, values, status, _ in trials(tuner)
