@@ -66,5 +66,36 @@ def test_the_check_finds_a_circle():
 
 
 def test_saving_knows_files_only():
-    assert not import_graph()["tftransfer.saving"] & {"tftransfer.sources", "tftransfer.hub",
-                                                      "tftransfer.published", "tftransfer.export"}
+    graph = import_graph()
+    names = {"tftransfer.sources", "tftransfer.hub", "tftransfer.published", "tftransfer.export"}
+    for module in ("tftransfer.saving", "tftransfer.saved_model_trust",
+                   "tftransfer.saved_model_view"):
+        assert not graph[module] & names, module
+
+
+def reachable(graph, start) -> set[str]:
+    """Every module ``start`` imports, directly or through others."""
+    seen, todo = set(), [start]
+    while todo:
+        for nxt in graph[todo.pop()] - seen:
+            seen.add(nxt)
+            todo.append(nxt)
+    return seen
+
+
+def test_the_library_never_imports_the_cli():
+    graph = import_graph()
+    for module in graph:
+        if module.startswith(("tftransfer.commands", "tftransfer.cli")) or module == "tftransfer":
+            continue
+        cli = {m for m in graph[module] if m.startswith("tftransfer.commands") or
+               m == "tftransfer.cli"}
+        assert not cli, f"{module} imports {sorted(cli)}"
+
+
+def test_recording_does_not_depend_on_reporting():
+    # A sweep records rows; reading and summarizing them is report's, never the other way.
+    reporting = {"tftransfer.stats", "tftransfer.results_table", "tftransfer.reporting",
+                 "tftransfer.efficiency", "tftransfer.summary_markdown", "tftransfer.plots"}
+    for module in ("tftransfer.sweeps", "tftransfer.sweep_state", "tftransfer.sweep_grid"):
+        assert not reachable(import_graph(), module) & reporting, module
