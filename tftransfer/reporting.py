@@ -1,9 +1,9 @@
 """The ``report`` command's work: sweep results -> summary CSVs, paper-style markdown tables and figures.
 
-Reads every ``results*.csv`` shard in ``--results``, and writes to ``--out``
-(default ``<results>/report``): ``summary.csv`` (mean and 95% CI per cell),
-``differences.csv`` (paired by seed), ``trend.csv`` (the difference's change per
-doubling of N), ``efficiency.csv`` (training-image savings),
+Reads every ``results*.csv`` shard in the results directory (``--results``), and writes
+to the output directory (``--out``, default ``<results>/report``): ``summary.csv`` (mean
+and 95% CI per cell), ``differences.csv`` (paired by seed), ``trend.csv`` (the
+difference's change per doubling of N), ``efficiency.csv`` (training-image savings),
 ``speedup.csv`` (epochs to reach the baseline's accuracy), ``summary.md`` and PNG
 figures. No TensorFlow is imported.
 """
@@ -25,20 +25,28 @@ def _log(message: str) -> None:
     print(f"[report] {message}", file=sys.stderr, flush=True)
 
 
-def build_report(args) -> dict:
+def build_report(results_dir, out_dir=None, baseline: str | None = None,
+                 curve_images=None) -> dict:
     """Builds the report described in the module docstring.
+
+    Args:
+      results_dir: the sweep's output directory (its ``results*.csv`` shards).
+      out_dir: where the report goes (default ``<results_dir>/report``).
+      baseline: the source the others are compared with (default: the one natural source).
+      curve_images: the N values of the accuracy-vs-epochs figures (default: smallest,
+        middle and largest).
 
     Returns:
       ``{"report_dir", "runs", "cells", "sources", "baseline", "files", "warnings"}``.
     """
-    results_dir = Path(args.results)
-    out_dir = Path(args.out) if args.out else results_dir / "report"
-    tables, notes = _compute(results_dir, args.baseline)
+    results_dir = Path(results_dir)
+    out_dir = Path(out_dir) if out_dir else results_dir / "report"
+    tables, notes = _compute(results_dir, baseline)
     table = tables["table"]
-    _check_curve_images(args.curve_images, table)
+    _check_curve_images(curve_images, table)
     _log(f"{len(table)} runs, {len(tables['summary'])} cells, baseline {tables['baseline']!r}")
     files = _write_tables(tables, out_dir)
-    files += _write_figures(tables, out_dir, args.curve_images)
+    files += _write_figures(tables, out_dir, curve_images)
     files.append(_write_markdown(tables, notes, files, out_dir))
     _log(f"wrote {len(files)} files to {out_dir}")
     return {"report_dir": str(out_dir), "runs": len(table), "cells": len(tables["summary"]),

@@ -52,7 +52,8 @@ def run(args) -> dict:
     if args.analysis and all(ANALYSES[name].standalone for name in args.analysis):
         result = {"results": str(args.results)}  # they read their own inputs: no sweep report
     else:
-        result = reporting.build_report(args)
+        result = reporting.build_report(args.results, args.out, args.baseline,
+                                        args.curve_images)
     for name in args.analysis:
         analysis = ANALYSES[name]
         path = Path(args.results) / analysis.output
