@@ -14,12 +14,15 @@ download failed) and ``folders``; ``sets``
 ``preprocess`` and ``augmentation`` (one image); ``pipelines`` (batched ``tf.data``).
 """
 
-from tftransfer.data.augmentation import augment, paper_augment, rotate, stateless_augment
+from tftransfer.data.augmentation import (AUGMENT_POLICIES, augment, augment_example,
+                                          imagenet_augment, paper_augment,
+                                          random_resized_crop, rotate, stateless_augment)
+from tftransfer.data.catalog import TRANSFER_DATASETS
 from tftransfer.data.folders import IMAGE_EXTENSIONS, load_folder
 from tftransfer.data.loading import load
 from tftransfer.data.normalization import TARGET_STATISTICS, target_statistics
 from tftransfer.data.pipelines import epoch_batches, pipeline, subset_arrays, training_pipeline
-from tftransfer.data.preprocess import to_model_input
+from tftransfer.data.preprocess import RESIZE_MODES, Preprocessing, center_crop, to_model_input
 from tftransfer.data.sets import ImageSet, TargetData, array_reader
 from tftransfer.data.subsets import (nested_order, random_subset, select_subset,
                                      split_validation, stratified_holdout)
@@ -27,6 +30,8 @@ from tftransfer.data.tfds_loader import (NO_FLIP_DATASETS, default_data_dir, loa
                                          prepared_datasets)
 
 __all__ = [
+    "AUGMENT_POLICIES", "RESIZE_MODES", "TRANSFER_DATASETS", "Preprocessing", "augment_example",
+    "center_crop", "imagenet_augment", "random_resized_crop",
     "IMAGE_EXTENSIONS", "NO_FLIP_DATASETS", "TARGET_STATISTICS", "ImageSet", "TargetData",
     "array_reader", "augment", "default_data_dir", "epoch_batches", "load", "load_folder",
     "load_tfds", "nested_order", "paper_augment", "pipeline", "prepared_datasets",

@@ -1,9 +1,13 @@
-"""Training augmentations: pad-and-crop + flip (+ jitter), and the paper's target augmentation."""
+"""Training augmentations, as named presets (``--augment``): ``cifar`` (pad-and-crop + flip,
+optional jitter), ``paper`` (the paper's target augmentation) and ``imagenet`` (random-resized
+crop + flip). Flips are the caller's to switch off (digits)."""
 
 from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf
+
+from tftransfer.data.preprocess import resize
 
 
 def augment(image, flip: bool, color_jitter: bool = False):
@@ -79,3 +83,45 @@ def stateless_augment(image, seed, flip: bool, color_jitter: bool = False):
         image = tf.image.stateless_random_saturation(image, 0.8, 1.2, seeds[4])
         image = tf.clip_by_value(image, 0.0, 1.0)
     return image
+
+
+def random_resized_crop(image, size: int, seed, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
+    """torchvision's ``RandomResizedCrop(size)`` with stateless ops: a box of ``scale`` of the
+    area and ``ratio`` aspect (10 tries, else the whole image), resized to ``size`` square."""
+    begin, extent, _ = tf.image.stateless_sample_distorted_bounding_box(
+        tf.shape(image), bounding_boxes=tf.zeros([1, 0, 4]), seed=seed, area_range=scale,
+        aspect_ratio_range=ratio, max_attempts=10, use_image_if_no_bounding_boxes=True)
+    box = tf.slice(image, begin, extent)
+    return resize(box, (size, size))
+
+
+def imagenet_augment(image, seed, size: int, flip: bool = True):
+    """The ImageNet-style training augmentation of microsoft/robust-models-transfer
+    (``RandomResizedCrop(size)``, ``RandomHorizontalFlip``), stateless (``seed``: [2] ints)."""
+    seeds = tf.random.experimental.stateless_split(seed, num=2)
+    image = random_resized_crop(image, size, seeds[0])
+    if flip:
+        image = tf.image.stateless_random_flip_left_right(image, seeds[1])
+    return image
+
+
+# --augment names -> DataConfig.augment_policy (the names written in config.json).
+AUGMENT_POLICIES = {"cifar": "pad_crop_flip", "paper": "utrera2021", "imagenet": "imagenet"}
+# Policies that work on the whole resized image (not on the evaluation crop).
+WHOLE_IMAGE_POLICIES = ("imagenet",)
+
+
+def augment_example(policy: str, image, seed, flip: bool, color_jitter: bool = False,
+                    size: int | None = None):
+    """One training image augmented by ``policy`` (a value of ``AUGMENT_POLICIES``).
+
+    ``imagenet`` takes the image with its shorter side at ``size`` and returns the ``size``
+    square; the others keep the shape of the (already square) image.
+    """
+    if policy == "utrera2021":
+        return paper_augment(image, seed, flip)
+    if policy == "imagenet":
+        return imagenet_augment(image, seed, size, flip)
+    if policy == "pad_crop_flip":
+        return stateless_augment(image, seed, flip, color_jitter)
+    raise ValueError(f"unknown augmentation policy {policy!r}")

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from tftransfer.data.folders import load_folder
+from tftransfer.data.preprocess import Preprocessing
 from tftransfer.data.sets import TargetData
 from tftransfer.data.tfds_loader import load_tfds
 from tftransfer.errors import UserError
@@ -15,7 +16,8 @@ from tftransfer.errors import UserError
 def load(target: str, data_dir: str | None = None, download: bool = True,
          test_fraction: float = 0.2, seed: int = 0, image_key: str | None = None,
          label_key: str | None = None, train_split: str | None = None,
-         test_split: str | None = None) -> TargetData:
+         test_split: str | None = None, resize: str = "center_crop",
+         crop_fraction: float = 1.0) -> TargetData:
     """Loads a TFDS dataset by name or a folder of images.
 
     Args:
@@ -31,10 +33,13 @@ def load(target: str, data_dir: str | None = None, download: bool = True,
         builder's supervised keys, else its only image and its only class-label feature).
       train_split, test_split: TFDS split names or slices (default: ``train``, and ``test``
         or else ``validation``).
+      resize, crop_fraction: how images become the evaluation input (``Preprocessing``:
+        the centre square of the shorter side by default, or ``squash``).
 
     Returns:
       A ``TargetData``.
     """
+    preprocessing = Preprocessing(resize, crop_fraction)
     tfds_only = {"--image-key": image_key, "--label-key": label_key,
                  "--train-split": train_split, "--test-split": test_split}
     if _looks_like_path(target):
@@ -43,9 +48,12 @@ def load(target: str, data_dir: str | None = None, download: bool = True,
             raise UserError(f"{', '.join(given)} apply to TFDS datasets only; the image folder "
                             f"{target!r} is split by its train/ and test/ sub-folders (or "
                             f"--test-fraction).")
-        return load_folder(target, test_fraction=test_fraction, seed=seed)
-    return load_tfds(target, data_dir=data_dir, download=download, image_key=image_key,
-                     label_key=label_key, train_split=train_split, test_split=test_split)
+        target_data = load_folder(target, test_fraction=test_fraction, seed=seed)
+    else:
+        target_data = load_tfds(target, data_dir=data_dir, download=download,
+                                image_key=image_key, label_key=label_key,
+                                train_split=train_split, test_split=test_split)
+    return target_data.with_preprocessing(preprocessing)
 
 
 # TFDS names with a config and/or version, e.g. "imagenet_resized/32x32:0.1.0".

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from tftransfer.data.augmentation import augment, paper_augment, stateless_augment
-from tftransfer.data.preprocess import to_model_input
+from tftransfer.data.augmentation import WHOLE_IMAGE_POLICIES, augment, augment_example
+from tftransfer.data.preprocess import resize_shorter_side, to_model_input, unit_rgb
 from tftransfer.data.sets import ImageSet
 from tftransfer.errors import UserError
 
@@ -71,19 +71,27 @@ def training_pipeline(image_set: ImageSet, indices, image_size: int | None, batc
     """The training input of ``epochs`` epochs: decoded once and cached, then shuffled per
     epoch and (optionally) augmented with stateless ops; see ``epoch_batches``.
 
-    ``policy``: ``pad_crop_flip`` (``stateless_augment``) or ``utrera2021``
-    (``paper_augment``)."""
+    ``policy``: a value of ``augmentation.AUGMENT_POLICIES``: ``pad_crop_flip``
+    (``stateless_augment``) and ``utrera2021`` (``paper_augment``, none at all for grayscale
+    images, as the paper) work on the evaluation input; ``imagenet`` (``imagenet_augment``)
+    crops the whole image, cached with its shorter side at ``image_size``."""
     indices = np.arange(len(image_set)) if indices is None else np.asarray(indices)
     if image_size is None and image_set.fixed_shape is None:
         raise UserError("This dataset has images of different sizes: give an --image-size.")
-    examples = image_set.read(indices).map(lambda x, y: (to_model_input(x, image_size), y),
-                                           num_parallel_calls=tf.data.AUTOTUNE).cache()
+    augmentation = augmentation and not (policy == "utrera2021" and image_set.grayscale)
+    whole = augmentation and policy in WHOLE_IMAGE_POLICIES
+    size = image_size or min(image_set.fixed_shape[:2])
+
+    def prepare(x, y):
+        if whole:
+            return resize_shorter_side(unit_rgb(x), size), y
+        return to_model_input(x, image_size, image_set.preprocessing), y
+
+    examples = image_set.read(indices).map(prepare, num_parallel_calls=tf.data.AUTOTUNE).cache()
     augment_fn = None
     if augmentation:
         def augment_fn(x, y, example_seed):
-            if policy == "utrera2021":
-                return paper_augment(x, example_seed, flip), y
-            return stateless_augment(x, example_seed, flip, color_jitter), y
+            return augment_example(policy, x, example_seed, flip, color_jitter, size), y
     return epoch_batches(examples, len(indices), batch_size, seed, epochs, first_epoch,
                          augment_fn)
 
@@ -111,7 +119,7 @@ def pipeline(image_set: ImageSet, indices, image_size: int | None, batch_size: i
     if image_size is None and image_set.fixed_shape is None:
         raise UserError("This dataset has images of different sizes: give an --image-size.")
     ds = image_set.read(np.asarray(indices))
-    ds = ds.map(lambda x, y: (to_model_input(x, image_size), y),
+    ds = ds.map(lambda x, y: (to_model_input(x, image_size, image_set.preprocessing), y),
                 num_parallel_calls=tf.data.AUTOTUNE)
     if cache:
         ds = ds.cache()

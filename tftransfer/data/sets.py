@@ -3,11 +3,14 @@ and the readers and decoder they share."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import tensorflow as tf
+
+from tftransfer.data.preprocess import Preprocessing
 
 
 @dataclass(frozen=True)
@@ -15,15 +18,22 @@ class ImageSet:
     """One split's examples: labels in memory, images in memory or read lazily.
 
     ``read(indices)`` returns an unbatched dataset of ``(uint8 image [h, w, c], label)``
-    for the examples at ``indices``, in that order.
+    for the examples at ``indices``, in that order. ``preprocessing`` is how every pipeline
+    over this split turns an image into the model's evaluation input.
     """
 
     labels: np.ndarray
     read: Callable[[np.ndarray], tf.data.Dataset]
     fixed_shape: tuple | None = None   # (h, w, c) when every image has the same shape
+    preprocessing: Preprocessing = Preprocessing()
 
     def __len__(self):
         return len(self.labels)
+
+    @property
+    def grayscale(self) -> bool:
+        """Whether the images have one channel (known for fixed-shape datasets only)."""
+        return self.fixed_shape is not None and self.fixed_shape[-1] == 1
 
 
 @dataclass(frozen=True)
@@ -43,8 +53,13 @@ class TargetData:
     @property
     def grayscale(self) -> bool:
         """Whether the images have one channel (known for fixed-shape datasets only)."""
-        shape = self.train.fixed_shape
-        return shape is not None and shape[-1] == 1
+        return self.train.grayscale
+
+    def with_preprocessing(self, preprocessing: Preprocessing) -> "TargetData":
+        """This dataset with both splits read through ``preprocessing``."""
+        return dataclasses.replace(
+            self, train=dataclasses.replace(self.train, preprocessing=preprocessing),
+            test=dataclasses.replace(self.test, preprocessing=preprocessing))
 
 
 def array_reader(images: np.ndarray, labels: np.ndarray):
