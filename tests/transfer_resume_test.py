@@ -165,10 +165,11 @@ class ResumeCommandTest(tf.test.TestCase):
         self.assertEqual(code, 0, err)
         line = json.loads(stdout.strip().splitlines()[-1])
         self.assertFalse([key for key in line if key.startswith("test_accuracy_epoch_")])
-        self.assertEqual(set(line) - {"extended_from"},
+        self.assertEqual(set(line) - {"extended_from", "warning"},
                          {"test_accuracy", "test_loss", "target", "source", "train_images",
                           "test_images", "unfrozen_blocks", "epochs", "seed", "train_seconds",
-                          "run_dir", "metrics"})
+                          "run_dir", "metrics", "worst_class", "worst_class_accuracy",
+                          "sgd_steps", "train_accuracy"})
         metrics = json.loads((out / "metrics.json").read_text())
         self.assertEqual(metrics["test_accuracy"], line["test_accuracy"])
         self.assertEqual([metrics[f"test_accuracy_epoch_{e}"] is not None for e in (1, 2, 3)],

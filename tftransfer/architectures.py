@@ -169,6 +169,25 @@ def stages(model) -> tuple[Stage, ...]:
     return record.stages if record else ()
 
 
+def blocks_of_last_stages(model, count: int) -> int:
+    """How many blocks the last ``count`` stages of ``model`` hold (``--unfrozen-stages``:
+    ResNet-50's layer3 and layer4 are 2 stages, 9 blocks).
+
+    Raises:
+      UserError: a network no record describes, or more stages than it has.
+    """
+    found = stages(model)
+    if not found:
+        raise UserError(f"--unfrozen-stages needs a network the architecture registry "
+                        f"describes; {model.name!r} is not one of {', '.join(NAMES)} (use "
+                        f"--unfrozen-blocks).")
+    if count > len(found):
+        raise UserError(f"--unfrozen-stages {count} is more than the {len(found)} stages of "
+                        f"{model.name} ({', '.join(stage.name for stage in found)}); use "
+                        f"0..{len(found)}.")
+    return sum(len(stage.blocks) for stage in found[len(found) - count:])
+
+
 def head_name(model) -> str:
     """The name of ``model``'s classifier layer: the record's, else the last layer's."""
     record = for_model(model)

@@ -70,8 +70,8 @@ def fit_compiled(trainer, train_ds, epochs: int, steps_per_epoch: int, eval_ever
                  start: Start | None = None, on_stretch=None) -> CompiledResult:
     """Trains ``trainer`` for ``epochs`` epochs of ``steps_per_epoch`` batches of
     ``train_ds`` and measures the test curve on ``curve_set`` at ``curve_epochs``, the final
-    result on ``test_set`` (each a (features, labels) pair of tensors); see the module
-    docstring.
+    result on ``test_set`` (each a (features, labels) pair of tensors, or a dataset of
+    such batches for features streamed from disk); see the module docstring.
 
     Args:
       start: resume after ``start.epoch`` epochs (None: from the beginning).
@@ -96,7 +96,7 @@ def fit_compiled(trainer, train_ds, epochs: int, steps_per_epoch: int, eval_ever
         _stop_if_not_finite(rows[done:])
         done = end
         if end in points:
-            accuracy, loss = (float(v) for v in evaluate(*curve_set))
+            accuracy, loss = (float(v) for v in evaluate(curve_set))
             rows[-1].update(test_accuracy=accuracy, test_loss=loss)
             result.curve[end] = accuracy
         if on_stretch is not None:
@@ -104,7 +104,7 @@ def fit_compiled(trainer, train_ds, epochs: int, steps_per_epoch: int, eval_ever
         if verbose:
             _print_progress(rows[-1], epochs)
     accuracy, loss = ((rows[-1]["test_accuracy"], rows[-1]["test_loss"])
-                      if test_set is curve_set else (float(v) for v in evaluate(*test_set)))
+                      if test_set is curve_set else (float(v) for v in evaluate(test_set)))
     result.final = {"test_accuracy": accuracy, "test_loss": loss}
     write_csv_atomic(history_file, rows)  # callbacks.HistoryCSV's columns and order
     return result
@@ -117,11 +117,16 @@ def _stretch_ends(points: set[int], epochs: int) -> list[int]:
 
 
 def _functions(trainer, steps_per_epoch: int):
-    """(``_stretch_function``, ``_evaluation_function``) of ``trainer``, traced once."""
+    """(``_stretch_function``, evaluation of a set) of ``trainer``, traced once."""
     per_trainer = _FUNCTIONS.setdefault(trainer, {})
     if steps_per_epoch not in per_trainer:
-        per_trainer[steps_per_epoch] = (_stretch_function(trainer, steps_per_epoch),
-                                        _evaluation_function(trainer))
+        on_tensors, on_batches = _evaluation_function(trainer), _streamed_evaluation(trainer)
+
+        def evaluate(evaluation_set):
+            if isinstance(evaluation_set, tf.data.Dataset):
+                return on_batches(evaluation_set)
+            return on_tensors(*evaluation_set)
+        per_trainer[steps_per_epoch] = (_stretch_function(trainer, steps_per_epoch), evaluate)
     return per_trainer[steps_per_epoch]
 
 
@@ -157,14 +162,37 @@ def _evaluation_function(trainer, batch_size: int = 256):
         count = tf.shape(features)[0]
         correct, total = tf.constant(0.0), tf.constant(0.0)
         for start in tf.range(0, count, batch_size):
-            logits = tf.cast(trainer(features[start:start + batch_size], training=False),
-                             tf.float32)
-            y = tf.cast(tf.reshape(labels[start:start + batch_size], [-1]), tf.int64)
-            correct += tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1), y), tf.float32))
-            total += tf.reduce_sum(
-                tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
+            batch_correct, batch_total = _batch_sums(
+                trainer, features[start:start + batch_size], labels[start:start + batch_size])
+            correct += batch_correct
+            total += batch_total
         return correct / tf.cast(count, tf.float32), total / tf.cast(count, tf.float32)
     return evaluate
+
+
+def _streamed_evaluation(trainer):
+    """``_evaluation_function`` over a dataset of (features, labels) batches (features
+    that did not fit in memory): the same batches summed in the same order, so the same
+    result as on tensors."""
+    @tf.function
+    def evaluate(dataset):
+        count, correct, total = tf.constant(0), tf.constant(0.0), tf.constant(0.0)
+        for features, labels in dataset:
+            batch_correct, batch_total = _batch_sums(trainer, features, labels)
+            correct += batch_correct
+            total += batch_total
+            count += tf.shape(features)[0]
+        return correct / tf.cast(count, tf.float32), total / tf.cast(count, tf.float32)
+    return evaluate
+
+
+def _batch_sums(trainer, features, labels):
+    """(correct predictions, summed cross-entropy) of one batch, in inference mode."""
+    logits = tf.cast(trainer(features, training=False), tf.float32)
+    y = tf.cast(tf.reshape(labels, [-1]), tf.int64)
+    correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1), y), tf.float32))
+    total = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
+    return correct, total
 
 
 def _stop_if_not_finite(rows: list[dict]) -> None:

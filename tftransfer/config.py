@@ -371,11 +371,30 @@ def _cast(raw: str, annotation, full_path):
 HEAD_INITS = ("normal", "glorot")
 FROZEN_BN_MODES = ("inference", "train")
 FEATURE_CACHE_MODES = ("auto", "on", "off")
+# Cached trunk features held in memory; beyond it they go to files on disk (feature_store).
+DEFAULT_FEATURE_CACHE_MEMORY = "2GB"
+_SIZE_UNITS = {"": 1, "B": 1, "KB": 10 ** 3, "MB": 10 ** 6, "GB": 10 ** 9, "TB": 10 ** 12,
+               "KIB": 2 ** 10, "MIB": 2 ** 20, "GIB": 2 ** 30, "TIB": 2 ** 40}
 # source: keep the source's normalize layer; target: the target's fixed per-dataset statistics
 # (data.TARGET_STATISTICS, the paper's); subset: computed from the run's N training images.
 NORMALIZATIONS = ("source", "target", "subset")
 # auto: the compiled multi-epoch loop (compiled_loop.py) on cached features, fit() otherwise.
 TRAINING_LOOPS = ("auto", "fit", "compiled")
+
+
+def parse_size(text: str) -> int:
+    """Bytes in ``text``: a number with an optional unit, ``2GB``, ``500MB``, ``1.5GiB``,
+    ``0`` (KB/MB/GB are powers of 1000, KiB/MiB/GiB of 1024)."""
+    raw = str(text).strip().upper().replace(" ", "")
+    number = raw.rstrip("KMGTIB")
+    unit = raw[len(number):]
+    try:
+        value = float(number)
+    except ValueError:
+        value = -1.0
+    _check(unit in _SIZE_UNITS and math.isfinite(value) and value >= 0,
+           f"{text!r} is not a size; give bytes with an optional unit, e.g. 2GB or 500MB.")
+    return int(value * _SIZE_UNITS[unit])
 
 
 @dataclass(frozen=True)
@@ -394,9 +413,13 @@ class TransferConfig:
     data: DataConfig = field(default_factory=lambda: DataConfig(augment=False))
     optim: OptimConfig = field(default_factory=OptimConfig)
     unfrozen_blocks: int = 0               # 0 head only; -1 everything
+    # The last K stages (architectures.Stage) instead; fine_tune resolves it to their blocks.
+    unfrozen_stages: int | None = None
     head_init: str = "normal"
     frozen_bn: str = "inference"
     epochs: int = 10
+    # SGD steps instead of epochs: fine_tune sets epochs to ceil(steps / steps per epoch).
+    steps: int | None = None
     eval_every: int = 1
     curve_test_images: int | None = None   # per-epoch curve on a stratified part of the test set
     seed: int = 0
@@ -421,6 +444,10 @@ class TransferConfig:
         _check(self.frozen_bn in FROZEN_BN_MODES,
                f"frozen_bn must be one of {', '.join(FROZEN_BN_MODES)}, got {self.frozen_bn!r}.")
         _check(self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}.")
+        _check(self.steps is None or self.steps >= 1,
+               f"steps must be at least 1, got {self.steps}.")
+        _check(self.unfrozen_stages is None or self.unfrozen_stages >= 0,
+               f"unfrozen_stages must be >= 0, got {self.unfrozen_stages}.")
         _check(self.eval_every >= 0, f"eval_every must be >= 0, got {self.eval_every}.")
         _check(self.curve_test_images is None or self.curve_test_images >= 1,
                f"curve_test_images must be positive, got {self.curve_test_images}.")

@@ -10,7 +10,8 @@ import numpy as np
 import tensorflow as tf
 
 from tftransfer import data
-from tftransfer.config import TransferConfig
+from tftransfer.config import DEFAULT_FEATURE_CACHE_MEMORY, TransferConfig, parse_size
+from tftransfer.feature_store import DiskFolder, FeatureView, extract, view_of
 from tftransfer.networks import Network, build_network, inference_function
 from tftransfer.source_loading import SourceModel, load_source
 
@@ -20,14 +21,16 @@ class RunCache:
 
     - loaded source models and target datasets;
     - the frozen trunk's activations, per image, keyed by (source, target, split,
-      boundary, image size): a sweep computes each image's features once;
+      boundary, image size): a sweep computes each image's features once; they are held
+      in memory up to ``memory_budget`` bytes, beyond it in files (``feature_store``);
     - built and traced networks (``Network``), keyed by everything that shapes the
       graph or the optimizer, and reset to the source's weights before each run, so
       that runs differing only in seed or training images re-trace nothing.
     """
 
-    def __init__(self, max_networks: int = 4):
-        self._features: dict[tuple, dict[int, np.ndarray]] = {}
+    def __init__(self, max_networks: int = 4, memory_budget: int | None = None):
+        # Per key: (chunks, {image index: (chunk, row)}); see feature_store.
+        self._features: dict[tuple, tuple[list, dict]] = {}
         self._sources: dict[str | None, SourceModel] = {}
         self._targets: dict[tuple, data.TargetData] = {}
         self._networks: OrderedDict[tuple, Network] = OrderedDict()
@@ -36,6 +39,11 @@ class RunCache:
         self.max_networks = max_networks
         self.computed = 0          # images whose trunk features were computed
         self.networks_built = 0
+        # Bytes of features held in memory; features beyond the budget go to disk.
+        self.memory_budget = (parse_size(DEFAULT_FEATURE_CACHE_MEMORY) if memory_budget is None
+                              else memory_budget)
+        self.memory_used = 0
+        self.disk = DiskFolder(self)
 
     def source(self, reference: str | None) -> SourceModel:
         """``load_source(reference)``, loaded once. Never train this model itself: networks
@@ -72,26 +80,70 @@ class RunCache:
                 self._networks.popitem(last=False)
         return self._networks[key]
 
+    def fits(self, nbytes: int) -> bool:
+        """Whether ``nbytes`` more features fit the memory budget."""
+        return self.memory_used + nbytes <= self.memory_budget
+
     def features(self, key: tuple, trunk, image_set, indices, image_size,
                  batch_size: int = 256, keep: bool = True) -> np.ndarray:
-        """Trunk outputs for ``image_set[indices]``, in the order of ``indices``.
+        """Trunk outputs for ``image_set[indices]``, in the order of ``indices``, as one
+        array (``feature_view`` without reading them into memory)."""
+        view = self.feature_view(key, trunk, image_set, indices, image_size, batch_size, keep)
+        return view.read(np.arange(len(view)))
 
-        ``trunk`` is a Keras model or a function of a batch of images. ``keep=False``
-        computes what is not stored yet without storing it (for sets kept elsewhere).
+    def feature_view(self, key: tuple, trunk, image_set, indices, image_size,
+                     batch_size: int = 256, keep: bool = True,
+                     progress: bool = False) -> FeatureView:
+        """The trunk outputs for ``image_set[indices]``, in the order of ``indices``.
+
+        ``trunk`` is a Keras model or a function of a batch of images. Images not stored
+        yet are computed, into memory while the budget allows, else into a file on disk.
+        ``keep=False`` computes what is not stored yet without storing it (for sets kept
+        elsewhere). ``progress``: images/s and ETA on stderr while computing.
         """
-        store = self._features.setdefault(key, {}) if keep else self._features.get(key, {})
-        missing = np.asarray([i for i in np.unique(indices) if i not in store], dtype=np.int64)
-        fresh = {}
+        chunks, where = self._store(key, keep)
+        missing = np.asarray([i for i in np.unique(indices) if int(i) not in where], np.int64)
         if len(missing):
             ds = data.pipeline(image_set, missing, image_size, batch_size, cache=False)
-            fresh = dict(zip(missing.tolist(), _predict(trunk, ds)))
+            chunk = extract(_as_function(trunk), ds, len(missing), self.fits, self.disk,
+                            progress)
+            chunks.append(chunk)
+            where.update({int(i): (len(chunks) - 1, row) for row, i in enumerate(missing)})
             self.computed += len(missing)
-            if keep:
-                store.update(fresh)
-        return np.stack([fresh[int(i)] if int(i) in fresh else store[int(i)] for i in indices])
+            if keep and not isinstance(chunk, np.memmap):
+                self.memory_used += chunk.nbytes
+        return view_of(chunks, where, indices)
+
+    def _store(self, key: tuple, keep: bool) -> tuple[list, dict]:
+        """The (chunks, where) of ``key``: the stored ones, or a copy of them that what is
+        computed now is added to without being stored (``keep=False``)."""
+        if keep:
+            return self._features.setdefault(key, ([], {}))
+        chunks, where = self._features.get(key, ([], {}))
+        return list(chunks), dict(where)
+
+    def training_batches(self, key: tuple, trunk, image_set, indices, image_size,
+                         batch_size: int, seed: int, epochs: int, first_epoch: int = 0,
+                         progress: bool = False) -> tf.data.Dataset:
+        """``data.epoch_batches`` of (trunk features, label) for ``image_set[indices]``.
+        Features held in memory are batched as tensors; others are read from their files
+        batch by batch, in the same epoch-seeded order (the shuffle permutes positions
+        exactly as it permutes the examples), so both give the same batches."""
+        view = self.feature_view(key, trunk, image_set, indices, image_size,
+                                 progress=progress)
+        labels = image_set.labels[indices]
+        if view.in_memory and self.fits(view.nbytes):
+            examples = tf.data.Dataset.from_tensor_slices((view.read(np.arange(len(view))),
+                                                           labels))
+            return data.epoch_batches(examples, len(view), batch_size, seed, epochs,
+                                      first_epoch)
+        read = view.reader()
+        positions = tf.data.Dataset.from_tensor_slices((np.arange(len(view)), labels))
+        return (data.epoch_batches(positions, len(view), batch_size, seed, epochs, first_epoch)
+                .map(lambda p, y: (read(p), y)).prefetch(tf.data.AUTOTUNE))
 
     def evaluation_set(self, key: tuple, trunk, image_set, indices, image_size,
-                       within=None, tensors: bool = False):
+                       within=None, tensors: bool = False, progress: bool = False):
         """Batches of (trunk features, label) for ``image_set[indices]``, built once: every
         run of a sweep evaluates on the same test images, and turning 10,000 feature maps
         into a tensor again each time would cost more than evaluating them.
@@ -99,26 +151,36 @@ class RunCache:
         ``within``: the indices of an evaluation set built before that contains
         ``indices`` (the per-epoch curve's images inside the test images); its features
         are gathered instead of computed again. ``tensors``: return the (features, labels)
-        tensors instead of the dataset (what ``compiled_loop`` evaluates).
+        tensors instead of the dataset (what ``compiled_loop`` evaluates); for features
+        that do not fit the memory budget, the dataset streamed from disk either way.
         """
         indices = np.asarray(indices)
         full_key = _set_key(key, indices)
         if full_key not in self._evaluation_sets:
             x = self._gathered(key, within, indices)
             if x is None:
+                view = self.feature_view(key, trunk, image_set, indices, image_size,
+                                         keep=False, progress=progress)
                 # Not kept per image too: this tensor is the one copy (330 MB for the
                 # 10,000 test images at resnet20's last-stage boundary).
-                x = tf.constant(self.features(key, trunk, image_set, indices, image_size,
-                                              keep=False))
-            dataset = (tf.data.Dataset.from_tensor_slices((x, image_set.labels[indices]))
-                       .batch(256).prefetch(tf.data.AUTOTUNE))
-            self._evaluation_sets[full_key] = (x, tf.constant(image_set.labels[indices]),
-                                               dataset)
+                x = (tf.constant(view.read(np.arange(len(view))))
+                     if view.in_memory and self.fits(view.nbytes) else view)
+            self._evaluation_sets[full_key] = self._evaluation_entry(x, image_set.labels[indices])
             while len(self._evaluation_sets) > 2 * self.max_networks:
-                self._evaluation_sets.popitem(last=False)
+                self.memory_used -= self._evaluation_sets.popitem(last=False)[1][3]
         self._evaluation_sets.move_to_end(full_key)
-        x, y, dataset = self._evaluation_sets[full_key]
-        return (x, y) if tensors else dataset
+        x, y, dataset, _ = self._evaluation_sets[full_key]
+        return (x, y) if tensors and not isinstance(x, FeatureView) else dataset
+
+    def _evaluation_entry(self, x, labels) -> tuple:
+        """(features, labels, dataset, bytes in memory) of an evaluation set."""
+        if isinstance(x, FeatureView):
+            return x, tf.constant(labels), x.batches(labels), 0
+        dataset = (tf.data.Dataset.from_tensor_slices((x, labels))
+                   .batch(256).prefetch(tf.data.AUTOTUNE))
+        nbytes = int(x.shape.num_elements()) * 4
+        self.memory_used += nbytes
+        return x, tf.constant(labels), dataset, nbytes
 
     def _gathered(self, key: tuple, within, indices: np.ndarray):
         """The features of ``indices`` taken from the evaluation set of ``within``, or None
@@ -129,14 +191,16 @@ class RunCache:
         position = {int(index): p for p, index in enumerate(within)}
         if container is None or not all(int(i) in position for i in indices):
             return None
-        return tf.gather(container[0], [position[int(i)] for i in indices])
+        positions = [position[int(i)] for i in indices]
+        if isinstance(container[0], FeatureView):
+            return container[0].subset(positions)
+        return tf.gather(container[0], positions)
 
 
 def _set_key(key: tuple, indices: np.ndarray) -> tuple:
     return key + (len(indices), hash(indices.tobytes()))
 
 
-def _predict(trunk, dataset) -> np.ndarray:
-    if isinstance(trunk, keras.Model):
-        trunk = inference_function(trunk)
-    return np.concatenate([trunk(images).numpy().astype(np.float32) for images, _ in dataset])
+def _as_function(trunk):
+    """``trunk`` as a function of a batch of images (a Keras model is traced once)."""
+    return inference_function(trunk) if isinstance(trunk, keras.Model) else trunk

@@ -26,8 +26,9 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from tftransfer import checkpoints, data, hub, runs, runtime, saving
+from tftransfer import architectures, checkpoints, data, hub, runs, runtime, saving
 from tftransfer.config import TransferConfig, to_dict
+from tftransfer.errors import UserError
 from tftransfer.feature_cache import RunCache
 from tftransfer.networks import (HEAD_NAME, Network, attach_head, build_network,  # noqa: F401
                                  classification_loss, feature_boundary, freeze,
@@ -42,6 +43,7 @@ from tftransfer.transfer_loop import check_finite_result as _check_finite_result
 from tftransfer.transfer_loop import extensions as _extensions
 from tftransfer.transfer_loop import train as _train
 from tftransfer.transfer_loop import use_compiled_loop as _use_compiled_loop
+from tftransfer.transfer_result import per_class_accuracy, per_class_summary, training_columns
 from tftransfer.transfer_result import result_row as _result_row
 
 
@@ -69,7 +71,7 @@ def augments(cfg: TransferConfig, target) -> bool:
 
 def fine_tune(cfg: TransferConfig, cache: RunCache | None = None, save_model: bool = True,
               verbose: bool = True, existing_run: str = "replace", checkpoint: bool = False,
-              resume: bool = False) -> dict:
+              resume: bool = False, feature_cache_memory: int | None = None) -> dict:
     """Fine-tunes ``cfg.source`` on ``cfg.target`` and records the run.
 
     A run starts from epoch 0, and the run directory's old record files are removed before
@@ -81,13 +83,16 @@ def fine_tune(cfg: TransferConfig, cache: RunCache | None = None, save_model: bo
       cfg: the run's configuration.
       cache: a RunCache shared across runs (a new one when None).
       save_model: write the fine-tuned model into the run directory.
-      verbose: per-epoch progress on stderr.
+      verbose: per-epoch and feature-extraction progress on stderr.
       existing_run: what a finished run of another configuration in the run directory
         gets: ``replace`` (it is replaced whole) or ``refuse`` (a UserError naming it,
         before any work; the ``transfer`` command's choice). See ``rundir.check_run_dir``.
       checkpoint: write ``checkpoints.CHECKPOINT_FILE`` after every epoch or compiled
         stretch, so that ``resume`` can continue a killed run or extend a finished one.
       resume: continue from that checkpoint (implies ``checkpoint``).
+      feature_cache_memory: bytes of cached trunk features a new RunCache holds in memory
+        before it writes them to disk (None: ``config.DEFAULT_FEATURE_CACHE_MEMORY``); the
+        result is the same either way.
 
     Returns:
       The result row: test accuracy (a fraction) and loss, the paper's variables, time,
@@ -95,7 +100,8 @@ def fine_tune(cfg: TransferConfig, cache: RunCache | None = None, save_model: bo
     """
     # The precision policy holds while the networks are built, and is the caller's again after.
     with runtime.precision_policy(cfg.precision):
-        return _fine_tune(cfg, cache or RunCache(), save_model, verbose, existing_run,
+        cache = cache or RunCache(memory_budget=feature_cache_memory)
+        return _fine_tune(cfg, cache, save_model, verbose, existing_run,
                           checkpoint, resume)
 
 
@@ -107,6 +113,8 @@ def _fine_tune(cfg: TransferConfig, cache: RunCache, save_model: bool, verbose: 
             cfg.target, cfg.data.data_dir, cfg.data.image_size, verbose))
     hub.model_dir(cfg.source, progress=verbose)  # a published source: fetched once, quiet if asked
     source = cache.source(cfg.source)
+    requested = cfg
+    cfg = resolve_length_and_stages(cfg, source, cache)
     out = Path(cfg.out) if cfg.out else default_run_dir(cfg, source)
     # A resumed run is compared with its checkpoint instead (resume_point), epochs aside.
     check_run_dir(out, cfg, "replace" if resume else existing_run)
@@ -141,7 +149,7 @@ def _fine_tune(cfg: TransferConfig, cache: RunCache, save_model: bool, verbose: 
     if network.cached:
         datasets = _cached_datasets(cfg, network, source, target, (train_idx, test_idx,
                                                                    curve_idx), image_size, cache,
-                                    tensors=compiled, first_epoch=first)
+                                    tensors=compiled, first_epoch=first, progress=verbose)
     else:
         datasets = _image_datasets(cfg, target, (train_idx, test_idx, curve_idx), image_size,
                                    augment, first_epoch=first)
@@ -152,6 +160,13 @@ def _fine_tune(cfg: TransferConfig, cache: RunCache, save_model: bool, verbose: 
 
     result = _result_row(cfg, source, target, (train_idx, test_idx, curve_idx), evaluator,
                          seconds, out, network.cached)
+    result.update(requested_columns(requested))
+    result.update(training_columns(out / "history.csv", steps * cfg.epochs, target.num_classes))
+    per_class = per_class_accuracy(network.trained, datasets[1], target.test.labels[test_idx],
+                                   target.class_names)
+    result.update(per_class_summary(per_class))
+    if "warning" in result:
+        print(f"warning: {result['warning']}", file=sys.stderr)
     extended = _extensions(point)
     result.update(extended)
     if save_model:
@@ -162,8 +177,36 @@ def _fine_tune(cfg: TransferConfig, cache: RunCache, save_model: bool, verbose: 
                   "resolved_config": to_dict(cfg), "test_accuracy": result["test_accuracy"],
                   **extended}
         saving.save_model_dir(network.model, out, config)
-    runs.write_json(out / "metrics.json", result)
+    runs.write_json(out / "metrics.json", {**result, "per_class_accuracy": per_class})
     return result
+
+
+def resolve_length_and_stages(cfg: TransferConfig, source: SourceModel,
+                              cache: RunCache) -> TransferConfig:
+    """``cfg`` with ``unfrozen_stages`` turned into the number of blocks those stages hold
+    and ``steps`` into epochs (``ceil(steps / steps per epoch)``, so at least ``steps`` SGD
+    steps), both fields then None: the resolved config is what config.json records and
+    what resuming or extending the run compares."""
+    if cfg.unfrozen_stages is not None:
+        blocks = architectures.blocks_of_last_stages(source.model, cfg.unfrozen_stages)
+        if cfg.unfrozen_blocks not in (0, blocks):
+            raise UserError(f"--unfrozen-stages {cfg.unfrozen_stages} ({blocks} blocks) and "
+                            f"--unfrozen-blocks {cfg.unfrozen_blocks} disagree; give one.")
+        cfg = dataclasses.replace(cfg, unfrozen_blocks=blocks, unfrozen_stages=None)
+    if cfg.steps is not None:
+        target = cache.target(cfg)
+        images = len(data.select_subset(target.train.labels, cfg.data.train_images, cfg.seed,
+                                        method=cfg.data.subset))
+        per_epoch = math.ceil(images / cfg.data.batch_size)
+        cfg = dataclasses.replace(cfg, epochs=math.ceil(cfg.steps / per_epoch), steps=None)
+    return cfg
+
+
+def requested_columns(requested: TransferConfig) -> dict:
+    """Result columns for how the run's length and freezing were asked for, when they were
+    given as ``steps`` / ``unfrozen_stages`` (the resolved config holds epochs and blocks)."""
+    return {name: getattr(requested, name) for name in ("steps", "unfrozen_stages")
+            if getattr(requested, name) is not None}
 
 
 def _indices(cfg: TransferConfig, target):
@@ -199,22 +242,22 @@ def feature_key(cfg: TransferConfig, source: SourceModel, target, network: Netwo
 
 
 def _cached_datasets(cfg, network: Network, source, target, indices, image_size,
-                     cache: RunCache, tensors: bool = False, first_epoch: int = 0):
+                     cache: RunCache, tensors: bool = False, first_epoch: int = 0,
+                     progress: bool = False):
     """(train, test, curve) datasets of trunk activations; with ``tensors``, test and curve
-    are (features, labels) tensors instead (``compiled_loop`` evaluates those). The training
-    batches start at epoch ``first_epoch`` (a resumed run)."""
+    are (features, labels) tensors instead where they are held in memory (``compiled_loop``
+    evaluates those). The training batches start at epoch ``first_epoch`` (a resumed run).
+    ``progress``: the feature extraction's progress on stderr."""
     train_idx, test_idx, curve_idx = indices
     key = feature_key(cfg, source, target, network, image_size)
-    train_x = cache.features(key + ("train",), network.trunk, target.train, train_idx,
-                             image_size)
-    examples = tf.data.Dataset.from_tensor_slices((train_x, target.train.labels[train_idx]))
     # The same epoch-seeded order as the uncached path: both give the same result.
-    train_ds = data.epoch_batches(examples, len(train_idx), cfg.data.batch_size, cfg.seed,
-                                  cfg.epochs, first_epoch)
+    train_ds = cache.training_batches(key + ("train",), network.trunk, target.train, train_idx,
+                                      image_size, cfg.data.batch_size, cfg.seed, cfg.epochs,
+                                      first_epoch, progress)
 
     def evaluation_set(idx, within=None):
         return cache.evaluation_set(key + ("test",), network.trunk, target.test, idx, image_size,
-                                    within, tensors)
+                                    within, tensors, progress)
     test_ds = evaluation_set(test_idx)
     curve_ds = test_ds if curve_idx is test_idx else evaluation_set(curve_idx, test_idx)
     return train_ds, test_ds, curve_ds

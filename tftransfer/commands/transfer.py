@@ -11,9 +11,10 @@ import dataclasses
 from pathlib import Path
 
 from tftransfer.commands.common import add_data_arguments, add_precision_argument
-from tftransfer.config import (FEATURE_CACHE_MODES, FROZEN_BN_MODES, HEAD_INITS, NORMALIZATIONS,
-                               SCHEDULES, SUBSET_METHODS, DataConfig, OptimConfig,
-                               TransferConfig, apply_overrides, apply_recipe)
+from tftransfer.config import (DEFAULT_FEATURE_CACHE_MEMORY, FEATURE_CACHE_MODES,
+                               FROZEN_BN_MODES, HEAD_INITS, NORMALIZATIONS, SCHEDULES,
+                               SUBSET_METHODS, DataConfig, OptimConfig, TransferConfig,
+                               apply_overrides, apply_recipe, parse_size)
 from tftransfer.errors import UserError
 from tftransfer.recipes import RECIPES
 
@@ -24,7 +25,7 @@ _RUN_FLAGS = ("source", "train_images", "test_images", "unfrozen_blocks", "eval_
               "curve_test_images", "seed", "out", "head_init", "frozen_bn", "lr", "momentum",
               "weight_decay", "batch_size", "schedule", "label_smoothing", "image_size",
               "augment", "test_fraction", "normalization", "subset", "recipe", "set",
-              "precision")
+              "precision", "steps", "unfrozen_stages")
 
 
 def register(subparsers):
@@ -59,9 +60,19 @@ def register(subparsers):
                         help="evaluate on a fixed stratified subset of the test split")
     parser.add_argument("--unfrozen-blocks", type=int, default=0,
                         help="fine-tune the head and the last N residual blocks (-1: all)")
+    parser.add_argument("--unfrozen-stages", type=int, default=None, metavar="K",
+                        help="fine-tune the head and the last K stages instead of blocks (default: "
+                             "unset; their blocks "
+                             "from the architecture registry: ResNet-50's layer3 + layer4 is "
+                             "2, i.e. 9 blocks); config.json records the blocks")
     parser.add_argument("--epochs", type=int, default=None,
                         help=f"training epochs (default: {DEFAULT_EPOCHS}; with --resume "
                              f"RUN_DIR the run's own; more than a finished run's extends it)")
+    parser.add_argument("--steps", type=int, default=None, metavar="N",
+                        help="train for at least N SGD steps instead of --epochs (default: unset): epochs = ceil(N / steps "
+                             "per epoch), which config.json records (at N = 100 and batch "
+                             "128 an epoch is 1 step, so the default 10 epochs are 10 steps); "
+                             "a run that ends unconverged carries a warning either way")
     parser.add_argument("--eval-every", type=int, default=1,
                         help="test accuracy every N epochs into history.csv (0: only the last)")
     parser.add_argument("--curve-test-images", type=int, default=None, metavar="K",
@@ -104,6 +115,11 @@ def register(subparsers):
     parser.add_argument("--feature-cache", choices=FEATURE_CACHE_MODES, default="auto",
                         help="compute the frozen trunk's outputs once and train on them (auto: "
                              "whenever the frozen part sees the same input every epoch)")
+    parser.add_argument("--feature-cache-memory", type=parse_size,
+                        default=DEFAULT_FEATURE_CACHE_MEMORY, metavar="SIZE",
+                        help="cached trunk features held in memory (e.g. 500MB, 8GB); the rest "
+                             "go to memory-mapped files in a temporary folder ($TMPDIR) and "
+                             "stream back, with the same result")
     parser.add_argument("--normalization", choices=NORMALIZATIONS, default="source",
                         help="input mean/std inside the model: the source's (default), the "
                              "target's fixed per-dataset values as in the paper's code "
@@ -130,6 +146,10 @@ def register(subparsers):
 
 def config_from_args(args) -> TransferConfig:
     """The TransferConfig that the command line describes."""
+    if args.steps is not None and args.epochs is not None:
+        raise UserError("Give --epochs or --steps, not both.")
+    if args.unfrozen_stages is not None and args.unfrozen_blocks:
+        raise UserError("Give --unfrozen-blocks or --unfrozen-stages, not both.")
     cfg = TransferConfig(
         target=args.target, source=args.source, out=args.out,
         data=DataConfig(dataset=args.target, data_dir=args.data_dir, download=args.download,
@@ -143,6 +163,7 @@ def config_from_args(args) -> TransferConfig:
         unfrozen_blocks=args.unfrozen_blocks, head_init=args.head_init,
         frozen_bn=args.frozen_bn, eval_every=args.eval_every,
         epochs=DEFAULT_EPOCHS if args.epochs is None else args.epochs,
+        steps=args.steps, unfrozen_stages=args.unfrozen_stages,
         curve_test_images=args.curve_test_images, seed=args.seed, precision=args.precision,
         feature_cache=args.feature_cache, normalization=args.normalization)
     return apply_overrides(apply_recipe(cfg, args.recipe), args.set)
@@ -155,7 +176,8 @@ def run(args) -> dict:
     cfg = _resumed_config(args) if args.target is None else config_from_args(args)
     # A user's --out may hold a finished result: refuse, rather than replace, a different one.
     return summary(fine_tune(cfg, existing_run="refuse", checkpoint=True,
-                             resume=bool(args.resume), verbose=not args.quiet))
+                             resume=bool(args.resume), verbose=not args.quiet,
+                             feature_cache_memory=args.feature_cache_memory))
 
 
 def _resumed_config(args) -> TransferConfig:
@@ -181,12 +203,14 @@ def _resumed_config(args) -> TransferConfig:
 
 
 def summary(result: dict) -> dict:
-    """The compact result line: accuracy, loss, per-class accuracy summary when the run
-    directory has one, the run's main variables, run directory and time. The curve
-    (``test_accuracy_epoch_K``) stays in ``metrics.json`` and ``history.csv``."""
-    keys = ("test_accuracy", "test_loss", "per_class_accuracy", "target", "source",
-            "train_images", "test_images", "unfrozen_blocks", "epochs", "seed",
-            "extended_from", "train_seconds", "run_dir")
+    """The compact result line: accuracy, loss, the worst class's accuracy, the run's main
+    variables, the convergence warning if any, run directory and time. The curve
+    (``test_accuracy_epoch_K``) and the per-class accuracies stay in ``metrics.json`` (and
+    ``history.csv``)."""
+    keys = ("test_accuracy", "test_loss", "worst_class", "worst_class_accuracy", "target",
+            "source", "train_images", "test_images", "unfrozen_blocks", "unfrozen_stages",
+            "epochs", "steps", "sgd_steps", "seed", "extended_from", "train_accuracy",
+            "warning", "train_seconds", "run_dir")
     compact = {key: result[key] for key in keys if key in result}
     compact["metrics"] = str(Path(result["run_dir"]) / "metrics.json")
     return compact

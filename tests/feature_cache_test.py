@@ -1,0 +1,87 @@
+"""The feature cache's memory budget (issue 23, point 5): features beyond it go to disk and
+stream back, and a run gives exactly the in-memory result."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tftransfer import config, feature_store, saving, transfer
+from tests import helpers
+
+
+def _run(tmp_path, name, budget, loop="auto", blocks=3):
+    folder = tmp_path / "images"
+    if not folder.exists():
+        helpers.make_image_folder(folder, classes=("a", "b", "c"), per_class=10, split=True)
+        helpers.make_source(tmp_path / "src", num_classes=5)
+    cfg = config.TransferConfig(
+        target=str(folder), source=str(tmp_path / "src"), out=str(tmp_path / name),
+        epochs=6, eval_every=2, unfrozen_blocks=blocks, training_loop=loop,
+        curve_test_images=6, data=config.DataConfig(augment=False, batch_size=8))
+    cache = transfer.RunCache(memory_budget=budget)
+    result = transfer.fine_tune(cfg, cache=cache, verbose=False)
+    return result, saving.load_model(tmp_path / name), cache
+
+
+@pytest.mark.parametrize("loop", ["compiled", "fit"])
+def test_a_run_on_disk_features_matches_the_in_memory_run(tmp_path, loop):
+    memory, memory_model, memory_cache = _run(tmp_path, "memory", None, loop)
+    disk, disk_model, disk_cache = _run(tmp_path, "disk", 0, loop)  # nothing fits in memory
+    assert memory_cache.disk.size() == 0 and memory_cache.memory_used > 0
+    assert disk_cache.disk.size() > 0 and disk_cache.memory_used == 0
+    for a, b in zip(memory_model.get_weights(), disk_model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    for key in ("test_accuracy", "test_loss", "test_accuracy_epoch_2", "test_accuracy_epoch_6"):
+        assert disk[key] == memory[key]
+
+
+def test_the_disk_folder_goes_with_its_cache(tmp_path):
+    _, _, cache = _run(tmp_path, "disk", 0, blocks=0)
+    folder = cache.disk.path
+    assert folder.is_dir() and list(folder.glob("*.npy"))
+    del cache
+    import gc
+    gc.collect()
+    assert not folder.exists()
+
+
+def test_a_view_reads_rows_across_memory_and_disk_chunks(tmp_path):
+    memory = np.arange(12, dtype=np.float32).reshape(3, 2, 2)
+    path = tmp_path / "chunk.npy"
+    np.save(path, -memory)
+    chunks = [memory, np.load(path, mmap_mode="r")]
+    where = {10: (0, 0), 11: (0, 1), 12: (0, 2), 20: (1, 0), 21: (1, 1), 22: (1, 2)}
+    view = feature_store.view_of(chunks, where, [21, 10, 12, 20])
+    assert not view.in_memory and len(view) == 4 and view.shape == (2, 2)
+    np.testing.assert_array_equal(view.read([0, 1, 2, 3]),
+                                  np.stack([-memory[1], memory[0], memory[2], -memory[0]]))
+    assert view.subset([1, 2]).in_memory
+    batches = list(view.batches(np.arange(4), batch_size=3))
+    np.testing.assert_array_equal(batches[1][0].numpy(), -memory[:1])
+
+
+def test_sizes_parse_with_units():
+    assert config.parse_size("2GB") == 2 * 10 ** 9
+    assert config.parse_size("1.5 GiB") == int(1.5 * 2 ** 30)
+    assert config.parse_size("0") == 0
+    with pytest.raises(Exception, match="not a size"):
+        config.parse_size("lots")
+
+
+def test_a_long_extraction_reports_images_per_second_and_eta(tmp_path, monkeypatch, capsys):
+    import tensorflow as tf
+
+    monkeypatch.setattr(feature_store, "PROGRESS_EVERY", 0.0)  # every batch counts as long
+    images = tf.data.Dataset.from_tensor_slices((np.ones((6, 2), np.float32), np.arange(6)))
+    owner = type("Owner", (), {})()  # the folder lives as long as its owner
+    disk = feature_store.DiskFolder(owner)
+    chunk = feature_store.extract(lambda x: x * 2, images.batch(2), 6, lambda n: False, disk,
+                                  progress=True)
+    assert isinstance(chunk, np.memmap) and chunk.shape == (6, 2) and chunk[0, 0] == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert any("images/s, ETA" in line for line in lines)
+    assert "6 images in" in lines[-1] and "on disk in" in lines[-1]
+    feature_store.extract(lambda x: x, images.batch(2), 6, lambda n: False, disk,
+                          progress=False)
+    assert capsys.readouterr().err == ""

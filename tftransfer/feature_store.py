@@ -1,0 +1,197 @@
+"""Where the frozen trunk's features live: in memory while they fit a budget, else on disk.
+
+A set of computed features is a *chunk*: a float32 array in memory, or a ``.npy`` file
+opened memory-mapped, so that a dataset whose features exceed the memory budget (about
+0.8 MB per image at ResNet-50's layer4 input, 224 px) streams back from disk instead of
+filling memory. A ``FeatureView`` is an ordered selection of images across chunks; what
+trains or evaluates on it sees the same float32 values in the same order either way, so a
+run gives the same result whether its features were held in memory or on disk.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+import time
+import weakref
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+# Seconds between two progress lines of a long extraction, and the least time an
+# extraction takes before it reports at all (a few hundred 32 px images take a fraction
+# of a second: a line for each would only be noise in a sweep's log).
+PROGRESS_EVERY = 10.0
+EVALUATION_BATCH = 256
+
+
+class FeatureView:
+    """The features of an ordered list of images, each a row of one chunk.
+
+    Attributes:
+      chunks: the arrays (``np.ndarray`` in memory, ``np.memmap`` on disk) holding rows.
+      chunk_of, row_of: for each position, its chunk and row.
+    """
+
+    def __init__(self, chunks: list, chunk_of: np.ndarray, row_of: np.ndarray):
+        self.chunks, self.chunk_of, self.row_of = chunks, chunk_of, row_of
+
+    def __len__(self) -> int:
+        return len(self.row_of)
+
+    @property
+    def shape(self) -> tuple:
+        """The shape of one image's features."""
+        return tuple(self.chunks[0].shape[1:])
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the features this view selects (float32)."""
+        return len(self) * int(np.prod(self.shape)) * 4
+
+    @property
+    def in_memory(self) -> bool:
+        """Whether every row this view selects is held in memory."""
+        return not any(isinstance(self.chunks[c], np.memmap) for c in np.unique(self.chunk_of))
+
+    def read(self, positions) -> np.ndarray:
+        """The features at ``positions`` of this view, in that order, as one array."""
+        positions = np.asarray(positions, np.int64)
+        out = np.empty((len(positions), *self.shape), np.float32)
+        chunk_of, row_of = self.chunk_of[positions], self.row_of[positions]
+        for chunk in np.unique(chunk_of):
+            where = chunk_of == chunk
+            out[where] = self.chunks[chunk][row_of[where]]
+        return out
+
+    def subset(self, positions) -> FeatureView:
+        """The view of ``positions`` of this one (no features are copied)."""
+        positions = np.asarray(positions, np.int64)
+        return FeatureView(self.chunks, self.chunk_of[positions], self.row_of[positions])
+
+    def reader(self):
+        """A graph function ``positions [B] -> features [B, ...]`` reading this view."""
+        shape = self.shape
+
+        def read(positions):
+            features = tf.numpy_function(self.read, [positions], tf.float32, stateful=False)
+            return tf.ensure_shape(features, [None, *shape])
+        return read
+
+    def batches(self, labels, batch_size: int = EVALUATION_BATCH) -> tf.data.Dataset:
+        """``(features, labels)`` batches in this view's order, read as they are needed:
+        the batches ``from_tensor_slices((features, labels)).batch(batch_size)`` gives."""
+        read = self.reader()
+        positions = tf.data.Dataset.range(len(self)).batch(batch_size)
+        labels = tf.data.Dataset.from_tensor_slices(np.asarray(labels)).batch(batch_size)
+        return (tf.data.Dataset.zip(positions, labels).map(lambda p, y: (read(p), y))
+                .prefetch(tf.data.AUTOTUNE))
+
+
+def view_of(chunks: list, where: dict, indices) -> FeatureView:
+    """The view of ``indices`` in a store whose ``where`` maps an image to (chunk, row)."""
+    located = np.asarray([where[int(i)] for i in indices], np.int64).reshape(-1, 2)
+    return FeatureView(chunks, located[:, 0], located[:, 1])
+
+
+class DiskFolder:
+    """A folder for feature files, created on first use and removed with its owner (a
+    temporary folder under ``$TMPDIR``)."""
+
+    def __init__(self, owner):
+        self._owner = weakref.ref(owner)
+        self.path: Path | None = None
+        self.files = 0
+
+    def new_file(self) -> Path:
+        """The path of a new ``.npy`` file in the folder."""
+        if self.path is None:
+            self.path = Path(tempfile.mkdtemp(prefix="tftransfer-features-"))
+            weakref.finalize(self._owner(), shutil.rmtree, self.path, True)
+        self.files += 1
+        return self.path / f"features-{self.files:05d}.npy"
+
+    def size(self) -> int:
+        """Bytes of the feature files written so far."""
+        if self.path is None:
+            return 0
+        return sum(file.stat().st_size for file in self.path.glob("*.npy"))
+
+
+def extract(trunk, batches, count: int, fits, disk: DiskFolder, progress: bool):
+    """Runs ``trunk`` over ``batches`` (``count`` images) into one chunk: an array when
+    ``fits(nbytes)`` says the whole chunk fits the memory budget, else a memory-mapped
+    ``.npy`` file written batch by batch (the features never sit in memory whole).
+
+    Returns:
+      The chunk (``np.ndarray`` or a read-only ``np.memmap``).
+    """
+    meter = _Progress(count, progress)
+    chunk, path, filled = None, None, 0
+    for images, _ in batches:
+        features = trunk(images).numpy().astype(np.float32)
+        if chunk is None:
+            shape = (count, *features.shape[1:])
+            if fits(count * features[0].nbytes):
+                chunk = np.empty(shape, np.float32)
+            else:
+                path = disk.new_file()
+                chunk = np.lib.format.open_memmap(path, "w+", np.float32, shape)
+        chunk[filled:filled + len(features)] = features
+        filled += len(features)
+        meter.update(filled)
+    if path is not None:
+        chunk.flush()
+        del chunk
+        chunk = np.load(path, mmap_mode="r")
+    meter.done(path, disk)
+    return chunk
+
+
+class _Progress:
+    """Images/s and ETA of a feature extraction on stderr, every ``PROGRESS_EVERY`` s."""
+
+    def __init__(self, count: int, enabled: bool):
+        self.count, self.enabled = count, enabled
+        self.began = self.last = time.monotonic()
+
+    def update(self, done: int) -> None:
+        now = time.monotonic()
+        if not self.enabled or now - self.last < PROGRESS_EVERY or done >= self.count:
+            return
+        self.last = now
+        rate = done / (now - self.began)
+        print(f"features: {done:,}/{self.count:,} images ({100 * done / self.count:.0f}%), "
+              f"{rate:.1f} images/s, ETA {_duration((self.count - done) / rate)}",
+              file=sys.stderr, flush=True)
+
+    def done(self, path, disk: DiskFolder) -> None:
+        seconds = time.monotonic() - self.began
+        if not self.enabled or (seconds < PROGRESS_EVERY and path is None):
+            return
+        where = (f"; on disk in {disk.path} ({format_size(disk.size())} in all)" if path
+                 else "")
+        print(f"features: {self.count:,} images in {_duration(seconds)} "
+              f"({self.count / max(seconds, 1e-9):.1f} images/s){where}", file=sys.stderr,
+              flush=True)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m {seconds:02d}s"
+    return f"{minutes // 60}h {minutes % 60:02d}m"
+
+
+def format_size(size: int) -> str:
+    """``size`` bytes as ``512 MB`` / ``2.1 GB`` (powers of 1000, as ``config.parse_size``)."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} B"
+
