@@ -36,3 +36,27 @@ class OneCycleTest(tf.test.TestCase):
         schedule = OneCycle(0.1, 100, 40)
         copy = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(schedule))
         self.assertAllClose(_values(copy, 100), _values(schedule, 100))
+
+
+class ShortRunScheduleTest(tf.test.TestCase):
+    """A run too short for a step boundary must be extendable into one that has boundaries."""
+
+    def _variable_count(self, optim, epochs):
+        from tftransfer.optim import make_optimizer
+
+        optimizer = make_optimizer(optim, epochs, steps_per_epoch=4)
+        optimizer.build([keras.Variable(np.zeros(3, np.float32))])
+        return len(optimizer.variables)
+
+    def test_one_epoch_holds_the_same_optimizer_variables_as_six(self):
+        optim = OptimConfig(schedule="step", learning_rate=0.1)
+        self.assertEqual(self._variable_count(optim, 1), self._variable_count(optim, 6))
+
+    def test_constant_schedule_keeps_its_value(self):
+        schedule = learning_rate_schedule(OptimConfig(schedule="constant", learning_rate=0.05),
+                                          10, 4)
+        self.assertAllClose(schedule(0), 0.05)
+        self.assertAllClose(schedule(39), 0.05)
+        restored = keras.optimizers.schedules.deserialize(
+            keras.optimizers.schedules.serialize(schedule))
+        self.assertAllClose(restored(7), 0.05)

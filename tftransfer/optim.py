@@ -34,6 +34,23 @@ class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
                 "rise_steps": self.rise_steps}
 
 
+@keras.saving.register_keras_serializable(package="tftransfer")
+class Constant(keras.optimizers.schedules.LearningRateSchedule):
+    """A constant learning rate as a schedule. A plain number would make the optimizer hold
+    one more variable than a schedule does, so a run of fewer than 3 epochs (the step schedule
+    without boundaries) could not be extended into one with boundaries: its checkpoint would
+    not fit the extended run's optimizer."""
+
+    def __init__(self, value: float):
+        self.value = float(value)
+
+    def __call__(self, step):
+        return tf.constant(self.value, tf.float32)
+
+    def get_config(self):
+        return {"value": self.value}
+
+
 def learning_rate_schedule(optim: OptimConfig, epochs: int, steps_per_epoch: int):
     """A step-indexed schedule, so that a resumed run continues where it stopped.
 
@@ -43,7 +60,7 @@ def learning_rate_schedule(optim: OptimConfig, epochs: int, steps_per_epoch: int
     """
     total = max(1, epochs * steps_per_epoch)
     if optim.schedule == "constant":
-        return optim.learning_rate
+        return Constant(optim.learning_rate)
     if optim.schedule == "one_cycle":
         rise = optim.warmup_epochs * steps_per_epoch or round(ONE_CYCLE_PEAK_AT * total)
         return OneCycle(optim.learning_rate, total, rise)
@@ -58,7 +75,7 @@ def learning_rate_schedule(optim: OptimConfig, epochs: int, steps_per_epoch: int
     # is the first step of epoch s // steps_per_epoch, so the boundary is the step before.
     boundaries = [k * every * steps_per_epoch - 1 for k in range(1, (epochs - 1) // every + 1)]
     if not boundaries:
-        return optim.learning_rate
+        return Constant(optim.learning_rate)
     values = [optim.learning_rate * 0.1 ** i for i in range(len(boundaries) + 1)]
     return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
 
