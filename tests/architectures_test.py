@@ -6,7 +6,7 @@ import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
 
-from tftransfer import architectures, config, convert, resnet, transfer, tuning
+from tftransfer import architectures, config, convert, resnet, search_space, transfer
 from tftransfer.errors import UserError
 
 # Small enough to build every architecture quickly (resnet101 has 33 blocks).
@@ -91,7 +91,7 @@ class EveryArchitectureTest(tf.test.TestCase, parameterized.TestCase):
         record = architectures.get(name)
         sizes = [len(stage.blocks) for stage in record.stages]
         stage_ends = {sum(sizes[i:]) for i in range(1, len(sizes))}  # all but every block
-        self.assertEqual(tuning.unfrozen_block_choices(build(name)),
+        self.assertEqual(search_space.unfrozen_block_choices(build(name)),
                          sorted({0, 1} | stage_ends) + [-1])
 
 
@@ -123,7 +123,7 @@ class RegistryTest(tf.test.TestCase):
         x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
         model = keras.Model(inputs, keras.layers.Dense(3, name="predictions")(x), name="resnet50")
         self.assertIsNone(architectures.for_model(model))
-        self.assertEqual(tuning.unfrozen_block_choices(model), [0, -1])
+        self.assertEqual(search_space.unfrozen_block_choices(model), [0, -1])
         tuned = transfer.attach_head(model, 4, "glorot")
         self.assertEqual(transfer.freeze(tuned, 0, "inference"), [])
         self.assertEqual([layer.name for layer in tuned.layers if layer.trainable_weights],

@@ -13,7 +13,7 @@ import tensorflow as tf
 
 import tftransfer
 from tests.helpers import make_image_folder
-from tftransfer import architectures, cli, saving, training, transfer, tuning
+from tftransfer import architectures, cli, saving, search_space, training, transfer
 from tftransfer.config import DataConfig, ModelConfig, OptimConfig, PretrainConfig, TransferConfig
 
 ARCH = "wrn16_4"
@@ -155,7 +155,7 @@ class PretrainAndTransferTest(tf.test.TestCase):
         self.assertEqual(saving.read_config(self.source)["arch"], ARCH)
         self.assertEqual(architectures.block_names(model),
                          list(architectures.get(ARCH).block_names))
-        self.assertEqual(tuning.unfrozen_block_choices(model), [0, 1, 2, 4, -1])
+        self.assertEqual(search_space.unfrozen_block_choices(model), [0, 1, 2, 4, -1])
 
     def test_the_last_stage_and_the_final_batch_norm_fine_tune(self):
         model = transfer.attach_head(tftransfer.load_model(self.source), 3, "glorot")
