@@ -2,12 +2,12 @@
 (PGD, FGSM with a random start, free training)."""
 
 import os
-import tempfile
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from tests.helpers import assert_save_and_reload
 from tftransfer import attacks
 from tftransfer.training import replay_batches
 from tftransfer.adversarial import AdversarialTrainer
@@ -142,13 +142,10 @@ class AdversarialTrainerTest(tf.test.TestCase):
         trainer = _fit(AdversarialTrainer(_classifier(), attack=ATTACK, eval_attack=ATTACK,
                                           adversarial_fraction=0.5, weight_decay=1e-4),
                        x, y, epochs=1)
-        with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, "trainer.keras")
-            trainer.save(path)
-            reloaded = keras.models.load_model(path)
+        reloaded = assert_save_and_reload(self, trainer, x,
+                                          os.path.join(self.get_temp_dir(), "trainer"))
         self.assertEqual(reloaded.attack, ATTACK)
         self.assertEqual(reloaded.adversarial_fraction, 0.5)
-        self.assertAllClose(reloaded(x), trainer(x), atol=1e-6)
 
     def test_weight_decay_is_pytorch_coupled_l2(self):
         # One SGD step without momentum on a zero-gradient loss shrinks w by lr * wd * w.

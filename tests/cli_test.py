@@ -13,9 +13,8 @@ import tensorflow as tf
 
 import pipelines
 import tftransfer
-from tests.helpers import SHARED_TFDS, make_image_folder
+from tests.helpers import SHARED_TFDS, killed_after_epoch, make_image_folder
 from tftransfer import cli, sweeps, training
-from tftransfer.callbacks import HistoryCSV
 from tftransfer.commands import COMMAND_MODULES
 from tftransfer.config import DataConfig, ModelConfig, PretrainConfig, SweepConfig
 
@@ -294,13 +293,7 @@ class PretrainEvaluateTest(tf.test.TestCase):
                 model=ModelConfig(arch="resnet20", width=0.25), epochs=3)
 
         training.pretrain(config(self.tmp / "whole"))
-        original = HistoryCSV.on_epoch_end
-
-        def crash_after_second_epoch(callback, epoch, logs=None):
-            original(callback, epoch, logs)
-            if epoch == 1:
-                raise KeyboardInterrupt  # as if killed after the epoch's checkpoint
-        with mock.patch.object(HistoryCSV, "on_epoch_end", crash_after_second_epoch):
+        with killed_after_epoch(2):
             with self.assertRaises(KeyboardInterrupt):
                 training.pretrain(config(self.tmp / "resumed"))
         self.assertFalse((self.tmp / "resumed" / "model.keras").exists())

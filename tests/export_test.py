@@ -33,6 +33,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
+from tests.helpers import TempRootTestCase
 from tftransfer import (cli, data, export, image_limits, model_server, resnet, saving,
                         serving_client)
 from tftransfer.errors import UserError
@@ -253,13 +254,14 @@ http.server.HTTPServer(("127.0.0.1", int(args.rest_api_port)), Handler).serve_fo
 
 # ----------------------------------------------------------------------------- export
 
-class ExportTest(tf.test.TestCase):
+class ExportTest(TempRootTestCase):
     """One export of a tiny model, shared by the tests that only read it."""
+
+    ROOT_PREFIX = "export_test_"
 
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.root = Path(tempfile.mkdtemp(prefix="export_test_"))
         cls.run_dir = make_run_dir(cls.root / "run")
         cls.base = cls.root / "base"
         with contextlib.redirect_stderr(io.StringIO()):
@@ -267,11 +269,6 @@ class ExportTest(tf.test.TestCase):
         cls.export_dir = Path(cls.result["export_dir"])
         cls.loaded = tf.saved_model.load(str(cls.export_dir))
         cls.model = saving.load_model(cls.run_dir)
-
-    @classmethod
-    def tearDownClass(cls):
-        shutil.rmtree(cls.root, ignore_errors=True)
-        super().tearDownClass()
 
     def keras_outputs(self, images):
         """What the signature should return, from the Keras model on ``images`` (float32
@@ -569,13 +566,14 @@ def _saved_model_cli(export_dir, signature, input_args) -> dict:
 
 # ----------------------------------------------------------------------------- client and serve
 
-class ServingClientTest(tf.test.TestCase):
+class ServingClientTest(TempRootTestCase):
     """The REST/gRPC client and ``serve`` against servers that follow TF Serving's APIs."""
+
+    ROOT_PREFIX = "serving_test_"
 
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.root = Path(tempfile.mkdtemp(prefix="serving_test_"))
         run_dir = make_run_dir(cls.root / "run")
         cls.base = cls.root / "base"
         with contextlib.redirect_stderr(io.StringIO()):
@@ -587,11 +585,6 @@ class ServingClientTest(tf.test.TestCase):
             path = cls.root / f"{key}.{key.split('_')[0]}"
             path.write_bytes(encoded)
             cls.files.append(str(path))
-
-    @classmethod
-    def tearDownClass(cls):
-        shutil.rmtree(cls.root, ignore_errors=True)
-        super().tearDownClass()
 
     def fake(self):
         return FakeTFServing({NAME: {1: self.loaded}})

@@ -1,12 +1,19 @@
-"""Small fixtures shared by the test modules: tiny image folders and tiny models."""
+"""Small fixtures shared by the test modules: tiny image folders and tiny models, a
+class-wide temporary folder, a save/reload/compare check and a simulated kill."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import shlex
+import shutil
+import tempfile
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
+import tensorflow as tf
 from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
@@ -58,3 +65,71 @@ def config_from_command(command: str):
     transfer_command.register(parser.add_subparsers())
     return transfer_command.config_from_args(parser.parse_args(words[2:]))
 
+
+class TempRootTestCase(tf.test.TestCase):
+    """A ``tf.test.TestCase`` with one temporary folder for the whole class, ``cls.root``
+    (named after ``ROOT_PREFIX``), removed after its last test: for fixtures (a source, an
+    export, an image folder) that several tests only read."""
+
+    ROOT_PREFIX = "tftransfer_test_"
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.root = Path(tempfile.mkdtemp(prefix=cls.ROOT_PREFIX))
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.root, ignore_errors=True)
+        super().tearDownClass()
+
+
+def assert_save_and_reload(test, model, inputs, directory, config=None, atol=1e-6, rtol=1e-6):
+    """keras-hub's ``run_model_saving_test`` for the toolkit's model files: saves ``model``
+    as a model directory (``saving.save_model_dir``), loads it back with
+    ``saving.load_model`` and checks that the reloaded model has the same class, Keras config
+    and outputs on ``inputs``.
+
+    Args:
+      test: the running ``tf.test.TestCase``.
+      model: the Keras model.
+      inputs: a batch it takes.
+      directory: where the model directory goes.
+      config: its ``config.json`` (default: ``{}``).
+      atol, rtol: tolerances of the output comparison.
+
+    Returns:
+      The reloaded model, for checks of its own.
+    """
+    from tftransfer import saving
+
+    saving.save_model_dir(model, directory, dict(config or {}))
+    reloaded = saving.load_model(directory)
+    test.assertIs(type(reloaded), type(model))
+    # As JSON, the form the file stores: a reloaded config has lists where shapes were tuples.
+    test.assertTrue(_as_json(reloaded.get_config()) == _as_json(model.get_config()),
+                    "the reloaded model's get_config() differs from the saved model's")
+    test.assertAllClose(reloaded(inputs, training=False), model(inputs, training=False),
+                        atol=atol, rtol=rtol)
+    return reloaded
+
+
+def _as_json(config: dict):
+    return json.loads(json.dumps(config, sort_keys=True))
+
+
+@contextlib.contextmanager
+def killed_after_epoch(epoch: int):
+    """Inside the block, a fit() with a ``callbacks.HistoryCSV`` raises KeyboardInterrupt
+    right after the history row of ``epoch`` (1-based) is written, as if the process were
+    killed then (after that epoch's checkpoint: the backup callback runs before)."""
+    from tftransfer.callbacks import HistoryCSV
+
+    original = HistoryCSV.on_epoch_end
+
+    def on_epoch_end(callback, index, logs=None):
+        original(callback, index, logs)
+        if index + 1 == epoch:
+            raise KeyboardInterrupt
+    with mock.patch.object(HistoryCSV, "on_epoch_end", on_epoch_end):
+        yield

@@ -1,13 +1,13 @@
 """Tests of the torchvision-layout ResNets."""
 
 import os
-import tempfile
 
 import keras
 import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
 
+from tests.helpers import assert_save_and_reload
 from tftransfer import resnet
 from tftransfer.errors import UserError
 
@@ -59,11 +59,7 @@ class ResNetTest(tf.test.TestCase, parameterized.TestCase):
     def test_save_and_reload_gives_same_outputs(self):
         model = resnet.build("resnet20", 10, 32, mean=(0.4, 0.5, 0.6), std=(0.2, 0.3, 0.4))
         x = np.random.default_rng(0).random((3, 32, 32, 3)).astype("float32")
-        with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, "m.keras")
-            model.save(path)
-            reloaded = keras.models.load_model(path)
-        self.assertAllClose(model(x), reloaded(x), atol=1e-6)
+        reloaded = assert_save_and_reload(self, model, x, os.path.join(self.get_temp_dir(), "m"))
         self.assertAllClose(reloaded.get_layer("normalize").get_config()["std"], [0.2, 0.3, 0.4])
 
     def test_mixed_precision_logits_are_float32(self):

@@ -11,7 +11,6 @@ import contextlib
 import io
 import json
 import shutil
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from tests.export_test import run_cli
-from tests.helpers import make_source
+from tests.helpers import TempRootTestCase, make_source
 from tftransfer import export, saving
 from tftransfer.errors import UserError
 
@@ -39,22 +38,18 @@ def write_hostile_saved_model(directory: Path, marker: Path) -> Path:
     return directory
 
 
-class SavedModelTrustTest(tf.test.TestCase):
+class SavedModelTrustTest(TempRootTestCase):
     """A SavedModel loads unasked only when the toolkit wrote it and it computes only."""
+
+    ROOT_PREFIX = "saving_test_"
 
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.root = Path(tempfile.mkdtemp(prefix="saving_test_"))
         cls.run_dir = make_source(cls.root / "model", num_classes=3)
         with contextlib.redirect_stderr(io.StringIO()):
             cls.export_dir = Path(export.export_model(cls.run_dir, "m", base=cls.root / "base")
                                   ["export_dir"])
-
-    @classmethod
-    def tearDownClass(cls):
-        shutil.rmtree(cls.root, ignore_errors=True)
-        super().tearDownClass()
 
     def setUp(self):
         super().setUp()

@@ -5,7 +5,6 @@ import dataclasses
 import json
 import math
 import shutil
-import tempfile
 from pathlib import Path
 from unittest import mock
 
@@ -15,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 import tftransfer
-from tests.helpers import make_image_folder
+from tests.helpers import TempRootTestCase, killed_after_epoch, make_image_folder
 from tftransfer import early_stop, training
 from tftransfer.callbacks import EPOCH_ATTRIBUTE, AtomicBackup, BackupUnlessNaN, HistoryCSV
 from tftransfer.config import AttackConfig, DataConfig, ModelConfig, OptimConfig, PretrainConfig
@@ -172,33 +171,23 @@ class ResumedHistoryTest(tf.test.TestCase):
         self.assertEqual(again.epoch, [0])
 
 
-class ResumeTest(tf.test.TestCase):
+class ResumeTest(TempRootTestCase):
     """Resuming a 3-epoch pretrain from damaged, moved or re-spelled run directories; each
     test starts from a copy of one run killed after its second epoch."""
+
+    ROOT_PREFIX = "resume_test_"
 
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.root = Path(tempfile.mkdtemp(prefix="resume_test_"))
         cls.folder = make_image_folder(cls.root / "images", classes=("a", "b"), per_class=16,
                                        split=True)
         training.pretrain(cls.config(cls.root / "whole"))
-        original = HistoryCSV.on_epoch_end
-
-        def killed_after_second_epoch(callback, epoch, logs=None):
-            original(callback, epoch, logs)
-            if epoch == 1:
-                raise KeyboardInterrupt  # as if killed after the epoch's checkpoint
-        with mock.patch.object(HistoryCSV, "on_epoch_end", killed_after_second_epoch):
+        with killed_after_epoch(2):
             try:
                 training.pretrain(cls.config(cls.root / "killed"))
             except KeyboardInterrupt:
                 pass
-
-    @classmethod
-    def tearDownClass(cls):
-        shutil.rmtree(cls.root, ignore_errors=True)
-        super().tearDownClass()
 
     @classmethod
     def config(cls, out):

@@ -5,11 +5,9 @@ import dataclasses
 import io
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import types
 from pathlib import Path
 from unittest import mock
@@ -19,7 +17,8 @@ import keras_tuner as kt
 import numpy as np
 import tensorflow as tf
 
-from tests.helpers import config_from_command, make_image_folder, make_source
+from tests.helpers import (TempRootTestCase, config_from_command, make_image_folder,
+                           make_source)
 from tftransfer import cli, data, resnet, saving, search_space, tune_best, tuners, tuning
 from tftransfer.hypermodel import FineTuneHyperModel, prepare
 from tftransfer.errors import UserError
@@ -29,21 +28,17 @@ REPO = Path(__file__).resolve().parent.parent
 DISTRIBUTED_ENV = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")
 
 
-class TuningTestCase(tf.test.TestCase):
+class TuningTestCase(TempRootTestCase):
     """A tiny source and a 3-class image folder (12 training, 6 test images per class)."""
+
+    ROOT_PREFIX = "tuning_test_"
 
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.root = Path(tempfile.mkdtemp(prefix="tuning_test_"))
         cls.source = str(make_source(cls.root / "source"))
         cls.folder = str(make_image_folder(cls.root / "images", classes=("a", "b", "c"),
                                            per_class=12, split=True))
-
-    @classmethod
-    def tearDownClass(cls):
-        shutil.rmtree(cls.root, ignore_errors=True)
-        super().tearDownClass()
 
     def setUp(self):
         super().setUp()

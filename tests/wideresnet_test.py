@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 import tftransfer
-from tests.helpers import make_image_folder
+from tests.helpers import assert_save_and_reload, make_image_folder
 from tftransfer import architectures, cli, saving, search_space, training, transfer
 from tftransfer.config import DataConfig, ModelConfig, OptimConfig, PretrainConfig, TransferConfig
 
@@ -109,12 +109,10 @@ class ArchitectureTest(tf.test.TestCase):
 
     def test_save_and_reload_through_the_registry(self):
         model = randomize(architectures.build(ARCH, 4, 32, width=0.25))
-        directory = Path(self.get_temp_dir()) / "wrn"
-        saving.save_model_dir(model, directory, {"arch": ARCH, "image_size": 32})
-        reloaded = tftransfer.load_model(directory)
-        self.assertIs(architectures.for_model(reloaded), architectures.get(ARCH))
         images = np.random.default_rng(2).random((3, 32, 32, 3)).astype("float32")
-        self.assertAllClose(model(images), reloaded(images), atol=1e-5, rtol=1e-5)
+        reloaded = assert_save_and_reload(self, model, images, Path(self.get_temp_dir()) / "wrn",
+                                          {"arch": ARCH, "image_size": 32}, 1e-5, 1e-5)
+        self.assertIs(architectures.for_model(reloaded), architectures.get(ARCH))
 
     def test_the_cli_accepts_the_architecture(self):
         args = cli.build_parser().parse_args(["pretrain", "--arch", ARCH, "--out", "x"])
