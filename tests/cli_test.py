@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from unittest import mock
 
+import pytest
 import tensorflow as tf
 
 import pipelines
@@ -259,6 +260,7 @@ class PretrainEvaluateTest(tf.test.TestCase):
         self.folder = make_image_folder(self.tmp / "images", classes=("a", "b"), per_class=16,
                                         split=True)
 
+    @pytest.mark.slow  # ~27 s on 2 cores
     def test_pretrain_then_evaluate_with_an_attack(self):
         out = self.tmp / "model"
         code, stdout, err = run_cli("pretrain", "--dataset", self.folder, "--arch", "resnet20",
@@ -316,6 +318,7 @@ class PretrainEvaluateTest(tf.test.TestCase):
         self.assertEqual(code, 2)
         self.assertIn("different configuration (seed: 0 -> 1)", err)
 
+    @pytest.mark.slow  # ~49 s on 2 cores
     def test_more_epochs_extend_a_finished_pretrain_run_and_are_recorded(self):
         out = self.tmp / "run"
         args = ["pretrain", "--dataset", self.folder, "--arch", "resnet20", "--width", "0.25",

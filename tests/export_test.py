@@ -30,6 +30,7 @@ from pathlib import Path
 from unittest import mock
 
 import numpy as np
+import pytest
 import tensorflow as tf
 from PIL import Image
 
@@ -391,6 +392,7 @@ class ExportTest(TempRootTestCase):
         digest = hashlib.sha256((self.export_dir / "saved_model.pb").read_bytes()).hexdigest()
         self.assertEqual(metadata["saved_model_sha256"], digest)
 
+    @pytest.mark.slow  # ~29 s on 2 cores
     def test_saved_model_cli_runs_both_signatures(self):
         png = sample_images()["png_rgb_20x24"]
         npy = self.root / "png.npy"
@@ -407,6 +409,7 @@ class ExportTest(TempRootTestCase):
         expected = data.to_model_input(pixels.astype(np.float32), IMAGE_SIZE)
         self.assertEqual(served["classes"][0], self.keras_outputs(expected)[2][0, 0])
 
+    @pytest.mark.slow  # ~30 s on 2 cores
     def test_versions_count_up_and_are_never_overwritten(self):
         base = self.root / "versions"
         with contextlib.redirect_stderr(io.StringIO()):

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from unittest import mock
 
+import pytest
 import tensorflow as tf
 
 from tests.helpers import REPO
@@ -109,6 +110,7 @@ class ConcurrentAppendTest(tf.test.TestCase):
 
 class ConcurrentSweepTest(tf.test.TestCase):
 
+    @pytest.mark.slow  # ~34 s on 2 cores
     def test_processes_started_together_run_each_cell_once_and_keep_every_row(self):
         tmp = Path(self.get_temp_dir())
         results, log = tmp / "results", tmp / "runs.log"

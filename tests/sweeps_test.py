@@ -10,6 +10,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
 import tensorflow as tf
 
 import pipelines
@@ -170,6 +171,7 @@ class RunSweepTest(tf.test.TestCase):
         self.target = str(make_image_folder(self.tmp / "images", classes=("a", "b", "c"),
                                             per_class=8, split=True))
 
+    @pytest.mark.slow  # ~41 s on 2 cores
     def test_rows_columns_and_resume_without_duplicates(self):
         sweep = small_sweep(self.sources, self.target)
         results = self.tmp / "results"
@@ -220,6 +222,7 @@ class RunSweepTest(tf.test.TestCase):
         # And back: the unsharded layout finds the shards' rows.
         self.assertEqual(sweeps.run_sweep(sweep, results)["finished_before"], 2)
 
+    @pytest.mark.slow  # ~22 s on 2 cores
     def test_a_cell_user_error_is_counted_as_failed_and_the_sweep_goes_on(self):
         # A source not trained yet (its cells come first) and N=2 below the 3 classes.
         missing = self.tmp / "not-trained-yet"
@@ -257,6 +260,7 @@ class RunSweepTest(tf.test.TestCase):
             sweeps.run_sweep(sweep, results, download=False)
         self.assertEqual(sweeps.read_rows(results / "results.csv"), [])
 
+    @pytest.mark.slow  # ~97 s on 2 cores
     def test_killed_sweep_resumes_with_each_cell_exactly_once(self):
         results = self.tmp / "killed"
         script = textwrap.dedent(f"""

@@ -15,6 +15,7 @@ from unittest import mock
 import keras
 import keras_tuner as kt
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from tests.helpers import (TempRootTestCase, config_from_command, make_image_folder,
@@ -247,6 +248,7 @@ class InterruptTraining(keras.callbacks.Callback):
 
 class SearchTest(TuningTestCase):
 
+    @pytest.mark.slow  # ~20 s on 2 cores
     def test_two_trial_search_end_to_end(self):
         directory = self.root / "e2e"
         argv = ["tune", "--target", self.folder, "--source", self.source, "--train-images",
@@ -285,6 +287,7 @@ class SearchTest(TuningTestCase):
         # The same 30 training images: only the test images are new to the cache.
         self.assertEqual(search_data.cache.computed - computed, result["test_images"])
 
+    @pytest.mark.slow  # ~28 s on 2 cores
     def test_resume_runs_only_the_missing_trials(self):
         cfg = self.tune_config(self.root / "resume", tuner="bayesian", max_trials=2)
         search_data = prepare(cfg)
@@ -307,6 +310,7 @@ class SearchTest(TuningTestCase):
 
 class ReproducibilityTest(TuningTestCase):
 
+    @pytest.mark.slow  # ~47 s on 2 cores
     def test_identical_searches_match_also_when_one_was_interrupted_and_resumed(self):
         cfg = self.tune_config(self.root / "repeat_a", max_trials=3, max_epochs=1)
         search_data = prepare(cfg)
@@ -349,6 +353,7 @@ class ReproducibilityTest(TuningTestCase):
         self.assertAllEqual(after._random_state.uniform(size=4),
                             before._random_state.uniform(size=4))
 
+    @pytest.mark.slow  # ~22 s on 2 cores
     def test_unfrozen_choices_without_head_only(self):
         hp = kt.HyperParameters()
         self.assertEqual(search_space.search_space(hp, [3, 4], 2, True)["unfrozen_blocks"], 3)
@@ -368,6 +373,7 @@ def free_port() -> int:
 
 class DistributedTest(TuningTestCase):
 
+    @pytest.mark.slow  # ~150 s on 2 cores
     def test_chief_and_two_workers_share_the_trials(self):
         directory = self.root / "distributed"
         args = ["--target", self.folder, "--source", self.source, "--train-images", "30",
