@@ -260,8 +260,18 @@ class SearchTest(TuningTestCase):
         self.assertEqual(result["trials_run_here"], ["0", "1"])
         self.assertEqual((result["validation_images"], result["train_images"]), (6, 30))
         self.assertEqual(result["test_images"], 18)  # tested once, on the whole test split
-        self.assertBetween(result["test_accuracy"], 0.0, 1.0)
-        self.assertBetween(result["val_accuracy"], 0.0, 1.0)
+        # The retrained run's own test result, a share of the 18 test images; the best
+        # trial's score, a share of the 6 validation images.
+        metrics = json.loads((directory / tune_best.BEST_RUN_DIR / "metrics.json").read_text())
+        self.assertEqual(result["test_accuracy"], metrics["test_accuracy"])
+        self.assertAlmostEqual(18 * result["test_accuracy"], round(18 * result["test_accuracy"]),
+                               places=4)
+        scores = [json.loads(path.read_text())["score"]
+                  for path in (directory / tuners.PROJECT_NAME).glob("trial_*/trial.json")]
+        self.assertLen(scores, 2)
+        self.assertAlmostEqual(result["val_accuracy"], max(scores), places=6)
+        self.assertAlmostEqual(6 * result["val_accuracy"], round(6 * result["val_accuracy"]),
+                               places=4)
         best = json.loads((directory / tune_best.BEST_HPS_FILE).read_text())
         self.assertEqual(best, result["best_hyperparameters"])
         self.assertIn(best["unfrozen_blocks"], (0, 1))
