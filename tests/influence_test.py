@@ -1,6 +1,7 @@
 """Tests of tftransfer.influence on small softmax-regression problems (float64)."""
 
 import tempfile
+import types
 from pathlib import Path
 
 import keras
@@ -8,7 +9,8 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from tftransfer import influence_math, influence_plots, influence_ranking, influence_runs
+from tftransfer import (influence, influence_math, influence_plots, influence_ranking,
+                        influence_runs)
 from tftransfer.errors import UserError
 
 
@@ -184,6 +186,32 @@ class HeadOfModelTest(tf.test.TestCase):
         model = keras.Model(inputs, keras.layers.Dense(2, name="logits")(inputs))
         with self.assertRaisesRegex(UserError, "fc"):
             influence_runs.head_of(model)
+
+
+class AnalyzeRunTest(tf.test.TestCase):
+    """The driver on a loaded run (features and a trained head, no model or dataset)."""
+
+    def test_scores_rates_and_summary_of_one_run(self):
+        features, labels = make_problem(n=40)
+        head = fit(features, labels, 3, l2=0.05)
+        run = influence_runs.RunData(
+            name="m", run_dir="runs/m", class_names=("a", "b", "c"), head=head,
+            hessian_features=features, train_labels=labels, n_train=30,
+            test_features=features[30:], test_labels=labels[30:], train_indices=np.arange(30),
+            test_indices=np.arange(30, 40), target=types.SimpleNamespace(name="toy"),
+            image_size=8)
+        analysis = influence.analyze_run(run, top_k=5, damping=0.01)
+        expected = influence_math.compute_influence(head, features, features[:30], labels[:30],
+                                                    features[30:], labels[30:], 0.01)
+        self.assertAllClose(analysis.influence.on_test, expected.on_test)
+        test_rates = analysis.rates[analysis.rates["targets"] == "test"]
+        self.assertAllClose(test_rates["match_rate"], influence_ranking.match_rates(
+            -expected.on_test, labels[:30], labels[30:], 5)["match_rate"])
+        summary = analysis.summary
+        self.assertEqual((summary["train_images"], summary["test_images"]), (30, 10))
+        self.assertEqual(summary["match_rate_test_k1"], test_rates["match_rate"].iloc[0])
+        self.assertLess(summary["objective_gradient_norm"], 1e-8)  # fitted to the optimum
+        self.assertEqual(summary["notes"], [])
 
 
 class FiguresTest(tf.test.TestCase):
