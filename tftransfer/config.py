@@ -24,7 +24,12 @@ PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 DISTRIBUTIONS = ("none", "mirrored", "multi_worker_mirrored")
 SCHEDULES = ("cosine", "step", "constant", "one_cycle")
 SUBSET_METHODS = ("stratified", "random")
-AUGMENT_POLICIES = ("pad_crop_flip", "utrera2021")
+AUGMENT_POLICIES = ("pad_crop_flip", "utrera2021", "imagenet")
+# --augment presets -> (data.augment, data.augment_policy); config.json keeps the policy names.
+AUGMENT_PRESETS = {"none": (False, "pad_crop_flip"), "cifar": (True, "pad_crop_flip"),
+                   "paper": (True, "utrera2021"), "imagenet": (True, "imagenet")}
+# How an image becomes the evaluation input (data.Preprocessing, which checks the same names).
+RESIZE_MODES = ("center_crop", "squash")
 SWEEP_ORDERS = ("source", "train_images")
 # Choices of the interpretation commands (here so that the CLI lists them without TensorFlow).
 SALIENCY_RENDERINGS = ("abs", "image")
@@ -81,8 +86,18 @@ class DataConfig:
     augment: bool = True
     color_jitter: bool = False
     # pad_crop_flip: pad-and-crop + flip (+ color_jitter); utrera2021: the paper's target
-    # augmentation (see data.paper_augment), none at all for grayscale targets.
+    # augmentation (see data.paper_augment), none at all for grayscale targets; imagenet:
+    # random-resized crop + flip (data.imagenet_augment).
     augment_policy: str = "pad_crop_flip"
+    # Evaluation input (and cached features): the centre square of the shorter side resized to
+    # image_size / crop_fraction, or the whole image squashed; square images: the same pixels.
+    resize: str = "center_crop"
+    crop_fraction: float = 1.0
+    # TFDS feature keys and split names (None: supervised keys / train and test or validation).
+    image_key: str | None = None
+    label_key: str | None = None
+    train_split: str | None = None
+    test_split: str | None = None
     # stratified: every class at least once, nested in N; random: robustness' make_loaders
     # (uniform, numpy RandomState(seed).choice without replacement), as the paper's code.
     subset: str = "stratified"
@@ -104,6 +119,18 @@ class DataConfig:
         _check(self.augment_policy in AUGMENT_POLICIES,
                f"augment_policy must be one of {', '.join(AUGMENT_POLICIES)}, "
                f"got {self.augment_policy!r}.")
+        _check(self.resize in RESIZE_MODES,
+               f"resize must be one of {', '.join(RESIZE_MODES)}, got {self.resize!r}.")
+        _check(0.0 < self.crop_fraction <= 1.0,
+               f"crop_fraction must be in (0, 1], got {self.crop_fraction}.")
+
+    def load_options(self) -> dict:
+        """The keyword arguments of ``data.load`` beyond the name, directory and download:
+        feature keys, splits and evaluation preprocessing."""
+        return {"test_fraction": self.test_fraction, "image_key": self.image_key,
+                "label_key": self.label_key, "train_split": self.train_split,
+                "test_split": self.test_split, "resize": self.resize,
+                "crop_fraction": self.crop_fraction}
 
 
 @dataclass(frozen=True)

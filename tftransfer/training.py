@@ -63,7 +63,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
     runtime.set_seed(cfg.seed)
     runtime.set_precision(cfg.precision)
     target = data.load(cfg.data.dataset, cfg.data.data_dir, cfg.data.download,
-                       cfg.data.test_fraction)
+                       **cfg.data.load_options())
     train_idx = data.select_subset(target.train.labels, cfg.data.train_images, cfg.seed)
     check_idx = None
     if cfg.early_stop:

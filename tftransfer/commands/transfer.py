@@ -15,6 +15,7 @@ from tftransfer.config import (DEFAULT_FEATURE_CACHE_MEMORY, FEATURE_CACHE_MODES
                                FROZEN_BN_MODES, HEAD_INITS, NORMALIZATIONS, SCHEDULES,
                                SUBSET_METHODS, DataConfig, OptimConfig, TransferConfig,
                                apply_overrides, apply_recipe, parse_size)
+from tftransfer.config import AUGMENT_PRESETS, RESIZE_MODES
 from tftransfer.errors import UserError
 from tftransfer.recipes import RECIPES
 
@@ -25,7 +26,8 @@ _RUN_FLAGS = ("source", "train_images", "test_images", "unfrozen_blocks", "eval_
               "curve_test_images", "seed", "out", "head_init", "frozen_bn", "lr", "momentum",
               "weight_decay", "batch_size", "schedule", "label_smoothing", "image_size",
               "augment", "test_fraction", "normalization", "subset", "recipe", "set",
-              "precision", "steps", "unfrozen_stages")
+              "precision", "steps", "unfrozen_stages", "resize", "crop_fraction", "image_key",
+              "label_key", "train_split", "test_split")
 
 
 def register(subparsers):
@@ -108,8 +110,32 @@ def register(subparsers):
                         help="label smoothing of the cross-entropy (0: none)")
     parser.add_argument("--image-size", type=int, default=None,
                         help="input size (default: the source's)")
-    parser.add_argument("--augment", action="store_true",
-                        help="pad-and-crop / flip the training images (disables feature caching)")
+    parser.add_argument("--augment", nargs="?", const="cifar", default=None,
+                        choices=sorted(AUGMENT_PRESETS),
+                        help="augment the training images (default: none; disables feature "
+                             "caching): cifar = pad-and-crop + flip (also plain --augment), "
+                             "paper = the paper's random crop (padding 4), flip, colour jitter "
+                             "0.25 and rotation 2 degrees for colour targets (none for "
+                             "grayscale), imagenet = random-resized crop + flip (as "
+                             "microsoft/robust-models-transfer); digits are never flipped")
+    parser.add_argument("--resize", choices=RESIZE_MODES, default="center_crop",
+                        help="evaluation input and cached features (default: center_crop): the "
+                             "shorter side resized, the centre square taken (aspect kept), or "
+                             "squash the whole image to the square; square images: the same")
+    parser.add_argument("--crop-fraction", type=float, default=1.0,
+                        help="with center_crop, the square's share of the resized shorter side "
+                             "(default: 1.0; 0.875 is ImageNet's 224 of 256)")
+    parser.add_argument("--image-key", default=None,
+                        help="TFDS feature holding the images (default: the dataset's "
+                             "supervised keys, else its only image feature)")
+    parser.add_argument("--label-key", default=None,
+                        help="TFDS feature holding the class labels (default: the supervised "
+                             "keys, else the only ClassLabel feature)")
+    parser.add_argument("--train-split", default=None,
+                        help="TFDS split (or slice, e.g. 'train[:80%%]') to train on "
+                             "(default: train)")
+    parser.add_argument("--test-split", default=None,
+                        help="TFDS split (or slice) to test on (default: test, else validation)")
     parser.add_argument("--test-fraction", type=float, default=0.2,
                         help="held-out share of an image folder without a test/ sub-folder")
     parser.add_argument("--feature-cache", choices=FEATURE_CACHE_MODES, default="auto",
@@ -155,8 +181,11 @@ def config_from_args(args) -> TransferConfig:
         data=DataConfig(dataset=args.target, data_dir=args.data_dir, download=args.download,
                         image_size=args.image_size, train_images=args.train_images,
                         test_images=args.test_images, test_fraction=args.test_fraction,
-                        augment=args.augment, batch_size=args.batch_size,
-                        subset=args.subset),
+                        batch_size=args.batch_size, subset=args.subset,
+                        **_augment_fields(args.augment), resize=args.resize,
+                        crop_fraction=args.crop_fraction, image_key=args.image_key,
+                        label_key=args.label_key, train_split=args.train_split,
+                        test_split=args.test_split),
         optim=OptimConfig(learning_rate=args.lr, momentum=args.momentum,
                           weight_decay=args.weight_decay, schedule=args.schedule,
                           label_smoothing=args.label_smoothing),
@@ -167,6 +196,12 @@ def config_from_args(args) -> TransferConfig:
         curve_test_images=args.curve_test_images, seed=args.seed, precision=args.precision,
         feature_cache=args.feature_cache, normalization=args.normalization)
     return apply_overrides(apply_recipe(cfg, args.recipe), args.set)
+
+
+def _augment_fields(preset: str | None) -> dict:
+    """DataConfig's augment and augment_policy for an --augment preset (None: none)."""
+    augment, policy = AUGMENT_PRESETS[preset or "none"]
+    return {"augment": augment, "augment_policy": policy}
 
 
 def run(args) -> dict:
