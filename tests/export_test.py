@@ -336,7 +336,9 @@ class ExportTest(TempRootTestCase):
         self.assert_matches_keras(outputs, same_size)  # no resizing at the model's size
         other_size = rng.random((2, 45, 50, 3), dtype=np.float32)
         outputs = self.loaded.signatures["predict_images"](images=tf.constant(other_size))
-        self.assert_matches_keras(outputs, data.to_model_input(other_size, IMAGE_SIZE))
+        # Each image as evaluation prepares it (data.to_model_input takes one image).
+        expected = np.stack([data.to_model_input(image, IMAGE_SIZE) for image in other_size])
+        self.assert_matches_keras(outputs, expected)
 
     def test_corrupt_bytes_raise_invalid_argument_naming_decode(self):
         # Bytes of no known format are refused by the signature's own check, which names
@@ -406,7 +408,7 @@ class ExportTest(TempRootTestCase):
         pixels = np.round(np.random.default_rng(4).random((1, 24, 20, 3)), 3)
         served = _saved_model_cli(self.export_dir, "predict_images",
                                   ["--input_exprs", f"images={pixels.tolist()!r}"])
-        expected = data.to_model_input(pixels.astype(np.float32), IMAGE_SIZE)
+        expected = data.to_model_input(pixels[0].astype(np.float32), IMAGE_SIZE)[None]
         self.assertEqual(served["classes"][0], self.keras_outputs(expected)[2][0, 0])
 
     @pytest.mark.slow  # ~30 s on 2 cores

@@ -6,7 +6,8 @@ watches) with two signatures that share the training-time preprocessing
 
 * ``serving_default``: ``image_bytes`` (tf.string [N], JPEG/PNG/GIF/BMP/WebP bytes)
   -> decoded to RGB in the graph, resized and scaled exactly as in training;
-* ``predict_images``: ``images`` (float32 [N, H, W, 3] RGB in [0, 1]) -> resized;
+* ``predict_images``: ``images`` (float32 [N, H, W, 3] RGB in [0, 1]) -> each prepared
+  as in evaluation (``data.to_model_input``, one image at a time);
 
 both returning ``probabilities`` [N, C], ``classes`` (top-k indices) [N, k],
 ``class_names`` (top-k names) [N, k] and ``logits`` [N, C]. The class names are a
@@ -233,7 +234,11 @@ def build_archive(model, class_names, image_size: int, top_k: int,
         with tf.control_dependencies([too_big]):
             # Resizing an empty batch fails too; a blank image stands in (see outputs).
             nonempty = tf.cond(shape[0] > 0, lambda: images, lambda: tf.zeros([1, 1, 1, 3]))
-        return outputs(data.to_model_input(nonempty, image_size)[:shape[0]])
+        # One image at a time: data.to_model_input (the evaluation crop) takes one image.
+        prepared = tf.map_fn(lambda image: data.to_model_input(image, image_size), nonempty,
+                             fn_output_signature=tf.TensorSpec((image_size, image_size, 3),
+                                                               tf.float32))
+        return outputs(prepared[:shape[0]])
 
     archive = keras.export.ExportArchive()
     archive.track(model)
