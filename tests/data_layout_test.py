@@ -48,7 +48,7 @@ class LayoutTest(tf.test.TestCase):
     def test_ambiguous_keys_must_be_named_and_named_keys_are_checked(self):
         with self.assertRaisesRegex(UserError, r"2 image features \(photo, mask\).*--image-key"):
             data.load("tftransfer_two_images", data_dir=self.tmp)
-        with self.assertRaisesRegex(UserError, r"--label-key 'photo' is not an class-label"
+        with self.assertRaisesRegex(UserError, r"--label-key 'photo' is not a class-label"
                                     r".*features are species, breed"):
             data.load("tftransfer_two_images", data_dir=self.tmp, image_key="photo",
                       label_key="photo")

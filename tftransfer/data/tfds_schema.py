@@ -47,14 +47,15 @@ def feature_keys(builder, name: str, image_key: str | None = None,
     supervised = builder.info.supervised_keys
     declared = (tuple(supervised) if supervised and len(supervised) == 2
                 and all(isinstance(k, str) for k in supervised) else (None, None))
-    return (_key(builder, name, "image", image_key or declared[0]),
-            _key(builder, name, "label", label_key or declared[1]))
+    return (_key(builder, name, "image", image_key, declared[0]),
+            _key(builder, name, "label", label_key, declared[1]))
 
 
-def _key(builder, name: str, kind: str, chosen: str | None) -> str:
+def _key(builder, name: str, kind: str, given: str | None, declared: str | None) -> str:
     candidates = _features_of(builder, kind)
     flag = f"--{kind}-key"
     what = "image" if kind == "image" else "class-label (ClassLabel)"
+    chosen = given or declared
     if chosen is None:
         if len(candidates) == 1:
             return candidates[0]
@@ -64,9 +65,10 @@ def _key(builder, name: str, kind: str, chosen: str | None) -> str:
                         f"with {flag}.")
     if chosen not in candidates:
         everything = ", ".join(builder.info.features.keys())
-        raise UserError(f"{flag} {chosen!r} is not an {what} feature of {name!r}; its {what} "
-                        f"features are {', '.join(candidates) or 'none'} (all features: "
-                        f"{everything}).")
+        named = f"{flag} {chosen!r}" if given else f"The supervised {kind} key {chosen!r}"
+        raise UserError(f"{named} is not {'an' if kind == 'image' else 'a'} {what} feature of "
+                        f"{name!r}; its {what} features are {', '.join(candidates) or 'none'} "
+                        f"(all features: {everything}); name one with {flag}.")
     return chosen
 
 
