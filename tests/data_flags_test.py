@@ -69,3 +69,20 @@ class FlagsTest(tf.test.TestCase):
 
 if __name__ == "__main__":
     tf.test.main()
+
+
+class RunCacheLoadOptionsTest(tf.test.TestCase):
+    """A transfer run's target is loaded with its split flags (the run cache passes them)."""
+
+    def test_test_split_flag_reaches_the_loaded_target(self):
+        import os
+
+        from tftransfer.feature_cache import RunCache
+
+        data_dir = os.environ.get("TFDS_DATA_DIR") or str(REPO.parent / "shared" / "tfds")
+        if not os.path.isdir(os.path.join(data_dir, "mnist")):
+            self.skipTest(f"no prepared mnist in {data_dir}")
+        cfg = _config("--test-split", "test[:10%]", "--data-dir", data_dir, "--no-download")
+        full = RunCache().target(_config("--data-dir", data_dir, "--no-download"))
+        part = RunCache().target(cfg)
+        self.assertEqual(len(part.test.labels) * 10, len(full.test.labels))

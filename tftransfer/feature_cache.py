@@ -54,9 +54,11 @@ class RunCache:
 
     def target(self, cfg: TransferConfig) -> data.TargetData:
         """The target dataset of ``cfg``, loaded once."""
-        key = (cfg.target, cfg.data.data_dir, cfg.data.download, cfg.data.test_fraction)
+        options = cfg.data.load_options()  # keys, splits, evaluation preprocessing
+        key = (cfg.target, cfg.data.data_dir, cfg.data.download, tuple(sorted(options.items())))
         if key not in self._targets:
-            self._targets[key] = data.load(*key)
+            self._targets[key] = data.load(cfg.target, cfg.data.data_dir, cfg.data.download,
+                                           **options)
         return self._targets[key]
 
     def network(self, cfg: TransferConfig, source: SourceModel, num_classes: int,
@@ -104,6 +106,7 @@ class RunCache:
         chunks, where = self._store(key, keep)
         missing = np.asarray([i for i in np.unique(indices) if int(i) not in where], np.int64)
         if len(missing):
+            batch_size = extraction_batch_size(batch_size, image_size)
             ds = data.pipeline(image_set, missing, image_size, batch_size, cache=False)
             chunk = extract(_as_function(trunk), ds, len(missing), self.fits, self.disk,
                             progress)
@@ -199,6 +202,16 @@ class RunCache:
 
 def _set_key(key: tuple, indices: np.ndarray) -> tuple:
     return key + (len(indices), hash(indices.tobytes()))
+
+
+def extraction_batch_size(batch_size: int, image_size: int | None) -> int:
+    """``batch_size`` capped at the pixels of 64 images of 224 px: the activations of
+    ResNet-50's forward pass grow with batch x pixels, and 256 images at 224 px need several
+    GB (a trunk's outputs do not depend on the batch, so only memory changes; 32-px images
+    keep batches of 256)."""
+    if not image_size:
+        return batch_size
+    return max(1, min(batch_size, int(64 * (224 / image_size) ** 2)))
 
 
 def _as_function(trunk):

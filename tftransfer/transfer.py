@@ -237,7 +237,9 @@ def feature_key(cfg: TransferConfig, source: SourceModel, target, network: Netwo
                 image_size: int) -> tuple:
     """The RunCache key of a network's trunk features (add the split): the same for every
     run and search trial that shares the source, target, boundary, size and precision."""
-    return (source.identity["source_path"], target.name, cfg.data.test_fraction,
+    # The load options (keys, splits, crop) change the images, so they are part of the key.
+    return (source.identity["source_path"], target.name,
+            tuple(sorted(cfg.data.load_options().items())),
             network.boundary_key, image_size, cfg.precision, network.normalization)
 
 
