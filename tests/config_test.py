@@ -7,7 +7,8 @@ from absl.testing import parameterized
 
 from tftransfer import runtime
 from tftransfer.config import (AttackConfig, CellOverride, DataConfig, ModelConfig, OptimConfig,
-                               PretrainConfig, SweepConfig, TransferConfig, apply_overrides)
+                               PretrainConfig, SweepConfig, TransferConfig, apply_overrides,
+                               recorded_load_options, to_dict)
 from tftransfer.errors import UserError
 
 # Every float field of every config dataclass, with a kind of config that uses it.
@@ -78,3 +79,28 @@ class SeedTest(tf.test.TestCase, parameterized.TestCase):
         runtime.set_seed(0)
         with self.assertRaisesRegex(UserError, "got 4294967296"):
             runtime.set_seed(2 ** 32)
+
+
+class RecordedLoadOptionsTest(tf.test.TestCase):
+    """The data.load options of a run's config.json (evaluate, saliency, influence, export)."""
+
+    def run_config(self):
+        cfg = TransferConfig(target="dtd", data=DataConfig(
+            augment=False, image_key="img", label_key="lab", test_split="validation",
+            resize="squash", crop_fraction=0.875, test_fraction=0.3))
+        return {"kind": "transfer", "resolved_config": to_dict(cfg)}
+
+    def test_the_runs_own_dataset_gets_every_option(self):
+        options = recorded_load_options(self.run_config(), "dtd")
+        self.assertEqual(options, DataConfig(
+            image_key="img", label_key="lab", test_split="validation", resize="squash",
+            crop_fraction=0.875, test_fraction=0.3).load_options())
+        self.assertEqual(recorded_load_options(self.run_config()), options)
+
+    def test_another_dataset_gets_the_preprocessing_and_test_fraction_only(self):
+        self.assertEqual(recorded_load_options(self.run_config(), "mnist"),
+                         {"resize": "squash", "crop_fraction": 0.875, "test_fraction": 0.3})
+
+    def test_a_config_without_a_data_section_gives_no_options(self):
+        self.assertEqual(recorded_load_options({"kind": "converted"}, "mnist"), {})
+        self.assertEqual(recorded_load_options(None), {})

@@ -2,13 +2,16 @@
 
 import contextlib
 import io
+import json
 import re
+from unittest import mock
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from tftransfer import evaluation
+from tests.helpers import TempRootTestCase, make_image_folder
+from tftransfer import cli, data, evaluation, saving
 
 
 class _Terminal(io.StringIO):
@@ -64,3 +67,29 @@ class EvaluationTest(tf.test.TestCase):
 
 if __name__ == "__main__":
     tf.test.main()
+
+
+class EvaluateRecordedOptionsTest(TempRootTestCase):
+    """``evaluate`` on a run directory loads the dataset as that run did."""
+
+    ROOT_PREFIX = "evaluate_options_test_"
+
+    def test_the_runs_preprocessing_and_test_fraction_are_used(self):
+        folder = make_image_folder(self.root / "images", classes=("a", "b"), per_class=10,
+                                   size=(12, 24))
+        model, _ = _tiny_model_and_data()
+        recorded = {"resize": "squash", "crop_fraction": 1.0, "test_fraction": 0.3}
+        saving.save_model_dir(model, self.root / "run", {
+            "kind": "transfer", "class_names": ["a", "b"], "image_size": 4,
+            "resolved_config": {"target": str(folder), "data": recorded}})
+        out = io.StringIO()
+        with mock.patch.object(data, "load", wraps=data.load) as load, \
+                contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+            code = cli.main(["evaluate", "--model", str(self.root / "run"),
+                             "--dataset", str(folder)])
+        self.assertEqual(code, 0)
+        options = load.call_args.kwargs
+        self.assertEqual((options["resize"], options["test_fraction"]), ("squash", 0.3))
+        self.assertEqual(load.call_args.args[0], str(folder))
+        # 30% of 20 images held out, not the default 20%.
+        self.assertEqual(json.loads(out.getvalue().strip().splitlines()[-1])["examples"], 6)

@@ -116,15 +116,19 @@ def run_cli(argv) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
-def make_run_dir(directory) -> Path:
-    """A tiny fine-tuned-model directory as ``transfer`` writes it."""
+def make_run_dir(directory, data_settings: dict | None = None) -> Path:
+    """A tiny fine-tuned-model directory as ``transfer`` writes it (``data_settings``: the
+    ``data`` section of its resolved config, absent by default)."""
     tf.keras.utils.set_random_seed(0)
     model = resnet.build("resnet20", len(CLASS_NAMES), IMAGE_SIZE, width=0.25)
+    resolved = {"target": "toy", "epochs": 3}
+    if data_settings is not None:
+        resolved["data"] = data_settings
     saving.save_model_dir(model, directory, {
         "kind": "transfer", "arch": "resnet20", "dataset": "toy",
         "class_names": list(CLASS_NAMES), "image_size": IMAGE_SIZE,
         "source": "cifar10-resnet20-l2-eps0.5", "source_attack": "l2", "source_eps": 0.5,
-        "resolved_config": {"target": "toy", "epochs": 3}, "test_accuracy": 0.625})
+        "resolved_config": resolved, "test_accuracy": 0.625})
     return Path(directory)
 
 
@@ -308,6 +312,8 @@ class ExportTest(TempRootTestCase):
         self.assertEqual(metadata["class_names"], list(CLASS_NAMES))
         self.assertEqual(metadata["image_size"], IMAGE_SIZE)
         self.assertEqual(self.result["top_k"], 2)
+        # No data section recorded: data.load's default preprocessing.
+        self.assertEqual(metadata["preprocessing"], {"resize": "center_crop", "crop_fraction": 1.0})
 
     def test_serving_default_matches_keras_on_encoded_images(self):
         images = sample_images()
@@ -483,6 +489,34 @@ def gif_frames(sizes, screen=None) -> bytes:
     if screen is not None:
         encoded = encoded[:6] + struct.pack("<HH", *screen) + encoded[10:]
     return encoded
+
+
+class ExportPreprocessingTest(TempRootTestCase):
+    """An export prepares images with the run's recorded resize and crop, not the default."""
+
+    ROOT_PREFIX = "export_preprocessing_test_"
+
+    def test_signatures_use_the_runs_recorded_resize(self):
+        run_dir = make_run_dir(self.root / "run", {"resize": "squash", "crop_fraction": 1.0})
+        with contextlib.redirect_stderr(io.StringIO()):
+            result = export.export_model(run_dir, NAME, base=self.root / "base")
+        export_dir = Path(result["export_dir"])
+        self.assertEqual(export.read_metadata(export_dir)["preprocessing"],
+                         {"resize": "squash", "crop_fraction": 1.0})
+        loaded = tf.saved_model.load(str(export_dir))
+        model = saving.load_model(run_dir)
+        wide = np.random.default_rng(3).random((2, 30, 60, 3), dtype=np.float32)
+        squashed = np.stack([data.to_model_input(image, IMAGE_SIZE, data.Preprocessing("squash"))
+                             for image in wide])
+        cropped = np.stack([data.to_model_input(image, IMAGE_SIZE) for image in wide])
+        self.assertGreater(np.max(np.abs(squashed - cropped)), 0.1)  # the two really differ
+        outputs = loaded.signatures["predict_images"](images=tf.constant(wide))
+        self.assertAllClose(outputs["logits"], model(squashed, training=False), atol=1e-5)
+        png = encode((wide[0] * 255).round().astype(np.uint8), "PNG")
+        served = loaded.signatures["serving_default"](image_bytes=tf.constant([png]))
+        decoded = tf.io.decode_image(png, channels=3, expand_animations=False)
+        expected = data.to_model_input(decoded, IMAGE_SIZE, data.Preprocessing("squash"))[None]
+        self.assertAllClose(served["logits"], model(expected, training=False), atol=1e-5)
 
 
 class ImageSizeCheckTest(tf.test.TestCase):

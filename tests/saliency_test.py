@@ -148,3 +148,22 @@ class RenderTest(tf.test.TestCase):
 
 if __name__ == "__main__":
     tf.test.main()
+
+
+class SharedLoadOptionsTest(tf.test.TestCase):
+    """saliency loads its one dataset with the options every model's run recorded alike."""
+
+    @staticmethod
+    def run_config(**data):
+        return {"resolved_config": {"target": "dtd", "data": data}}
+
+    def test_options_the_runs_agree_on_are_kept_and_the_others_dropped(self):
+        configs = [self.run_config(resize="squash", image_key="img", test_fraction=0.3),
+                   self.run_config(resize="squash", image_key="other", test_fraction=0.3)]
+        options = saliency.shared_load_options(configs, "dtd")
+        self.assertEqual((options["resize"], options["test_fraction"]), ("squash", 0.3))
+        self.assertNotIn("image_key", options)
+
+    def test_a_model_without_a_recorded_data_section_keeps_the_defaults(self):
+        configs = [self.run_config(resize="squash"), {"kind": "converted"}]
+        self.assertEqual(saliency.shared_load_options(configs, "dtd"), {})

@@ -20,8 +20,9 @@ from tftransfer.run_configs import (  # noqa: F401
     DEFAULT_FEATURE_CACHE_MEMORY, DISTRIBUTIONS, FEATURE_CACHE_MODES, FROZEN_BN_MODES,
     HEAD_INITS, NORMALIZATIONS, PRECISIONS, TRAINING_LOOPS, PretrainConfig, TransferConfig)
 from tftransfer.section_configs import (  # noqa: F401
-    ARCHITECTURES, ATTACKS, AUGMENT_POLICIES, AUGMENT_PRESETS, RESIZE_MODES, SCHEDULES,
-    SUBSET_METHODS, AttackConfig, DataConfig, ModelConfig, OptimConfig)
+    ARCHITECTURES, ATTACKS, AUGMENT_POLICIES, AUGMENT_PRESETS, PREPROCESSING_OPTIONS,
+    RESIZE_MODES, SCHEDULES, SUBSET_METHODS, AttackConfig, DataConfig, ModelConfig, OptimConfig,
+    recorded_load_options)
 from tftransfer.sweep_config import SWEEP_ORDERS, CellOverride, SweepConfig  # noqa: F401
 
 # Choices of the interpretation commands (here so that the CLI lists them without TensorFlow).

@@ -99,12 +99,16 @@ def _adversary(model, attack: AttackConfig, implementation: str):
 def evaluate_on_dataset(model, dataset_name: str, data_dir=None, download=True,
                         attack: AttackConfig | None = None, max_examples: int | None = None,
                         batch_size: int = 256, implementation: str = "cleverhans",
-                        test_fraction: float = 0.2, seed: int = 0) -> dict:
+                        test_fraction: float = 0.2, seed: int = 0,
+                        load_options: dict | None = None) -> dict:
     """Loads the test split of ``dataset_name`` at the model's size and evaluates on it.
 
     ``max_examples`` takes a fixed stratified subset (seed 0), the same for every model.
+    ``load_options``: further ``data.load`` options (e.g. ``config.recorded_load_options``:
+    the run's keys, splits and preprocessing); a test fraction there wins over ``test_fraction``.
     """
-    target = data.load(dataset_name, data_dir, download, test_fraction, seed)
+    options = {"test_fraction": test_fraction, **(load_options or {})}
+    target = data.load(dataset_name, data_dir, download, seed=seed, **options)
     num_outputs = int(model.outputs[0].shape[-1])
     if num_outputs != target.num_classes:
         raise UserError(f"The model has {num_outputs} outputs but {target.name} has "

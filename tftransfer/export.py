@@ -2,7 +2,7 @@
 
 ``export_model`` writes ``BASE/NAME/VERSION/`` (integer versions, the layout TF Serving
 watches) with two signatures that share the training-time preprocessing
-(``data.to_model_input``):
+(``data.to_model_input`` with the run's recorded ``resize`` and ``crop_fraction``):
 
 * ``serving_default``: ``image_bytes`` (tf.string [N], JPEG/PNG/GIF/BMP/WebP bytes)
   -> decoded to RGB in the graph, resized and scaled exactly as in training;
@@ -33,6 +33,7 @@ import sys
 import time
 from pathlib import Path
 
+from tftransfer.config import PREPROCESSING_OPTIONS, recorded_load_options
 from tftransfer.errors import UserError
 from tftransfer.export_format import (IMAGES_SIGNATURE, METADATA_FILE, SERVING_SIGNATURE,
                                       read_metadata, saved_model_sha256)
@@ -72,7 +73,7 @@ def export_model(model_ref, name: str, base="saved_models", version: int | None 
     Raises:
       UserError: for a bad name, version or top-k, or when the version already exists.
     """
-    from tftransfer import hub, saving
+    from tftransfer import data, hub, saving
 
     check_name(name)
     if top_k < 1:
@@ -84,11 +85,16 @@ def export_model(model_ref, name: str, base="saved_models", version: int | None 
     config = saving.read_config(model_ref)
     class_names = _class_names(config, int(model.outputs[0].shape[-1]))
     image_size = int(config.get("image_size") or model.inputs[0].shape[1])
+    # The run's own resize and crop: serving must feed the model as its evaluation did.
+    recorded = recorded_load_options(config)
+    preprocessing = data.Preprocessing(**{key: recorded[key] for key in PREPROCESSING_OPTIONS
+                                          if key in recorded})
     top_k = min(top_k, len(class_names))
     target = version_dir(Path(base) / name, version)
-    metadata = export_metadata(model_ref, config, class_names, image_size, top_k, max_pixels)
-    _write_version(build_archive(model, class_names, image_size, top_k, max_pixels), target,
-                   metadata)
+    metadata = export_metadata(model_ref, config, class_names, image_size, top_k, max_pixels,
+                               preprocessing)
+    archive = build_archive(model, class_names, image_size, top_k, max_pixels, preprocessing)
+    _write_version(archive, target, metadata)
     print(f"exported {model_ref} -> {target} (signatures {SERVING_SIGNATURE}, "
           f"{IMAGES_SIGNATURE}; {len(class_names)} classes, {image_size}px, top-{top_k})",
           file=sys.stderr)
@@ -148,15 +154,19 @@ def version_dir(model_dir, version: int | None) -> Path:
 
 
 def export_metadata(model_ref, config: dict, class_names, image_size: int, top_k: int,
-                    max_pixels: int = MAX_IMAGE_PIXELS) -> dict:
-    """What ``assets.extra/tftransfer.json`` records: source, recipe, accuracy, signatures
-    and their pixel limit (``_write_version`` adds the sha256 of ``saved_model.pb``)."""
+                    max_pixels: int = MAX_IMAGE_PIXELS, preprocessing=None) -> dict:
+    """What ``assets.extra/tftransfer.json`` records: source, recipe, accuracy, signatures,
+    their pixel limit and preprocessing (``data.Preprocessing``; None: the default) and, added
+    by ``_write_version``, the sha256 of ``saved_model.pb``."""
     import keras
     import tensorflow as tf
 
     from tftransfer import runs, saving
 
+    from tftransfer import data
+
     source = {k: v for k, v in config.items() if k.startswith("source")}
+    preprocessing = preprocessing or data.Preprocessing()
     return {
         "model": str(saving.resolve_model_path(model_ref)),
         "kind": config.get("kind"), "arch": config.get("arch"), "dataset": config.get("dataset"),
@@ -165,6 +175,8 @@ def export_metadata(model_ref, config: dict, class_names, image_size: int, top_k
         "model_git_commit": config.get("git_commit"),
         "class_names": list(class_names), "image_size": image_size, "top_k": top_k,
         "max_image_pixels": max_pixels,
+        "preprocessing": {"resize": preprocessing.resize,
+                          "crop_fraction": preprocessing.crop_fraction},
         "signatures": {
             SERVING_SIGNATURE: {"inputs": {BYTES_INPUT: "string [N]: JPEG/PNG/GIF/BMP/WebP "
                                                         f"bytes, at most {max_pixels} pixels "
@@ -179,8 +191,9 @@ def export_metadata(model_ref, config: dict, class_names, image_size: int, top_k
 
 
 def build_archive(model, class_names, image_size: int, top_k: int,
-                  max_pixels: int = MAX_IMAGE_PIXELS):
-    """A ``keras.export.ExportArchive`` tracking ``model`` with both signatures.
+                  max_pixels: int = MAX_IMAGE_PIXELS, preprocessing=None):
+    """A ``keras.export.ExportArchive`` tracking ``model`` with both signatures, which
+    prepare every image with ``preprocessing`` (``data.Preprocessing``; None: the default).
 
     ExportArchive (rather than a hand-made ``tf.Module``) tracks every Keras variable,
     which the SavedModel loader of TF Serving and ``saved_model_cli`` needs.
@@ -215,7 +228,7 @@ def build_archive(model, class_names, image_size: int, top_k: int,
             tf.strings.format("image {} of the batch decodes to {}x{} pixels, more than the {} "
                               "this model accepts", (index, shape[1], shape[0], max_pixels))])
         with tf.control_dependencies([decoded_size]):
-            return data.to_model_input(image, image_size)
+            return data.to_model_input(image, image_size, preprocessing)
 
     def serve_encoded(image_bytes):
         indices = tf.range(tf.shape(image_bytes, out_type=tf.int64)[0])
@@ -235,9 +248,9 @@ def build_archive(model, class_names, image_size: int, top_k: int,
             # Resizing an empty batch fails too; a blank image stands in (see outputs).
             nonempty = tf.cond(shape[0] > 0, lambda: images, lambda: tf.zeros([1, 1, 1, 3]))
         # One image at a time: data.to_model_input (the evaluation crop) takes one image.
-        prepared = tf.map_fn(lambda image: data.to_model_input(image, image_size), nonempty,
-                             fn_output_signature=tf.TensorSpec((image_size, image_size, 3),
-                                                               tf.float32))
+        prepared = tf.map_fn(lambda image: data.to_model_input(image, image_size, preprocessing),
+                             nonempty, fn_output_signature=tf.TensorSpec(
+                                 (image_size, image_size, 3), tf.float32))
         return outputs(prepared[:shape[0]])
 
     archive = keras.export.ExportArchive()

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from tftransfer.config import recorded_load_options
 from tftransfer.errors import UserError
 from tftransfer.influence_math import Head, with_bias_column
 
@@ -113,8 +114,9 @@ def load_run(run_dir, train_images: int | None, test_images: int, data_dir=None,
                         f"lacks kind 'transfer' and resolved_config); pass the --out of "
                         f"`python main.py transfer`.")
     settings, seed = resolved["data"], resolved.get("seed", 0)
+    # The run's own keys, splits and preprocessing: the images it trained and tested on.
     target = data.load(resolved["target"], data_dir or settings.get("data_dir"), download,
-                       settings.get("test_fraction", 0.2))
+                       **recorded_load_options(config))
     run_indices = data.select_subset(target.train.labels, settings.get("train_images"), seed)
     n_train = len(run_indices) if train_images is None else train_images
     if not 1 <= n_train <= len(run_indices):

@@ -26,6 +26,7 @@ import tensorflow as tf
 from tftransfer.errors import UserError
 
 from tftransfer.config import SALIENCY_RENDERINGS as RENDERINGS  # noqa: E402
+from tftransfer.config import recorded_load_options  # noqa: E402
 _PERCENTILE = 99.0
 
 
@@ -264,6 +265,16 @@ def _cell(ax, picture, caption, gray: bool = False) -> None:
 
 # ----------------------------------------------------------------------------- the command
 
+def shared_load_options(configs, dataset: str) -> dict:
+    """The ``data.load`` options every model's run recorded alike (``recorded_load_options``):
+    all models see the same images, so an option they disagree on keeps ``data.load``'s
+    default."""
+    recorded = [recorded_load_options(config, dataset) for config in configs]
+    first, rest = recorded[0], recorded[1:]
+    return {key: value for key, value in first.items()
+            if all(key in other and other[key] == value for other in rest)}
+
+
 def run_saliency(model_refs, dataset: str, num_images: int, out, smooth: bool = False,
                  samples: int = 25, noise: float = 0.1, data_dir=None, download: bool = True,
                  titles=None, mode: str = "abs", seed: int = 0) -> dict:
@@ -291,11 +302,12 @@ def run_saliency(model_refs, dataset: str, num_images: int, out, smooth: bool = 
     if titles is not None and len(titles) != len(model_refs):
         raise UserError(f"--labels has {len(titles)} entries for {len(model_refs)} models.")
     render(np.zeros((1, 1, 1, 3)), mode)  # an unknown --render fails before any work
-    target = data.load(dataset, data_dir, download)
+    configs = [hub.read_config(ref) for ref in model_refs]
+    target = data.load(dataset, data_dir, download, **shared_load_options(configs, dataset))
     # The nested seed-0 order's prefix: stratified, and stable when K grows.
     indices = data.select_subset(target.test.labels, None, 0)[:num_images]
     true_labels = target.test.labels[indices]
-    models = [(ref, hub.load_model(ref), hub.read_config(ref)) for ref in model_refs]
+    models = [(ref, hub.load_model(ref), config) for ref, config in zip(model_refs, configs)]
     sizes = {ref: model_input_size(model, 224) for ref, model, _ in models}
     shown_size = max(sizes.values())
     images = {size: data.subset_arrays(target.test, indices, size)[0]

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
 from tftransfer import architectures, attack_methods
 from tftransfer.config_checks import check, check_finite
+from tftransfer.config_overrides import from_dict
 
 ATTACKS = ("none", "l2", "linf")
 ARCHITECTURES = architectures.NAMES       # the registry imports no TensorFlow
@@ -82,6 +84,42 @@ class DataConfig:
                 "label_key": self.label_key, "train_split": self.train_split,
                 "test_split": self.test_split, "resize": self.resize,
                 "crop_fraction": self.crop_fraction}
+
+
+# What a model's preprocessing is, whichever dataset it is applied to (the rest of a run's data
+# options name its own dataset's keys and splits).
+PREPROCESSING_OPTIONS = ("resize", "crop_fraction")
+
+
+def recorded_load_options(run_config: dict | None, dataset: str | None = None) -> dict:
+    """The ``data.load`` options a run recorded (its ``config.json``'s ``resolved_config``), for
+    loading ``dataset`` with the model that run wrote.
+
+    The evaluation preprocessing and the test fraction always carry over: they are how the
+    model was fed and which images it held out. The TFDS feature keys and split names carry
+    over only when ``dataset`` is the run's own dataset (None: it is); another dataset's
+    names mean nothing here. A config without a resolved data section gives ``{}``, so
+    ``data.load``'s defaults apply (a converted checkpoint, an old export).
+    """
+    resolved = (run_config or {}).get("resolved_config")
+    settings = resolved.get("data") if isinstance(resolved, dict) else None
+    if not isinstance(settings, dict):
+        return {}
+    options = from_dict(DataConfig, settings).load_options()
+    own = resolved.get("target") or settings.get("dataset")
+    if dataset is not None and not _same_dataset(dataset, own):
+        options = {key: options[key] for key in ("test_fraction", *PREPROCESSING_OPTIONS)}
+    return options
+
+
+def _same_dataset(a: str, b: str | None) -> bool:
+    """Whether two dataset names (TFDS names or folders, spelled either way) are one dataset."""
+    if a == b:
+        return True
+    if b is None:
+        return False
+    first, second = Path(a).expanduser(), Path(b).expanduser()
+    return first.exists() and second.exists() and first.resolve() == second.resolve()
 
 
 @dataclass(frozen=True)

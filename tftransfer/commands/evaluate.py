@@ -46,14 +46,17 @@ def add_trust_saved_model_argument(parser) -> None:
 
 def run(args) -> dict:
     from tftransfer import hub, saving
+    from tftransfer.config import recorded_load_options
     from tftransfer.evaluation import evaluate_on_dataset
 
     path = hub.model_dir(args.model)
     model = saving.load_model(path, trust_saved_model=args.trust_saved_model)
-    trained_with = saving.read_config(path).get("resolved_config", {}).get("data", {})
-    test_fraction = args.test_fraction or trained_with.get("test_fraction", 0.2)
+    # The run's test fraction, preprocessing and (on its own dataset) keys and splits.
+    options = recorded_load_options(saving.read_config(path), args.dataset)
+    if args.test_fraction:
+        options["test_fraction"] = args.test_fraction
     result = evaluate_on_dataset(model, args.dataset, args.data_dir, args.download,
                                  attack_config(args), args.max_examples, args.batch_size,
-                                 args.attack_impl, test_fraction)
+                                 args.attack_impl, load_options=options)
     result["model"] = args.model
     return result
