@@ -1,0 +1,103 @@
+"""The transfer half of the fast-adversarial analysis (``fast_adversarial``): the fast source's
+fine-tuning runs paired by seed with the replication's natural and PGD-3 runs of the same cells,
+the differences with their intervals, and their markdown table.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pandas as pd
+
+import pipelines
+from tftransfer import stats, sweeps
+from tftransfer.analyses.replication_answers import TARGETS, difference_text
+from tftransfer.errors import UserError
+
+# The three sources compared (the methods table of ``fast_adversarial`` names them too).
+NATURAL = "cifar10-resnet20-natural"
+PGD = "cifar10-resnet20-l2-eps0.5"          # the replication's robust source (PGD-3, 30 epochs)
+FAST = "cifar10-resnet20-l2-eps0.5-fgsm-rs-10ep"   # the one fine-tuned (the transfer grid's)
+GRID = "fast-adversarial-transfer"
+BLOCKS = {0: "head only", 3: "last stage"}
+
+
+def percent(value) -> str:
+    """An accuracy in [0, 1] as a percentage with one decimal; ``-`` when missing."""
+    return "-" if value is None or pd.isna(value) else f"{100 * value:.1f}"
+
+
+def transfer_table(results_dir) -> tuple[pd.DataFrame | None, list[str]]:
+    """The fast source's transfer runs with the natural and PGD ones of the replication on
+    the same cells and seeds; None (and why) when either is missing."""
+    results_dir = Path(results_dir)
+    notes = []
+    try:
+        fast = stats.read_results(results_dir / "transfer")
+    except UserError as error:
+        return None, [f"The transfer comparison is not there yet: {error}"]
+    fast = fast[fast.source == FAST]
+    try:
+        reference = stats.read_results(results_dir.parent / "replication")
+    except UserError as error:
+        return None, [f"No natural and PGD rows to pair with: {error}"]
+    reference = reference[reference.source.isin([NATURAL, PGD])]
+    # The same seeds on both sides: in every cell the fast source has, only its seeds.
+    keys = stats.pair_keys(fast)
+    reference = reference.merge(fast[keys + ["seed"]].drop_duplicates(), on=keys + ["seed"])
+    if fast.empty or reference.empty:
+        return None, ["The transfer comparison is not there yet: no fast-source run shares "
+                      "a cell and seed with the replication's natural and PGD runs."]
+    expected = len(sweeps.cells(pipelines.get(GRID)))
+    if len(fast) < expected:
+        notes.append(f"Partial: {len(fast)} of the grid's {expected} fast-source runs are "
+                     "done; the cells below use the seeds done so far.")
+    both = (reference.groupby(keys + ["seed"]).source.nunique().rename("sources")
+            .reset_index())
+    joined = fast.merge(both, on=keys + ["seed"], how="left")
+    missing = sorted(joined.loc[joined.sources.fillna(0) < 2, "run_key"])
+    if missing:
+        notes.append(f"{len(missing)} fast-source run(s) lack a natural or PGD run of the "
+                     f"same cell (epochs included) and seed in ../replication, e.g. "
+                     f"{missing[0]}.")
+    return pd.concat([reference, fast], ignore_index=True), notes
+
+
+def transfer_differences(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """(fast and PGD minus natural, fast minus PGD), each from ``stats.paired_differences``."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", stats.DataWarning)
+        against_natural = stats.paired_differences(table, NATURAL)
+        against_pgd = stats.paired_differences(table[table.source != NATURAL], PGD)
+    notes = [str(w.message) for w in caught if issubclass(w.category, stats.DataWarning)]
+    return against_natural, against_pgd, notes
+
+
+def _difference(frame: pd.DataFrame, source: str, cell: tuple) -> str:
+    rows = frame[(frame.source == source) & (frame.target == cell[0])
+                 & (frame.train_images == cell[1]) & (frame.unfrozen_blocks == cell[2])]
+    if rows.empty:
+        return "-"
+    return difference_text(rows.iloc[0])
+
+
+def transfer_markdown(against_natural: pd.DataFrame, against_pgd: pd.DataFrame) -> str:
+    lines = ["| target | N | fine-tuned | seeds | natural % | PGD-3 % | fast % | "
+             "PGD − natural | fast − natural | fast − PGD |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    fast_rows = against_natural[against_natural.source == FAST]
+    for _, row in fast_rows.sort_values(["target", "train_images", "unfrozen_blocks"]).iterrows():
+        cell = (row.target, row.train_images, row.unfrozen_blocks)
+        pgd = against_natural[(against_natural.source == PGD) & (against_natural.target == cell[0])
+                              & (against_natural.train_images == cell[1])
+                              & (against_natural.unfrozen_blocks == cell[2])]
+        pgd_accuracy = percent(pgd.source_mean.iloc[0]) if len(pgd) else "-"
+        lines.append(
+            f"| {TARGETS.get(row.target, row.target)} | {row.train_images} | "
+            f"{BLOCKS.get(row.unfrozen_blocks, f'{row.unfrozen_blocks} blocks')} | "
+            f"{row.n_pairs} | {percent(row.baseline_mean)} | {pgd_accuracy} | "
+            f"{percent(row.source_mean)} | {_difference(against_natural, PGD, cell)} | "
+            f"{_difference(against_natural, FAST, cell)} | "
+            f"{_difference(against_pgd, FAST, cell)} |")
+    return "\n".join(lines)
