@@ -3,169 +3,38 @@
 Every function returns a ``matplotlib.figure.Figure`` built without ``pyplot``: no
 global figure registry (nothing leaks in a long sweep report) and no display
 backend is needed; ``save_figure`` renders it with the Agg canvas.
+
+The shared drawing pieces (colours, bands, legends, ``save_figure``) are in ``plot_parts``;
+its public names are importable from here too.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 from matplotlib import colormaps
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
-from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullLocator
+from matplotlib.ticker import FixedLocator, MaxNLocator
 
 from tftransfer import stats
-
-DPI = 120
-_LINESTYLES = ("-", "--", ":", "-.")
-_BASELINE_COLOR = "0.25"
-_COLORS = ("tab:red", "tab:blue", "tab:green", "tab:orange", "tab:purple", "tab:brown",
-           "tab:pink", "tab:olive", "tab:cyan")
-# A t-interval from 2 seeds uses t(0.975, 1 dof) = 12.7 and spans hundreds of points: it says
-# how little two seeds show, not where the mean lies, so such cells get a point and no interval.
-MIN_SEEDS_FOR_INTERVAL = 3
-NO_INTERVAL_NOTE = f"no 95% CI where < {MIN_SEEDS_FOR_INTERVAL} seeds"
-ACCURACY_RANGE = (0.0, 100.0)  # percent
-DIFFERENCE_RANGE = (-100.0, 100.0)  # percentage points: a difference of two accuracies
-
-
-def save_figure(figure: Figure, path, dpi: int = DPI) -> Path:
-    """Writes ``figure`` as a PNG file (creating the directory) and returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    FigureCanvasAgg(figure)  # attaches the Agg canvas explicitly, whatever the default backend
-    figure.savefig(path, dpi=dpi, format="png")
-    return path
-
-
-def source_colors(sources, baseline: str | None = None) -> dict:
-    """A fixed colour per source (the baseline in dark grey), stable across figures."""
-    others = sorted(source for source in set(sources) if source != baseline)
-    colors = {source: _COLORS[i % len(_COLORS)] for i, source in enumerate(others)}
-    if baseline is not None:
-        colors[baseline] = _BASELINE_COLOR
-    return colors
-
-
-def _style_columns(frame: pd.DataFrame) -> list[str]:
-    # Settings other than the source that vary in this figure get their own line style;
-    # epochs only as a variable, not as a schedule that changes with N.
-    return [column for column in stats.curve_keys(frame)
-            if column in frame.columns and frame[column].nunique() > 1]
-
-
-def _series(frame: pd.DataFrame, baseline: str | None, colors: dict):
-    """Yields ``(label, color, linestyle, rows)``: one line per source and varying setting."""
-    styles = _style_columns(frame)
-    settings = sorted(frame[styles].drop_duplicates().itertuples(index=False, name=None)) \
-        if styles else [()]
-    linestyle = {setting: _LINESTYLES[i % len(_LINESTYLES)] for i, setting in enumerate(settings)}
-    sources = sorted(frame["source"].unique(), key=lambda name: (name != baseline, name))
-    for source in sources:
-        for setting in settings:
-            mask = frame["source"] == source
-            for column, value in zip(styles, setting):
-                mask &= frame[column] == value
-            if not mask.any():
-                continue
-            label = source + "".join(
-                f", {_SHORT.get(column, column)}={value}" for column, value in zip(styles, setting))
-            yield label, colors.get(source, "black"), linestyle[setting], frame.loc[mask]
-
-
-_SHORT = {"unfrozen_blocks": "blocks", "epochs": "epochs"}
-
-
-def _log_images_axis(ax, train_images) -> None:
-    """Log x axis with one labelled tick per measured N and no minor ticks."""
-    ticks = sorted({int(n) for n in train_images})
-    ax.set_xscale("log")
-    ax.xaxis.set_major_locator(FixedLocator(ticks))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-    ax.xaxis.set_minor_locator(NullLocator())
-    if len(ticks) == 1:
-        # A single N would give a zero-width log range.
-        ax.set_xlim(ticks[0] / 2, ticks[0] * 2)
-    ax.set_xlabel("Training images N (log scale)")
-
-
-def interval_bounds(line: pd.DataFrame, prefix: str, count: str,
-                    limits: tuple[float, float]) -> tuple[pd.Series, pd.Series]:
-    """The 95% interval of ``<prefix>_ci_low/_ci_high`` in percent, as drawn.
-
-    Args:
-      line: rows of one plotted line (a stats table).
-      prefix: ``accuracy`` or ``difference``.
-      count: the column with each row's number of seeds (or seed pairs).
-      limits: the possible range in percent; a t-interval can pass it, the value cannot.
-
-    Returns:
-      ``(low, high)``: NaN (nothing drawn) where fewer than ``MIN_SEEDS_FOR_INTERVAL``
-      seeds, else clipped to ``limits``.
-    """
-    enough = line[count] >= MIN_SEEDS_FOR_INTERVAL
-    low = (100 * line[f"{prefix}_ci_low"]).clip(*limits).where(enough)
-    high = (100 * line[f"{prefix}_ci_high"]).clip(*limits).where(enough)
-    return low, high
-
-
-def _seed_count_column(frame: pd.DataFrame) -> str:
-    # summarize() counts seeds in n_seeds, epoch_curves() counts runs in accuracy_n,
-    # paired_differences() counts seed pairs in n_pairs.
-    for column in ("n_pairs", "n_seeds", "accuracy_n"):
-        if column in frame.columns:
-            return column
-    raise KeyError("the table has no seed count (n_pairs, n_seeds or accuracy_n)")
-
-
-def _has_few_seeds(frame: pd.DataFrame) -> bool:
-    """Whether some row of ``frame`` is drawn without its interval."""
-    if frame.empty:
-        return False
-    return bool((frame[_seed_count_column(frame)] < MIN_SEEDS_FOR_INTERVAL).any())
-
-
-def _legend(ax, few_seeds: bool, **kwargs) -> None:
-    """The axes' legend, with a last entry saying why some points have no interval."""
-    handles, labels = ax.get_legend_handles_labels()
-    if not handles:
-        return
-    if few_seeds:
-        handles.append(Line2D([], [], linestyle="none"))
-        labels.append(NO_INTERVAL_NOTE)
-    ax.legend(handles, labels, fontsize="small", **kwargs)
-
-
-def _line_with_band(ax, x, mean, low, high, label, color, linestyle) -> None:
-    # Markers show where measurements are; on long curves they would merge into a thick line.
-    marker = "o" if len(x) <= 40 else None
-    ax.plot(x, mean, marker=marker, markersize=4, label=label, color=color, linestyle=linestyle)
-    # NaN bounds (one seed) leave a gap rather than a fake zero-width band.
-    ax.fill_between(x, low, high, color=color, alpha=0.18, linewidth=0)
-
-
-def _block_panels(frame: pd.DataFrame):
-    """``(title, rows)`` per unfrozen-blocks setting: separate panels keep the bands readable."""
-    if "unfrozen_blocks" not in frame.columns or frame.empty:
-        return [("", frame)]
-    return [(f"{blocks} unfrozen block(s)", rows)
-            for blocks, rows in frame.groupby("unfrozen_blocks", sort=True)]
+# Re-exported: callers write ``plots.save_figure``, ``plots.NO_INTERVAL_NOTE`` and so on.
+from tftransfer.plot_parts import (  # noqa: F401
+    ACCURACY_RANGE, BASELINE_COLOR, COLORS, DIFFERENCE_RANGE, DPI, LINESTYLES,
+    MIN_SEEDS_FOR_INTERVAL, NO_INTERVAL_NOTE, block_panels, has_few_seeds, interval_bounds,
+    legend, line_with_band, log_images_axis, save_figure, series, source_colors)
 
 
 def _images_figure(frame: pd.DataFrame, title: str, ylabel: str, draw) -> Figure:
     """One log-N panel per blocks setting; ``draw(ax, rows)`` adds the lines of one panel."""
-    panels = _block_panels(frame)
+    panels = block_panels(frame)
     figure = Figure(figsize=(5.6 * len(panels) + 0.8, 4.4))
     axes = figure.subplots(1, len(panels), sharey=True, squeeze=False)[0]
     for ax, (panel_title, rows) in zip(axes, panels):
         draw(ax, rows)
-        _log_images_axis(ax, frame["train_images"] if not frame.empty else [1])
+        log_images_axis(ax, frame["train_images"] if not frame.empty else [1])
         ax.set_title(panel_title, fontsize="medium")
         ax.grid(True, alpha=0.3)
     axes[0].set_ylabel(ylabel)
-    _legend(axes[0], _has_few_seeds(frame))
+    legend(axes[0], has_few_seeds(frame))
     figure.suptitle(title)
     figure.tight_layout()
     return figure
@@ -188,11 +57,11 @@ def plot_accuracy_vs_images(summary: pd.DataFrame, target: str,
     colors = colors or source_colors(summary["source"], baseline)
 
     def draw(ax, panel):
-        for label, color, linestyle, line in _series(panel, baseline, colors):
+        for label, color, linestyle, line in series(panel, baseline, colors):
             line = line.sort_values("train_images")
-            _line_with_band(ax, line["train_images"], 100 * line["accuracy_mean"],
-                            *interval_bounds(line, "accuracy", "n_seeds", ACCURACY_RANGE),
-                            label, color, linestyle)
+            line_with_band(ax, line["train_images"], 100 * line["accuracy_mean"],
+                           *interval_bounds(line, "accuracy", "n_seeds", ACCURACY_RANGE),
+                           label, color, linestyle)
 
     return _images_figure(rows, f"{target}: test accuracy vs training images (95% CI)",
                           "Test accuracy (%)", draw)
@@ -216,11 +85,11 @@ def plot_difference_vs_images(differences: pd.DataFrame, target: str,
 
     def draw(ax, panel):
         ax.axhline(0.0, color="black", linewidth=0.8)
-        for label, color, linestyle, line in _series(panel, None, colors):
+        for label, color, linestyle, line in series(panel, None, colors):
             line = line.sort_values("train_images")
-            _line_with_band(ax, line["train_images"], 100 * line["difference_mean"],
-                            *interval_bounds(line, "difference", "n_pairs", DIFFERENCE_RANGE),
-                            label, color, linestyle)
+            line_with_band(ax, line["train_images"], 100 * line["difference_mean"],
+                           *interval_bounds(line, "difference", "n_pairs", DIFFERENCE_RANGE),
+                           label, color, linestyle)
 
     return _images_figure(rows, f"{target}: source − {baseline} (paired by seed, 95% CI)",
                           "Accuracy difference (percentage points)", draw)
@@ -264,7 +133,7 @@ def plot_difference_vs_eps(differences: pd.DataFrame, target: str) -> Figure:
     attacks = sorted(rows["source_attack"].unique())
     eps_values = sorted(rows["source_eps"].unique())
     dodge = 0.012 * ((eps_values[-1] - eps_values[0]) if len(eps_values) > 1 else 1.0)
-    panels = _block_panels(rows)
+    panels = block_panels(rows)
     figure = Figure(figsize=(5.2 * len(panels) + 0.8, 4.4))
     axes = figure.subplots(1, len(panels), sharey=True, squeeze=False)[0]
     for ax, (panel_title, panel) in zip(axes, panels):
@@ -272,11 +141,11 @@ def plot_difference_vs_eps(differences: pd.DataFrame, target: str) -> Figure:
         for (n, attack), line in _eps_lines(panel):
             label = f"N = {n}" + (f", {attack}" if len(attacks) > 1 else "")
             _difference_line(ax, line, "source_eps", n, sizes, dodge, label,
-                             _LINESTYLES[attacks.index(attack) % len(_LINESTYLES)])
+                             LINESTYLES[attacks.index(attack) % len(LINESTYLES)])
         ax.xaxis.set_major_locator(FixedLocator(eps_values))
         _finish_difference_panel(ax, "Source training eps", panel_title)
     return _finish_difference_figure(
-        figure, axes, _has_few_seeds(rows), f"{target}: source − {baseline} vs source eps (paired by seed, 95% CI)")
+        figure, axes, has_few_seeds(rows), f"{target}: source − {baseline} vs source eps (paired by seed, 95% CI)")
 
 
 def plot_difference_vs_blocks(differences: pd.DataFrame, target: str) -> Figure:
@@ -304,7 +173,7 @@ def plot_difference_vs_blocks(differences: pd.DataFrame, target: str) -> Figure:
         ax.xaxis.set_major_locator(FixedLocator(blocks))
         _finish_difference_panel(ax, "Fine-tuned blocks (0 = head only)", source)
     return _finish_difference_figure(
-        figure, axes, _has_few_seeds(rows), f"{target}: source − {baseline}\nvs fine-tuned blocks (paired by seed, "
+        figure, axes, has_few_seeds(rows), f"{target}: source − {baseline}\nvs fine-tuned blocks (paired by seed, "
                       "95% CI)")  # two lines: one panel is too narrow for the long title
 
 
@@ -332,7 +201,7 @@ def _finish_difference_panel(ax, xlabel: str, title: str) -> None:
 
 def _finish_difference_figure(figure: Figure, axes, few_seeds: bool, title: str) -> Figure:
     axes[0].set_ylabel("Accuracy difference (percentage points)")
-    _legend(axes[0], few_seeds, ncol=2)
+    legend(axes[0], few_seeds, ncol=2)
     figure.suptitle(title)
     figure.tight_layout()
     return figure
@@ -373,7 +242,7 @@ def plot_accuracy_vs_epochs(curves: pd.DataFrame, target: str, train_images=None
     available = sorted({int(n) for n in rows["train_images"]})
     chosen = [n for n in (train_images or default_curve_images(available)) if n in available]
     colors = colors or source_colors(curves["source"], baseline)
-    panels = _block_panels(rows)
+    panels = block_panels(rows)
     figure = Figure(figsize=(4.2 * max(len(chosen), 1) + 0.6, 3.9 * len(panels) + 0.5))
     grid = figure.subplots(len(panels), max(len(chosen), 1), sharey="row", squeeze=False)
     for axes, (panel_title, panel_rows) in zip(grid, panels):
@@ -384,18 +253,18 @@ def plot_accuracy_vs_epochs(curves: pd.DataFrame, target: str, train_images=None
                          fontsize="medium")
         axes[0].set_ylabel("Test accuracy (%)")
         if chosen:
-            _legend(axes[0], _has_few_seeds(panel_rows))
+            legend(axes[0], has_few_seeds(panel_rows))
     figure.suptitle(f"{target}: test accuracy vs epochs (95% CI)")
     figure.tight_layout()
     return figure
 
 
 def _draw_epoch_panel(ax, rows: pd.DataFrame, baseline: str | None, colors: dict) -> None:
-    for label, color, linestyle, line in _series(rows, baseline, colors):
+    for label, color, linestyle, line in series(rows, baseline, colors):
         line = line.sort_values("epoch")
-        _line_with_band(ax, line["epoch"], 100 * line["accuracy_mean"],
-                        *interval_bounds(line, "accuracy", "accuracy_n", ACCURACY_RANGE),
-                        label, color, linestyle)
+        line_with_band(ax, line["epoch"], 100 * line["accuracy_mean"],
+                       *interval_bounds(line, "accuracy", "accuracy_n", ACCURACY_RANGE),
+                       label, color, linestyle)
     ax.set_xlabel("Epoch")
     ax.grid(True, alpha=0.3)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
