@@ -99,3 +99,13 @@ def test_recording_does_not_depend_on_reporting():
                  "tftransfer.efficiency", "tftransfer.summary_markdown", "tftransfer.plots"}
     for module in ("tftransfer.sweeps", "tftransfer.sweep_state", "tftransfer.sweep_grid"):
         assert not reachable(import_graph(), module) & reporting, module
+
+
+MAX_MODULE_LINES = 400  # issue 21: one job per module; a longer one is a split waiting to happen
+
+
+def test_no_module_is_over_the_line_limit():
+    sizes = {path.relative_to(helpers.REPO).as_posix(): len(path.read_text().splitlines())
+             for path in PACKAGE.rglob("*.py")}
+    assert not {p: n for p, n in sizes.items() if n > MAX_MODULE_LINES}, sorted(
+        sizes.items(), key=lambda item: -item[1])[:3]
