@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from tftransfer import data, saving
+from tftransfer.config import recorded_load_options
 
 
 def accuracy(model, images, labels) -> float:
@@ -35,9 +36,12 @@ def main() -> None:
     args = parser.parse_args()
 
     run = Path(args.run)
-    cfg = json.loads((run / "config.json").read_text())["resolved_config"]
+    config = json.loads((run / "config.json").read_text())
+    cfg = config["resolved_config"]
     model = saving.load_model(run / "model.keras")
-    target = data.load(cfg["target"], data_dir=cfg["data"]["data_dir"], download=False)
+    # The run's keys, splits and preprocessing: the images it trained and tested on.
+    target = data.load(cfg["target"], data_dir=cfg["data"]["data_dir"], download=False,
+                       **recorded_load_options(config))
     size = model.input_shape[1]
     train_idx = data.select_subset(target.train.labels, cfg["data"]["train_images"], cfg["seed"])
     test_idx = np.sort(data.select_subset(target.test.labels, args.test_images, 0))
