@@ -59,15 +59,22 @@ class OldConfigsTest(tf.test.TestCase):
     def test_committed_model_directories_load_and_describe_the_same(self):
         configs = _committed_configs()
         self.assertGreaterEqual(len(configs), 5)
+        old_format = 0
         for config in configs:
             resolved = from_dict(PretrainConfig, config["resolved_config"])
-            self.assertIn("kind", config["resolved_config"]["attack"])
-            self.assertEqual(resolved.attack.norm, config["resolved_config"]["attack"]["kind"])
-            self.assertEqual(resolved.attack.method, "pgd")
-            # The result-row columns are PGD's as before, so committed rows are unchanged.
+            recorded = config["resolved_config"]["attack"]
+            if "kind" in recorded:  # written before norm and method were separate fields
+                old_format += 1
+                self.assertEqual(resolved.attack.norm, recorded["kind"])
+                self.assertEqual(resolved.attack.method, "pgd")
+            else:
+                self.assertEqual((resolved.attack.norm, resolved.attack.method),
+                                 (recorded["norm"], recorded["method"]))
+            # The result-row columns are as recorded, so committed rows are unchanged.
             self.assertEqual(resolved.attack.describe(), config["attack"])
             self.assertEqual(AttackConfig.from_record(config["attack"]).describe(),
                              config["attack"])
+        self.assertGreaterEqual(old_format, 5)  # the replication's sources still load
 
     def test_new_methods_describe_themselves(self):
         row = AttackConfig(norm="linf", eps=0.1, method="fgsm_rs").describe()
