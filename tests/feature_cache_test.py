@@ -39,7 +39,7 @@ def test_a_run_on_disk_features_matches_the_in_memory_run(tmp_path, loop):
 def test_the_disk_folder_goes_with_its_cache(tmp_path):
     _, _, cache = _run(tmp_path, "disk", 0, blocks=0)
     folder = cache.disk.path
-    assert folder.is_dir() and list(folder.glob("*.npy"))
+    assert folder.is_dir() and list(folder.glob("*.f32"))
     del cache
     import gc
     gc.collect()
@@ -48,9 +48,11 @@ def test_the_disk_folder_goes_with_its_cache(tmp_path):
 
 def test_a_view_reads_rows_across_memory_and_disk_chunks(tmp_path):
     memory = np.arange(12, dtype=np.float32).reshape(3, 2, 2)
-    path = tmp_path / "chunk.npy"
-    np.save(path, -memory)
-    chunks = [memory, np.load(path, mmap_mode="r")]
+    disk = feature_store.DiskChunk(tmp_path / "chunk.f32", memory.shape)
+    disk.append(-memory[:2])
+    disk.append(-memory[2:])
+    disk.close()
+    chunks = [memory, disk]
     where = {10: (0, 0), 11: (0, 1), 12: (0, 2), 20: (1, 0), 21: (1, 1), 22: (1, 2)}
     view = feature_store.view_of(chunks, where, [21, 10, 12, 20])
     assert not view.in_memory and len(view) == 4 and view.shape == (2, 2)
@@ -78,7 +80,7 @@ def test_a_long_extraction_reports_images_per_second_and_eta(tmp_path, monkeypat
     disk = feature_store.DiskFolder(owner)
     chunk = feature_store.extract(lambda x: x * 2, images.batch(2), 6, lambda n: False, disk,
                                   progress=True)
-    assert isinstance(chunk, np.memmap) and chunk.shape == (6, 2) and chunk[0, 0] == 2
+    assert isinstance(chunk, feature_store.DiskChunk) and chunk.shape == (6, 2) and chunk[0][0, 0] == 2
     lines = capsys.readouterr().err.splitlines()
     assert any("images/s, ETA" in line for line in lines)
     assert "6 images in" in lines[-1] and "on disk in" in lines[-1]

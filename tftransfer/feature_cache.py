@@ -113,7 +113,7 @@ class RunCache:
             chunks.append(chunk)
             where.update({int(i): (len(chunks) - 1, row) for row, i in enumerate(missing)})
             self.computed += len(missing)
-            if keep and not isinstance(chunk, np.memmap):
+            if keep and isinstance(chunk, np.ndarray):
                 self.memory_used += chunk.nbytes
         return view_of(chunks, where, indices)
 
