@@ -141,7 +141,7 @@ def test_methods_table_times_accuracies_and_early_stop(layout):
     assert table.loc[fa.FAST, "clean_accuracy"] == 0.80
     assert table.loc[fa.FAST, "test_images"] == 2000
     assert table.loc[fa.FAST, "status"] == "done"
-    assert table.loc["cifar10-resnet20-l2-eps0.5-fgsm-rs-5ep", "status"] == "not trained yet"
+    assert table.loc["cifar10-resnet20-l2-eps0.5-fgsm-rs-15ep", "status"] == "not trained yet"
     text = fa.methods_markdown(table.reset_index())
     fast_line = next(line for line in text.splitlines() if f"| {fa.FAST} |" in line)
     cells = [c.strip() for c in fast_line.strip("|").split("|")]
@@ -149,7 +149,7 @@ def test_methods_table_times_accuracies_and_early_stop(layout):
                      "epoch 7, kept epoch 5", "done"]
     assert f"| {fa.PGD} | PGD-3 | 30 | 51.7 |" in text
     assert f"| {FREE} | free (m=4) | 8 | 10.0 | 1.2 |" in text
-    assert "| cifar10-resnet20-l2-eps0.5-free-16ep | free (m=4) | 16 | - |" in text
+    assert "| cifar10-resnet20-l2-eps0.5-fgsm-rs-15ep | FGSM-RS | 15 | - |" in text
 
 
 def test_goal_half_the_time_within_two_points(layout):

@@ -62,9 +62,8 @@ EXPECTED = (
     Expected(PGD, "pgd", 30),
     Expected("cifar10-resnet20-l2-eps0.5-10ep", "pgd", 10),
     Expected(FAST, "fgsm_rs", 10),
-    Expected("cifar10-resnet20-l2-eps0.5-fgsm-rs-5ep", "fgsm_rs", 5),
+    Expected("cifar10-resnet20-l2-eps0.5-fgsm-rs-15ep", "fgsm_rs", 15),
     Expected("cifar10-resnet20-l2-eps0.5-free-8ep", "free", 8, free_replays=4),
-    Expected("cifar10-resnet20-l2-eps0.5-free-16ep", "free", 16, free_replays=4),
     Expected(NATURAL, "none", 30),
 )
 METHODS_COLUMNS = ("source", "method", "epochs", "epochs_run", "status", "train_seconds",
