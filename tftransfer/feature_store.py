@@ -26,6 +26,7 @@ import tensorflow as tf
 # of a second: a line for each would only be noise in a sweep's log).
 PROGRESS_EVERY = 10.0
 EVALUATION_BATCH = 256
+EVALUATION_BATCH_BYTES = 64 << 20  # at most this many bytes of features per evaluation batch
 
 
 class FeatureView:
@@ -46,6 +47,11 @@ class FeatureView:
     def shape(self) -> tuple:
         """The shape of one image's features."""
         return tuple(self.chunks[0].shape[1:])
+
+    @property
+    def row_bytes(self) -> int:
+        """Bytes of one image's features (float32)."""
+        return int(np.prod(self.shape)) * 4
 
     @property
     def nbytes(self) -> int:
@@ -83,12 +89,16 @@ class FeatureView:
 
     def batches(self, labels, batch_size: int = EVALUATION_BATCH) -> tf.data.Dataset:
         """``(features, labels)`` batches in this view's order, read as they are needed:
-        the batches ``from_tensor_slices((features, labels)).batch(batch_size)`` gives."""
+        the batches ``from_tensor_slices((features, labels)).batch(batch_size)`` gives (fewer
+        per batch where ``batch_size`` rows would exceed ``EVALUATION_BATCH_BYTES``)."""
         read = self.reader()
+        # Large rows (ResNet-50's layer3 at 224 px: 0.8 MB) in smaller batches, two ahead:
+        # 256 of them, prefetched without a bound, held a GB; 32-px features keep 256.
+        batch_size = max(1, min(batch_size, EVALUATION_BATCH_BYTES // self.row_bytes))
         positions = tf.data.Dataset.range(len(self)).batch(batch_size)
         labels = tf.data.Dataset.from_tensor_slices(np.asarray(labels)).batch(batch_size)
         return (tf.data.Dataset.zip(positions, labels).map(lambda p, y: (read(p), y))
-                .prefetch(tf.data.AUTOTUNE))
+                .prefetch(2))
 
 
 def view_of(chunks: list, where: dict, indices) -> FeatureView:
