@@ -13,17 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python}"
 
-gpus="$("$PYTHON" -c "import os; os.environ['TF_CPP_MIN_LOG_LEVEL'] = '3'
-import tensorflow as tf; print(len(tf.config.list_physical_devices('GPU')))" 2>/dev/null || echo error)"
-if [ "$gpus" = "error" ]; then
-  echo "gpu_check: skipped: TensorFlow does not import with $PYTHON (install the project first)."
-  exit 0
-fi
-if [ "$gpus" = "0" ]; then
-  echo "gpu_check: skipped: TensorFlow sees no GPU here (no CUDA device, or a CPU-only" \
-       "TensorFlow build); this benchmark needs one GPU. On a CPU: python bench/photo_step.py"
-  exit 0
-fi
+NAME=gpu_check; source bench/gpu_require.sh
 echo "gpu_check: $gpus GPU(s); ResNet-50 224 px, float32 vs mixed_float16" >&2
 timeout 470 "$PYTHON" bench/photo_step.py --batch "${BATCH:-128}" --steps "${STEPS:-20}" \
   --image-size 224

@@ -17,17 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python}"
 
-gpus="$("$PYTHON" -c "import os; os.environ['TF_CPP_MIN_LOG_LEVEL'] = '3'
-import tensorflow as tf; print(len(tf.config.list_physical_devices('GPU')))" 2>/dev/null || echo error)"
-if [ "$gpus" = "error" ]; then
-  echo "gpu_fast_at: skipped: TensorFlow does not import with $PYTHON (install the project first)."
-  exit 0
-fi
-if [ "$gpus" = "0" ]; then
-  echo "gpu_fast_at: skipped: TensorFlow sees no GPU here (no CUDA device, or a CPU-only" \
-       "TensorFlow build such as tensorflow-cpu); this benchmark needs one GPU."
-  exit 0
-fi
+NAME=gpu_fast_at; source bench/gpu_require.sh
 
 EPOCHS="${EPOCHS:-10}"
 RUN_DIR="${RUN_DIR:-$(mktemp -d -t gpu_fast_at.XXXXXX)}"
