@@ -4,7 +4,10 @@ In one process: MNIST, N = 100, 2,000 epochs (the replication's converged head-o
 the natural ``cifar10-resnet20-natural`` source, the trunk's features cached by a warm-up run.
 Times ``transfer.fine_tune`` with ``training_loop=fit`` (the path before issue 24) and with
 ``compiled`` (``compiled_loop.fit_compiled``), each with the final test only (eval_every 0)
-and with the replication's curve (every 5 epochs on 2,000 test images), against the same
+and with the replication's curve (every 5 epochs on 2,000 test images). The compiled loop is
+timed twice: the first run of its seed (which computes the training order, ``data.epoch_order``)
+and again (the order kept, as every later run of a sweep with that N and seed gets; the best
+of 3 runs); its traces are warmed up with another seed first. The reference: the best of 3. All against the same
 SGD written as one ``tf.function`` with the 2,000 steps inside (no evaluation): momentum 0.9,
 coupled weight decay 5e-4, lr 0.1 x 0.1 every 666 epochs, an N(0, 1) head.
 
@@ -53,9 +56,12 @@ def reference_seconds(features, labels, num_classes, epochs):
         return loss
 
     train.get_concrete_function()
-    start = time.perf_counter()
-    train().numpy()
-    return time.perf_counter() - start
+    seconds = []
+    for _ in range(3):  # the best of 3: the machine is shared
+        start = time.perf_counter()
+        train().numpy()
+        seconds.append(time.perf_counter() - start)
+    return min(seconds)
 
 
 def main():
@@ -72,14 +78,16 @@ def main():
             data=config.DataConfig(dataset="mnist", data_dir=args.data_dir, download=False,
                                    train_images=100, augment=False))
         curve = dataclasses.replace(base, eval_every=5, curve_test_images=2000)
-        for cfg in (base, curve):  # warm-up: features, traces
-            for loop in ("fit", "compiled"):
-                fine_tune_seconds(dataclasses.replace(cfg, epochs=10, training_loop=loop), cache)
+        for cfg in (base, curve):  # warm-up: features, traces (another seed: its own order)
+            fine_tune_seconds(dataclasses.replace(cfg, epochs=10, training_loop="fit"), cache)
+            fine_tune_seconds(dataclasses.replace(cfg, seed=1, training_loop="compiled"), cache)
         timings = {}
         for label, cfg in (("final test only", base), ("curve every 5 on 2,000", curve)):
-            for loop in ("fit", "compiled"):
-                seconds, result = fine_tune_seconds(
-                    dataclasses.replace(cfg, training_loop=loop), cache)
+            for loop in ("fit", "compiled", "compiled, order kept"):
+                repeats = 3 if loop == "compiled, order kept" else 1  # the best of 3
+                runs = [fine_tune_seconds(dataclasses.replace(
+                    cfg, training_loop=loop.split(",")[0]), cache) for _ in range(repeats)]
+                seconds, result = min(runs, key=lambda run: run[0])
                 timings[(label, loop)] = (seconds, result["test_accuracy"])
         target = cache.target(base)
         train_idx = transfer._indices(base, target)[0]
@@ -93,15 +101,18 @@ def main():
           f"({features.shape[1]} per image), natural resnet20 source:\n")
     print("| path | evaluation | seconds | test accuracy | / compiled reference |")
     print("|---|---|---|---|---|")
+    names = {"fit": "fit() per epoch (before)", "compiled": "compiled loop, first run of a seed",
+             "compiled, order kept": "compiled loop, later runs of a seed"}
     for (label, loop), (seconds, accuracy) in timings.items():
-        name = "fit() per epoch (before)" if loop == "fit" else "compiled loop (now)"
+        name = names[loop]
         print(f"| {name} | {label} | {seconds:.2f} | {accuracy:.4f} | {seconds / reference:.1f}x |")
     print(f"| one tf.function, loop inside | none | {reference:.3f} | - | 1.0x |")
     for label in ("final test only", "curve every 5 on 2,000"):
         speedup = timings[(label, "fit")][0] / timings[(label, "compiled")][0]
-        print(f"\ncompiled vs fit(), {label}: {speedup:.1f}x faster")
-    np.testing.assert_allclose(timings[("final test only", "fit")][1],
-                               timings[("final test only", "compiled")][1], atol=1e-6)
+        print(f"\ncompiled (first run of a seed) vs fit(), {label}: {speedup:.1f}x faster")
+    for key, (_, accuracy) in timings.items():
+        np.testing.assert_allclose(accuracy, timings[("final test only", "fit")][1], atol=1e-6,
+                                   err_msg=f"{key} gave another test accuracy than fit()")
 
 
 if __name__ == "__main__":

@@ -85,3 +85,37 @@ def test_epoch_batches_keep_the_per_epoch_shuffle_order(seed):
     for a, b in zip(got, expected):
         np.testing.assert_array_equal(a, b)
     assert not np.array_equal(got[0], got[3])  # epochs differ
+
+
+@pytest.mark.parametrize("seed,first_epoch", [(0, 0), (3, 2)])
+def test_epoch_order_is_epoch_batches_over_the_positions(seed, first_epoch):
+    """``data.epoch_order`` (what the compiled loop gathers batches by) lists the examples of
+    ``epoch_batches``' stream in its order, epoch after epoch, under the run's global seed;
+    a second call with the same seeds returns the kept order."""
+    import tensorflow as tf
+
+    from tftransfer import data, runtime
+
+    runtime.set_seed(seed)
+    x = np.arange(10, dtype=np.float32)[:, None] * 10
+    batches = data.epoch_batches(tf.data.Dataset.from_tensor_slices((x, np.arange(10))),
+                                 10, 4, seed, 5, first_epoch)
+    streamed = np.concatenate([b[1].numpy() for b in batches])
+    order = data.epoch_order(10, seed, 5, first_epoch)
+    np.testing.assert_array_equal(order, streamed)
+    assert len(order) == 10 * (5 - first_epoch)
+    assert data.epoch_order(10, seed, 5, first_epoch) is order
+    runtime.set_seed(seed + 1)  # another global seed shuffles differently: not the kept one
+    assert not np.array_equal(data.epoch_order(10, seed, 5, first_epoch), order)
+
+
+def test_the_compiled_loop_keeps_the_final_predictions_for_per_class_accuracy(tmp_path):
+    """The per-class accuracy from the compiled loop's kept predictions is the one fit()'s
+    run gets from predicting the test set again."""
+    import json
+
+    _run(tmp_path, "fit", "fit", 0)
+    _run(tmp_path, "compiled", "compiled", 0)
+    per_class = [json.loads((tmp_path / name / "metrics.json").read_text())["per_class_accuracy"]
+                 for name in ("fit", "compiled")]
+    assert per_class[0] == per_class[1] and set(per_class[0]) == {"a", "b", "c"}

@@ -288,3 +288,23 @@ class RunSweepTest(tf.test.TestCase):
         keys = [r["run_key"] for r in sweeps.read_rows(csv_file)]
         self.assertLen(keys, 12)
         self.assertLen(set(keys), 12)
+
+
+def test_rows_record_the_run_dir_relative_to_the_cwd_or_the_checkout(tmp_path, monkeypatch):
+    """A sweep run with an absolute --results, or from another worktree into a checkout,
+    records run_dir as the rows written from the checkout itself do (results/...)."""
+    checkout, elsewhere = tmp_path / "checkout", tmp_path / "worktree"
+    (checkout / ".git").mkdir(parents=True)
+    elsewhere.mkdir()
+    run_dir = checkout / "results" / "grid" / "runs" / "cell"
+    run_dir.mkdir(parents=True)
+    monkeypatch.chdir(elsewhere)
+    assert sweeps.recorded_run_dir(run_dir) == "results/grid/runs/cell"
+    monkeypatch.chdir(checkout / ".git")  # not above the run: the checkout decides
+    assert sweeps.recorded_run_dir(run_dir) == "results/grid/runs/cell"
+    monkeypatch.chdir(checkout / "results")
+    assert sweeps.recorded_run_dir(run_dir) == "grid/runs/cell"
+    monkeypatch.chdir(elsewhere)
+    assert sweeps.recorded_run_dir(Path("relative/runs/cell")) == "relative/runs/cell"
+    outside = tmp_path / "plain" / "runs" / "cell"  # no checkout above it, not under the cwd
+    assert sweeps.recorded_run_dir(outside) == str(outside)

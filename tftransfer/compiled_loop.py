@@ -8,9 +8,13 @@ cells are 300-2,000 epochs, so that overhead was most of a sweep's time.
 ``fit_compiled`` runs the same ``train_step`` of the same trainer on the same batches in the
 same order (the one ``data.epoch_batches`` stream), with the same step-indexed learning
 rate, so it gives ``fit()``'s result to float tolerance (``tests/compiled_loop_test.py``).
-It makes one ``tf.function`` call per stretch of epochs between two points of the test
-curve, the curve's evaluation included, and writes the same ``history.csv`` columns
-(``seconds`` is then the stretch's time divided evenly over its epochs).
+Features held in memory come as ``IndexedBatches`` (the tensors and ``data.epoch_order``:
+the stream's batches gathered in the graph, where a tf.data pipeline's per-epoch shuffle
+cost more than a head's training). When nothing has to happen between epochs (no
+checkpoint, no progress lines) and the curve's set is in memory too, the whole schedule is
+one ``tf.function`` call with the curve evaluated inside it; otherwise one call per stretch
+of epochs between two curve points. It writes the same ``history.csv`` columns
+(``seconds`` is then the call's time divided evenly over its epochs).
 
 Resume: ``start`` continues a run after its first epochs (their history rows and curve
 points, the trainer's weights and optimizer already restored, ``train_ds`` starting at the
@@ -28,6 +32,7 @@ import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import tensorflow as tf
 
 from tftransfer.errors import UserError
@@ -35,6 +40,8 @@ from tftransfer.runs import write_csv_atomic
 
 # Epochs per call when no curve point ends a stretch earlier (eval_every 0): progress lines.
 _LONGEST_STRETCH = 100
+# Input bytes per evaluation batch (``_evaluation_batch``).
+_EVALUATION_BATCH_BYTES = 32 << 20
 # Traced functions per trainer: a sweep reuses one trainer for many runs (transfer.RunCache),
 # and tracing train_step again for each run would cost more than a head-only run itself.
 _FUNCTIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -52,10 +59,26 @@ class Start:
 
 @dataclass
 class CompiledResult:
-    """What ``transfer.EvaluateEvery`` gives after ``fit()``: the curve and the final result."""
+    """What ``transfer.EvaluateEvery`` gives after ``fit()``: the curve and the final result;
+    and the final evaluation's predicted classes (``transfer_result.per_class_accuracy``
+    then needs no second pass over the test set)."""
 
     curve: dict[int, float] = field(default_factory=dict)
     final: dict = field(default_factory=dict)
+    predictions: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class IndexedBatches:
+    """Training batches held as tensors: batch j of the stream's epoch e is
+    ``features[order[e * n + j * batch_size : min(e * n + (j + 1) * batch_size, (e + 1) * n)]]``
+    (and its labels), n the number of examples: ``data.epoch_order``'s layout, so the same
+    batches as ``data.epoch_batches`` over the same examples."""
+
+    features: tf.Tensor
+    labels: tf.Tensor
+    order: tf.Tensor
+    batch_size: int
 
 
 def curve_epochs(epochs: int, every: int) -> list[int]:
@@ -81,13 +104,20 @@ def fit_compiled(trainer, train_ds, epochs: int, steps_per_epoch: int, eval_ever
       UserError: when the training loss becomes non-finite (as ``fit()``'s NaN guard).
     """
     start = start or Start()
-    iterator = iter(train_ds)
-    run, evaluate = _functions(trainer, steps_per_epoch)
+    evaluate = _functions(trainer, steps_per_epoch)["evaluate"]
     result, rows, done = CompiledResult(dict(start.curve)), list(start.rows), start.epoch
     points = set(curve_epochs(epochs, eval_every))
+    predictions = None
+    if on_stretch is None and not verbose and _one_call_possible(train_ds, curve_set):
+        # Nothing to do between stretches: one call, the curve evaluated inside it (a call
+        # per curve point cost more than the training at the replication's every 5 epochs).
+        _train_in_one_call(trainer, train_ds, steps_per_epoch, curve_set, points, epochs,
+                           start, rows, result.curve)
+        done = epochs
+    stretch = _stretch_runner(trainer, train_ds, steps_per_epoch, start.epoch)
     for end in (e for e in _stretch_ends(points, epochs) if e > done):
         began = time.time()
-        losses, accuracies, rates = (t.numpy() for t in run(iterator, tf.constant(end - done)))
+        losses, accuracies, rates = (t.numpy() for t in stretch(done, end - done))
         seconds = (time.time() - began) / (end - done)
         for offset, (loss, accuracy, rate) in enumerate(zip(losses, accuracies, rates)):
             rows.append({"epoch": done + offset + 1, "seconds": round(seconds, 5),
@@ -96,18 +126,52 @@ def fit_compiled(trainer, train_ds, epochs: int, steps_per_epoch: int, eval_ever
         _stop_if_not_finite(rows[done:])
         done = end
         if end in points:
-            accuracy, loss = (float(v) for v in evaluate(curve_set))
+            accuracy, loss, predictions = evaluate(curve_set)
+            accuracy, loss = float(accuracy), float(loss)
             rows[-1].update(test_accuracy=accuracy, test_loss=loss)
             result.curve[end] = accuracy
         if on_stretch is not None:
             on_stretch(done, rows, result.curve)
         if verbose:
             _print_progress(rows[-1], epochs)
-    accuracy, loss = ((rows[-1]["test_accuracy"], rows[-1]["test_loss"])
-                      if test_set is curve_set else (float(v) for v in evaluate(test_set)))
-    result.final = {"test_accuracy": accuracy, "test_loss": loss}
+    if test_set is curve_set and predictions is not None:  # the last curve point was on it
+        accuracy, loss = rows[-1]["test_accuracy"], rows[-1]["test_loss"]
+    else:
+        accuracy, loss, predictions = evaluate(test_set)
+    result.final = {"test_accuracy": float(accuracy), "test_loss": float(loss)}
+    result.predictions = np.asarray(predictions)
     write_csv_atomic(history_file, rows)  # callbacks.HistoryCSV's columns and order
     return result
+
+
+def _one_call_possible(train_ds, curve_set) -> bool:
+    """Whether the whole schedule fits one compiled call: training batches and the curve's
+    set both held in memory as tensors."""
+    return isinstance(train_ds, IndexedBatches) and isinstance(curve_set, tuple)
+
+
+def _train_in_one_call(trainer, batches: "IndexedBatches", steps_per_epoch: int, curve_set,
+                       points: set[int], epochs: int, start: Start, rows: list,
+                       curve: dict) -> None:
+    """Epochs ``start.epoch + 1 .. epochs`` in one call of the schedule function, appending
+    their history rows (``seconds``: the call's time over its epochs) and curve points."""
+    first = start.epoch
+    if first >= epochs:
+        return
+    is_point = tf.constant([epoch in points for epoch in range(first + 1, epochs + 1)])
+    run = _functions(trainer, steps_per_epoch)["schedule"]
+    began = time.time()
+    outputs = [t.numpy() for t in run(batches.features, batches.labels, batches.order,
+                                      tf.constant(batches.batch_size), is_point, *curve_set)]
+    seconds = (time.time() - began) / (epochs - first)
+    for offset, (loss, accuracy, rate, test_accuracy, test_loss) in enumerate(zip(*outputs)):
+        epoch = first + offset + 1
+        rows.append({"epoch": epoch, "seconds": round(seconds, 5), "accuracy": float(accuracy),
+                     "loss": float(loss), "learning_rate": float(rate)})
+        if epoch in points:
+            rows[-1].update(test_accuracy=float(test_accuracy), test_loss=float(test_loss))
+            curve[epoch] = float(test_accuracy)
+    _stop_if_not_finite(rows[first:])
 
 
 def _stretch_ends(points: set[int], epochs: int) -> list[int]:
@@ -116,8 +180,9 @@ def _stretch_ends(points: set[int], epochs: int) -> list[int]:
     return sorted(points | set(range(_LONGEST_STRETCH, epochs, _LONGEST_STRETCH)))
 
 
-def _functions(trainer, steps_per_epoch: int):
-    """(``_stretch_function``, evaluation of a set) of ``trainer``, traced once."""
+def _functions(trainer, steps_per_epoch: int) -> dict:
+    """The traced functions of ``trainer``: the stretch over an ``iterator`` or over
+    ``indexed`` batches, and ``evaluate`` (a set -> accuracy, loss, predicted classes)."""
     per_trainer = _FUNCTIONS.setdefault(trainer, {})
     if steps_per_epoch not in per_trainer:
         on_tensors, on_batches = _evaluation_function(trainer), _streamed_evaluation(trainer)
@@ -126,48 +191,131 @@ def _functions(trainer, steps_per_epoch: int):
             if isinstance(evaluation_set, tf.data.Dataset):
                 return on_batches(evaluation_set)
             return on_tensors(*evaluation_set)
-        per_trainer[steps_per_epoch] = (_stretch_function(trainer, steps_per_epoch), evaluate)
+        per_trainer[steps_per_epoch] = {
+            "iterator": _stretch_function(trainer, steps_per_epoch),
+            "indexed": _indexed_stretch_function(trainer, steps_per_epoch),
+            "schedule": _schedule_function(trainer, steps_per_epoch),
+            "evaluate": evaluate}
     return per_trainer[steps_per_epoch]
 
 
-def _stretch_function(trainer, steps_per_epoch: int):
-    """A tf.function ``(iterator, n) -> (loss[n], accuracy[n], learning_rate[n])``: n epochs
-    of ``trainer.train_step``, the trackers reset at each epoch's start as ``fit()`` does."""
-    trackers = (trainer.loss_tracker, trainer.accuracy_tracker)
+def _stretch_runner(trainer, train_ds, steps_per_epoch: int, first_epoch: int):
+    """``fn(epochs_done, n)``: the next n epochs of ``train_ds`` (a dataset whose stream
+    starts at ``first_epoch``, or ``IndexedBatches`` laid out from ``first_epoch``)."""
+    functions = _functions(trainer, steps_per_epoch)
+    if isinstance(train_ds, IndexedBatches):
+        run = functions["indexed"]
+        return lambda done, n: run(train_ds.features, train_ds.labels, train_ds.order,
+                                   tf.constant(done - first_epoch), tf.constant(n),
+                                   tf.constant(train_ds.batch_size))
+    iterator = iter(train_ds)
+    return lambda done, n: functions["iterator"](iterator, tf.constant(n))
 
+
+def _epochs(trainer, steps_per_epoch: int, n, batch_of, test_after=None):
+    """(loss[n], accuracy[n], learning_rate[n]) of n epochs of ``trainer.train_step`` on
+    ``batch_of(epoch, step)``, the trackers reset at each epoch's start as ``fit()`` does
+    (traced inside the stretch functions). ``test_after(epoch)``: (test accuracy, test loss)
+    after that epoch, then returned too as two more [n] arrays."""
+    trackers = (trainer.loss_tracker, trainer.accuracy_tracker)
+    arrays = [tf.TensorArray(tf.float32, size=n) for _ in range(5 if test_after else 3)]
+    for epoch in tf.range(n):
+        for tracker in trackers:
+            tracker.reset_state()
+        rate = tf.cast(trainer.optimizer.learning_rate, tf.float32)
+        for step in tf.range(steps_per_epoch):
+            trainer.train_step(batch_of(epoch, step))
+        values = [trackers[0].result(), trackers[1].result(), rate]
+        if test_after:
+            values += list(test_after(epoch))
+        arrays = [array.write(epoch, value) for array, value in zip(arrays, values)]
+    return tuple(array.stack() for array in arrays)
+
+
+def _stretch_function(trainer, steps_per_epoch: int):
+    """A tf.function ``(iterator, n)``: ``_epochs`` on the iterator's next batches."""
     @tf.function
     def run(iterator, n):
-        losses = tf.TensorArray(tf.float32, size=n)
-        accuracies = tf.TensorArray(tf.float32, size=n)
-        rates = tf.TensorArray(tf.float32, size=n)
-        for epoch in tf.range(n):
-            for tracker in trackers:
-                tracker.reset_state()
-            rates = rates.write(epoch, tf.cast(trainer.optimizer.learning_rate, tf.float32))
-            for _ in tf.range(steps_per_epoch):
-                trainer.train_step(next(iterator))
-            losses = losses.write(epoch, trackers[0].result())
-            accuracies = accuracies.write(epoch, trackers[1].result())
-        return losses.stack(), accuracies.stack(), rates.stack()
+        return _epochs(trainer, steps_per_epoch, n, lambda epoch, step: next(iterator))
     return run
 
 
-def _evaluation_function(trainer, batch_size: int = 256):
-    """A tf.function ``(features, labels) -> (accuracy, mean cross-entropy)`` with the model
-    in inference mode, ``batch_size`` examples at a time: what ``evaluate()`` reports
-    through the trainer's ``test_step``, on tensors held in memory (a tf.data pass per
-    curve point cost more than the evaluation itself)."""
+def _indexed_batch(batches_and_order, first, batch_size):
+    """``batch_of(epoch, step)`` over ``IndexedBatches``' (features, labels, order) tensors,
+    the epochs counted from the layout's epoch ``first``."""
+    features, labels, order = batches_and_order
+    count = tf.shape(features)[0]
+
+    def batch_of(epoch, step):
+        epoch_start = (first + epoch) * count
+        begin = epoch_start + step * batch_size
+        positions = order[begin:tf.minimum(begin + batch_size, epoch_start + count)]
+        return tf.gather(features, positions), tf.gather(labels, positions)
+    return batch_of
+
+
+def _schedule_function(trainer, steps_per_epoch: int):
+    """A tf.function ``(features, labels, order, batch_size, is_point, curve_x, curve_y)``:
+    ``_epochs`` over all of ``IndexedBatches``' epochs, the curve set evaluated after the
+    epochs where ``is_point`` (NaN elsewhere)."""
+    @tf.function(reduce_retracing=True)
+    def run(features, labels, order, batch_size, is_point, curve_x, curve_y):
+        def test_after(epoch):
+            if is_point[epoch]:
+                return _evaluate_tensors(trainer, curve_x, curve_y, predictions=False)
+            return tf.constant(math.nan), tf.constant(math.nan)
+        return _epochs(trainer, steps_per_epoch, tf.shape(is_point)[0],
+                       _indexed_batch((features, labels, order), 0, batch_size), test_after)
+    return run
+
+
+def _indexed_stretch_function(trainer, steps_per_epoch: int):
+    """A tf.function ``(features, labels, order, first, n, batch_size)``: ``_epochs`` on the
+    batches of ``IndexedBatches`` from its epoch ``first`` on, gathered from the tensors."""
+    @tf.function(reduce_retracing=True)  # N and the number of epochs vary within a sweep
+    def run(features, labels, order, first, n, batch_size):
+        return _epochs(trainer, steps_per_epoch, n,
+                       _indexed_batch((features, labels, order), first, batch_size))
+    return run
+
+
+def _evaluation_function(trainer):
+    """A tf.function ``(features, labels) -> (accuracy, mean cross-entropy, predicted
+    classes)`` with the model in inference mode: what ``evaluate()`` reports through the
+    trainer's ``test_step``, on tensors held in memory (a tf.data pass per curve point cost
+    more than the evaluation itself)."""
     @tf.function
     def evaluate(features, labels):
-        count = tf.shape(features)[0]
-        correct, total = tf.constant(0.0), tf.constant(0.0)
-        for start in tf.range(0, count, batch_size):
-            batch_correct, batch_total = _batch_sums(
-                trainer, features[start:start + batch_size], labels[start:start + batch_size])
-            correct += batch_correct
-            total += batch_total
-        return correct / tf.cast(count, tf.float32), total / tf.cast(count, tf.float32)
+        return _evaluate_tensors(trainer, features, labels)
     return evaluate
+
+
+def _evaluate_tensors(trainer, features, labels, predictions: bool = True):
+    """(accuracy, mean cross-entropy[, predicted classes]) of tensors held in memory, traced
+    inside ``_evaluation_function`` or the schedule function, in batches of
+    ``_evaluation_batch`` examples."""
+    count = tf.shape(features)[0]
+    batch_size = _evaluation_batch(features)
+    correct, total = tf.constant(0.0), tf.constant(0.0)
+    predicted = tf.TensorArray(tf.int64, size=0, dynamic_size=True, infer_shape=False)
+    for start in tf.range(0, count, batch_size):
+        batch_correct, batch_total, batch_predicted = _batch_sums(
+            trainer, features[start:start + batch_size], labels[start:start + batch_size])
+        correct += batch_correct
+        total += batch_total
+        if predictions:
+            predicted = predicted.write(predicted.size(), batch_predicted)
+    accuracy, loss = correct / tf.cast(count, tf.float32), total / tf.cast(count, tf.float32)
+    return (accuracy, loss, predicted.concat()) if predictions else (accuracy, loss)
+
+
+def _evaluation_batch(features) -> int:
+    """Examples per evaluation batch: about ``_EVALUATION_BATCH_BYTES`` of input features
+    (a head's 64 features: every curve image at once, where batches of 256 made the
+    replication's 400 curve points cost more than its training; a 224 px last stage's:
+    tens), between 1 and 8,192."""
+    per_example = max(1, features.shape[1:].num_elements() or 1) * features.dtype.size
+    return int(min(8192, max(1, _EVALUATION_BATCH_BYTES // per_example)))
 
 
 def _streamed_evaluation(trainer):
@@ -177,22 +325,27 @@ def _streamed_evaluation(trainer):
     @tf.function
     def evaluate(dataset):
         count, correct, total = tf.constant(0), tf.constant(0.0), tf.constant(0.0)
+        predicted = tf.TensorArray(tf.int64, size=0, dynamic_size=True, infer_shape=False)
         for features, labels in dataset:
-            batch_correct, batch_total = _batch_sums(trainer, features, labels)
+            batch_correct, batch_total, batch_predicted = _batch_sums(trainer, features, labels)
             correct += batch_correct
             total += batch_total
             count += tf.shape(features)[0]
-        return correct / tf.cast(count, tf.float32), total / tf.cast(count, tf.float32)
+            predicted = predicted.write(predicted.size(), batch_predicted)
+        return (correct / tf.cast(count, tf.float32), total / tf.cast(count, tf.float32),
+                predicted.concat())
     return evaluate
 
 
 def _batch_sums(trainer, features, labels):
-    """(correct predictions, summed cross-entropy) of one batch, in inference mode."""
+    """(correct predictions, summed cross-entropy, predicted classes) of one batch, in
+    inference mode."""
     logits = tf.cast(trainer(features, training=False), tf.float32)
     y = tf.cast(tf.reshape(labels, [-1]), tf.int64)
-    correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1), y), tf.float32))
+    predicted = tf.argmax(logits, -1)
+    correct = tf.reduce_sum(tf.cast(tf.equal(predicted, y), tf.float32))
     total = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
-    return correct, total
+    return correct, total, predicted
 
 
 def _stop_if_not_finite(rows: list[dict]) -> None:

@@ -10,6 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from tftransfer import data
+from tftransfer.compiled_loop import IndexedBatches
 from tftransfer.config import DEFAULT_FEATURE_CACHE_MEMORY, TransferConfig, parse_size
 from tftransfer.feature_store import DiskFolder, FeatureView, extract, view_of
 from tftransfer.networks import Network, build_network, inference_function
@@ -127,17 +128,27 @@ class RunCache:
 
     def training_batches(self, key: tuple, trunk, image_set, indices, image_size,
                          batch_size: int, seed: int, epochs: int, first_epoch: int = 0,
-                         progress: bool = False) -> tf.data.Dataset:
+                         progress: bool = False, indexed: bool = False):
         """``data.epoch_batches`` of (trunk features, label) for ``image_set[indices]``.
         Features held in memory are batched as tensors; others are read from their files
         batch by batch, in the same epoch-seeded order (the shuffle permutes positions
-        exactly as it permutes the examples), so both give the same batches."""
+        exactly as it permutes the examples), so both give the same batches.
+
+        ``indexed``: features held in memory come as ``compiled_loop.IndexedBatches``
+        instead (the tensors and ``data.epoch_order``; the same batches, gathered inside
+        the compiled loop without a tf.data pipeline, whose per-epoch shuffle cost more
+        than a head-only epoch's training)."""
         view = self.feature_view(key, trunk, image_set, indices, image_size,
                                  progress=progress)
         labels = image_set.labels[indices]
         if view.in_memory and self.fits(view.nbytes):
-            examples = tf.data.Dataset.from_tensor_slices((view.read(np.arange(len(view))),
-                                                           labels))
+            features = view.read(np.arange(len(view)))
+            if indexed:
+                return IndexedBatches(tf.constant(features), tf.constant(labels),
+                                      tf.constant(data.epoch_order(len(view), seed, epochs,
+                                                                   first_epoch)),
+                                      batch_size)
+            examples = tf.data.Dataset.from_tensor_slices((features, labels))
             return data.epoch_batches(examples, len(view), batch_size, seed, epochs,
                                       first_epoch)
         read = view.reader()

@@ -163,7 +163,7 @@ def _fine_tune(cfg: TransferConfig, cache: RunCache, save_model: bool, verbose: 
     result.update(requested_columns(requested))
     result.update(training_columns(out / "history.csv", steps * cfg.epochs, target.num_classes))
     per_class = per_class_accuracy(network.trained, datasets[1], target.test.labels[test_idx],
-                                   target.class_names)
+                                   target.class_names, getattr(evaluator, "predictions", None))
     result.update(per_class_summary(per_class))
     if "warning" in result:
         print(f"warning: {result['warning']}", file=sys.stderr)
@@ -255,7 +255,7 @@ def _cached_datasets(cfg, network: Network, source, target, indices, image_size,
     # The same epoch-seeded order as the uncached path: both give the same result.
     train_ds = cache.training_batches(key + ("train",), network.trunk, target.train, train_idx,
                                       image_size, cfg.data.batch_size, cfg.seed, cfg.epochs,
-                                      first_epoch, progress)
+                                      first_epoch, progress, indexed=tensors)
 
     def evaluation_set(idx, within=None):
         return cache.evaluation_set(key + ("test",), network.trunk, target.test, idx, image_size,

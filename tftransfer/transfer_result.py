@@ -88,7 +88,8 @@ def convergence_warning(columns: dict, num_classes: int) -> str | None:
             f"train longer (--steps N, or more --epochs).")
 
 
-def per_class_accuracy(model, test_set, labels: np.ndarray, class_names) -> dict[str, float]:
+def per_class_accuracy(model, test_set, labels: np.ndarray, class_names,
+                       predicted: np.ndarray | None = None) -> dict[str, float]:
     """Test accuracy of each class with test images, by class name.
 
     Args:
@@ -97,10 +98,13 @@ def per_class_accuracy(model, test_set, labels: np.ndarray, class_names) -> dict
         batches, or a (features, labels) pair of tensors.
       labels: the test labels, in the order of ``test_set``.
       class_names: the target's class names, by label.
+      predicted: the predicted classes when the final evaluation kept them (the compiled
+        loop's); else ``model`` predicts ``test_set`` again.
     """
-    if isinstance(test_set, tuple):
-        test_set = tf.data.Dataset.from_tensor_slices(test_set[0]).batch(256)
-    predicted = np.argmax(model.predict(test_set, verbose=0), axis=-1)
+    if predicted is None:
+        if isinstance(test_set, tuple):
+            test_set = tf.data.Dataset.from_tensor_slices(test_set[0]).batch(256)
+        predicted = np.argmax(model.predict(test_set, verbose=0), axis=-1)
     return {str(name): float(np.mean(predicted[labels == label] == label))
             for label, name in enumerate(class_names) if np.any(labels == label)}
 

@@ -3,6 +3,8 @@ batches, and stacked arrays for analyses."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import numpy as np
 import tensorflow as tf
 
@@ -49,6 +51,41 @@ def epoch_batches(examples: tf.data.Dataset, num_examples: int, batch_size: int,
     # each to build: 12 s for the replication's 2,000-epoch head-only cells).
     epochs_ds = tf.data.Dataset.from_tensor_slices((np.asarray(epoch_seeds, np.int64), op_seeds))
     return epochs_ds.flat_map(one_epoch).prefetch(tf.data.AUTOTUNE)
+
+
+# Orders kept by ``epoch_order``: a sweep's runs share them (every source, target and block
+# count of one N and seed), and computing one costs about as much as a head-only run's training.
+_ORDERS: "OrderedDict[tuple, np.ndarray]" = OrderedDict()
+_MAX_ORDERS = 32
+_MAX_ORDER_POSITIONS = 1 << 23  # 32 MB of int32 positions; longer orders are not kept
+
+
+def epoch_order(num_examples: int, seed: int, epochs: int, first_epoch: int = 0) -> np.ndarray:
+    """The example positions of epochs ``first_epoch .. epochs - 1`` in ``epoch_batches``'s
+    order, one epoch after another (int32, ``num_examples`` per epoch): batch j of epoch e is
+    ``order[e * n + j * batch_size : min(e * n + (j + 1) * batch_size, (e + 1) * n)]`` with e
+    counted from ``first_epoch``. It is ``epoch_batches`` run over the positions themselves,
+    so gathering examples by it gives exactly that stream's batches.
+
+    Kept per (number of examples, the epochs' shuffle seeds; the global seed is part of
+    those), so the runs of a sweep that share an N and a seed compute it once.
+    """
+    epoch_seeds = [seed * 1_000_003 + epoch for epoch in range(first_epoch, epochs)]
+    key = (num_examples, tuple(tf.compat.v1.get_seed(s) for s in epoch_seeds))
+    if key in _ORDERS:
+        _ORDERS.move_to_end(key)
+        return _ORDERS[key]
+    positions = tf.data.Dataset.from_tensor_slices(np.arange(num_examples, dtype=np.int32))
+    batches = epoch_batches(positions, num_examples, num_examples, seed, epochs, first_epoch)
+    total = num_examples * len(epoch_seeds)
+    # One C++ pass over every epoch (a Python loop over 2,000 epochs cost more than training).
+    order = (batches.unbatch().batch(max(total, 1)).get_single_element().numpy()
+             if total else np.zeros([0], np.int32))
+    if total <= _MAX_ORDER_POSITIONS:
+        _ORDERS[key] = order
+        while len(_ORDERS) > _MAX_ORDERS:
+            _ORDERS.popitem(last=False)
+    return order
 
 
 def _shuffled(examples: tf.data.Dataset, buffer: int, seed, seed2) -> tf.data.Dataset:
