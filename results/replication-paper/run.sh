@@ -35,8 +35,9 @@ if [[ " $STAGES " == *" report "* ]]; then
   for change in bn norm epochs subset; do
     [[ -f "$ABLATION/$change/results.csv" ]] && python main.py report --results "$ABLATION/$change" | tail -1
   done
-  # The grid's report, and the ablation table over every protocol (ablation.md).
-  python main.py report --results "$OUT" --analysis ablation | tail -1
+  # The grid's report; the table beside the paper's (paper_table.md), the replication's
+  # questions (a)-(d) under this protocol (answers.md) and the ablation table (ablation.md).
+  python main.py report --results "$OUT" --analysis paper-table answers ablation | tail -1
 fi
 (( status == 0 )) || echo "replication-paper: some runs failed (errors above); re-run to retry." >&2
 exit "$status"

@@ -164,7 +164,7 @@ def markdown(report_dir) -> str:
     baseline = differences.baseline.iloc[0]
     targets = [t for t in TARGETS if t in set(differences.target)]
     emit(f"# Answers (a)-(d): robust sources vs `{baseline}`\n")
-    emit("Written by `python main.py report --results results/replication --analysis answers` "
+    emit(f"Written by `python main.py report --results {report.parent} --analysis answers` "
          "from [report/](report/summary.md)"
           " (do not edit by hand). Columns: the unfrozen blocks and the source's training eps.\n")
     emit("## (a) Robust minus natural test accuracy (points)\n")
