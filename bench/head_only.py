@@ -7,9 +7,10 @@ Times ``transfer.fine_tune`` with ``training_loop=fit`` (the path before issue 2
 and with the replication's curve (every 5 epochs on 2,000 test images). The compiled loop is
 timed twice: the first run of its seed (which computes the training order, ``data.epoch_order``)
 and again (the order kept, as every later run of a sweep with that N and seed gets; the best
-of 3 runs); its traces are warmed up with another seed first. The reference: the best of 3. All against the same
-SGD written as one ``tf.function`` with the 2,000 steps inside (no evaluation): momentum 0.9,
-coupled weight decay 5e-4, lr 0.1 x 0.1 every 666 epochs, an N(0, 1) head.
+of 3 runs); its traces are warmed up with another seed first (a full-length run, so that the
+traced shapes are the timed runs'). The reference, the best of 3: the same SGD written as one
+``tf.function`` with the 2,000 steps inside (no evaluation): momentum 0.9, coupled weight
+decay 5e-4, lr 0.1 x 0.1 every 666 epochs, an N(0, 1) head.
 
     python bench/head_only.py [--data-dir ../shared/tfds] [--epochs 2000]
 """

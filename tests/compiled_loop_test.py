@@ -119,3 +119,34 @@ def test_the_compiled_loop_keeps_the_final_predictions_for_per_class_accuracy(tm
     per_class = [json.loads((tmp_path / name / "metrics.json").read_text())["per_class_accuracy"]
                  for name in ("fit", "compiled")]
     assert per_class[0] == per_class[1] and set(per_class[0]) == {"a", "b", "c"}
+
+
+def test_indexed_batches_are_the_epoch_batches_stream():
+    """The compiled loop's gathered batches (``_indexed_batch`` over ``data.epoch_order``)
+    are ``epoch_batches``' batches, for N not a multiple of the batch size and a run
+    resumed at epoch 2 (the last batch of each epoch is the short one)."""
+    import tensorflow as tf
+
+    from tftransfer import data, runtime
+
+    runtime.set_seed(5)
+    x = np.arange(10, dtype=np.float32)[:, None]
+    y = np.arange(10) % 3
+    stream = [b for b in data.epoch_batches(tf.data.Dataset.from_tensor_slices((x, y)),
+                                            10, 4, 5, 5, first_epoch=2)]
+    order = tf.constant(data.epoch_order(10, 5, 5, first_epoch=2))
+    batch_of = compiled_loop._indexed_batch((tf.constant(x), tf.constant(y), order),
+                                            tf.constant(0, tf.int64), tf.constant(4, tf.int64))
+    gathered = [batch_of(tf.constant(epoch), tf.constant(step))
+                for epoch in range(3) for step in range(3)]
+    assert [len(b[0]) for b in gathered] == [4, 4, 2] * 3
+    for (x_stream, y_stream), (x_gathered, y_gathered) in zip(stream, gathered, strict=True):
+        np.testing.assert_array_equal(x_stream.numpy(), x_gathered.numpy())
+        np.testing.assert_array_equal(y_stream.numpy(), y_gathered.numpy())
+
+
+def test_epoch_order_refuses_orders_too_long_to_build():
+    from tftransfer import data
+
+    with pytest.raises(ValueError, match="epoch_batches instead"):
+        data.epoch_order(data.MAX_ORDER_POSITIONS + 1, 0, 1)

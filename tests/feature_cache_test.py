@@ -36,6 +36,19 @@ def test_a_run_on_disk_features_matches_the_in_memory_run(tmp_path, loop):
         assert disk[key] == memory[key]
 
 
+@pytest.mark.parametrize("loop", ["compiled", "fit"])
+def test_disk_and_memory_sum_the_same_evaluation_batches(tmp_path, monkeypatch, loop):
+    """With evaluation batches of one image (every path takes its batch size from
+    feature_store.evaluation_batch_size), the run on disk still equals the in-memory run,
+    test loss included: both sum the same batches."""
+    monkeypatch.setattr(feature_store, "EVALUATION_BATCH_BYTES", 1)
+    assert feature_store.evaluation_batch_size(4096) == 1
+    memory, _, _ = _run(tmp_path, "memory", None, loop)
+    disk, _, _ = _run(tmp_path, "disk", 0, loop)
+    for key in ("test_accuracy", "test_loss", "test_accuracy_epoch_2", "test_accuracy_epoch_6"):
+        assert disk[key] == memory[key]
+
+
 def test_the_disk_folder_goes_with_its_cache(tmp_path):
     _, _, cache = _run(tmp_path, "disk", 0, blocks=0)
     folder = cache.disk.path

@@ -82,6 +82,19 @@ class ResumeTest(tf.test.TestCase, parameterized.TestCase):
         self.assertSameRun(whole, resumed)
         self.assertNotIn("extended_from", resumed)
 
+    def test_a_compiled_run_killed_early_resumes_over_two_stretches(self):
+        """Killed after epoch 2 of 6 (curve every 2): the resumed run makes two stretches
+        from its checkpoint, the uninterrupted one a single call, and both end alike, down
+        to the per-class accuracy."""
+        whole = transfer.fine_tune(self.config("whole", unfrozen_blocks=0), verbose=False)
+        cfg = self.config("resumed", unfrozen_blocks=0)
+        self.interrupted(cfg, after_epoch=2)
+        resumed = transfer.fine_tune(cfg, resume=True, verbose=False)
+        self.assertSameRun(whole, resumed)
+        per_class = [json.loads((Path(run["run_dir"]) / "metrics.json").read_text())
+                     ["per_class_accuracy"] for run in (whole, resumed)]
+        self.assertAllClose(list(per_class[0].values()), list(per_class[1].values()))
+
     def test_a_finished_run_is_extended_and_records_it(self):
         cfg = self.config("run", epochs=3, eval_every=1)
         first = transfer.fine_tune(cfg, checkpoint=True, verbose=False)

@@ -36,12 +36,11 @@ import numpy as np
 import tensorflow as tf
 
 from tftransfer.errors import UserError
+from tftransfer.feature_store import evaluation_batch_size
 from tftransfer.runs import write_csv_atomic
 
 # Epochs per call when no curve point ends a stretch earlier (eval_every 0): progress lines.
 _LONGEST_STRETCH = 100
-# Input bytes per evaluation batch (``_evaluation_batch``).
-_EVALUATION_BATCH_BYTES = 32 << 20
 # Traced functions per trainer: a sweep reuses one trainer for many runs (transfer.RunCache),
 # and tracing train_step again for each run would cost more than a head-only run itself.
 _FUNCTIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -70,15 +69,17 @@ class CompiledResult:
 
 @dataclass(frozen=True)
 class IndexedBatches:
-    """Training batches held as tensors: batch j of the stream's epoch e is
-    ``features[order[e * n + j * batch_size : min(e * n + (j + 1) * batch_size, (e + 1) * n)]]``
-    (and its labels), n the number of examples: ``data.epoch_order``'s layout, so the same
-    batches as ``data.epoch_batches`` over the same examples."""
+    """Training batches held as tensors, for epochs ``first_epoch`` on: batch j of epoch
+    ``first_epoch + e`` is ``features[order[e * n + j * batch_size : min(e * n + (j + 1) *
+    batch_size, (e + 1) * n)]]`` (and its labels), n the number of examples:
+    ``data.epoch_order``'s layout, so the same batches as ``data.epoch_batches`` over the
+    same examples."""
 
     features: tf.Tensor
     labels: tf.Tensor
     order: tf.Tensor
     batch_size: int
+    first_epoch: int = 0
 
 
 def curve_epochs(epochs: int, every: int) -> list[int]:
@@ -101,9 +102,13 @@ def fit_compiled(trainer, train_ds, epochs: int, steps_per_epoch: int, eval_ever
       on_stretch: optional ``fn(epochs_done, rows, curve)`` after each stretch.
 
     Raises:
-      UserError: when the training loss becomes non-finite (as ``fit()``'s NaN guard).
+      UserError: when the training loss becomes non-finite (as ``fit()``'s NaN guard; in
+        the one-call schedule, after the call: a diverged run costs its whole schedule).
     """
     start = start or Start()
+    if isinstance(train_ds, IndexedBatches) and train_ds.first_epoch != start.epoch:
+        raise ValueError(f"the batches start at epoch {train_ds.first_epoch}, the run at "
+                         f"{start.epoch}")
     evaluate = _functions(trainer, steps_per_epoch)["evaluate"]
     result, rows, done = CompiledResult(dict(start.curve)), list(start.rows), start.epoch
     points = set(curve_epochs(epochs, eval_every))
@@ -114,7 +119,7 @@ def fit_compiled(trainer, train_ds, epochs: int, steps_per_epoch: int, eval_ever
         _train_in_one_call(trainer, train_ds, steps_per_epoch, curve_set, points, epochs,
                            start, rows, result.curve)
         done = epochs
-    stretch = _stretch_runner(trainer, train_ds, steps_per_epoch, start.epoch)
+    stretch = _stretch_runner(trainer, train_ds, steps_per_epoch)
     for end in (e for e in _stretch_ends(points, epochs) if e > done):
         began = time.time()
         losses, accuracies, rates = (t.numpy() for t in stretch(done, end - done))
@@ -134,8 +139,10 @@ def fit_compiled(trainer, train_ds, epochs: int, steps_per_epoch: int, eval_ever
             on_stretch(done, rows, result.curve)
         if verbose:
             _print_progress(rows[-1], epochs)
-    if test_set is curve_set and predictions is not None:  # the last curve point was on it
+    if test_set is curve_set and "test_accuracy" in rows[-1]:  # the last point was on it
         accuracy, loss = rows[-1]["test_accuracy"], rows[-1]["test_loss"]
+        if predictions is None:  # the one-call schedule keeps no predictions
+            predictions = evaluate(test_set)[2]
     else:
         accuracy, loss, predictions = evaluate(test_set)
     result.final = {"test_accuracy": float(accuracy), "test_loss": float(loss)}
@@ -162,7 +169,8 @@ def _train_in_one_call(trainer, batches: "IndexedBatches", steps_per_epoch: int,
     run = _functions(trainer, steps_per_epoch)["schedule"]
     began = time.time()
     outputs = [t.numpy() for t in run(batches.features, batches.labels, batches.order,
-                                      tf.constant(batches.batch_size), is_point, *curve_set)]
+                                      tf.constant(batches.batch_size, tf.int64), is_point,
+                                      *curve_set)]
     seconds = (time.time() - began) / (epochs - first)
     for offset, (loss, accuracy, rate, test_accuracy, test_loss) in enumerate(zip(*outputs)):
         epoch = first + offset + 1
@@ -199,15 +207,15 @@ def _functions(trainer, steps_per_epoch: int) -> dict:
     return per_trainer[steps_per_epoch]
 
 
-def _stretch_runner(trainer, train_ds, steps_per_epoch: int, first_epoch: int):
+def _stretch_runner(trainer, train_ds, steps_per_epoch: int):
     """``fn(epochs_done, n)``: the next n epochs of ``train_ds`` (a dataset whose stream
-    starts at ``first_epoch``, or ``IndexedBatches`` laid out from ``first_epoch``)."""
+    starts where the run does, or ``IndexedBatches``)."""
     functions = _functions(trainer, steps_per_epoch)
     if isinstance(train_ds, IndexedBatches):
         run = functions["indexed"]
         return lambda done, n: run(train_ds.features, train_ds.labels, train_ds.order,
-                                   tf.constant(done - first_epoch), tf.constant(n),
-                                   tf.constant(train_ds.batch_size))
+                                   tf.constant(done - train_ds.first_epoch, tf.int64),
+                                   tf.constant(n), tf.constant(train_ds.batch_size, tf.int64))
     iterator = iter(train_ds)
     return lambda done, n: functions["iterator"](iterator, tf.constant(n))
 
@@ -244,11 +252,11 @@ def _indexed_batch(batches_and_order, first, batch_size):
     """``batch_of(epoch, step)`` over ``IndexedBatches``' (features, labels, order) tensors,
     the epochs counted from the layout's epoch ``first``."""
     features, labels, order = batches_and_order
-    count = tf.shape(features)[0]
+    count = tf.shape(features, out_type=tf.int64)[0]
 
-    def batch_of(epoch, step):
-        epoch_start = (first + epoch) * count
-        begin = epoch_start + step * batch_size
+    def batch_of(epoch, step):  # int64: N x epochs may pass 2**31 positions
+        epoch_start = (first + tf.cast(epoch, tf.int64)) * count
+        begin = epoch_start + tf.cast(step, tf.int64) * batch_size
         positions = order[begin:tf.minimum(begin + batch_size, epoch_start + count)]
         return tf.gather(features, positions), tf.gather(labels, positions)
     return batch_of
@@ -265,7 +273,8 @@ def _schedule_function(trainer, steps_per_epoch: int):
                 return _evaluate_tensors(trainer, curve_x, curve_y, predictions=False)
             return tf.constant(math.nan), tf.constant(math.nan)
         return _epochs(trainer, steps_per_epoch, tf.shape(is_point)[0],
-                       _indexed_batch((features, labels, order), 0, batch_size), test_after)
+                       _indexed_batch((features, labels, order), tf.constant(0, tf.int64),
+                                      batch_size), test_after)
     return run
 
 
@@ -295,9 +304,11 @@ def _evaluate_tensors(trainer, features, labels, predictions: bool = True):
     inside ``_evaluation_function`` or the schedule function, in batches of
     ``_evaluation_batch`` examples."""
     count = tf.shape(features)[0]
-    batch_size = _evaluation_batch(features)
+    row = features.shape[1:].num_elements()
+    batch_size = evaluation_batch_size(row * features.dtype.size) if row else 256
     correct, total = tf.constant(0.0), tf.constant(0.0)
-    predicted = tf.TensorArray(tf.int64, size=0, dynamic_size=True, infer_shape=False)
+    predicted = tf.TensorArray(tf.int64, size=0, dynamic_size=True, infer_shape=False,
+                               element_shape=tf.TensorShape([None]))
     for start in tf.range(0, count, batch_size):
         batch_correct, batch_total, batch_predicted = _batch_sums(
             trainer, features[start:start + batch_size], labels[start:start + batch_size])
@@ -309,15 +320,6 @@ def _evaluate_tensors(trainer, features, labels, predictions: bool = True):
     return (accuracy, loss, predicted.concat()) if predictions else (accuracy, loss)
 
 
-def _evaluation_batch(features) -> int:
-    """Examples per evaluation batch: about ``_EVALUATION_BATCH_BYTES`` of input features
-    (a head's 64 features: every curve image at once, where batches of 256 made the
-    replication's 400 curve points cost more than its training; a 224 px last stage's:
-    tens), between 1 and 8,192."""
-    per_example = max(1, features.shape[1:].num_elements() or 1) * features.dtype.size
-    return int(min(8192, max(1, _EVALUATION_BATCH_BYTES // per_example)))
-
-
 def _streamed_evaluation(trainer):
     """``_evaluation_function`` over a dataset of (features, labels) batches (features
     that did not fit in memory): the same batches summed in the same order, so the same
@@ -325,7 +327,8 @@ def _streamed_evaluation(trainer):
     @tf.function
     def evaluate(dataset):
         count, correct, total = tf.constant(0), tf.constant(0.0), tf.constant(0.0)
-        predicted = tf.TensorArray(tf.int64, size=0, dynamic_size=True, infer_shape=False)
+        predicted = tf.TensorArray(tf.int64, size=0, dynamic_size=True, infer_shape=False,
+                                   element_shape=tf.TensorShape([None]))
         for features, labels in dataset:
             batch_correct, batch_total, batch_predicted = _batch_sums(trainer, features, labels)
             correct += batch_correct

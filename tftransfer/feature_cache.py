@@ -12,7 +12,8 @@ import tensorflow as tf
 from tftransfer import data
 from tftransfer.compiled_loop import IndexedBatches
 from tftransfer.config import DEFAULT_FEATURE_CACHE_MEMORY, TransferConfig, parse_size
-from tftransfer.feature_store import DiskFolder, FeatureView, extract, view_of
+from tftransfer.feature_store import (DiskFolder, FeatureView, evaluation_batch_size, extract,
+                                      view_of)
 from tftransfer.networks import Network, build_network, inference_function
 from tftransfer.source_loading import SourceModel, load_source
 
@@ -143,11 +144,10 @@ class RunCache:
         labels = image_set.labels[indices]
         if view.in_memory and self.fits(view.nbytes):
             features = view.read(np.arange(len(view)))
-            if indexed:
+            if indexed and len(view) * (epochs - first_epoch) <= data.MAX_ORDER_POSITIONS:
+                order = data.epoch_order(len(view), seed, epochs, first_epoch)
                 return IndexedBatches(tf.constant(features), tf.constant(labels),
-                                      tf.constant(data.epoch_order(len(view), seed, epochs,
-                                                                   first_epoch)),
-                                      batch_size)
+                                      tf.constant(order), batch_size, first_epoch)
             examples = tf.data.Dataset.from_tensor_slices((features, labels))
             return data.epoch_batches(examples, len(view), batch_size, seed, epochs,
                                       first_epoch)
@@ -190,8 +190,9 @@ class RunCache:
         """(features, labels, dataset, bytes in memory) of an evaluation set."""
         if isinstance(x, FeatureView):
             return x, tf.constant(labels), x.batches(labels), 0
+        row_bytes = int(x.shape[1:].num_elements()) * 4
         dataset = (tf.data.Dataset.from_tensor_slices((x, labels))
-                   .batch(256).prefetch(tf.data.AUTOTUNE))
+                   .batch(evaluation_batch_size(row_bytes)).prefetch(tf.data.AUTOTUNE))
         nbytes = int(x.shape.num_elements()) * 4
         self.memory_used += nbytes
         return x, tf.constant(labels), dataset, nbytes

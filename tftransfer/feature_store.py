@@ -25,8 +25,18 @@ import tensorflow as tf
 # extraction takes before it reports at all (a few hundred 32 px images take a fraction
 # of a second: a line for each would only be noise in a sweep's log).
 PROGRESS_EVERY = 10.0
-EVALUATION_BATCH = 256
-EVALUATION_BATCH_BYTES = 64 << 20  # at most this many bytes of features per evaluation batch
+EVALUATION_ROWS = 8192
+EVALUATION_BATCH_BYTES = 32 << 20  # about this many bytes of features per evaluation batch
+
+
+def evaluation_batch_size(row_bytes: int) -> int:
+    """Images per evaluation batch of cached features: the one rule of every evaluation
+    path (in memory or on disk, ``fit()``'s or the compiled loop's), so that all of them sum
+    the same batches and give the same test loss. About ``EVALUATION_BATCH_BYTES`` of
+    features, at most ``EVALUATION_ROWS`` images: a head's 64 features per image, 8,192 at
+    once (batches of 256 made the replication's 400 curve points per run cost more than its
+    training); ResNet-50's layer3 at 224 px (0.8 MB per image), 41."""
+    return max(1, min(EVALUATION_ROWS, EVALUATION_BATCH_BYTES // max(1, int(row_bytes))))
 
 
 class FeatureView:
@@ -87,14 +97,14 @@ class FeatureView:
             return tf.ensure_shape(features, [None, *shape])
         return read
 
-    def batches(self, labels, batch_size: int = EVALUATION_BATCH) -> tf.data.Dataset:
+    def batches(self, labels, batch_size: int | None = None) -> tf.data.Dataset:
         """``(features, labels)`` batches in this view's order, read as they are needed:
-        the batches ``from_tensor_slices((features, labels)).batch(batch_size)`` gives (fewer
-        per batch where ``batch_size`` rows would exceed ``EVALUATION_BATCH_BYTES``)."""
+        the batches ``from_tensor_slices((features, labels)).batch(batch_size)`` gives
+        (None: ``evaluation_batch_size``'s, what every evaluation path uses)."""
         read = self.reader()
-        # Large rows (ResNet-50's layer3 at 224 px: 0.8 MB) in smaller batches, two ahead:
-        # 256 of them, prefetched without a bound, held a GB; 32-px features keep 256.
-        batch_size = max(1, min(batch_size, EVALUATION_BATCH_BYTES // self.row_bytes))
+        # Large rows (ResNet-50's layer3 at 224 px: 0.8 MB) in small batches, two ahead:
+        # 256 of them, prefetched without a bound, held a GB.
+        batch_size = batch_size or evaluation_batch_size(self.row_bytes)
         positions = tf.data.Dataset.range(len(self)).batch(batch_size)
         labels = tf.data.Dataset.from_tensor_slices(np.asarray(labels)).batch(batch_size)
         return (tf.data.Dataset.zip(positions, labels).map(lambda p, y: (read(p), y))

@@ -157,11 +157,12 @@ def load_targets(sweep: SweepConfig, todo: list, results_dir: Path, cache, data:
 
 
 def recorded_run_dir(run_dir: Path) -> str:
-    """A run directory as a results row records it: relative to the working directory, or
-    else to the checkout that holds it (rows written with an absolute ``--results``, or from
-    another ``git worktree`` into this checkout, read as the others do); else as given."""
-    path = Path(run_dir).absolute()
-    for base in (Path.cwd(), _checkout_root(path)):
+    """A run directory as a results row records it: relative to the checkout that holds it
+    (rows written with an absolute ``--results``, from a subfolder, or from another
+    ``git worktree`` into this checkout read as the others do), else to the working
+    directory, else as given."""
+    path = Path(run_dir).resolve()
+    for base in (_checkout_root(path), Path.cwd().resolve()):
         if base is not None and path.is_relative_to(base):
             return str(path.relative_to(base))
     return str(run_dir)

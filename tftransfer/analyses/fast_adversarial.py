@@ -63,6 +63,7 @@ EXPECTED = (
     Expected("cifar10-resnet20-l2-eps0.5-10ep", "pgd", 10),
     Expected(FAST, "fgsm_rs", 10),
     Expected("cifar10-resnet20-l2-eps0.5-fgsm-rs-15ep", "fgsm_rs", 15),
+    Expected("cifar10-resnet20-l2-eps0.5-fgsm-rs-25ep", "fgsm_rs", 25),
     Expected("cifar10-resnet20-l2-eps0.5-free-8ep", "free", 8, free_replays=4),
     Expected(NATURAL, "none", 30),
 )

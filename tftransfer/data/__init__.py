@@ -21,8 +21,8 @@ from tftransfer.data.catalog import TRANSFER_DATASETS
 from tftransfer.data.folders import IMAGE_EXTENSIONS, load_folder
 from tftransfer.data.loading import load
 from tftransfer.data.normalization import TARGET_STATISTICS, target_statistics
-from tftransfer.data.pipelines import (epoch_batches, epoch_order, pipeline, subset_arrays,
-                                       training_pipeline)
+from tftransfer.data.pipelines import (MAX_ORDER_POSITIONS, epoch_batches, epoch_order,
+                                       pipeline, subset_arrays, training_pipeline)
 from tftransfer.data.preprocess import RESIZE_MODES, Preprocessing, center_crop, to_model_input
 from tftransfer.data.sets import ImageSet, TargetData, array_reader
 from tftransfer.data.subsets import (nested_order, random_subset, select_subset,
@@ -34,8 +34,8 @@ __all__ = [
     "AUGMENT_POLICIES", "RESIZE_MODES", "TRANSFER_DATASETS", "Preprocessing", "augment_example",
     "center_crop", "imagenet_augment", "random_resized_crop",
     "IMAGE_EXTENSIONS", "NO_FLIP_DATASETS", "TARGET_STATISTICS", "ImageSet", "TargetData",
-    "array_reader", "augment", "default_data_dir", "epoch_batches", "epoch_order", "load",
-    "load_folder",
+    "MAX_ORDER_POSITIONS", "array_reader", "augment", "default_data_dir", "epoch_batches",
+    "epoch_order", "load", "load_folder",
     "load_tfds", "nested_order", "paper_augment", "pipeline", "prepared_datasets",
     "random_subset", "rotate", "select_subset", "split_validation", "stateless_augment",
     "stratified_holdout", "subset_arrays", "target_statistics", "to_model_input",

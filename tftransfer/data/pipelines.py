@@ -53,38 +53,46 @@ def epoch_batches(examples: tf.data.Dataset, num_examples: int, batch_size: int,
     return epochs_ds.flat_map(one_epoch).prefetch(tf.data.AUTOTUNE)
 
 
+# The longest order ``epoch_order`` builds (128 MB of int64 positions; a longer schedule
+# streams its batches from ``epoch_batches`` instead), and the positions it keeps in all.
+MAX_ORDER_POSITIONS = 1 << 24
 # Orders kept by ``epoch_order``: a sweep's runs share them (every source, target and block
 # count of one N and seed), and computing one costs about as much as a head-only run's training.
 _ORDERS: "OrderedDict[tuple, np.ndarray]" = OrderedDict()
-_MAX_ORDERS = 32
-_MAX_ORDER_POSITIONS = 1 << 23  # 32 MB of int32 positions; longer orders are not kept
 
 
 def epoch_order(num_examples: int, seed: int, epochs: int, first_epoch: int = 0) -> np.ndarray:
     """The example positions of epochs ``first_epoch .. epochs - 1`` in ``epoch_batches``'s
-    order, one epoch after another (int32, ``num_examples`` per epoch): batch j of epoch e is
+    order, one epoch after another (int64, ``num_examples`` per epoch): batch j of epoch e is
     ``order[e * n + j * batch_size : min(e * n + (j + 1) * batch_size, (e + 1) * n)]`` with e
     counted from ``first_epoch``. It is ``epoch_batches`` run over the positions themselves,
     so gathering examples by it gives exactly that stream's batches.
 
-    Kept per (number of examples, the epochs' shuffle seeds; the global seed is part of
-    those), so the runs of a sweep that share an N and a seed compute it once.
+    Kept (read-only) per (number of examples, the epochs' shuffle seeds; the global seed is
+    part of those), so the runs of a sweep that share an N and a seed compute it once; at
+    most ``MAX_ORDER_POSITIONS`` positions are kept in all, the oldest orders dropped first.
+
+    Raises:
+      ValueError: for more than ``MAX_ORDER_POSITIONS`` positions (use ``epoch_batches``).
     """
     epoch_seeds = [seed * 1_000_003 + epoch for epoch in range(first_epoch, epochs)]
     key = (num_examples, tuple(tf.compat.v1.get_seed(s) for s in epoch_seeds))
     if key in _ORDERS:
         _ORDERS.move_to_end(key)
         return _ORDERS[key]
-    positions = tf.data.Dataset.from_tensor_slices(np.arange(num_examples, dtype=np.int32))
-    batches = epoch_batches(positions, num_examples, num_examples, seed, epochs, first_epoch)
     total = num_examples * len(epoch_seeds)
+    if total > MAX_ORDER_POSITIONS:
+        raise ValueError(f"{total} positions are more than epoch_order builds "
+                         f"({MAX_ORDER_POSITIONS}); stream epoch_batches instead.")
+    positions = tf.data.Dataset.from_tensor_slices(np.arange(num_examples, dtype=np.int64))
+    batches = epoch_batches(positions, num_examples, num_examples, seed, epochs, first_epoch)
     # One C++ pass over every epoch (a Python loop over 2,000 epochs cost more than training).
-    order = (batches.unbatch().batch(max(total, 1)).get_single_element().numpy()
-             if total else np.zeros([0], np.int32))
-    if total <= _MAX_ORDER_POSITIONS:
-        _ORDERS[key] = order
-        while len(_ORDERS) > _MAX_ORDERS:
-            _ORDERS.popitem(last=False)
+    order = (batches.unbatch().batch(total).get_single_element().numpy() if total
+             else np.zeros([0], np.int64))
+    order.setflags(write=False)
+    _ORDERS[key] = order
+    while sum(len(kept) for kept in _ORDERS.values()) > MAX_ORDER_POSITIONS:
+        _ORDERS.popitem(last=False)
     return order
 
 
