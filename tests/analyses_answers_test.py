@@ -71,3 +71,18 @@ class RegistryTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+def test_the_epochs_answer_names_the_grid_s_own_curve(tmp_path):
+    """(d) says how the grid's curves were measured (replication-paper: every 10 epochs on
+    1,000 images), read from its rows, not the replication's every 5 on 2,000."""
+    import pandas as pd
+
+    from tftransfer.analyses import replication_answers
+
+    rows = pd.DataFrame({"curve_test_images": [1000, 1000], "test_accuracy_epoch_10": [0.5, 0.6],
+                         "test_accuracy_epoch_20": [0.7, 0.8], "test_accuracy_epoch_30": [0.8, 0.9]})
+    rows.to_csv(tmp_path / "results.csv", index=False)
+    assert (replication_answers.curve_text(tmp_path / "results.csv")
+            == "curves every 10 epochs on 1,000 test images")
+    assert "as the grid measured" in replication_answers.curve_text(tmp_path / "missing.csv")

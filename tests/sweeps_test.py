@@ -299,15 +299,15 @@ def test_rows_record_the_run_dir_relative_to_the_cwd_or_the_checkout(tmp_path, m
     run_dir = checkout / "results" / "grid" / "runs" / "cell"
     run_dir.mkdir(parents=True)
     monkeypatch.chdir(elsewhere)
-    assert sweeps.recorded_run_dir(run_dir) == "results/grid/runs/cell"
+    assert runs.checkout_relative(run_dir) == "results/grid/runs/cell"
     monkeypatch.chdir(checkout / ".git")  # not above the run: the checkout decides
-    assert sweeps.recorded_run_dir(run_dir) == "results/grid/runs/cell"
+    assert runs.checkout_relative(run_dir) == "results/grid/runs/cell"
     monkeypatch.chdir(checkout / "results")  # the same string from anywhere in the checkout
-    assert sweeps.recorded_run_dir(run_dir) == "results/grid/runs/cell"
-    assert sweeps.recorded_run_dir(Path("grid/runs/cell")) == "results/grid/runs/cell"
-    assert sweeps.recorded_run_dir(checkout / "results" / ".." / "results" / "grid" / "runs"
+    assert runs.checkout_relative(run_dir) == "results/grid/runs/cell"
+    assert runs.checkout_relative(Path("grid/runs/cell")) == "results/grid/runs/cell"
+    assert runs.checkout_relative(checkout / "results" / ".." / "results" / "grid" / "runs"
                                    / "cell") == "results/grid/runs/cell"
     monkeypatch.chdir(elsewhere)
-    assert sweeps.recorded_run_dir(Path("relative/runs/cell")) == "relative/runs/cell"
+    assert runs.checkout_relative(Path("relative/runs/cell")) == "relative/runs/cell"
     outside = tmp_path / "plain" / "runs" / "cell"  # no checkout above it, not under the cwd
-    assert sweeps.recorded_run_dir(outside) == str(outside)
+    assert runs.checkout_relative(outside) == str(outside)

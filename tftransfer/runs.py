@@ -45,6 +45,18 @@ def checkout_commit(root) -> str:
     return commit + ("+dirty" if dirty else "")
 
 
+def checkout_relative(path) -> str:
+    """``path`` as results record it: relative to the checkout that holds it (the same
+    string from any working directory, an absolute ``--results`` or another ``git worktree``
+    writing into this checkout), else to the working directory, else as given."""
+    resolved = Path(path).resolve()
+    root = next((p for p in resolved.parents if (p / ".git").exists()), None)
+    for base in (root, Path.cwd().resolve()):
+        if base is not None and resolved.is_relative_to(base):
+            return str(resolved.relative_to(base))
+    return str(path)
+
+
 @contextlib.contextmanager
 def replacing(path, suffix: str = ""):
     """Yields a temporary path beside ``path`` to write the new file to; when the body

@@ -156,23 +156,6 @@ def load_targets(sweep: SweepConfig, todo: list, results_dir: Path, cache, data:
         cache.target(transfer_config(sweep, cell, results_dir / "runs", **data))
 
 
-def recorded_run_dir(run_dir: Path) -> str:
-    """A run directory as a results row records it: relative to the checkout that holds it
-    (rows written with an absolute ``--results``, from a subfolder, or from another
-    ``git worktree`` into this checkout read as the others do), else to the working
-    directory, else as given."""
-    path = Path(run_dir).resolve()
-    for base in (_checkout_root(path), Path.cwd().resolve()):
-        if base is not None and path.is_relative_to(base):
-            return str(path.relative_to(base))
-    return str(run_dir)
-
-
-def _checkout_root(path: Path) -> Path | None:
-    """The nearest folder above ``path`` with a ``.git`` (a checkout or a worktree)."""
-    return next((parent for parent in path.parents if (parent / ".git").exists()), None)
-
-
 def _run_cell(sweep: SweepConfig, cell: Cell, results_dir: Path, cache, data: dict,
               save_models: bool) -> dict | None:
     """Fine-tunes one cell: its result row, or None (after logging why) when it failed.
@@ -186,7 +169,7 @@ def _run_cell(sweep: SweepConfig, cell: Cell, results_dir: Path, cache, data: di
     try:
         row = transfer.fine_tune(transfer_config(sweep, cell, run_dir, **data),
                                  cache=cache, save_model=save_models, verbose=False)
-        return {**row, "run_dir": recorded_run_dir(run_dir)}
+        return {**row, "run_dir": runs.checkout_relative(run_dir)}
     except UserError as error:
         # This cell's own problem (N below the target's class count, a source not trained
         # yet): the message says it all, and the other sources' cells may well run.

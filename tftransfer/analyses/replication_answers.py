@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tftransfer import stats
+from tftransfer import runs, stats
 from tftransfer.analyses.paper_table import PAPER
 from tftransfer.efficiency import data_efficiency
 
@@ -149,6 +149,18 @@ def eps_section(results_dir: Path, targets, emit) -> None:
         emit(f"### {TARGETS[target]}\n\n{grid(differences, target, difference_text)}\n")
 
 
+def curve_text(results_csv: Path) -> str:
+    """How the runs' test curves were measured, read from their rows: "curves every 5
+    epochs on 2,000 test images" (the smallest spacing and set of the grid's rows)."""
+    if not results_csv.exists():
+        return "curves as the grid measured them"
+    rows = pd.read_csv(results_csv)
+    epochs = sorted(int(c.rsplit("_", 1)[1]) for c in rows if c.startswith("test_accuracy_epoch_"))
+    every = min((b - a for a, b in zip(epochs, epochs[1:])), default=epochs[0] if epochs else 0)
+    images = int(rows["curve_test_images"].min())
+    return f"curves every {every} epochs on {images:,} test images"
+
+
 def markdown(report_dir) -> str:
     """The answers as markdown, from ``report_dir`` (a ``report`` output directory)."""
     stream = io.StringIO()
@@ -164,7 +176,8 @@ def markdown(report_dir) -> str:
     baseline = differences.baseline.iloc[0]
     targets = [t for t in TARGETS if t in set(differences.target)]
     emit(f"# Answers (a)-(d): robust sources vs `{baseline}`\n")
-    emit(f"Written by `python main.py report --results {report.parent} --analysis answers` "
+    emit(f"Written by `python main.py report --results {runs.checkout_relative(report.parent)} "
+         "--analysis answers` "
          "from [report/](report/summary.md)"
           " (do not edit by hand). Columns: the unfrozen blocks and the source's training eps.\n")
     emit("## (a) Robust minus natural test accuracy (points)\n")
@@ -182,7 +195,7 @@ def markdown(report_dir) -> str:
               f"{grid(efficiency, target, lambda row: str(row.ratio_text), paper_efficiency())}\n")
     emit("## (d) Epochs to reach the natural source's final accuracy\n")
     emit("Natural's first epoch at its own final mean accuracy → the robust source's "
-          "(speed-up); curves every 5 epochs on 2,000 test images.\n")
+          f"(speed-up); {curve_text(report.parent / 'results.csv')}.\n")
     for target in targets:
         emit(f"### {TARGETS[target]}\n\n{grid(speedup, target, speedup_text)}\n")
     eps_section(report.parent, targets, emit)
