@@ -123,11 +123,8 @@ def fit_compiled(trainer, train_ds, epochs: int, steps_per_epoch: int, eval_ever
     for end in (e for e in _stretch_ends(points, epochs) if e > done):
         began = time.time()
         losses, accuracies, rates = (t.numpy() for t in stretch(done, end - done))
-        seconds = (time.time() - began) / (end - done)
-        for offset, (loss, accuracy, rate) in enumerate(zip(losses, accuracies, rates)):
-            rows.append({"epoch": done + offset + 1, "seconds": round(seconds, 5),
-                         "accuracy": float(accuracy), "loss": float(loss),
-                         "learning_rate": float(rate)})
+        rows += _history_rows(done, (time.time() - began) / (end - done), losses, accuracies,
+                              rates)
         _stop_if_not_finite(rows[done:])
         done = end
         if end in points:
@@ -171,15 +168,21 @@ def _train_in_one_call(trainer, batches: "IndexedBatches", steps_per_epoch: int,
     outputs = [t.numpy() for t in run(batches.features, batches.labels, batches.order,
                                       tf.constant(batches.batch_size, tf.int64), is_point,
                                       *curve_set)]
-    seconds = (time.time() - began) / (epochs - first)
-    for offset, (loss, accuracy, rate, test_accuracy, test_loss) in enumerate(zip(*outputs)):
-        epoch = first + offset + 1
-        rows.append({"epoch": epoch, "seconds": round(seconds, 5), "accuracy": float(accuracy),
-                     "loss": float(loss), "learning_rate": float(rate)})
-        if epoch in points:
-            rows[-1].update(test_accuracy=float(test_accuracy), test_loss=float(test_loss))
-            curve[epoch] = float(test_accuracy)
+    new_rows = _history_rows(first, (time.time() - began) / (epochs - first), *outputs[:3])
+    for row, test_accuracy, test_loss in zip(new_rows, *outputs[3:]):
+        if row["epoch"] in points:
+            row.update(test_accuracy=float(test_accuracy), test_loss=float(test_loss))
+            curve[row["epoch"]] = float(test_accuracy)
+    rows += new_rows
     _stop_if_not_finite(rows[first:])
+
+
+def _history_rows(done: int, seconds: float, losses, accuracies, rates) -> list[dict]:
+    """``history.csv`` rows of the epochs after ``done``, ``seconds`` each (the call's time
+    divided evenly)."""
+    return [{"epoch": done + offset + 1, "seconds": round(seconds, 5),
+             "accuracy": float(accuracy), "loss": float(loss), "learning_rate": float(rate)}
+            for offset, (loss, accuracy, rate) in enumerate(zip(losses, accuracies, rates))]
 
 
 def _stretch_ends(points: set[int], epochs: int) -> list[int]:
