@@ -19,6 +19,7 @@ from tftransfer.analyses import ANALYSES
 from tftransfer.analyses import fast_adversarial as fa
 
 FREE = "cifar10-resnet20-l2-eps0.5-free-8ep"
+FAST_10, FAST_25 = fa.FAST_SOURCES
 
 
 # ----------------------------------------------------------------------------- the grid
@@ -27,11 +28,10 @@ FREE = "cifar10-resnet20-l2-eps0.5-free-8ep"
 def test_grid_fine_tunes_the_fast_source_exactly_like_the_replication():
     fast, replication = pipelines.get(fa.GRID), pipelines.get("replication")
     cells = sweeps.cells(fast)
-    assert len(cells) == 24
-    assert {cell.source for cell in cells} == {fa.FAST}
-    assert {(c.target, c.train_images, c.unfrozen_blocks, c.seed) for c in cells} == {
-        (t, n, b, s) for t in ("mnist", "fashion_mnist") for n in (100, 400) for b in (0, 3)
-        for s in (0, 1, 2)}
+    assert len(cells) == 48
+    assert {(c.source, c.target, c.train_images, c.unfrozen_blocks, c.seed) for c in cells} == {
+        (f, t, n, b, s) for f in fa.FAST_SOURCES for t in ("mnist", "fashion_mnist")
+        for n in (100, 400) for b in (0, 3) for s in (0, 1, 2)}
     theirs = {(c.target, c.train_images, c.unfrozen_blocks, c.seed): c
               for c in sweeps.cells(replication) if c.source == fa.PGD}
     for cell in cells:
@@ -40,7 +40,7 @@ def test_grid_fine_tunes_the_fast_source_exactly_like_the_replication():
         # The whole resolved fine-tuning config, but for the source, is the replication's.
         ours = sweeps.transfer_config(fast, cell, "run")
         expected = sweeps.transfer_config(replication, twin, "run")
-        assert ours == dataclasses.replace(expected, source=fa.FAST)
+        assert ours == dataclasses.replace(expected, source=cell.source)
 
 
 def test_grid_cells_match_the_committed_replication_rows():
@@ -176,12 +176,12 @@ def test_source_still_training_or_not_evaluated(layout):
 
 def accuracy(source, target, n, blocks, seed):
     """Natural: a per-seed effect the sources share (it cancels only when paired by seed);
-    PGD 3 points above it on seeds 0-2 and 20 on seeds 3-4 (which the fast source lacks);
-    fast 1 point above natural."""
+    PGD 3 points above it on seeds 0-2 and 20 on seeds 3-4 (which the fast sources lack);
+    the fast sources 1 (10 epochs) and 2 (25 epochs) points above natural."""
     base = 0.25 + 0.04 * seed + 0.01 * n / 100 + 0.02 * blocks + (0.05 if target == "mnist" else 0)
     if source == fa.PGD:
         return base + (0.03 if seed < 3 else 0.20)
-    return base + (0.01 if source == fa.FAST else 0.0)
+    return base + {FAST_10: 0.01, FAST_25: 0.02}.get(source, 0.0)
 
 
 def write_transfer(root, results, fast_seeds=(0, 1, 2), skip=()):
@@ -201,21 +201,21 @@ def write_transfer(root, results, fast_seeds=(0, 1, 2), skip=()):
                                  blocks=blocks, epochs=e)
                 other["source_eps"] = 1.0
                 reference.append(other)
-                if seed in fast_seeds and (target, n, blocks, seed) not in skip:
-                    row = make_row(fa.FAST, seed, accuracy(fa.FAST, target, n, blocks, seed),
-                                   target=target, n=n, blocks=blocks, epochs=e)
-                    row["source_eps"] = 0.5
-                    fast.append(row)
+                for source in fa.FAST_SOURCES:
+                    if seed in fast_seeds and (source, target, n, blocks, seed) not in skip:
+                        row = make_row(source, seed, accuracy(source, target, n, blocks, seed),
+                                       target=target, n=n, blocks=blocks, epochs=e)
+                        row["source_eps"] = 0.5
+                        fast.append(row)
     (root / "results" / "replication").mkdir(parents=True, exist_ok=True)
     pd.DataFrame(reference).to_csv(root / "results" / "replication" / "results.csv", index=False)
     (results / "transfer").mkdir(parents=True, exist_ok=True)
     pd.DataFrame(fast).to_csv(results / "transfer" / "results.csv", index=False)
 
 
-def table_line(text, target, n, blocks):
-    label = fa.BLOCKS[blocks]
-    line = next(line for line in text.splitlines()
-                if line.startswith(f"| {fa.TARGETS[target]} | {n} | {label} |"))
+def table_line(text, target, n, blocks, source=FAST_10):
+    prefix = f"| {fa.TARGETS[target]} | {n} | {fa.BLOCKS[blocks]} | {fa.FAST_SOURCES[source]} |"
+    line = next(line for line in text.splitlines() if line.startswith(prefix))
     return [c.strip() for c in line.strip("|").split("|")]
 
 
@@ -223,27 +223,35 @@ def test_transfer_pairs_by_seed_on_the_fast_sources_seeds(layout):
     root, results, _ = layout
     write_transfer(root, results)
     text = fa.markdown(results, root / "saved_models")
-    cells = table_line(text, "mnist", 100, 3)
     # seeds, natural, PGD, fast accuracy (means over seeds 0-2), then the paired differences:
     # exact (the shared per-seed effect cancels) and from seeds 0-2 only (PGD +20 on 3-4).
     natural = 100 * (0.25 + 0.04 + 0.01 + 0.06 + 0.05)
-    assert cells[3:7] == ["3", f"{natural:.1f}", f"{natural + 3:.1f}", f"{natural + 1:.1f}"]
-    assert cells[7:] == ["**+3.0 ± 0.0**", "**+1.0 ± 0.0**", "**-2.0 ± 0.0**"]
-    assert len([line for line in text.splitlines() if line.startswith("| MNIST |")
-                or line.startswith("| Fashion-MNIST |")]) == 8
+    cells = table_line(text, "mnist", 100, 3)
+    assert cells[4:8] == ["3", f"{natural:.1f}", f"{natural + 3:.1f}", f"{natural + 1:.1f}"]
+    assert cells[8:] == ["**+3.0 ± 0.0**", "**+1.0 ± 0.0**", "**-2.0 ± 0.0**"]
+    cells = table_line(text, "mnist", 100, 3, FAST_25)
+    assert cells[4:8] == ["3", f"{natural:.1f}", f"{natural + 3:.1f}", f"{natural + 2:.1f}"]
+    assert cells[8:] == ["**+3.0 ± 0.0**", "**+2.0 ± 0.0**", "**-1.0 ± 0.0**"]
+    rows = [line for line in text.splitlines()
+            if line.startswith("| MNIST |") or line.startswith("| Fashion-MNIST |")]
+    assert len(rows) == 16
+    # Each cell's two fast sources side by side, 10 epochs first.
+    assert ["25 ep" in row for row in rows[:2]] == [False, True]
     assert "Partial" not in text
 
 
 def test_partial_transfer_uses_the_same_seeds_and_says_so(layout):
     root, results, _ = layout
-    write_transfer(root, results, skip={("fashion_mnist", 400, 0, 2)})
+    write_transfer(root, results, skip={(FAST_25, "fashion_mnist", 400, 0, 2)})
     text = fa.markdown(results, root / "saved_models")
-    cells = table_line(text, "fashion_mnist", 400, 0)
-    assert cells[3] == "2" and cells[7:] == ["**+3.0 ± 0.0**", "**+1.0 ± 0.0**",
-                                             "**-2.0 ± 0.0**"]
+    cells = table_line(text, "fashion_mnist", 400, 0, FAST_25)
+    assert cells[4] == "2" and cells[8:] == ["**+3.0 ± 0.0**", "**+2.0 ± 0.0**",
+                                             "**-1.0 ± 0.0**"]
     natural = 100 * (0.25 + 0.02 + 0.04)  # seeds 0 and 1
-    assert cells[4:7] == [f"{natural:.1f}", f"{natural + 3:.1f}", f"{natural + 1:.1f}"]
-    assert "Partial: 23 of the grid's 24 fast-source runs are done" in text
+    assert cells[5:8] == [f"{natural:.1f}", f"{natural + 3:.1f}", f"{natural + 2:.1f}"]
+    # The other fast source keeps its three seeds in the same cell.
+    assert table_line(text, "fashion_mnist", 400, 0)[4] == "3"
+    assert "Partial: 47 of the grid's 48 fast-source runs are done" in text
 
 
 def test_a_fast_run_without_its_replication_twin_is_reported(layout):
@@ -291,7 +299,8 @@ def test_report_command_with_everything(layout):
     assert (results / fa.FIGURE).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     methods = pd.read_csv(results / fa.METHODS_CSV).set_index("source")
     pairs = pd.read_csv(results / fa.TRANSFER_CSV)
-    assert len(pairs) == 3 * 8  # fast and PGD against natural, fast against PGD, 8 cells
+    # Per fast source (on its seeds): it and PGD against natural, it against PGD; 8 cells.
+    assert len(pairs) == 6 * 8
     assert set(pairs.baseline) == {fa.NATURAL, fa.PGD} and (pairs.n_pairs == 3).all()
     assert methods.loc[fa.PGD, "train_seconds"] == pytest.approx(3100.0)
 

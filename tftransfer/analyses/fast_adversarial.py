@@ -38,8 +38,8 @@ import pandas as pd
 from tftransfer import plots, runs
 # Re-exported: the transfer comparison's names are this analysis' too.
 from tftransfer.analyses.fast_adversarial_transfer import (  # noqa: F401
-    BLOCKS, FAST, GRID, NATURAL, PGD, TARGETS, percent, transfer_differences, transfer_markdown,
-    transfer_table)
+    BLOCKS, FAST, FAST_SOURCES, GRID, NATURAL, PGD, TARGETS, percent, transfer_differences,
+    transfer_markdown, transfer_table)
 
 GOAL_POINTS, GOAL_TIME_FRACTION = 2.0, 0.5   # the issue's goal against the PGD source
 METHODS_CSV, FIGURE = "methods.csv", "robust_vs_time.png"
@@ -321,7 +321,9 @@ def markdown(results_dir, models_root=None) -> str:
     path = plots.save_figure(figure(table, goal_accuracy, goal_seconds), results_dir / FIGURE)
     emit(f"![PGD-20 accuracy against training time]({path.name})\n")
 
-    emit(f"## Transfer: {FAST} beside {PGD}\n")
+    emit(f"## Transfer: the FGSM-RS sources beside {PGD}\n")
+    emit("Sources: " + ", ".join(f"{label} = `{name}`" for name, label in FAST_SOURCES.items())
+         + ".\n")
     emit(f"Fine-tuned like the replication (grid `{GRID}`: the epochs of "
          "`replication.toml` per N and blocks). Test accuracy (%) on all test images, means over "
          "the seeds the fast source has; differences in points, paired by seed "

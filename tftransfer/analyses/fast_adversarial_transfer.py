@@ -1,4 +1,4 @@
-"""The transfer half of the fast-adversarial analysis (``fast_adversarial``): the fast source's
+"""The transfer half of the fast-adversarial analysis (``fast_adversarial``): the fast sources'
 fine-tuning runs paired by seed with the replication's natural and PGD-3 runs of the same cells,
 the differences with their intervals, and their markdown table.
 """
@@ -18,7 +18,11 @@ from tftransfer.errors import UserError
 # The three sources compared (the methods table of ``fast_adversarial`` names them too).
 NATURAL = "cifar10-resnet20-natural"
 PGD = "cifar10-resnet20-l2-eps0.5"          # the replication's robust source (PGD-3, 30 epochs)
-FAST = "cifar10-resnet20-l2-eps0.5-fgsm-rs-10ep"   # the one fine-tuned (the transfer grid's)
+# The fast sources fine-tuned (the transfer grid's), in the order the table shows them: the first
+# one fine-tuned and the one that meets the fast-training goal.
+FAST_SOURCES = {"cifar10-resnet20-l2-eps0.5-fgsm-rs-10ep": "FGSM-RS 10 ep",
+                "cifar10-resnet20-l2-eps0.5-fgsm-rs-25ep": "FGSM-RS 25 ep"}
+FAST = next(iter(FAST_SOURCES))
 GRID = "fast-adversarial-transfer"
 BLOCKS = {0: "head only", 3: "last stage"}
 
@@ -29,7 +33,7 @@ def percent(value) -> str:
 
 
 def transfer_table(results_dir) -> tuple[pd.DataFrame | None, list[str]]:
-    """The fast source's transfer runs with the natural and PGD ones of the replication on
+    """The fast sources' transfer runs with the natural and PGD ones of the replication on
     the same cells and seeds; None (and why) when either is missing."""
     results_dir = Path(results_dir)
     notes = []
@@ -37,13 +41,13 @@ def transfer_table(results_dir) -> tuple[pd.DataFrame | None, list[str]]:
         fast = stats.read_results(results_dir / "transfer")
     except UserError as error:
         return None, [f"The transfer comparison is not there yet: {error}"]
-    fast = fast[fast.source == FAST]
+    fast = fast[fast.source.isin(FAST_SOURCES)]
     try:
         reference = stats.read_results(results_dir.parent / "replication")
     except UserError as error:
         return None, [f"No natural and PGD rows to pair with: {error}"]
     reference = reference[reference.source.isin([NATURAL, PGD])]
-    # The same seeds on both sides: in every cell the fast source has, only its seeds.
+    # The same seeds on both sides: in every cell a fast source has, only the seeds it has.
     keys = stats.pair_keys(fast)
     reference = reference.merge(fast[keys + ["seed"]].drop_duplicates(), on=keys + ["seed"])
     if fast.empty or reference.empty:
@@ -65,39 +69,51 @@ def transfer_table(results_dir) -> tuple[pd.DataFrame | None, list[str]]:
 
 
 def transfer_differences(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
-    """(fast and PGD minus natural, fast minus PGD), each from ``stats.paired_differences``."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", stats.DataWarning)
-        against_natural = stats.paired_differences(table, NATURAL)
-        against_pgd = stats.paired_differences(table[table.source != NATURAL], PGD)
-    notes = [str(w.message) for w in caught if issubclass(w.category, stats.DataWarning)]
-    return against_natural, against_pgd, notes
+    """(fast and PGD minus natural, fast minus PGD), each from ``stats.paired_differences``,
+    per fast source on that source's own seeds (column ``fast_source``), so that every row of
+    the table compares the same runs."""
+    against_natural, against_pgd, notes = [], [], []
+    keys = stats.pair_keys(table)
+    for fast in [name for name in FAST_SOURCES if (table.source == name).any()]:
+        seeds = table.loc[table.source == fast, keys + ["seed"]].drop_duplicates()
+        runs = table[table.source.isin([NATURAL, PGD, fast])].merge(seeds, on=keys + ["seed"])
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", stats.DataWarning)
+            against_natural.append(stats.paired_differences(runs, NATURAL).assign(fast_source=fast))
+            against_pgd.append(stats.paired_differences(runs[runs.source != NATURAL], PGD)
+                               .assign(fast_source=fast))
+        notes += [str(w.message) for w in caught if issubclass(w.category, stats.DataWarning)]
+    return (pd.concat(against_natural, ignore_index=True),
+            pd.concat(against_pgd, ignore_index=True), list(dict.fromkeys(notes)))
 
 
-def _difference(frame: pd.DataFrame, source: str, cell: tuple) -> str:
-    rows = frame[(frame.source == source) & (frame.target == cell[0])
-                 & (frame.train_images == cell[1]) & (frame.unfrozen_blocks == cell[2])]
-    if rows.empty:
-        return "-"
-    return difference_text(rows.iloc[0])
+def _row(frame: pd.DataFrame, source: str, fast_source: str, cell: tuple) -> pd.Series | None:
+    rows = frame[(frame.source == source) & (frame.fast_source == fast_source)
+                 & (frame.target == cell[0]) & (frame.train_images == cell[1])
+                 & (frame.unfrozen_blocks == cell[2])]
+    return None if rows.empty else rows.iloc[0]
+
+
+def _difference(row: pd.Series | None) -> str:
+    return "-" if row is None else difference_text(row)
 
 
 def transfer_markdown(against_natural: pd.DataFrame, against_pgd: pd.DataFrame) -> str:
-    lines = ["| target | N | fine-tuned | seeds | natural % | PGD-3 % | fast % | "
+    """One row per cell and fast source: the accuracies and the three paired differences."""
+    lines = ["| target | N | fine-tuned | fast source | seeds | natural % | PGD-3 % | fast % | "
              "PGD − natural | fast − natural | fast − PGD |",
-             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
-    fast_rows = against_natural[against_natural.source == FAST]
-    for _, row in fast_rows.sort_values(["target", "train_images", "unfrozen_blocks"]).iterrows():
+             "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    fast_rows = against_natural[against_natural.source == against_natural.fast_source].assign(
+        order=lambda rows: rows.source.map(list(FAST_SOURCES).index))
+    for _, row in fast_rows.sort_values(["target", "train_images", "unfrozen_blocks",
+                                         "order"]).iterrows():
         cell = (row.target, row.train_images, row.unfrozen_blocks)
-        pgd = against_natural[(against_natural.source == PGD) & (against_natural.target == cell[0])
-                              & (against_natural.train_images == cell[1])
-                              & (against_natural.unfrozen_blocks == cell[2])]
-        pgd_accuracy = percent(pgd.source_mean.iloc[0]) if len(pgd) else "-"
+        pgd = _row(against_natural, PGD, row.source, cell)
         lines.append(
             f"| {TARGETS.get(row.target, row.target)} | {row.train_images} | "
             f"{BLOCKS.get(row.unfrozen_blocks, f'{row.unfrozen_blocks} blocks')} | "
-            f"{row.n_pairs} | {percent(row.baseline_mean)} | {pgd_accuracy} | "
-            f"{percent(row.source_mean)} | {_difference(against_natural, PGD, cell)} | "
-            f"{_difference(against_natural, FAST, cell)} | "
-            f"{_difference(against_pgd, FAST, cell)} |")
+            f"{FAST_SOURCES[row.source]} | {row.n_pairs} | {percent(row.baseline_mean)} | "
+            f"{'-' if pgd is None else percent(pgd.source_mean)} | "
+            f"{percent(row.source_mean)} | {_difference(pgd)} | {_difference(row)} | "
+            f"{_difference(_row(against_pgd, row.source, row.source, cell))} |")
     return "\n".join(lines)
