@@ -11,7 +11,7 @@ from tftransfer import compiled_loop, config, saving, transfer
 from tests import helpers
 
 
-def _run(tmp_path, name, loop, blocks):
+def _run(tmp_path, name, loop, blocks, batch_size=8):
     folder = tmp_path / "images"
     if not folder.exists():
         helpers.make_image_folder(folder, classes=("a", "b", "c"), per_class=10, split=True)
@@ -19,7 +19,7 @@ def _run(tmp_path, name, loop, blocks):
     cfg = config.TransferConfig(
         target=str(folder), source=str(tmp_path / "src"), out=str(tmp_path / name),
         epochs=12, eval_every=4, unfrozen_blocks=blocks, training_loop=loop,
-        data=config.DataConfig(augment=False, batch_size=8))
+        data=config.DataConfig(augment=False, batch_size=batch_size))
     result = transfer.fine_tune(cfg, verbose=False)
     model = saving.load_model(tmp_path / name)
     with open(tmp_path / name / "history.csv") as handle:
@@ -27,10 +27,15 @@ def _run(tmp_path, name, loop, blocks):
     return result, model, history
 
 
-@pytest.mark.parametrize("blocks", [0, 3])
-def test_compiled_loop_matches_fit(tmp_path, blocks):
-    fitted, fit_model, fit_history = _run(tmp_path, "fit", "fit", blocks)
-    compiled, compiled_model, compiled_history = _run(tmp_path, "compiled", "compiled", blocks)
+# Batches of 8: at most _UNROLLED_STEPS steps per epoch, traced one after another; of 2: more,
+# in a loop.
+@pytest.mark.parametrize("blocks, batch_size", [(0, 8), (3, 8), (0, 2)])
+def test_compiled_loop_matches_fit(tmp_path, blocks, batch_size):
+    fitted, fit_model, fit_history = _run(tmp_path, "fit", "fit", blocks, batch_size)
+    compiled, compiled_model, compiled_history = _run(tmp_path, "compiled", "compiled", blocks,
+                                                      batch_size)
+    steps = int(fitted["sgd_steps"]) // 12
+    assert (steps <= compiled_loop._UNROLLED_STEPS) == (batch_size == 8)
     assert fitted["feature_cache"] and compiled["feature_cache"]
     for a, b in zip(fit_model.get_weights(), compiled_model.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
@@ -105,6 +110,10 @@ def test_epoch_order_is_epoch_batches_over_the_positions(seed, first_epoch):
     np.testing.assert_array_equal(order, streamed)
     assert len(order) == 10 * (5 - first_epoch)
     assert data.epoch_order(10, seed, 5, first_epoch) is order
+    data.pipelines.forget_epoch_orders()
+    again = data.epoch_order(10, seed, 5, first_epoch)
+    assert again is not order
+    np.testing.assert_array_equal(again, order)
     runtime.set_seed(seed + 1)  # another global seed shuffles differently: not the kept one
     assert not np.array_equal(data.epoch_order(10, seed, 5, first_epoch), order)
 

@@ -41,6 +41,10 @@ from tftransfer.runs import write_csv_atomic
 
 # Epochs per call when no curve point ends a stretch earlier (eval_every 0): progress lines.
 _LONGEST_STRETCH = 100
+# Epochs of at most this many steps have their steps traced one after another: a loop of
+# one step per epoch (a head at N <= batch size) cost about as much as the step itself (0.1
+# of 0.22 s for 2,000 epochs, bench/head_only.py's cell). Longer epochs loop.
+_UNROLLED_STEPS = 4
 # Traced functions per trainer: a sweep reuses one trainer for many runs (transfer.RunCache),
 # and tracing train_step again for each run would cost more than a head-only run itself.
 _FUNCTIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -115,10 +119,15 @@ def fit_compiled(trainer, train_ds, epochs: int, steps_per_epoch: int, eval_ever
     predictions = None
     if on_stretch is None and not verbose and _one_call_possible(train_ds, curve_set):
         # Nothing to do between stretches: one call, the curve evaluated inside it (a call
-        # per curve point cost more than the training at the replication's every 5 epochs).
-        _train_in_one_call(trainer, train_ds, steps_per_epoch, curve_set, points, epochs,
-                           start, rows, result.curve)
+        # per curve point cost more than the training at the replication's every 5 epochs),
+        # but for a last point on the final test set: that evaluation is made once, after.
+        last_after = test_set is curve_set and done < epochs
+        _train_in_one_call(trainer, train_ds, steps_per_epoch, curve_set,
+                           points - {epochs} if last_after else points, epochs, start, rows,
+                           result.curve)
         done = epochs
+        if last_after:
+            predictions = _measure_point(evaluate, curve_set, rows[-1], result.curve)
     stretch = _stretch_runner(trainer, train_ds, steps_per_epoch)
     for end in (e for e in _stretch_ends(points, epochs) if e > done):
         began = time.time()
@@ -128,17 +137,14 @@ def fit_compiled(trainer, train_ds, epochs: int, steps_per_epoch: int, eval_ever
         _stop_if_not_finite(rows[done:])
         done = end
         if end in points:
-            accuracy, loss, predictions = evaluate(curve_set)
-            accuracy, loss = float(accuracy), float(loss)
-            rows[-1].update(test_accuracy=accuracy, test_loss=loss)
-            result.curve[end] = accuracy
+            predictions = _measure_point(evaluate, curve_set, rows[-1], result.curve)
         if on_stretch is not None:
             on_stretch(done, rows, result.curve)
         if verbose:
             _print_progress(rows[-1], epochs)
     if test_set is curve_set and "test_accuracy" in rows[-1]:  # the last point was on it
         accuracy, loss = rows[-1]["test_accuracy"], rows[-1]["test_loss"]
-        if predictions is None:  # the one-call schedule keeps no predictions
+        if predictions is None:  # resumed after the last epoch: no evaluation made yet
             predictions = evaluate(test_set)[2]
     else:
         accuracy, loss, predictions = evaluate(test_set)
@@ -146,6 +152,15 @@ def fit_compiled(trainer, train_ds, epochs: int, steps_per_epoch: int, eval_ever
     result.predictions = np.asarray(predictions)
     write_csv_atomic(history_file, rows)  # callbacks.HistoryCSV's columns and order
     return result
+
+
+def _measure_point(evaluate, curve_set, row: dict, curve: dict):
+    """The curve point after ``row``'s epoch, into the row and ``curve``; returns the
+    evaluation's predicted classes."""
+    accuracy, loss, predictions = evaluate(curve_set)
+    row.update(test_accuracy=float(accuracy), test_loss=float(loss))
+    curve[row["epoch"]] = float(accuracy)
+    return predictions
 
 
 def _one_call_possible(train_ds, curve_set) -> bool:
@@ -234,7 +249,8 @@ def _epochs(trainer, steps_per_epoch: int, n, batch_of, test_after=None):
         for tracker in trackers:
             tracker.reset_state()
         rate = tf.cast(trainer.optimizer.learning_rate, tf.float32)
-        for step in tf.range(steps_per_epoch):
+        unrolled = steps_per_epoch <= _UNROLLED_STEPS
+        for step in range(steps_per_epoch) if unrolled else tf.range(steps_per_epoch):
             trainer.train_step(batch_of(epoch, step))
         values = [trackers[0].result(), trackers[1].result(), rate]
         if test_after:
@@ -305,22 +321,28 @@ def _evaluation_function(trainer):
 def _evaluate_tensors(trainer, features, labels, predictions: bool = True):
     """(accuracy, mean cross-entropy[, predicted classes]) of tensors held in memory, traced
     inside ``_evaluation_function`` or the schedule function, in batches of
-    ``_evaluation_batch`` examples."""
+    ``feature_store.evaluation_batch_size`` examples: one batch without a loop when the set
+    fits (a loop of one iteration per curve point cost more than the evaluation itself)."""
     count = tf.shape(features)[0]
     row = features.shape[1:].num_elements()
     batch_size = evaluation_batch_size(row * features.dtype.size) if row else 256
-    correct, total = tf.constant(0.0), tf.constant(0.0)
-    predicted = tf.TensorArray(tf.int64, size=0, dynamic_size=True, infer_shape=False,
-                               element_shape=tf.TensorShape([None]))
-    for start in tf.range(0, count, batch_size):
-        batch_correct, batch_total, batch_predicted = _batch_sums(
-            trainer, features[start:start + batch_size], labels[start:start + batch_size])
-        correct += batch_correct
-        total += batch_total
-        if predictions:
+
+    def in_batches():
+        correct, total = tf.constant(0.0), tf.constant(0.0)
+        predicted = tf.TensorArray(tf.int64, size=0, dynamic_size=True, infer_shape=False,
+                                   element_shape=tf.TensorShape([None]))
+        for start in tf.range(0, count, batch_size):
+            batch_correct, batch_total, batch_predicted = _batch_sums(
+                trainer, features[start:start + batch_size], labels[start:start + batch_size])
+            correct += batch_correct
+            total += batch_total
             predicted = predicted.write(predicted.size(), batch_predicted)
+        return correct, total, predicted.concat()
+
+    correct, total, predicted = tf.cond(
+        count <= batch_size, lambda: _batch_sums(trainer, features, labels), in_batches)
     accuracy, loss = correct / tf.cast(count, tf.float32), total / tf.cast(count, tf.float32)
-    return (accuracy, loss, predicted.concat()) if predictions else (accuracy, loss)
+    return (accuracy, loss, predicted) if predictions else (accuracy, loss)
 
 
 def _streamed_evaluation(trainer):

@@ -131,7 +131,11 @@ def _fine_tune(cfg: TransferConfig, cache: RunCache, save_model: bool, verbose: 
     network = cache.network(cfg, source, target.num_classes, image_size, steps, augment,
                             normalization_statistics(cfg, target, train_idx, image_size))
     network.reset(cfg.head_init, cfg.seed)
-    runtime.set_seed(cfg.seed)
+    compiled = _use_compiled_loop(cfg, network)
+    # The compiled loop's traced functions stay instantiated across a sweep's runs when
+    # nothing in them draws from a stateful random kernel (see runtime.set_seed).
+    runtime.set_seed(cfg.seed, keep_compiled_functions=compiled
+                     and not network.trainer.uses_stateful_random_ops)
     first = point.checkpoint.epoch if point else 0
     if point:
         checkpoints.restore(point.checkpoint, network.trained, network.trainer.optimizer)
@@ -145,7 +149,6 @@ def _fine_tune(cfg: TransferConfig, cache: RunCache, save_model: bool, verbose: 
     if not point:
         clear_run_record(out)  # only now: a run that stops on bad input keeps the old one
     start = time.time()
-    compiled = _use_compiled_loop(cfg, network)
     if network.cached:
         datasets = _cached_datasets(cfg, network, source, target, (train_idx, test_idx,
                                                                    curve_idx), image_size, cache,
