@@ -10,7 +10,9 @@
 # Budget: at most 8 minutes on one GPU (float32; TensorFlow uses TF32 on Ampere and later).
 # EPOCHS (default 10; Wong et al. used 15) and RUN_DIR (default: a new temporary folder)
 # can be set in the environment. TFDS_DATA_DIR must hold a prepared cifar10.
-# Without a GPU it prints why it skips and exits 0.
+# Without a GPU it prints why it skips and exits 0. PRETRAIN_ARGS and EVALUATE_ARGS (default
+# none) are added to the two commands: with ALLOW_CPU=1, tests/gpu_scripts_test.py runs the
+# script on the CPU at toy scale (--train-images, --max-examples) to check its commands.
 #
 #   TFDS_DATA_DIR=../shared/tfds bash bench/gpu_fast_at.sh
 set -euo pipefail
@@ -29,11 +31,11 @@ start=$(date +%s)
   --out "$RUN_DIR/model" --epochs "$EPOCHS" --batch-size 128 \
   --attack linf --eps 8/255 --attack-method fgsm_rs --attack-step-size 10/255 \
   --schedule one_cycle --lr 0.2 --weight-decay 5e-4 --early-stop \
-  --eval-every "$EPOCHS" --json-out "$RUN_DIR/pretrain.json" > /dev/null
+  --eval-every "$EPOCHS" --json-out "$RUN_DIR/pretrain.json" ${PRETRAIN_ARGS:-} > /dev/null
 trained=$(date +%s)
 "$PYTHON" main.py evaluate --model "$RUN_DIR/model" --dataset cifar10 --no-download \
   --attack linf --eps 8/255 --attack-steps 20 --attack-step-size 2/255 --random-start \
-  --batch-size 500 --json-out "$RUN_DIR/evaluate.json" > /dev/null
+  --batch-size 500 --json-out "$RUN_DIR/evaluate.json" ${EVALUATE_ARGS:-} > /dev/null
 finished=$(date +%s)
 
 "$PYTHON" - "$RUN_DIR" "$((trained - start))" "$((finished - trained))" <<'EOF'

@@ -1,0 +1,45 @@
+"""The prepared GPU script of issue 24 (bench/gpu_fast_at.sh) runs its commands end to end: on
+the CPU at toy scale (ALLOW_CPU=1), with the same flags it gives a GPU; and without a GPU and
+without ALLOW_CPU it skips with its reason."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_DIR = Path(os.environ.get("TFDS_DATA_DIR") or REPO.parent / "shared" / "tfds")
+
+
+def _run(tmp_path, **env):
+    return subprocess.run(
+        ["bash", "bench/gpu_fast_at.sh"], cwd=REPO, capture_output=True, text=True,
+        timeout=900, env={**os.environ, "PYTHON": sys.executable, "RUN_DIR": str(tmp_path),
+                          "TFDS_DATA_DIR": str(DATA_DIR), "CUDA_VISIBLE_DEVICES": "", **env})
+
+
+def test_without_a_gpu_it_skips_and_says_why(tmp_path):
+    done = _run(tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "gpu_fast_at: skipped: TensorFlow sees no GPU here" in done.stdout
+    assert not (tmp_path / "model").exists()
+
+
+@pytest.mark.slow
+def test_its_commands_run_end_to_end_at_toy_scale(tmp_path):
+    if not (DATA_DIR / "cifar10").is_dir():
+        pytest.skip(f"no prepared cifar10 in {DATA_DIR}")
+    done = _run(tmp_path, ALLOW_CPU="1", EPOCHS="1",
+                PRETRAIN_ARGS="--train-images 40 --early-stop-images 20",
+                EVALUATE_ARGS="--max-examples 20")
+    assert done.returncode == 0, done.stderr[-3000:]
+    header, rule, row = done.stdout.strip().splitlines()[-3:]
+    assert header.startswith("| method | epochs |") and rule.startswith("|---")
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[0] == "fgsm_rs Linf 8/255, ResNet-18" and cells[1].startswith("1")
+    assert all(0 <= float(accuracy) <= 100 for accuracy in cells[5:7])
+    assert (tmp_path / "model").is_dir() and (tmp_path / "evaluate.json").is_file()
