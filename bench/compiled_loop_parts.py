@@ -90,7 +90,7 @@ def main():
             ("after set_seed(0, keep_compiled_functions=True)", best_of_3(schedule, lambda: (
                 reset(), runtime.set_seed(0, keep_compiled_functions=True))))]
     unrolled, compiled_loop._UNROLLED_STEPS = compiled_loop._UNROLLED_STEPS, 0
-    del compiled_loop._FUNCTIONS[trainer]  # traced again with the steps in a loop
+    delattr(trainer, compiled_loop._FUNCTIONS_ATTRIBUTE)  # traced again, steps in a loop
     schedule()
     rows.append(("steps in a loop (alone)", best_of_3(schedule, reset)))
     compiled_loop._UNROLLED_STEPS = unrolled

@@ -159,3 +159,29 @@ def test_epoch_order_refuses_orders_too_long_to_build():
 
     with pytest.raises(ValueError, match="epoch_batches instead"):
         data.epoch_order(data.MAX_ORDER_POSITIONS + 1, 0, 1)
+
+
+def test_a_network_the_cache_drops_is_freed_with_its_traced_functions(tmp_path):
+    """The traced functions refer to their trainer; kept in a table keyed by it, no dropped
+    network (a ResNet-50 copy, in a sweep over sources) would ever be freed."""
+    import gc
+    import weakref
+
+    folder = tmp_path / "images"
+    helpers.make_image_folder(folder, classes=("a", "b", "c"), per_class=10, split=True)
+    helpers.make_source(tmp_path / "src", num_classes=5)
+    cache = transfer.RunCache(max_networks=1)
+
+    def run(blocks):
+        cfg = config.TransferConfig(
+            target=str(folder), source=str(tmp_path / "src"), out=str(tmp_path / f"b{blocks}"),
+            epochs=3, eval_every=1, unfrozen_blocks=blocks, training_loop="compiled",
+            data=config.DataConfig(augment=False, batch_size=8))
+        transfer.fine_tune(cfg, cache=cache, save_model=False, verbose=False)
+        return weakref.ref(next(iter(cache._networks.values())).trainer)
+
+    first = run(0)
+    assert first() is not None
+    run(3)  # the cache holds one network: the first is dropped
+    gc.collect()
+    assert first() is None

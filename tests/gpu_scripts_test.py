@@ -23,7 +23,7 @@ def _run(tmp_path, **env):
 
 
 def test_without_a_gpu_it_skips_and_says_why(tmp_path):
-    done = _run(tmp_path)
+    done = _run(tmp_path, ALLOW_CPU="0", EPOCHS="1", PRETRAIN_ARGS="", EVALUATE_ARGS="")
     assert done.returncode == 0, done.stderr
     assert "gpu_fast_at: skipped: TensorFlow sees no GPU here" in done.stdout
     assert not (tmp_path / "model").exists()

@@ -12,8 +12,9 @@ Features held in memory come as ``IndexedBatches`` (the tensors and ``data.epoch
 the stream's batches gathered in the graph, where a tf.data pipeline's per-epoch shuffle
 cost more than a head's training). When nothing has to happen between epochs (no
 checkpoint, no progress lines) and the curve's set is in memory too, the whole schedule is
-one ``tf.function`` call with the curve evaluated inside it; otherwise one call per stretch
-of epochs between two curve points. It writes the same ``history.csv`` columns
+one ``tf.function`` call with the curve evaluated inside it (but for a last point on the
+final test set, evaluated once after the call); otherwise one call per stretch of epochs
+between two curve points. It writes the same ``history.csv`` columns
 (``seconds`` is then the call's time divided evenly over its epochs).
 
 Resume: ``start`` continues a run after its first epochs (their history rows and curve
@@ -28,7 +29,6 @@ from __future__ import annotations
 import math
 import sys
 import time
-import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,13 +41,15 @@ from tftransfer.runs import write_csv_atomic
 
 # Epochs per call when no curve point ends a stretch earlier (eval_every 0): progress lines.
 _LONGEST_STRETCH = 100
-# Epochs of at most this many steps have their steps traced one after another: a loop of
-# one step per epoch (a head at N <= batch size) cost about as much as the step itself (0.1
-# of 0.22 s for 2,000 epochs, bench/head_only.py's cell). Longer epochs loop.
+# Epochs of at most this many steps have their steps traced one after another: an inner loop
+# of one step per epoch (a head at N <= batch size) made the call 1.36x slower (0.223 s
+# against 0.164 s for 2,000 epochs, bench/compiled_loop_parts.py). Longer epochs loop.
 _UNROLLED_STEPS = 4
-# Traced functions per trainer: a sweep reuses one trainer for many runs (transfer.RunCache),
-# and tracing train_step again for each run would cost more than a head-only run itself.
-_FUNCTIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# The trainer attribute that holds its traced functions: a sweep reuses one trainer for many
+# runs (transfer.RunCache), and tracing train_step again for each run would cost more than a
+# head-only run itself. On the trainer, not in a module-level table keyed by it, so that a
+# trainer the cache drops is freed with them (the functions refer to their trainer).
+_FUNCTIONS_ATTRIBUTE = "_compiled_loop_functions"
 
 
 @dataclass
@@ -209,7 +211,10 @@ def _stretch_ends(points: set[int], epochs: int) -> list[int]:
 def _functions(trainer, steps_per_epoch: int) -> dict:
     """The traced functions of ``trainer``: the stretch over an ``iterator`` or over
     ``indexed`` batches, and ``evaluate`` (a set -> accuracy, loss, predicted classes)."""
-    per_trainer = _FUNCTIONS.setdefault(trainer, {})
+    per_trainer = trainer.__dict__.get(_FUNCTIONS_ATTRIBUTE)
+    if per_trainer is None:  # object.__setattr__: not a Keras-tracked attribute
+        per_trainer = {}
+        object.__setattr__(trainer, _FUNCTIONS_ATTRIBUTE, per_trainer)
     if steps_per_epoch not in per_trainer:
         on_tensors, on_batches = _evaluation_function(trainer), _streamed_evaluation(trainer)
 

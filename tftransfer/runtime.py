@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import random
 import sys
+import threading
 
 import keras
 import tensorflow as tf
@@ -22,10 +23,11 @@ def set_seed(seed: int, keep_compiled_functions: bool = False) -> None:
         ``tf.random.set_seed`` does to restart the streams of stateful random kernels
         (``tf.random.uniform`` and the like, also inside a ``tf.function``). Clearing it
         also drops every instantiated ``tf.function``: the next call instantiates (and
-        optimizes) its graph again, which cost 0.15 s of a 0.46 s head-only run
-        (``bench/head_only.py``). Only for work that runs no stateful random kernel: the
-        global seed, the op seeds derived from it (``tf.compat.v1.get_seed``), Python's,
-        NumPy's and Keras' seeds are then exactly what ``tf.random.set_seed`` gives.
+        optimizes) its graph again, which made a head-only run's one call 1.6-1.7x slower
+        (about 0.1 s, ``bench/compiled_loop_parts.py``). Only for work that runs no
+        stateful random kernel: the global seed, the op seeds derived from it
+        (``tf.compat.v1.get_seed``), Python's, NumPy's and Keras' seeds are then exactly
+        what ``tf.random.set_seed`` gives.
 
     Raises:
       UserError: for a seed outside [0, 2**32), which numpy's seeding refuses with a
@@ -46,15 +48,19 @@ def set_seed(seed: int, keep_compiled_functions: bool = False) -> None:
     context._rng = random.Random(seed)
 
 
+_SEED_SKIPPED = threading.Lock()  # one replacement at a time: each restores the original
+
+
 @contextlib.contextmanager
 def _tensorflow_seed_skipped():
     """``tf.random.set_seed`` as a no-op inside the block (Keras calls it by that name)."""
-    original = tf.random.set_seed
-    tf.random.set_seed = lambda seed: None
-    try:
-        yield
-    finally:
-        tf.random.set_seed = original
+    with _SEED_SKIPPED:
+        original = tf.random.set_seed
+        try:
+            tf.random.set_seed = lambda seed: None
+            yield
+        finally:
+            tf.random.set_seed = original
 
 
 def set_precision(precision: str) -> None:

@@ -15,7 +15,9 @@
 - the transfer comparison of ``fast_adversarial.md`` (and ``transfer_differences.csv``):
   for each target, N and number of fine-tuned blocks, fast-minus-natural and
   PGD-minus-natural (and fast-minus-PGD), each paired by seed with
-  ``stats.paired_differences``, on the same seeds: the fast source's runs from
+  ``stats.paired_differences``, on the same seeds (per fast source, its own: the CSV's
+  ``fast_source`` column says which, so PGD-minus-natural appears once per fast source):
+  the fast sources' runs from
   ``transfer/`` (the ``fast-adversarial-transfer`` grid) and the natural and PGD-3 runs of the
   committed ``../replication`` results (the same protocol).
 
