@@ -7,9 +7,12 @@ stage with 30-90 epochs, the curve every 5 epochs on 2,000 test images), each ru
 run (its training images' trunk features, traces) and a second seed (the steady state a sweep
 pays for most cells). The projection weights the steady-state times by the grid's own mix of
 cells (seeds per N included) and scales it to 14,400 fine-tunes (the paper's count). Then a
-cProfile of one last-stage run says where its time goes.
+cProfile of one last-stage run says where its time goes. ``--precision mixed_bfloat16`` runs
+every cell under that Keras policy instead of the grid's float32 (on CPUs with bfloat16
+instructions, such as this machine's AVX512_BF16).
 
     python bench/sweep_projection.py [--data-dir ../shared/tfds] [--profile-n 400]
+                                     [--precision float32|mixed_bfloat16|mixed_float16]
 """
 
 import argparse
@@ -40,11 +43,12 @@ def cell_kinds(grid):
     return kinds
 
 
-def run_seconds(grid, cell, seed, data_dir, root, cache):
+def run_seconds(grid, cell, seed, data_dir, root, cache, precision="float32"):
     cell = dataclasses.replace(cell, seed=seed, source="cifar10-resnet20-natural",
                                target="mnist")
     cfg = sweeps.transfer_config(grid, cell, root / cell.key.replace("|", "__"), data_dir,
                                  download=False)
+    cfg = dataclasses.replace(cfg, precision=precision)
     start = time.perf_counter()
     transfer.fine_tune(cfg, cache=cache, save_model=False, verbose=False)
     return time.perf_counter() - start, cfg
@@ -54,6 +58,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default="../shared/tfds")
     parser.add_argument("--profile-n", type=int, default=400)
+    parser.add_argument("--precision", default="float32",
+                        choices=("float32", "mixed_bfloat16", "mixed_float16"))
     args = parser.parse_args()
     print(machine_note())
     grid = pipelines.get("replication")
@@ -62,8 +68,10 @@ def main():
     cache, root = transfer.RunCache(), tempfile.TemporaryDirectory()
     timings = {}
     for kind in sorted(kinds, key=lambda k: (k[1], k[0])):
-        first, _ = run_seconds(grid, cells[kind], 100, args.data_dir, Path(root.name), cache)
-        steady, _ = run_seconds(grid, cells[kind], 101, args.data_dir, Path(root.name), cache)
+        first, _ = run_seconds(grid, cells[kind], 100, args.data_dir, Path(root.name), cache,
+                               args.precision)
+        steady, _ = run_seconds(grid, cells[kind], 101, args.data_dir, Path(root.name), cache,
+                                args.precision)
         timings[kind] = (first, steady)
     print("\n| N | blocks | epochs | cells per source and target | first run (s) | next runs (s) |")
     print("|---|---|---|---|---|---|")
@@ -77,8 +85,8 @@ def main():
     print(f"\nthe replication mix ({total_cells} cells per source and target): "
           f"{per_cell:.1f} s per cell on average; head-only cells take "
           f"{head / (head + stage):.0%} of the time, last-stage cells {stage / (head + stage):.0%}")
-    print(f"projected {PAPER_RUNS:,} fine-tunes with this mix: {PAPER_RUNS * per_cell / 3600:.1f} h "
-          f"on this machine (steady state; each source and target adds its first runs once)")
+    print(f"projected {PAPER_RUNS:,} fine-tunes with this mix ({args.precision}): "
+          f"{PAPER_RUNS * per_cell / 3600:.1f} h on this machine (steady state; each source and target adds its first runs once)")
     profile_last_stage(grid, cells, kinds, args, cache, root)
 
 
@@ -87,7 +95,8 @@ def profile_last_stage(grid, cells, kinds, args, cache, root):
     kind = next(k for k in kinds if k[0] == args.profile_n and k[1] != 0)
     profiler = cProfile.Profile()
     profiler.enable()
-    seconds, _ = run_seconds(grid, cells[kind], 102, args.data_dir, Path(root.name), cache)
+    seconds, _ = run_seconds(grid, cells[kind], 102, args.data_dir, Path(root.name), cache,
+                             args.precision)
     profiler.disable()
     stream = io.StringIO()
     pstats.Stats(profiler, stream=stream).sort_stats("cumulative").print_stats(
