@@ -100,3 +100,32 @@ def test_a_long_extraction_reports_images_per_second_and_eta(tmp_path, monkeypat
     feature_store.extract(lambda x: x, images.batch(2), 6, lambda n: False, disk,
                           progress=False)
     assert capsys.readouterr().err == ""
+
+
+def test_a_training_set_is_held_as_tensors_only_if_its_copies_fit(tmp_path, monkeypatch):
+    """The array read and its tensor both count: with room for one copy but not two, the
+    training set streams from the stored features (the same batches: the same result)."""
+    from tftransfer import compiled_loop, feature_cache
+
+    seen = []
+    real = compiled_loop.fit_compiled
+    monkeypatch.setattr(compiled_loop, "fit_compiled", lambda trainer, train_ds, *a, **k: (
+        seen.append(train_ds), real(trainer, train_ds, *a, **k))[1])
+    held, _, cache = _run(tmp_path, "held", None, "compiled")
+    assert isinstance(seen[-1], compiled_loop.IndexedBatches)
+    one_copy = int(np.prod(seen[-1].features.shape)) * 4
+    # As much room left as one copy of the training features: it used to be held, now streams.
+    budget = cache.memory_used + one_copy * (feature_cache.TRAINING_SET_COPIES - 1)
+    monkeypatch.setattr(transfer.RunCache, "__init__", _with_budget(
+        transfer.RunCache.__init__, budget))
+    streamed, _, _ = _run(tmp_path, "streamed", None, "compiled")
+    assert not isinstance(seen[-1], compiled_loop.IndexedBatches)
+    for key in ("test_accuracy", "test_loss", "test_accuracy_epoch_6"):
+        assert streamed[key] == held[key]
+
+
+def _with_budget(init, budget):
+    def patched(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        self.memory_budget = budget
+    return patched

@@ -17,6 +17,11 @@ from tftransfer.feature_store import (DiskFolder, FeatureView, evaluation_batch_
 from tftransfer.networks import Network, build_network, inference_function
 from tftransfer.source_loading import SourceModel, load_source
 
+# A training set held in memory is read into one array, then copied into a tensor, beside the
+# stored features: it is trained from tensors only if both copies fit the budget too (counting
+# one, a 2GB budget let a 0.8 GB layer4 training set peak at 5.1 GB); else it streams.
+TRAINING_SET_COPIES = 2
+
 
 class RunCache:
     """What consecutive runs of a sweep (or a search) share instead of redoing.
@@ -131,7 +136,8 @@ class RunCache:
                          batch_size: int, seed: int, epochs: int, first_epoch: int = 0,
                          progress: bool = False, indexed: bool = False):
         """``data.epoch_batches`` of (trunk features, label) for ``image_set[indices]``.
-        Features held in memory are batched as tensors; others are read from their files
+        Features held in memory are batched as tensors when the budget also holds their
+        ``TRAINING_SET_COPIES``; others are read from their chunks or files
         batch by batch, in the same epoch-seeded order (the shuffle permutes positions
         exactly as it permutes the examples), so both give the same batches.
 
@@ -142,7 +148,7 @@ class RunCache:
         view = self.feature_view(key, trunk, image_set, indices, image_size,
                                  progress=progress)
         labels = image_set.labels[indices]
-        if view.in_memory and self.fits(view.nbytes):
+        if view.in_memory and self.fits(TRAINING_SET_COPIES * view.nbytes):
             features = view.read(np.arange(len(view)))
             if indexed and len(view) * (epochs - first_epoch) <= data.MAX_ORDER_POSITIONS:
                 order = data.epoch_order(len(view), seed, epochs, first_epoch)
