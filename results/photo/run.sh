@@ -14,9 +14,10 @@ WORK="${WORK:-runs/photo}"                # checkpoint, converted source, run di
 TEST_IMAGES="${TEST_IMAGES:-6149}"        # Flowers-102's real test split size
 TRAIN_IMAGES="${TRAIN_IMAGES:-1020}"      # its train split (10 per class)
 STEPS="${STEPS:-40}"                      # SGD steps of batch 128 (about 5 epochs of 1,020)
-# --feature-cache-memory: 512MB rather than the flag's 2GB default, because the budget counts
-# the stored features once, while a training set held in memory is also copied into a tensor:
-# with 2GB the layer4 run's 0.8 GB of training features peaked at 5.1 GB (2026-12-01).
+# --feature-cache-memory: 512MB rather than the flag's 2GB default: the committed table's
+# setting. With 2GB the layer4 run peaked at 5.1 GB when the budget counted a training set held
+# in memory once; it now counts its two copies too, and that run peaked at 3.97 GiB
+# (results/photo/README.md).
 MEMORY="${FEATURE_CACHE_MEMORY:-512MB}"
 TABLE="${TABLE:-results/photo/phases.md}"
 mkdir -p "$WORK/logs" "$WORK/tmp"
