@@ -341,8 +341,9 @@ def _evaluate_tensors(trainer, features, labels, predictions: bool = True):
                 trainer, features[start:start + batch_size], labels[start:start + batch_size])
             correct += batch_correct
             total += batch_total
-            predicted = predicted.write(predicted.size(), batch_predicted)
-        return correct, total, predicted.concat()
+            if predictions:  # not inside the schedule: its curve points keep none
+                predicted = predicted.write(predicted.size(), batch_predicted)
+        return correct, total, (predicted.concat() if predictions else tf.zeros([0], tf.int64))
 
     correct, total, predicted = tf.cond(
         count <= batch_size, lambda: _batch_sums(trainer, features, labels), in_batches)
