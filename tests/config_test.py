@@ -99,7 +99,8 @@ class RecordedLoadOptionsTest(tf.test.TestCase):
 
     def test_another_dataset_gets_the_preprocessing_and_test_fraction_only(self):
         self.assertEqual(recorded_load_options(self.run_config(), "mnist"),
-                         {"resize": "squash", "crop_fraction": 0.875, "test_fraction": 0.3})
+                         {"resize": "squash", "crop_fraction": 0.875, "test_fraction": 0.3,
+                          "downsample": None})
 
     def test_a_config_without_a_data_section_gives_no_options(self):
         self.assertEqual(recorded_load_options({"kind": "converted"}, "mnist"), {})

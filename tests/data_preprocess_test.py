@@ -108,3 +108,26 @@ class PresetTest(tf.test.TestCase):
 
 if __name__ == "__main__":
     tf.test.main()
+
+
+class DownsampleTest(tf.test.TestCase):
+    """The paper's low-resolution targets: down to K px and back up to the input size."""
+
+    def test_downsampling_removes_detail_at_the_input_size(self):
+        checkerboard = (np.indices((28, 28)).sum(axis=0) % 2 * 255).astype(np.uint8)[..., None]
+        sharp = data.to_model_input(checkerboard, 32).numpy()
+        blurred = data.to_model_input(checkerboard, 32, data.Preprocessing(downsample=8)).numpy()
+        self.assertEqual(blurred.shape, (32, 32, 3))
+        # An 8 px copy of a one-pixel checkerboard is flat grey: the pattern is gone.
+        self.assertLess(blurred.std(), 0.05)
+        self.assertGreater(sharp.std(), 0.15)
+
+    def test_downsampling_to_the_input_size_changes_nothing(self):
+        image = np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+        plain = data.to_model_input(image, 32)
+        same = data.to_model_input(image, 32, data.Preprocessing(downsample=32))
+        self.assertAllClose(plain, same, atol=1e-6)
+
+    def test_a_size_below_two_pixels_is_refused(self):
+        with self.assertRaisesRegex(UserError, "downsample must be at least 2"):
+            data.Preprocessing(downsample=1)

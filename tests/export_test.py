@@ -313,7 +313,8 @@ class ExportTest(TempRootTestCase):
         self.assertEqual(metadata["image_size"], IMAGE_SIZE)
         self.assertEqual(self.result["top_k"], 2)
         # No data section recorded: data.load's default preprocessing.
-        self.assertEqual(metadata["preprocessing"], {"resize": "center_crop", "crop_fraction": 1.0})
+        self.assertEqual(metadata["preprocessing"], {"resize": "center_crop", "crop_fraction": 1.0,
+                                                  "downsample": None})
 
     def test_serving_default_matches_keras_on_encoded_images(self):
         images = sample_images()
@@ -497,12 +498,14 @@ class ExportPreprocessingTest(TempRootTestCase):
     ROOT_PREFIX = "export_preprocessing_test_"
 
     def test_signatures_use_the_runs_recorded_resize(self):
-        run_dir = make_run_dir(self.root / "run", {"resize": "squash", "crop_fraction": 1.0})
+        run_dir = make_run_dir(self.root / "run", {"resize": "squash", "crop_fraction": 1.0,
+                                                  "downsample": None})
         with contextlib.redirect_stderr(io.StringIO()):
             result = export.export_model(run_dir, NAME, base=self.root / "base")
         export_dir = Path(result["export_dir"])
         self.assertEqual(export.read_metadata(export_dir)["preprocessing"],
-                         {"resize": "squash", "crop_fraction": 1.0})
+                         {"resize": "squash", "crop_fraction": 1.0,
+                                                  "downsample": None})
         loaded = tf.saved_model.load(str(export_dir))
         model = saving.load_model(run_dir)
         wide = np.random.default_rng(3).random((2, 30, 60, 3), dtype=np.float32)

@@ -46,6 +46,18 @@ class HeadAndFreezingTest(TransferTestCase, parameterized.TestCase):
         self.assertIsNot(model.layers[-1], source.layers[-1])
         self.assertAllClose(np.std(model.layers[-1].kernel.numpy()), 1.0, atol=0.15)
 
+    def test_head_std_scales_the_same_draw(self):
+        source = tftransfer.load_model(self.source)
+        unit = transfer.attach_head(source, 5, "normal", seed=3).get_layer("fc").kernel.numpy()
+        wide = transfer.attach_head(source, 5, "normal", seed=3, head_std=5.0)
+        self.assertAllClose(wide.get_layer("fc").kernel.numpy(), 5.0 * unit, rtol=1e-5)
+
+    def test_head_std_must_be_positive_and_for_the_normal_head(self):
+        with self.assertRaisesRegex(UserError, "head_std must be positive"):
+            TransferConfig(target="mnist", head_std=0.0)
+        with self.assertRaisesRegex(UserError, "normal head's scale"):
+            TransferConfig(target="mnist", head_init="glorot", head_std=2.0)
+
     @parameterized.parameters((0, []), (1, ["layer3.2"]), (3, ["layer3.0", "layer3.1", "layer3.2"]))
     def test_trainable_layers_for_each_n(self, n, blocks):
         model = transfer.attach_head(tftransfer.load_model(self.source), 3, "glorot")

@@ -176,7 +176,8 @@ def export_metadata(model_ref, config: dict, class_names, image_size: int, top_k
         "class_names": list(class_names), "image_size": image_size, "top_k": top_k,
         "max_image_pixels": max_pixels,
         "preprocessing": {"resize": preprocessing.resize,
-                          "crop_fraction": preprocessing.crop_fraction},
+                          "crop_fraction": preprocessing.crop_fraction,
+                          "downsample": preprocessing.downsample},
         "signatures": {
             SERVING_SIGNATURE: {"inputs": {BYTES_INPUT: "string [N]: JPEG/PNG/GIF/BMP/WebP "
                                                         f"bytes, at most {max_pixels} pixels "

@@ -111,7 +111,7 @@ class FineTuneHyperModel(kt.HyperModel):
         # The same built-once networks as fine_tune: source weights, a seeded head and a
         # fresh optimizer on every build, so nothing leaks from one trial to the next.
         network = self._network(cfg)
-        network.reset(cfg.head_init, self._seed)
+        network.reset(cfg.head_init, self._seed, cfg.head_std)
         trainer = network.trainer
         # Hyperband loads a previous trial's checkpoint right after build(): a subclassed
         # model accepts weights only once called.

@@ -22,8 +22,8 @@ from tftransfer.source_loading import SourceModel, with_input_size
 HEAD_NAME = architectures.DEFAULT_HEAD
 
 
-def attach_head(source: keras.Model, num_classes: int, head_init: str, seed: int | None = None
-                ) -> keras.Model:
+def attach_head(source: keras.Model, num_classes: int, head_init: str, seed: int | None = None,
+                head_std: float = 1.0) -> keras.Model:
     """Replaces the source's head by a new one for ``num_classes``, its kernel drawn with
     ``seed`` (see ``head_initializer``).
 
@@ -35,6 +35,7 @@ def attach_head(source: keras.Model, num_classes: int, head_init: str, seed: int
       num_classes: the target's number of classes.
       head_init: ``normal`` or ``glorot`` (see ``head_initializer``).
       seed: the head initializer's seed.
+      head_std: the ``normal`` kernel's standard deviation.
 
     Returns:
       A model named ``<source name>_finetuned`` with the same trunk and the new head.
@@ -49,19 +50,20 @@ def attach_head(source: keras.Model, num_classes: int, head_init: str, seed: int
         raise UserError(f"The target has {num_classes} class; fine-tuning needs at least 2.")
     head = keras.layers.Dense(num_classes, name=record.head_layer if record else HEAD_NAME,
                               dtype="float32",
-                              kernel_initializer=head_initializer(head_init, seed),
+                              kernel_initializer=head_initializer(head_init, seed, head_std),
                               bias_initializer="zeros")
     features = architectures.features(source)
     return keras.Model(source.inputs, head(features),
                        name=f"{source.name}{architectures.FINETUNED_SUFFIX}")
 
 
-def head_initializer(head_init: str, seed: int | None = None) -> keras.initializers.Initializer:
-    """``normal``: the paper's normal(0, 1) (the default, to reproduce it); ``glorot``: Keras'
+def head_initializer(head_init: str, seed: int | None = None, std: float = 1.0
+                     ) -> keras.initializers.Initializer:
+    """``normal``: normal(0, ``std``), the paper's N(0, 1) by default; ``glorot``: Keras'
     usual choice, gentler on wide feature vectors. A seeded initializer draws the same
     values on every call, so a reused network gets exactly the head a new one would."""
     if head_init == "normal":
-        return keras.initializers.RandomNormal(0.0, 1.0, seed=seed)
+        return keras.initializers.RandomNormal(0.0, std, seed=seed)
     return keras.initializers.GlorotUniform(seed=seed)
 
 
@@ -160,11 +162,11 @@ class Network:
         """Whether training runs on cached trunk activations."""
         return self.trunk is not None
 
-    def reset(self, head_init: str, seed: int) -> None:
+    def reset(self, head_init: str, seed: int, head_std: float = 1.0) -> None:
         """Source weights, a new head drawn with ``seed``, a fresh optimizer state."""
         self.trained.set_weights(self._initial_weights)
         head = self.model.get_layer(architectures.head_name(self.model))
-        head.kernel.assign(head_initializer(head_init, seed)(head.kernel.shape))
+        head.kernel.assign(head_initializer(head_init, seed, head_std)(head.kernel.shape))
         head.bias.assign(tf.zeros_like(head.bias))
         for variable, value in zip(self.trainer.optimizer.variables, self._initial_optimizer):
             variable.assign(value)
@@ -176,7 +178,7 @@ def build_network(cfg: TransferConfig, source: SourceModel, num_classes: int, im
     """A ``Network`` for ``cfg``: copy of the source, head, freezing, compiled trainer
     (``augment`` and ``normalization`` as in ``RunCache.network``)."""
     copy = with_input_size(source.model, image_size, cfg.precision, always_copy=True)
-    model = attach_head(copy, num_classes, cfg.head_init, cfg.seed)
+    model = attach_head(copy, num_classes, cfg.head_init, cfg.seed, cfg.head_std)
     if normalization is not None:
         set_normalization(model, *normalization)
     blocks = freeze(model, cfg.unfrozen_blocks, cfg.frozen_bn)

@@ -110,6 +110,10 @@ class TransferConfig:
     # The last K stages (architectures.Stage) instead; fine_tune resolves it to their blocks.
     unfrozen_stages: int | None = None
     head_init: str = "normal"
+    # The standard deviation of the ``normal`` head's kernel: 1 is the paper's N(0, 1) over
+    # ResNet-50's 2,048 features; sqrt(2048 / width) gives a narrower trunk the same initial
+    # logit size when its features have similar magnitudes.
+    head_std: float = 1.0
     frozen_bn: str = "inference"
     epochs: int = 10
     # SGD steps instead of epochs: fine_tune sets epochs to ceil(steps / steps per epoch).
@@ -135,6 +139,9 @@ class TransferConfig:
               f"unfrozen_blocks must be -1 (everything) or >= 0, got {self.unfrozen_blocks}.")
         check(self.head_init in HEAD_INITS,
               f"head_init must be one of {', '.join(HEAD_INITS)}, got {self.head_init!r}.")
+        check(self.head_std > 0, f"head_std must be positive, got {self.head_std}.")
+        check(self.head_std == 1.0 or self.head_init == "normal",
+              f"head_std sets the normal head's scale; head_init is {self.head_init!r}.")
         check(self.frozen_bn in FROZEN_BN_MODES,
               f"frozen_bn must be one of {', '.join(FROZEN_BN_MODES)}, got {self.frozen_bn!r}.")
         check(self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}.")

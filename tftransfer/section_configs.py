@@ -46,6 +46,10 @@ class DataConfig:
     # image_size / crop_fraction, or the whole image squashed; square images: the same pixels.
     resize: str = "center_crop"
     crop_fraction: float = 1.0
+    # Every image (train and test) resized down to this many pixels a side and back up to the
+    # input size, as the paper's runs did (32 px, then 224): the detail a low-resolution target
+    # has. None: not done.
+    downsample: int | None = None
     # TFDS feature keys and split names (None: supervised keys / train and test or validation).
     image_key: str | None = None
     label_key: str | None = None
@@ -76,6 +80,8 @@ class DataConfig:
               f"resize must be one of {', '.join(RESIZE_MODES)}, got {self.resize!r}.")
         check(0.0 < self.crop_fraction <= 1.0,
               f"crop_fraction must be in (0, 1], got {self.crop_fraction}.")
+        check(self.downsample is None or self.downsample >= 2,
+              f"downsample must be at least 2 pixels, got {self.downsample}.")
 
     def load_options(self) -> dict:
         """The keyword arguments of ``data.load`` beyond the name, directory and download:
@@ -83,12 +89,12 @@ class DataConfig:
         return {"test_fraction": self.test_fraction, "image_key": self.image_key,
                 "label_key": self.label_key, "train_split": self.train_split,
                 "test_split": self.test_split, "resize": self.resize,
-                "crop_fraction": self.crop_fraction}
+                "crop_fraction": self.crop_fraction, "downsample": self.downsample}
 
 
 # What a model's preprocessing is, whichever dataset it is applied to (the rest of a run's data
 # options name its own dataset's keys and splits).
-PREPROCESSING_OPTIONS = ("resize", "crop_fraction")
+PREPROCESSING_OPTIONS = ("resize", "crop_fraction", "downsample")
 
 
 def recorded_load_options(run_config: dict | None, dataset: str | None = None) -> dict:

@@ -130,7 +130,7 @@ def _fine_tune(cfg: TransferConfig, cache: RunCache, save_model: bool, verbose: 
     augment = augments(cfg, target)
     network = cache.network(cfg, source, target.num_classes, image_size, steps, augment,
                             normalization_statistics(cfg, target, train_idx, image_size))
-    network.reset(cfg.head_init, cfg.seed)
+    network.reset(cfg.head_init, cfg.seed, cfg.head_std)
     compiled = _use_compiled_loop(cfg, network)
     # The compiled loop's traced functions stay instantiated across a sweep's runs when
     # nothing in them draws from a stateful random kernel (see runtime.set_seed).

@@ -56,6 +56,10 @@ def protocol_columns(cfg: TransferConfig) -> dict:
         columns["augment"] = cfg.data.augment_policy
     if cfg.recipe:
         columns["recipe"] = cfg.recipe
+    if cfg.head_std != 1.0:
+        columns["head_std"] = cfg.head_std
+    if cfg.data.downsample is not None:
+        columns["downsample"] = cfg.data.downsample
     return columns
 
 

@@ -17,7 +17,7 @@ def load(target: str, data_dir: str | None = None, download: bool = True,
          test_fraction: float = 0.2, seed: int = 0, image_key: str | None = None,
          label_key: str | None = None, train_split: str | None = None,
          test_split: str | None = None, resize: str = "center_crop",
-         crop_fraction: float = 1.0) -> TargetData:
+         crop_fraction: float = 1.0, downsample: int | None = None) -> TargetData:
     """Loads a TFDS dataset by name or a folder of images.
 
     Args:
@@ -35,11 +35,12 @@ def load(target: str, data_dir: str | None = None, download: bool = True,
         or else ``validation``).
       resize, crop_fraction: how images become the evaluation input (``Preprocessing``:
         the centre square of the shorter side by default, or ``squash``).
+      downsample: resize every image down to this size and back up (``Preprocessing``).
 
     Returns:
       A ``TargetData``.
     """
-    preprocessing = Preprocessing(resize, crop_fraction)
+    preprocessing = Preprocessing(resize, crop_fraction, downsample)
     tfds_only = {"--image-key": image_key, "--label-key": label_key,
                  "--train-split": train_split, "--test-split": test_split}
     if _looks_like_path(target):

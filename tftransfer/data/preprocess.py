@@ -23,11 +23,14 @@ class Preprocessing:
 
     ``resize``: ``center_crop`` (the shorter side to ``image_size / crop_fraction``, then the
     centre ``image_size`` square; ImageNet's convention is ``crop_fraction`` 0.875, 224 of
-    256) or ``squash`` (the whole image to the square, aspect ratio lost).
+    256) or ``squash`` (the whole image to the square, aspect ratio lost). ``downsample``:
+    the result resized down to that many pixels a side and back up (the paper's low-resolution
+    targets: 32 px upsampled to 224), or None.
     """
 
     resize: str = "center_crop"
     crop_fraction: float = 1.0
+    downsample: int | None = None
 
     def __post_init__(self):
         if self.resize not in RESIZE_MODES:
@@ -35,6 +38,8 @@ class Preprocessing:
                             f"got {self.resize!r}.")
         if not 0.0 < self.crop_fraction <= 1.0:
             raise UserError(f"crop_fraction must be in (0, 1], got {self.crop_fraction}.")
+        if self.downsample is not None and self.downsample < 2:
+            raise UserError(f"downsample must be at least 2 pixels, got {self.downsample}.")
 
 
 def unit_rgb(image):
@@ -85,6 +90,11 @@ def to_model_input(image, image_size: int | None, preprocessing: Preprocessing |
         return image
     preprocessing = preprocessing or Preprocessing()
     if preprocessing.resize == "squash":
-        return resize(image, (image_size, image_size))
-    side = round(image_size / preprocessing.crop_fraction)
-    return center_crop(resize_shorter_side(image, side), image_size)
+        image = resize(image, (image_size, image_size))
+    else:
+        side = round(image_size / preprocessing.crop_fraction)
+        image = center_crop(resize_shorter_side(image, side), image_size)
+    if preprocessing.downsample is not None:
+        small = resize(image, (preprocessing.downsample, preprocessing.downsample))
+        image = resize(small, (image_size, image_size))
+    return image
