@@ -27,8 +27,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tftransfer import attacks, resnet
-from tftransfer.adversarial import AdversarialTrainer
+from tftransfer.adversarial import attacks
+from tftransfer.models import resnet
+from tftransfer.adversarial.train_step import AdversarialTrainer
 from tftransfer.config import AttackConfig
 
 BATCH = 128

@@ -41,7 +41,8 @@ def random_source(directory, arch="resnet20", num_classes=10, image_size=32):
     """A random-weight source model directory: speed does not depend on the weights."""
     import keras
 
-    from tftransfer import resnet, saving
+    from tftransfer.models import resnet
+    from tftransfer.sources import saving
 
     keras.utils.set_random_seed(0)
     model = resnet.build(arch, num_classes, image_size)

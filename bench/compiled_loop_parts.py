@@ -22,7 +22,10 @@ import time
 
 from common import machine_note
 
-from tftransfer import compiled_loop, config, runtime, transfer
+from tftransfer import config
+from tftransfer.finetune import compiled_loop
+from tftransfer.training import runtime
+from tftransfer.finetune import run as transfer
 
 
 def best_of_3(call, before):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from common import machine_note, random_source
 
-from tftransfer import transfer
+from tftransfer.finetune import run as transfer
 from tftransfer.config import DataConfig, TransferConfig
 
 

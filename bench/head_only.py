@@ -26,7 +26,8 @@ import numpy as np
 import tensorflow as tf
 from common import machine_note
 
-from tftransfer import config, transfer
+from tftransfer import config
+from tftransfer.finetune import run as transfer
 from tftransfer.data import pipelines
 
 

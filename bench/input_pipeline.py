@@ -16,8 +16,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tftransfer import data, resnet
-from tftransfer.adversarial import AdversarialTrainer
+from tftransfer import data
+from tftransfer.models import resnet
+from tftransfer.adversarial.train_step import AdversarialTrainer
 
 BATCH = 128
 

@@ -23,8 +23,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tftransfer import resnet, runtime
-from tftransfer.adversarial import AdversarialTrainer
+from tftransfer.models import resnet
+from tftransfer.training import runtime
+from tftransfer.adversarial.train_step import AdversarialTrainer
 from tftransfer.config import AttackConfig
 
 CLASSES = 102  # Flowers-102

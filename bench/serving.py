@@ -37,7 +37,10 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from tftransfer import data, export, resnet, saving
+from tftransfer import data
+from tftransfer.serving import export
+from tftransfer.models import resnet
+from tftransfer.sources import saving
 
 README = Path(__file__).resolve().parent / "README.md"
 HEADING = "## Serving"

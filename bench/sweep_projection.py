@@ -27,8 +27,9 @@ from pathlib import Path
 
 from common import machine_note
 
-import pipelines
-from tftransfer import sweeps, transfer
+from tftransfer.sweeps import registry as grid_registry
+from tftransfer.sweeps import runner as sweeps
+from tftransfer.finetune import run as transfer
 
 PAPER_RUNS = 14_400
 
@@ -62,7 +63,7 @@ def main():
                         choices=("float32", "mixed_bfloat16", "mixed_float16"))
     args = parser.parse_args()
     print(machine_note())
-    grid = pipelines.get("replication")
+    grid = grid_registry.get("replication")
     kinds = cell_kinds(grid)
     cells = {(c.train_images, c.unfrozen_blocks, c.epochs): c for c in sweeps.cells(grid)}
     cache, root = transfer.RunCache(), tempfile.TemporaryDirectory()

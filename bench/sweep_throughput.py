@@ -18,7 +18,8 @@ from pathlib import Path
 
 from common import machine_note, random_source
 
-from tftransfer import sweeps, transfer
+from tftransfer.sweeps import runner as sweeps
+from tftransfer.finetune import run as transfer
 from tftransfer.config import SweepConfig
 
 

@@ -8,9 +8,9 @@ import numpy as np
 import tensorflow as tf
 
 from tests.helpers import assert_save_and_reload
-from tftransfer import attacks
-from tftransfer.training import replay_batches
-from tftransfer.adversarial import AdversarialTrainer
+from tftransfer.adversarial import attacks
+from tftransfer.training.pretrain import replay_batches
+from tftransfer.adversarial.train_step import AdversarialTrainer
 from tftransfer.config import AttackConfig
 from tftransfer.errors import UserError
 

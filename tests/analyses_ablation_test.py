@@ -1,11 +1,11 @@
-"""Tests of tftransfer.analyses.ablation: one table over the protocols' results directories."""
+"""Tests of tftransfer.report.analyses.ablation: one table over the protocols' results directories."""
 
 from __future__ import annotations
 
 import pandas as pd
 
 from tests.stats_test import make_row
-from tftransfer.analyses import ablation
+from tftransfer.report.analyses import ablation
 
 NATURAL, ROBUST = ablation.NATURAL, ablation.ROBUST
 

@@ -1,4 +1,4 @@
-"""Tests of tftransfer.analyses.replication_answers' eps-vs-eps comparison on a synthetic
+"""Tests of tftransfer.report.analyses.replication_answers' eps-vs-eps comparison on a synthetic
 results CSV, and of the analyses registry that ``report --analysis`` runs."""
 
 import tempfile
@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 
 from tests.stats_test import make_row
-from tftransfer import analyses
-from tftransfer.analyses import paper_table, replication_answers
+from tftransfer.report import analyses
+from tftransfer.report.analyses import paper_table, replication_answers
 from tftransfer.commands.report import ANALYSIS_NAMES
 
 
@@ -78,7 +78,7 @@ def test_the_epochs_answer_names_the_grid_s_own_curve(tmp_path):
     1,000 images), read from its rows, not the replication's every 5 on 2,000."""
     import pandas as pd
 
-    from tftransfer.analyses import replication_answers
+    from tftransfer.report.analyses import replication_answers
 
     rows = pd.DataFrame({"curve_test_images": [1000, 1000], "test_accuracy_epoch_10": [0.5, 0.6],
                          "test_accuracy_epoch_20": [0.7, 0.8], "test_accuracy_epoch_30": [0.8, 0.9]})

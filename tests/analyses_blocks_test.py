@@ -1,4 +1,4 @@
-"""Tests of tftransfer.analyses.blocks: joining the main and the blocks sweep."""
+"""Tests of tftransfer.report.analyses.blocks: joining the main and the blocks sweep."""
 
 import tempfile
 import unittest
@@ -7,8 +7,8 @@ from pathlib import Path
 import pandas as pd
 
 from tests.stats_test import make_row
-from tftransfer import stats
-from tftransfer.analyses import blocks
+from tftransfer.report import stats
+from tftransfer.report.analyses import blocks
 
 NATURAL, ROBUST = "cifar10-resnet20-natural", "cifar10-resnet20-l2-eps0.5"
 

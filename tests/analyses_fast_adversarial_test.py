@@ -1,4 +1,4 @@
-"""Tests of tftransfer.analyses.fast_adversarial and the fast-adversarial-transfer grid, on
+"""Tests of tftransfer.report.analyses.fast_adversarial and the fast-adversarial-transfer grid, on
 synthetic model directories, evaluations and results written here."""
 
 from __future__ import annotations
@@ -13,10 +13,13 @@ import pandas as pd
 import pytest
 
 import pipelines
+
+from tftransfer.sweeps import registry as grid_registry
 from tests.stats_test import make_row
-from tftransfer import cli, sweeps
-from tftransfer.analyses import ANALYSES
-from tftransfer.analyses import fast_adversarial as fa
+from tftransfer import cli
+from tftransfer.sweeps import runner as sweeps
+from tftransfer.report.analyses import ANALYSES
+from tftransfer.report.analyses import fast_adversarial as fa
 
 FREE = "cifar10-resnet20-l2-eps0.5-free-8ep"
 FAST_10, FAST_25 = fa.FAST_SOURCES
@@ -26,7 +29,7 @@ FAST_10, FAST_25 = fa.FAST_SOURCES
 
 
 def test_grid_fine_tunes_the_fast_source_exactly_like_the_replication():
-    fast, replication = pipelines.get(fa.GRID), pipelines.get("replication")
+    fast, replication = grid_registry.get(fa.GRID), grid_registry.get("replication")
     cells = sweeps.cells(fast)
     assert len(cells) == 48
     assert {(c.source, c.target, c.train_images, c.unfrozen_blocks, c.seed) for c in cells} == {
@@ -51,7 +54,7 @@ def test_grid_cells_match_the_committed_replication_rows():
     for source in (fa.NATURAL, fa.PGD):
         have = set(committed[committed.source == source].drop(columns="source")
                    .itertuples(index=False, name=None))
-        for c in sweeps.cells(pipelines.get(fa.GRID)):
+        for c in sweeps.cells(grid_registry.get(fa.GRID)):
             assert (c.target, c.train_images, c.unfrozen_blocks, c.epochs, c.seed) in have
 
 

@@ -6,7 +6,12 @@ import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
 
-from tftransfer import architectures, config, convert, resnet, search_space, transfer
+from tftransfer import config
+from tftransfer.models import architectures
+from tftransfer.convert import checkpoint as convert
+from tftransfer.models import resnet
+from tftransfer.tuning import search_space
+from tftransfer.finetune import run as transfer
 from tftransfer.errors import UserError
 
 # Small enough to build every architecture quickly (resnet101 has 33 blocks).

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from tftransfer import attack_methods, attacks
+from tftransfer.config import attack_methods
+from tftransfer.adversarial import attacks
 from tftransfer.commands import common
 from tftransfer.config import AttackConfig, PretrainConfig, apply_overrides, from_dict, to_dict
 from tftransfer.errors import UserError

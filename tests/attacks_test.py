@@ -6,7 +6,7 @@ import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
 
-from tftransfer import attacks
+from tftransfer.adversarial import attacks
 from tftransfer.config import AttackConfig
 from tftransfer.errors import UserError
 

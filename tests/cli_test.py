@@ -12,10 +12,12 @@ from unittest import mock
 import pytest
 import tensorflow as tf
 
-import pipelines
+from tftransfer.sweeps import registry as grid_registry
 import tftransfer
 from tests.helpers import SHARED_TFDS, killed_after_epoch, make_image_folder
-from tftransfer import cli, sweeps, training
+from tftransfer import cli
+from tftransfer.sweeps import runner as sweeps
+from tftransfer.training import pretrain as training
 from tftransfer.commands import COMMAND_MODULES
 from tftransfer.config import DataConfig, ModelConfig, PretrainConfig, SweepConfig
 
@@ -73,7 +75,7 @@ class HelpTest(tf.test.TestCase):
         result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                 check=True, cwd=Path(__file__).resolve().parents[1])
         self.assertEqual(result.stdout.strip(), "[]")
-        from tftransfer import saving
+        from tftransfer.sources import saving
         from tftransfer.commands import evaluate
         self.assertEqual(evaluate.TRUST_FLAG, saving.TRUST_FLAG)
 
@@ -195,8 +197,8 @@ class SweepCommandTest(tf.test.TestCase):
         sweep = SweepConfig(name="cli-test", sources=(str(self.tmp / "untrained"),),
                             targets=(str(target),), train_images=(4, 6), unfrozen_blocks=(0,),
                             seeds=(0,), epochs=1, description="A test sweep.")
-        pipelines.names()  # load the real configs first, or stop() would drop them
-        registry = mock.patch.dict(pipelines.REGISTRY, {sweep.name: sweep})
+        grid_registry.names()  # load the real configs first, or stop() would drop them
+        registry = mock.patch.dict(grid_registry.REGISTRY, {sweep.name: sweep})
         registry.start()
         self.addCleanup(registry.stop)
         self.results = self.tmp / "results"
@@ -213,7 +215,7 @@ class SweepCommandTest(tf.test.TestCase):
     def test_a_sweep_without_failures_exits_0(self):
         self.results.mkdir()
         rows = ["run_key,sweep"] + [f"{c.key},cli-test" for c in
-                                    sweeps.cells(pipelines.get("cli-test"))]
+                                    sweeps.cells(grid_registry.get("cli-test"))]
         (self.results / "results.csv").write_text("\n".join(rows) + "\n")
         code, out, err = run_cli("sweep", "--config", "cli-test", "--results", self.results)
         self.assertEqual(code, 0)
@@ -232,7 +234,7 @@ class SweepCommandTest(tf.test.TestCase):
         code, out, err = run_cli("sweep", "--list")
         self.assertEqual(code, 0)
         listed = json.loads(out.strip().splitlines()[-1])["sweeps"]
-        self.assertEqual([s["name"] for s in listed], pipelines.names())
+        self.assertEqual([s["name"] for s in listed], grid_registry.names())
         self.assertIn({"name": "cli-test", "description": "A test sweep."}, listed)
         self.assertRegex(err, r"\n  cli-test +A test sweep\.\n")
         code, _, err = run_cli("sweep")

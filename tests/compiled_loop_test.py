@@ -7,7 +7,10 @@ import csv
 import numpy as np
 import pytest
 
-from tftransfer import compiled_loop, config, saving, transfer
+from tftransfer import config
+from tftransfer.finetune import compiled_loop
+from tftransfer.sources import saving
+from tftransfer.finetune import run as transfer
 from tests import helpers
 
 
@@ -78,7 +81,8 @@ def test_epoch_batches_keep_the_per_epoch_shuffle_order(seed):
     from epoch 0 covers shuffle's (0, 0) seed special case, seed 3 a resumed run."""
     import tensorflow as tf
 
-    from tftransfer import data, runtime
+    from tftransfer import data
+    from tftransfer.training import runtime
 
     runtime.set_seed(seed)
     x = np.arange(10, dtype=np.float32)[:, None]
@@ -99,7 +103,8 @@ def test_epoch_order_is_epoch_batches_over_the_positions(seed, first_epoch):
     a second call with the same seeds returns the kept order."""
     import tensorflow as tf
 
-    from tftransfer import data, runtime
+    from tftransfer import data
+    from tftransfer.training import runtime
 
     runtime.set_seed(seed)
     x = np.arange(10, dtype=np.float32)[:, None] * 10
@@ -136,7 +141,8 @@ def test_indexed_batches_are_the_epoch_batches_stream():
     resumed at epoch 2 (the last batch of each epoch is the short one)."""
     import tensorflow as tf
 
-    from tftransfer import data, runtime
+    from tftransfer import data
+    from tftransfer.training import runtime
 
     runtime.set_seed(5)
     x = np.arange(10, dtype=np.float32)[:, None]

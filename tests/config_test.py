@@ -5,7 +5,7 @@ import math
 import tensorflow as tf
 from absl.testing import parameterized
 
-from tftransfer import runtime
+from tftransfer.training import runtime
 from tftransfer.config import (AttackConfig, CellOverride, DataConfig, ModelConfig, OptimConfig,
                                PretrainConfig, SweepConfig, TransferConfig, apply_overrides,
                                recorded_load_options, to_dict)

@@ -1,4 +1,4 @@
-"""Tests for tftransfer.convert, tftransfer.published and the convert command.
+"""Tests for tftransfer.convert.checkpoint, tftransfer.sources.published and the convert command.
 
 The reference is a random-weight PyTorch ResNet with torchvision's module
 structure (written here with torch.nn; no torchvision, no network), saved in the
@@ -24,10 +24,14 @@ torch = pytest.importorskip("torch")
 import tensorflow as tf  # noqa: E402
 from absl.testing import parameterized  # noqa: E402
 
-from tftransfer import convert, hub, published, saving, sources  # noqa: E402
+from tftransfer.convert import checkpoint as convert
+from tftransfer.sources import hub
+from tftransfer.sources import published
+from tftransfer.sources import saving
+from tftransfer.sources import registry as sources
 from tftransfer.commands import convert as convert_command  # noqa: E402
 from tftransfer.errors import UserError  # noqa: E402
-from tftransfer.torch_resnet import (  # noqa: E402
+from tftransfer.models.torch_resnet import (  # noqa: E402
     AttackerModel, make_torch_resnet, save_checkpoint as _save_checkpoint)
 
 nn = torch.nn

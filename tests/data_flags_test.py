@@ -42,7 +42,7 @@ class FlagsTest(tf.test.TestCase):
         self.assertEqual(options, {"test_fraction": 0.2, "image_key": "photo",
                                    "label_key": "breed", "train_split": "train[:80%]",
                                    "test_split": "validation", "resize": "squash",
-                                   "crop_fraction": 0.875})
+                                   "crop_fraction": 0.875, "downsample": None})
         self.assertLessEqual(set(options), set(inspect.signature(data.load).parameters))
         self.assertEqual(RESIZE_MODES, data.RESIZE_MODES)
         with self.assertRaisesRegex(UserError, "resize must be one of center_crop, squash"):
@@ -77,7 +77,7 @@ class RunCacheLoadOptionsTest(tf.test.TestCase):
     def test_test_split_flag_reaches_the_loaded_target(self):
         import os
 
-        from tftransfer.feature_cache import RunCache
+        from tftransfer.finetune.run_cache import RunCache
 
         data_dir = os.environ.get("TFDS_DATA_DIR") or str(REPO.parent / "shared" / "tfds")
         if not os.path.isdir(os.path.join(data_dir, "mnist")):

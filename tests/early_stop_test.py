@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tftransfer import early_stop
+from tftransfer.adversarial import early_stop
 from tftransfer.config import AttackConfig
 from tftransfer.errors import UserError
 

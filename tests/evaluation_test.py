@@ -1,4 +1,4 @@
-"""Tests of tftransfer.evaluation: accuracies of a tiny model and the progress line."""
+"""Tests of tftransfer.adversarial.evaluation: accuracies of a tiny model and the progress line."""
 
 import contextlib
 import io
@@ -11,7 +11,9 @@ import numpy as np
 import tensorflow as tf
 
 from tests.helpers import TempRootTestCase, make_image_folder
-from tftransfer import cli, data, evaluation, saving
+from tftransfer import cli, data
+from tftransfer.adversarial import evaluation
+from tftransfer.sources import saving
 
 
 class _Terminal(io.StringIO):

@@ -1,4 +1,4 @@
-"""Tests of tftransfer.export and the export / serve / predict commands.
+"""Tests of tftransfer.serving.export and the export / serve / predict commands.
 
 The SavedModel is compared signature by signature with the Keras model on real encoded
 images; the REST (and, when the stubs are installed, gRPC) client is tested against
@@ -35,8 +35,13 @@ import tensorflow as tf
 from PIL import Image
 
 from tests.helpers import TempRootTestCase
-from tftransfer import (cli, data, export, image_limits, model_server, resnet, saving,
-                        serving_client)
+from tftransfer import cli, data
+from tftransfer.serving import export
+from tftransfer.serving import image_limits
+from tftransfer.serving import server as model_server
+from tftransfer.models import resnet
+from tftransfer.sources import saving
+from tftransfer.serving import client as serving_client
 from tftransfer.errors import UserError
 
 CLASS_NAMES = ("cat", "dog", "bird")

@@ -6,7 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tftransfer import config, feature_store, saving, transfer
+from tftransfer import config
+from tftransfer.finetune import feature_store
+from tftransfer.sources import saving
+from tftransfer.finetune import run as transfer
 from tests import helpers
 
 
@@ -105,7 +108,8 @@ def test_a_long_extraction_reports_images_per_second_and_eta(tmp_path, monkeypat
 def test_a_training_set_is_held_as_tensors_only_if_its_copies_fit(tmp_path, monkeypatch):
     """The array read and its tensor both count: with room for one copy but not two, the
     training set streams from the stored features (the same batches: the same result)."""
-    from tftransfer import compiled_loop, feature_cache
+    from tftransfer.finetune import compiled_loop
+    from tftransfer.finetune import run_cache as feature_cache
 
     seen = []
     real = compiled_loop.fit_compiled

@@ -9,7 +9,10 @@ import json
 import pytest
 
 import pipelines
-from tftransfer import grids, sweeps
+
+from tftransfer.sweeps import registry as grid_registry
+from tftransfer.sweeps import grid_files as grids
+from tftransfer.sweeps import runner as sweeps
 from tftransfer.errors import UserError
 from tests import helpers
 
@@ -28,7 +31,7 @@ def test_registered_grid_files_have_the_committed_cells(name):
     """The TOML files reproduce the grids that produced the committed rows, key for key."""
     with open(helpers.REPO / COMMITTED[name]) as handle:
         committed = {row["run_key"] for row in csv.DictReader(handle)}
-    cells = [cell.key for cell in sweeps.cells(pipelines.get(name))]
+    cells = [cell.key for cell in sweeps.cells(grid_registry.get(name))]
     assert len(cells) == len(set(cells))
     assert set(cells) == committed
 
@@ -36,11 +39,11 @@ def test_registered_grid_files_have_the_committed_cells(name):
 def test_every_grid_file_is_registered_under_its_name():
     files = sorted(pipelines.GRIDS_DIR.glob("*.toml"))
     assert len(files) >= 10
-    assert sorted(grids.load_grid(f).name for f in files) == pipelines.names()
+    assert sorted(grids.load_grid(f).name for f in files) == grid_registry.names()
 
 
 def test_replication_paper_grid_keeps_its_preset_and_order():
-    grid = pipelines.get("replication-paper")
+    grid = grid_registry.get("replication-paper")
     assert (grid.preset, grid.order, grid.epochs) == ("utrera2021", "train_images", 150)
     assert grid.overrides[0].train_images == (1600,) and grid.overrides[0].seeds == (0, 1, 2)
 

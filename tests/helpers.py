@@ -44,7 +44,8 @@ def make_source(directory, num_classes=10, size=32, seed=0):
     """A small random resnet20 (a quarter of the width) saved as a model directory."""
     import keras
 
-    from tftransfer import resnet, saving
+    from tftransfer.models import resnet
+    from tftransfer.sources import saving
 
     keras.utils.set_random_seed(seed)
     model = resnet.build("resnet20", num_classes, size, width=0.25)
@@ -101,7 +102,7 @@ def assert_save_and_reload(test, model, inputs, directory, config=None, atol=1e-
     Returns:
       The reloaded model, for checks of its own.
     """
-    from tftransfer import saving
+    from tftransfer.sources import saving
 
     saving.save_model_dir(model, directory, dict(config or {}))
     reloaded = saving.load_model(directory)
@@ -123,7 +124,7 @@ def killed_after_epoch(epoch: int):
     """Inside the block, a fit() with a ``callbacks.HistoryCSV`` raises KeyboardInterrupt
     right after the history row of ``epoch`` (1-based) is written, as if the process were
     killed then (after that epoch's checkpoint: the backup callback runs before)."""
-    from tftransfer.callbacks import HistoryCSV
+    from tftransfer.training.callbacks import HistoryCSV
 
     original = HistoryCSV.on_epoch_end
 

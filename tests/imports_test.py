@@ -1,5 +1,9 @@
-"""The package's import graph (issue 21): no circle, whether an import sits at the top of a module
-or inside a function (so no function-level import exists to break one)."""
+"""The package's import graph: no circle between modules, and sub-packages in one-way layers.
+
+Imports are read from every file with ``ast`` (at the top of a module or inside a function), so
+no function-level import can hide a circle. ``pipelines/`` holds data only and imports nothing of
+the package.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,13 @@ import ast
 
 from tests import helpers
 
-PACKAGE = helpers.REPO / "tftransfer"
+ROOTS = ("tftransfer", "pipelines")
+
+# The sub-packages (and top-level modules; ``pipelines/`` is data) from the bottom of the data flow to the top: each may
+# import only those listed before it (docs/architecture.md draws this picture).
+LAYERS = ("pipelines", "errors", "tflog", "runs", "models", "config", "data", "convert", "adversarial",
+          "sources", "training", "serving", "finetune", "sweeps", "tuning", "report",
+          "interpret", "commands", "cli")
 
 
 def module_name(path) -> str:
@@ -17,26 +27,47 @@ def module_name(path) -> str:
 
 def import_graph() -> dict[str, set[str]]:
     """Module -> the package modules it imports anywhere in its file."""
-    modules = {module_name(path): path for path in PACKAGE.rglob("*.py")}
+    modules = {module_name(path): path for root in ROOTS
+               for path in (helpers.REPO / root).rglob("*.py")}
     graph = {}
     for name, path in modules.items():
         targets = set()
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                targets |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+                # ``from package import module`` depends on that module (and the package's
+                # face runs first, as Python runs it); ``from module import name`` on the module.
+                submodules = {f"{node.module}.{a.name}" for a in node.names} & set(modules)
+                targets |= submodules or {node.module}
             elif isinstance(node, ast.Import):
                 targets |= {alias.name for alias in node.names}
         graph[name] = {t for t in targets if t in modules and t not in (name, "tftransfer")}
     return graph
 
 
+def layer(module: str) -> str:
+    """``tftransfer.finetune.run`` -> ``finetune``; ``pipelines`` -> ``pipelines``."""
+    parts = module.split(".")
+    return parts[1] if parts[0] == "tftransfer" and len(parts) > 1 else parts[0]
+
+
+def layer_graph(graph) -> dict[str, set[str]]:
+    """Sub-package -> the other sub-packages its modules import."""
+    layers: dict[str, set[str]] = {}
+    for module, targets in graph.items():
+        if module == "tftransfer":  # the package face: load_model, imported lazily
+            continue
+        layers.setdefault(layer(module), set()).update(
+            layer(t) for t in targets if layer(t) != layer(module))
+    return layers
+
+
 def cycle(graph) -> list[str] | None:
-    """One import circle of ``graph`` as a list of modules, or None."""
+    """One import circle of ``graph`` as a list of nodes, or None."""
     state: dict[str, str] = {}
 
     def visit(node, path):
         state[node] = "open"
-        for nxt in sorted(graph[node]):
+        for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == "open":
                 return path[path.index(nxt):] + [nxt]
             if nxt not in state:
@@ -56,56 +87,28 @@ def cycle(graph) -> list[str] | None:
 
 def test_the_package_has_no_import_circle():
     graph = import_graph()
-    assert "tftransfer.saving" in graph and "tftransfer.hub" in graph
+    assert "tftransfer.sources.saving" in graph and "tftransfer.sources.hub" in graph
     assert cycle(graph) is None, " -> ".join(cycle(graph))
 
 
-def test_the_check_finds_a_circle():
+def test_no_two_sub_packages_import_each_other_even_through_a_chain():
+    layers = layer_graph(import_graph())
+    assert {"finetune", "sweeps", "report", "pipelines"} <= set(layers)
+    assert cycle(layers) is None, " -> ".join(cycle(layers))
+
+
+def test_each_sub_package_imports_only_the_layers_below_it():
+    layers = layer_graph(import_graph())
+    assert set(layers) <= set(LAYERS), set(layers) - set(LAYERS)
+    for name, targets in layers.items():
+        below = set(LAYERS[:LAYERS.index(name)])
+        assert targets <= below, f"{name} imports {sorted(targets - below)} from above it"
+
+
+def test_pipelines_is_data_and_imports_nothing_of_the_package():
+    assert layer_graph(import_graph())["pipelines"] == set()
+
+
+def test_the_cycle_finder_finds_a_chain():
     assert cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert cycle({"a": {"b"}, "b": set()}) is None
-
-
-def test_saving_knows_files_only():
-    graph = import_graph()
-    names = {"tftransfer.sources", "tftransfer.hub", "tftransfer.published", "tftransfer.export"}
-    for module in ("tftransfer.saving", "tftransfer.saved_model_trust",
-                   "tftransfer.saved_model_view"):
-        assert not graph[module] & names, module
-
-
-def reachable(graph, start) -> set[str]:
-    """Every module ``start`` imports, directly or through others."""
-    seen, todo = set(), [start]
-    while todo:
-        for nxt in graph[todo.pop()] - seen:
-            seen.add(nxt)
-            todo.append(nxt)
-    return seen
-
-
-def test_the_library_never_imports_the_cli():
-    graph = import_graph()
-    for module in graph:
-        if module.startswith(("tftransfer.commands", "tftransfer.cli")) or module == "tftransfer":
-            continue
-        cli = {m for m in graph[module] if m.startswith("tftransfer.commands") or
-               m == "tftransfer.cli"}
-        assert not cli, f"{module} imports {sorted(cli)}"
-
-
-def test_recording_does_not_depend_on_reporting():
-    # A sweep records rows; reading and summarizing them is report's, never the other way.
-    reporting = {"tftransfer.stats", "tftransfer.results_table", "tftransfer.reporting",
-                 "tftransfer.efficiency", "tftransfer.summary_markdown", "tftransfer.plots"}
-    for module in ("tftransfer.sweeps", "tftransfer.sweep_state", "tftransfer.sweep_grid"):
-        assert not reachable(import_graph(), module) & reporting, module
-
-
-MAX_MODULE_LINES = 400  # issue 21: one job per module; a longer one is a split waiting to happen
-
-
-def test_no_module_is_over_the_line_limit():
-    sizes = {path.relative_to(helpers.REPO).as_posix(): len(path.read_text().splitlines())
-             for path in PACKAGE.rglob("*.py")}
-    assert not {p: n for p, n in sizes.items() if n > MAX_MODULE_LINES}, sorted(
-        sizes.items(), key=lambda item: -item[1])[:3]

@@ -1,4 +1,4 @@
-"""Tests of tftransfer.influence on small softmax-regression problems (float64)."""
+"""Tests of tftransfer.interpret.influence.run on small softmax-regression problems (float64)."""
 
 import tempfile
 import types
@@ -9,8 +9,11 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from tftransfer import (influence, influence_math, influence_plots, influence_ranking,
-                        influence_runs)
+from tftransfer.interpret.influence import run as influence
+from tftransfer.interpret.influence import math as influence_math
+from tftransfer.interpret.influence import plots as influence_plots
+from tftransfer.interpret.influence import ranking as influence_ranking
+from tftransfer.interpret.influence import trained_runs as influence_runs
 from tftransfer.errors import UserError
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import tensorflow as tf
 
 from tftransfer.config import OptimConfig
-from tftransfer.optim import OneCycle, learning_rate_schedule
+from tftransfer.training.optim import OneCycle, learning_rate_schedule
 
 
 def _values(schedule, total):
@@ -42,7 +42,7 @@ class ShortRunScheduleTest(tf.test.TestCase):
     """A run too short for a step boundary must be extendable into one that has boundaries."""
 
     def _variable_count(self, optim, epochs):
-        from tftransfer.optim import make_optimizer
+        from tftransfer.training.optim import make_optimizer
 
         optimizer = make_optimizer(optim, epochs, steps_per_epoch=4)
         optimizer.build([keras.Variable(np.zeros(3, np.float32))])

@@ -1,4 +1,4 @@
-"""Tests of tftransfer.plots: figures from small synthetic stats tables."""
+"""Tests of tftransfer.report.plots: figures from small synthetic stats tables."""
 
 import tempfile
 import unittest
@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tftransfer import plots, stats
+from tftransfer.report import plots
+from tftransfer.report import stats
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SIZES = (100, 400, 1600)

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tftransfer import config, data, transfer
+from tftransfer import config, data
+from tftransfer.finetune import run as transfer
 from tftransfer.errors import UserError
 from tests import helpers
 
@@ -71,7 +72,7 @@ def test_frozen_bn_train_matches_pytorch_train_mode():
     torch = pytest.importorskip("torch")
     import keras
 
-    from tftransfer.adversarial import AdversarialTrainer
+    from tftransfer.adversarial.train_step import AdversarialTrainer
 
     rng = np.random.default_rng(0)
     x = rng.random((16, 8, 8, 3)).astype(np.float32)
@@ -113,7 +114,7 @@ def test_frozen_bn_train_matches_pytorch_train_mode():
 def test_frozen_bn_inference_keeps_statistics():
     import keras
 
-    from tftransfer.adversarial import AdversarialTrainer
+    from tftransfer.adversarial.train_step import AdversarialTrainer
 
     rng = np.random.default_rng(1)
     model = _keras_bn_net(rng.normal(0, 0.5, (3, 3, 3, 4)).astype(np.float32),
@@ -137,7 +138,7 @@ def test_target_statistics_are_the_papers_constants():
 
 
 def test_set_normalization_changes_the_models_input_statistics(tmp_path):
-    from tftransfer import saving
+    from tftransfer.sources import saving
 
     source = saving.load_model(helpers.make_source(tmp_path / "src"))
     transfer.set_normalization(source, (0.1, 0.2, 0.3), (0.5, 0.5, 0.5))
@@ -210,7 +211,7 @@ def test_recipe_from_the_command_line():
 
 
 def test_sweep_preset_keeps_the_cells_own_values():
-    from tftransfer import sweeps
+    from tftransfer.sweeps import runner as sweeps
 
     sweep = config.SweepConfig(name="p", sources=("s",), targets=("mnist",), train_images=(100,),
                                unfrozen_blocks=(3,), seeds=(2,), epochs=40, preset="utrera2021")
@@ -221,7 +222,7 @@ def test_sweep_preset_keeps_the_cells_own_values():
 
 
 def test_sweep_order_by_train_images():
-    from tftransfer import sweeps
+    from tftransfer.sweeps import runner as sweeps
 
     sweep = config.SweepConfig(name="o", sources=("a", "b"), targets=("mnist",),
                                train_images=(100, 400), unfrozen_blocks=(0,), seeds=(0,),

@@ -8,7 +8,7 @@ import tensorflow as tf
 from absl.testing import parameterized
 
 from tests.helpers import assert_save_and_reload
-from tftransfer import resnet
+from tftransfer.models import resnet
 from tftransfer.errors import UserError
 
 

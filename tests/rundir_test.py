@@ -8,7 +8,8 @@ import tensorflow as tf
 
 from tests.cli_test import run_cli
 from tests.helpers import make_image_folder, make_source
-from tftransfer import rundir, transfer
+from tftransfer.finetune import rundir
+from tftransfer.finetune import run as transfer
 from tftransfer.config import DataConfig, OptimConfig, TransferConfig, to_dict
 from tftransfer.errors import UserError
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tftransfer import runtime
+from tftransfer.training import runtime
 
 
 def _draws():

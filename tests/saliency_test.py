@@ -1,4 +1,4 @@
-"""Tests of tftransfer.saliency on tiny Keras models (no datasets)."""
+"""Tests of tftransfer.interpret.saliency on tiny Keras models (no datasets)."""
 
 import tempfile
 from pathlib import Path
@@ -7,9 +7,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tftransfer import saliency
+from tftransfer.interpret import saliency
 from tftransfer.errors import UserError
-from tftransfer.plots import save_figure
+from tftransfer.report.plots import save_figure
 
 
 def tiny_model(size=8, classes=3, seed=0):

@@ -1,4 +1,4 @@
-"""Tests of tftransfer.saving: which SavedModels load without being trusted, how the
+"""Tests of tftransfer.sources.saving: which SavedModels load without being trusted, how the
 toolkit's own exports load, and corrupt model files.
 
 The hostile SavedModel is written here: a tf.Module whose serving signature calls
@@ -19,7 +19,8 @@ import tensorflow as tf
 
 from tests.export_test import run_cli
 from tests.helpers import TempRootTestCase, make_source
-from tftransfer import export, saving
+from tftransfer.serving import export
+from tftransfer.sources import saving
 from tftransfer.errors import UserError
 
 

@@ -19,7 +19,10 @@ from unittest import mock
 import tensorflow as tf
 
 from tests.helpers import REPO, SHARED_TFDS, make_image_folder, make_source
-from tftransfer import cli, hub, published, sources
+from tftransfer import cli
+from tftransfer.sources import hub
+from tftransfer.sources import published
+from tftransfer.sources import registry as sources
 from tftransfer.errors import UserError
 
 
@@ -120,7 +123,7 @@ class InstallTest(tf.test.TestCase):
         if env_models:
             env[sources.MODELS_ENV] = env_models
         script = textwrap.dedent(f"""
-            from tftransfer import hub, sources
+            from tftransfer.sources import hub, registry as sources
             from tftransfer.errors import UserError
             assert sources.__file__.startswith({str(site)!r}), sources.__file__
             try:

@@ -1,4 +1,4 @@
-"""Tests of tftransfer.stats (and the ``report`` command built on it) on synthetic tables."""
+"""Tests of tftransfer.report.stats (and the ``report`` command built on it) on synthetic tables."""
 
 import argparse
 import contextlib
@@ -16,7 +16,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
-from tftransfer import efficiency, stats, summary_markdown
+from tftransfer.report import efficiency
+from tftransfer.report import stats
+from tftransfer.report import summary as summary_markdown
 from tftransfer.commands import report
 from tftransfer.errors import UserError
 
@@ -380,7 +382,7 @@ class ReportCommandTest(unittest.TestCase):
             parser.parse_args(["report", "--results", str(results), "--curve-images", "0"])
 
     def test_report_modules_do_not_import_tensorflow(self):
-        code = ("import sys, tftransfer.commands.report, tftransfer.reporting, tftransfer.plots, tftransfer.stats; "
+        code = ("import sys, tftransfer.commands.report, tftransfer.report.build, tftransfer.report.plots, tftransfer.report.stats; "
                 "print('tensorflow' in sys.modules)")
         output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                 check=True).stdout.strip()

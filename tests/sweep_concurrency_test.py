@@ -14,7 +14,9 @@ import pytest
 import tensorflow as tf
 
 from tests.helpers import REPO
-from tftransfer import runs, sweeps, transfer
+from tftransfer import runs
+from tftransfer.sweeps import runner as sweeps
+from tftransfer.finetune import run as transfer
 from tftransfer.config import SweepConfig
 
 PROCESS_TIMEOUT_SECONDS = 120
@@ -36,7 +38,7 @@ BARRIER = textwrap.dedent("""
 
 APPEND_WORKER = BARRIER + textwrap.dedent("""
     sys.path.insert(0, sys.argv[1])
-    from tftransfer import sweeps
+    from tftransfer.sweeps import runner as sweeps
     path, barrier, name, peers, rows = sys.argv[2:7]
     wait_for_peers(barrier, name, int(peers))
     for i in range(int(rows)):
@@ -48,7 +50,8 @@ APPEND_WORKER = BARRIER + textwrap.dedent("""
 SWEEP_WORKER = BARRIER + textwrap.dedent("""
     import json
     sys.path.insert(0, sys.argv[1])
-    from tftransfer import sweeps, transfer
+    from tftransfer.finetune import run as transfer
+    from tftransfer.sweeps import runner as sweeps
     from tftransfer.config import SweepConfig
     results, log, barrier, name, peers, grid, options = sys.argv[2:9]
     options = json.loads(options)

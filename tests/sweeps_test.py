@@ -13,11 +13,13 @@ from pathlib import Path
 import pytest
 import tensorflow as tf
 
-import pipelines
+from tftransfer.sweeps import registry as grid_registry
 from tests.helpers import REPO, make_image_folder, make_source
 from unittest import mock
 
-from tftransfer import hub, runs, sweeps
+from tftransfer import runs
+from tftransfer.sources import hub
+from tftransfer.sweeps import runner as sweeps
 from tftransfer.config import CellOverride, SweepConfig
 from tftransfer.errors import UserError
 
@@ -33,9 +35,9 @@ def small_sweep(source_dirs, target, **kwargs):
 class GridTest(tf.test.TestCase):
 
     def test_every_registered_config_is_valid(self):
-        self.assertIn("replication", pipelines.names())
-        for name in pipelines.names():
-            sweep = pipelines.get(name)
+        self.assertIn("replication", grid_registry.names())
+        for name in grid_registry.names():
+            sweep = grid_registry.get(name)
             grid = sweeps.cells(sweep)
             self.assertNotEmpty(grid, name)
             self.assertLen({c.key for c in grid}, len(grid))
@@ -45,7 +47,7 @@ class GridTest(tf.test.TestCase):
                 self.assertTrue(known, f"{name}: unknown source {source}")
 
     def test_replication_grid_has_the_paper_shape(self):
-        grid = sweeps.cells(pipelines.get("replication"))
+        grid = sweeps.cells(grid_registry.get("replication"))
         small = [c for c in grid if c.train_images <= 800]
         large = [c for c in grid if c.train_images > 800]
         self.assertEqual({c.seed for c in small}, {0, 1, 2, 3, 4})
@@ -73,7 +75,7 @@ class GridTest(tf.test.TestCase):
         self.assertEqual(settings[(6, 0)], (1, 2))   # neither
 
     def test_shards_cover_the_grid_exactly_once(self):
-        grid = sweeps.cells(pipelines.get("replication"))
+        grid = sweeps.cells(grid_registry.get("replication"))
         for count in (1, 3, 7):
             keys = [c.key for i in range(1, count + 1) for c in sweeps.shard_cells(grid, i, count)]
             self.assertCountEqual(keys, [c.key for c in grid])
@@ -83,7 +85,7 @@ class GridTest(tf.test.TestCase):
             sweeps.parse_shard("5/4")
 
     def test_source_selection_keeps_only_those_cells_and_refuses_unknown_names(self):
-        sweep = pipelines.get("replication")
+        sweep = grid_registry.get("replication")
         grid = sweeps.cells(sweep)
         natural = sweeps.select_sources(grid, sweep, ["cifar10-resnet20-natural"])
         self.assertLen(natural, len(grid) // len(sweep.sources))
@@ -94,7 +96,7 @@ class GridTest(tf.test.TestCase):
 
     def test_unknown_config_lists_names(self):
         with self.assertRaisesRegex(UserError, "Unknown sweep config 'nope'.*replication"):
-            pipelines.get("nope")
+            grid_registry.get("nope")
 
     def test_malformed_override_fields_are_a_clear_error(self):
         for kwargs, message in (
@@ -267,7 +269,7 @@ class RunSweepTest(tf.test.TestCase):
             import sys
             sys.path.insert(0, {str(REPO)!r})
             from tests.sweeps_test import small_sweep
-            from tftransfer import sweeps
+            from tftransfer.sweeps import runner as sweeps
             sweep = small_sweep({[str(s) for s in self.sources]!r}, {self.target!r},
                                 train_images=(6, 9, 12), epochs=3)
             sweeps.run_sweep(sweep, {str(results)!r})

@@ -15,8 +15,9 @@ import tensorflow as tf
 
 import tftransfer
 from tests.helpers import TempRootTestCase, killed_after_epoch, make_image_folder
-from tftransfer import early_stop, training
-from tftransfer.callbacks import EPOCH_ATTRIBUTE, AtomicBackup, BackupUnlessNaN, HistoryCSV
+from tftransfer.adversarial import early_stop
+from tftransfer.training import pretrain as training
+from tftransfer.training.callbacks import EPOCH_ATTRIBUTE, AtomicBackup, BackupUnlessNaN, HistoryCSV
 from tftransfer.config import AttackConfig, DataConfig, ModelConfig, OptimConfig, PretrainConfig
 from tftransfer.errors import UserError
 

@@ -8,7 +8,10 @@ import json
 
 import pytest
 
-from tftransfer import architectures, config, resnet, transfer
+from tftransfer import config
+from tftransfer.models import architectures
+from tftransfer.models import resnet
+from tftransfer.finetune import run as transfer
 from tftransfer.commands import transfer as transfer_command
 from tftransfer.errors import UserError
 from tests import helpers

@@ -13,7 +13,8 @@ from absl.testing import parameterized
 import tftransfer
 from tests.cli_test import run_cli
 from tests.helpers import make_image_folder, make_source
-from tftransfer import checkpoints, transfer
+from tftransfer.training import checkpoints
+from tftransfer.finetune import run as transfer
 from tftransfer.config import DataConfig, OptimConfig, TransferConfig
 from tftransfer.errors import UserError
 

@@ -12,8 +12,11 @@ from absl.testing import parameterized
 
 import tftransfer
 from tests.helpers import make_image_folder, make_source
-from tftransfer import optim, resnet, saving, transfer
-from tftransfer.callbacks import StopOnNaN
+from tftransfer.training import optim
+from tftransfer.models import resnet
+from tftransfer.sources import saving
+from tftransfer.finetune import run as transfer
+from tftransfer.training.callbacks import StopOnNaN
 from tftransfer.config import DataConfig, OptimConfig, TransferConfig
 from tftransfer.errors import UserError
 

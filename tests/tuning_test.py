@@ -20,8 +20,14 @@ import tensorflow as tf
 
 from tests.helpers import (TempRootTestCase, config_from_command, make_image_folder,
                            make_source)
-from tftransfer import cli, data, resnet, saving, search_space, tune_best, tuners, tuning
-from tftransfer.hypermodel import FineTuneHyperModel, prepare
+from tftransfer import cli, data
+from tftransfer.models import resnet
+from tftransfer.sources import saving
+from tftransfer.tuning import search_space
+from tftransfer.tuning import best as tune_best
+from tftransfer.tuning import tuners
+from tftransfer.tuning import search as tuning
+from tftransfer.tuning.hypermodel import FineTuneHyperModel, prepare
 from tftransfer.errors import UserError
 
 

@@ -1,7 +1,7 @@
 """Worker entry point of the distributed-tuning test: ``tune`` with a start barrier.
 
 Usage: ``python tests/tuning_worker.py BARRIER_DIR PEERS -- TUNE_ARGS...`` with the
-keras-tuner environment variables set. It runs ``tftransfer.tuning.tune`` exactly as
+keras-tuner environment variables set. It runs ``tftransfer.tuning.search.tune`` exactly as
 ``python main.py tune TUNE_ARGS`` would, plus one callback: every worker's first trial
 waits until all PEERS workers have started one, so that no worker can finish the whole
 search before the others have connected (a real cluster needs no such barrier).
@@ -19,7 +19,8 @@ import keras
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tftransfer import cli, tuning  # noqa: E402
+from tftransfer import cli
+from tftransfer.tuning import search as tuning
 from tftransfer.commands import tune as tune_command  # noqa: E402
 
 BARRIER_TIMEOUT_SECONDS = 120

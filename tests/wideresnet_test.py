@@ -13,7 +13,12 @@ import tensorflow as tf
 
 import tftransfer
 from tests.helpers import assert_save_and_reload, make_image_folder
-from tftransfer import architectures, cli, saving, search_space, training, transfer
+from tftransfer import cli
+from tftransfer.models import architectures
+from tftransfer.sources import saving
+from tftransfer.tuning import search_space
+from tftransfer.training import pretrain as training
+from tftransfer.finetune import run as transfer
 from tftransfer.config import DataConfig, ModelConfig, OptimConfig, PretrainConfig, TransferConfig
 
 ARCH = "wrn16_4"
@@ -88,7 +93,7 @@ class ArchitectureTest(tf.test.TestCase):
 
     def test_parameter_count_and_widths_are_wrn_16_4(self):
         model = architectures.build(ARCH, 10, 32)
-        self.assertEqual(tftransfer.resnet.trainable_parameter_count(model),
+        self.assertEqual(tftransfer.models.resnet.trainable_parameter_count(model),
                          parameter_count(WIDTHS, 2, 10))
         self.assertEqual(parameter_count(WIDTHS, 2, 10), 2_748_890)
         self.assertEqual([model.get_layer(f"layer{s}.1.conv2").filters for s in (1, 2, 3)],

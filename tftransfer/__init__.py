@@ -19,6 +19,6 @@ def load_model(path):
     Returns:
       A ``keras.Model`` taking RGB float32 images in [0, 1].
     """
-    from tftransfer import hub  # imported lazily: `import tftransfer` stays cheap
+    from tftransfer.sources import hub
 
     return hub.load_model(path)

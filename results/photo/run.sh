@@ -2,7 +2,7 @@
 # Issue 23: the photo path at its real scale, offline. Flowers-102 by its TFDS name through
 # tfds.testing.mock_data (bench/mock_tfds.py: random images of varying sizes and random labels
 # shaped by the real metadata, TEST_IMAGES per split), a randomly initialised ResNet-50 written
-# as a PyTorch checkpoint (tftransfer/torch_resnet.py) and converted (`convert`), fine-tuned at
+# as a PyTorch checkpoint (tftransfer/models/torch_resnet.py) and converted (`convert`), fine-tuned at
 # 224 px with the head only and with layer4 (`--unfrozen-stages 1`). Per phase: wall time,
 # images/s of the feature extraction, peak resident memory (/usr/bin/time -v), and the feature
 # cache's size on disk. The accuracies are meaningless (random weights, random images).
@@ -47,7 +47,7 @@ transfer() {  # transfer NAME FLAGS...: the mocked Flowers-102 fine-tune
 }
 
 rm -rf "$WORK/source" "$WORK/head-only" "$WORK/layer4"
-phase checkpoint python -m tftransfer.torch_resnet --arch resnet50 --classes 1000 \
+phase checkpoint python -m tftransfer.models.torch_resnet --arch resnet50 --classes 1000 \
   --out "$WORK/resnet50-random.pt"
 phase convert python main.py convert --checkpoint "$WORK/resnet50-random.pt" --arch resnet50 \
   --out "$WORK/source"

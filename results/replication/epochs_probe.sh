@@ -36,7 +36,7 @@ PY
   run head-n3200-e30 3200 0 30
   run head-n3200-e300 3200 0 300
   run last-n100-e30 100 3 30
-  python -m tftransfer.analyses.bn_statistics_probe "$OUT/last-n100-e30" | tail -1
+  python -m tftransfer.report.analyses.bn_statistics_probe "$OUT/last-n100-e30" | tail -1
   run last-n100-e90 100 3 90
   run last-n200-e30 200 3 30
   run last-n200-e60 200 3 60

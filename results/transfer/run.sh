@@ -69,4 +69,4 @@ for target in mnist fashion_mnist; do
     done
   done
 done
-python -m tftransfer.analyses.transfer_methods results/transfer
+python -m tftransfer.report.analyses.transfer_methods results/transfer

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from tftransfer import attack_methods
+from tftransfer.config import attack_methods
 from tftransfer.config import ATTACKS, PRECISIONS, check_seed
 from tftransfer.errors import UserError
 

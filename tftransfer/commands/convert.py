@@ -60,14 +60,15 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def _list_published() -> dict:
-    from tftransfer import published
+    from tftransfer.sources import published
 
     print(published.table())
     return {"published": published.names(), "cache": str(published.cache_root())}
 
 
 def _convert_published(args: argparse.Namespace) -> dict:
-    from tftransfer import published, saving
+    from tftransfer.sources import published
+    from tftransfer.sources import saving
 
     entry = published.get(args.published)
     if entry is None:
@@ -84,7 +85,8 @@ def _convert_published(args: argparse.Namespace) -> dict:
 
 
 def _convert_checkpoint(args: argparse.Namespace) -> dict:
-    from tftransfer import convert, saving
+    from tftransfer.convert import checkpoint as convert
+    from tftransfer.sources import saving
 
     if not args.out:
         raise UserError("--out DIR is required with --checkpoint (where to write the model).")

@@ -45,9 +45,10 @@ def add_trust_saved_model_argument(parser) -> None:
 
 
 def run(args) -> dict:
-    from tftransfer import hub, saving
+    from tftransfer.sources import hub
+    from tftransfer.sources import saving
     from tftransfer.config import recorded_load_options
-    from tftransfer.evaluation import evaluate_on_dataset
+    from tftransfer.adversarial.evaluation import evaluate_on_dataset
 
     path = hub.model_dir(args.model)
     model = saving.load_model(path, trust_saved_model=args.trust_saved_model)

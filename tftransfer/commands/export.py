@@ -9,7 +9,7 @@ from __future__ import annotations
 def register(subparsers):
     """Adds the ``export`` subcommand and returns its parser."""
     from tftransfer.commands.evaluate import add_trust_saved_model_argument
-    from tftransfer.export import DEFAULT_TOP_K
+    from tftransfer.serving.export import DEFAULT_TOP_K
 
     parser = subparsers.add_parser(
         "export", help="export a model as a SavedModel for TensorFlow Serving",
@@ -35,7 +35,7 @@ def register(subparsers):
 
 def run(args) -> dict:
     """Runs ``export``; returns the result row the CLI prints."""
-    from tftransfer.export import export_model
+    from tftransfer.serving.export import export_model
 
     return export_model(args.model, args.name, base=args.base, version=args.version,
                         top_k=args.top_k, trust_saved_model=args.trust_saved_model)

@@ -54,7 +54,7 @@ def register(subparsers):
 
 def run(args) -> dict:
     """Runs ``influence``; returns the result row the CLI prints."""
-    from tftransfer.influence import analyze
+    from tftransfer.interpret.influence.run import analyze
 
     return analyze(args.model, args.out, args.train_images, args.test_images, args.top_k,
                    args.damping, args.method, args.rank, args.data_dir, args.download,

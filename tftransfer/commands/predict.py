@@ -41,7 +41,7 @@ def register(subparsers):
 
 def run(args) -> dict:
     """Runs ``predict``; returns the result row the CLI prints."""
-    from tftransfer import serving_client
+    from tftransfer.serving import client as serving_client
     from tftransfer.errors import UserError
 
     if args.top_k is not None and args.top_k < 1:

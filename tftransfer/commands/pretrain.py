@@ -75,7 +75,7 @@ def register(subparsers):
 
 
 def run(args) -> dict:
-    from tftransfer.training import pretrain
+    from tftransfer.training.pretrain import pretrain
 
     cfg = PretrainConfig(
         out=args.out,

@@ -1,6 +1,6 @@
 """``report``: sweep results -> 95% intervals, paired differences, tables and figures.
 
-The work is in ``tftransfer.reporting`` (imported when the command runs, so the CLI's
+The work is in ``tftransfer.report.build`` (imported when the command runs, so the CLI's
 start-up does not pay for pandas and matplotlib).
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from tftransfer.commands.common import positive_int
 
-# The names of tftransfer.analyses.ANALYSES (here so that --help does not import pandas).
+# The names of tftransfer.report.analyses.ANALYSES (here so that --help does not import pandas).
 ANALYSIS_NAMES = ("answers", "paper-table", "blocks", "ablation", "fast-adversarial")
 
 
@@ -45,8 +45,8 @@ def register(subparsers):
 def run(args) -> dict:
     from pathlib import Path
 
-    from tftransfer import reporting
-    from tftransfer.analyses import ANALYSES
+    from tftransfer.report import build as reporting
+    from tftransfer.report.analyses import ANALYSES
     from tftransfer.runs import write_text_atomic
 
     if args.analysis and all(ANALYSES[name].standalone for name in args.analysis):

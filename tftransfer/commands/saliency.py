@@ -44,7 +44,7 @@ def register(subparsers):
 
 def run(args) -> dict:
     """Runs ``saliency``; returns the result row the CLI prints."""
-    from tftransfer.saliency import run_saliency
+    from tftransfer.interpret.saliency import run_saliency
 
     return run_saliency(args.models, args.dataset, args.images, args.out, args.smoothgrad,
                         args.samples, args.noise, args.data_dir, args.download, args.labels,

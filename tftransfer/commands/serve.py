@@ -37,7 +37,7 @@ def register(subparsers):
 def run(args) -> dict:
     """Runs ``serve``; returns the result row the CLI prints (after the server stops,
     or at once with ``--detach``)."""
-    from tftransfer import model_server
+    from tftransfer.serving import server as model_server
 
     name = args.name or Path(args.base).resolve().name
     server = model_server.start_model_server(args.base, name, args.rest_port, args.grpc_port,

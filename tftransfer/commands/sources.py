@@ -27,7 +27,9 @@ def register(subparsers):
 
 def run(args) -> dict:
     """Runs ``sources``; prints the table unless ``--json``; returns the listing."""
-    from tftransfer import hub, published, sources
+    from tftransfer.sources import hub
+    from tftransfer.sources import published
+    from tftransfer.sources import registry as sources
 
     rows = [hub.describe(source) for source in hub.catalogue()]
     if not args.json:

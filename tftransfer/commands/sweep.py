@@ -42,13 +42,13 @@ def register(subparsers):
 
 
 def run(args) -> dict:
-    import pipelines
-    from tftransfer.grids import load_grid
-    from tftransfer.sweeps import run_sweep
+    from tftransfer.sweeps import registry as grid_registry
+    from tftransfer.sweeps.grid_files import load_grid
+    from tftransfer.sweeps.runner import run_sweep
 
     if args.list:
         return list_sweeps()
-    sweep = load_grid(args.grid) if args.grid else pipelines.get(args.config)
+    sweep = load_grid(args.grid) if args.grid else grid_registry.get(args.config)
     results = args.results or f"results/{sweep.name}"
     result = run_sweep(sweep, results, args.shard, args.max_runs, args.data_dir, args.download,
                        args.save_models, sources=args.sources)
@@ -69,10 +69,10 @@ def say_when_nothing_ran(result: dict, results: str) -> None:
 
 def list_sweeps() -> dict:
     """Prints each registered sweep's name and description (to stderr, like ``datasets``)."""
-    import pipelines
+    from tftransfer.sweeps import registry as grid_registry
 
-    sweeps = [{"name": name, "description": pipelines.get(name).description}
-              for name in pipelines.names()]
+    sweeps = [{"name": name, "description": grid_registry.get(name).description}
+              for name in grid_registry.names()]
     print("Registered sweeps (sweep --config NAME):", file=sys.stderr)
     width = max(len(entry["name"]) for entry in sweeps)
     for entry in sweeps:

@@ -17,7 +17,7 @@ from tftransfer.config import (DEFAULT_FEATURE_CACHE_MEMORY, FEATURE_CACHE_MODES
                                apply_overrides, apply_recipe, parse_size)
 from tftransfer.config import AUGMENT_PRESETS, RESIZE_MODES
 from tftransfer.errors import UserError
-from tftransfer.recipes import RECIPES
+from tftransfer.config.recipes import RECIPES
 
 DEFAULT_EPOCHS = TransferConfig.epochs
 # Flags that shape the run: with `--resume RUN_DIR` and no --target the run's own recorded
@@ -31,7 +31,7 @@ _RUN_FLAGS = ("source", "train_images", "test_images", "unfrozen_blocks", "eval_
 
 
 def register(subparsers):
-    from tftransfer.sources import DEFAULT_SOURCE, PHOTO_SOURCE, SMALL_IMAGE_MAX
+    from tftransfer.sources.registry import DEFAULT_SOURCE, PHOTO_SOURCE, SMALL_IMAGE_MAX
 
     parser = subparsers.add_parser(
         "transfer", help="fine-tune a source model on a target dataset",
@@ -206,7 +206,7 @@ def _augment_fields(preset: str | None) -> dict:
 
 def run(args) -> dict:
     """Runs ``transfer``; returns the compact summary the CLI prints (see ``summary``)."""
-    from tftransfer.transfer import fine_tune
+    from tftransfer.finetune.run import fine_tune
 
     cfg = _resumed_config(args) if args.target is None else config_from_args(args)
     # A user's --out may hold a finished result: refuse, rather than replace, a different one.
@@ -217,7 +217,7 @@ def run(args) -> dict:
 
 def _resumed_config(args) -> TransferConfig:
     """The recorded configuration of ``--resume RUN_DIR`` (with ``--epochs`` if given)."""
-    from tftransfer import checkpoints
+    from tftransfer.training import checkpoints
     from tftransfer.config import from_dict
 
     if not isinstance(args.resume, str):

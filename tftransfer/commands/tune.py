@@ -6,7 +6,7 @@ from tftransfer.commands.common import add_data_arguments, add_precision_argumen
 
 
 def register(subparsers):
-    from tftransfer.sources import DEFAULT_SOURCE, PHOTO_SOURCE, SMALL_IMAGE_MAX
+    from tftransfer.sources.registry import DEFAULT_SOURCE, PHOTO_SOURCE, SMALL_IMAGE_MAX
     from tftransfer.config import TUNE_DEFAULT_MAX_TRIALS as DEFAULT_MAX_TRIALS
     from tftransfer.config import TUNERS
 
@@ -63,8 +63,8 @@ def register(subparsers):
 
 def config_from_args(args):
     """The TuneConfig that the command line describes."""
-    from tftransfer import hub
-    from tftransfer.tuning import TuneConfig, base_config, default_directory
+    from tftransfer.sources import hub
+    from tftransfer.tuning.search import TuneConfig, base_config, default_directory
 
     # Resolved once here, so that the search, the retrain and the directory name agree.
     source = args.source or hub.default_source(args.target, args.data_dir, args.image_size,
@@ -93,6 +93,6 @@ def _int_list(text, flag):
 
 
 def run(args) -> dict:
-    from tftransfer.tuning import tune
+    from tftransfer.tuning.search import tune
 
     return tune(config_from_args(args), verbose=not args.quiet)

@@ -1,0 +1,3 @@
+"""Reports: statistics over result rows (paired differences, intervals, trends), markdown
+summaries, figures and the analyses ``report --analysis`` runs.
+"""
