@@ -1,8 +1,6 @@
 """Tests of the command line: help, the result contract, errors, pretrain/evaluate, resume."""
 
 import argparse
-import contextlib
-import io
 import json
 import subprocess
 import sys
@@ -14,23 +12,12 @@ import tensorflow as tf
 
 from tftransfer.sweeps import registry as grid_registry
 import tftransfer
-from tests.helpers import SHARED_TFDS, killed_after_epoch, make_image_folder
+from tests.helpers import SHARED_TFDS, killed_after_epoch, make_image_folder, run_cli
 from tftransfer import cli
 from tftransfer.sweeps import runner as sweeps
 from tftransfer.training import pretrain as training
 from tftransfer.commands import COMMAND_MODULES
 from tftransfer.config import DataConfig, ModelConfig, PretrainConfig, SweepConfig
-
-
-def run_cli(*argv):
-    """Runs the CLI in-process; returns (exit code, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = cli.main([str(a) for a in argv])
-        except SystemExit as exit_:
-            code = exit_.code
-    return code, out.getvalue(), err.getvalue()
 
 
 class HelpTest(tf.test.TestCase):

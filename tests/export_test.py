@@ -34,8 +34,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from tests.helpers import TempRootTestCase
-from tftransfer import cli, data
+from tests.helpers import TempRootTestCase, run_cli
+from tftransfer import data
 from tftransfer.serving import export
 from tftransfer.serving import image_limits
 from tftransfer.serving import server as model_server
@@ -111,14 +111,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def run_cli(argv) -> tuple[int, str, str]:
-    """Runs the CLI in-process; returns (exit code, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = cli.main(argv)
-    return code, out.getvalue(), err.getvalue()
 
 
 def make_run_dir(directory, data_settings: dict | None = None) -> Path:
@@ -441,12 +433,12 @@ class ExportTest(TempRootTestCase):
 
     def test_export_cli_and_bad_arguments(self):
         base = self.root / "cli"
-        code, out, _ = run_cli(["export", "--model", str(self.run_dir), "--name", "m",
+        code, out, _ = run_cli(*["export", "--model", str(self.run_dir), "--name", "m",
                                 "--base", str(base), "--top-k", "10"])
         self.assertEqual(code, 0)
         result = json.loads(out.strip().splitlines()[-1])
         self.assertEqual((result["version"], result["top_k"]), (1, 3))  # k <= classes
-        code, _, err = run_cli(["export", "--model", str(self.run_dir), "--name", "m",
+        code, _, err = run_cli(*["export", "--model", str(self.run_dir), "--name", "m",
                                 "--base", str(base), "--version", "1"])
         self.assertEqual(code, 2)
         self.assertIn("already exists", err)
@@ -658,7 +650,7 @@ class ServingClientTest(TempRootTestCase):
 
     def test_predict_cli_prints_table_and_json(self):
         with self.fake() as server:
-            code, out, err = run_cli(["predict", "--server", server.url, "--model", NAME,
+            code, out, err = run_cli(*["predict", "--server", server.url, "--model", NAME,
                                       "--top-k", "5", *self.files])
         self.assertEqual(code, 0, err)
         result = json.loads(out.strip().splitlines()[-1])
@@ -673,7 +665,7 @@ class ServingClientTest(TempRootTestCase):
         url = f"http://127.0.0.1:{free_port()}"  # nothing listens there any more
         with self.assertRaisesRegex(UserError, "Cannot reach TF Serving.*connection refused"):
             serving_client.predict_rest(url, NAME, [self.images["bmp_32x32"]])
-        code, _, err = run_cli(["predict", "--server", url, "--model", NAME, self.files[0]])
+        code, _, err = run_cli(*["predict", "--server", url, "--model", NAME, self.files[0]])
         self.assertEqual(code, 2)
         self.assertNotIn("Traceback", err)
 
@@ -704,7 +696,7 @@ class ServingClientTest(TempRootTestCase):
         bomb = self.root / "bomb.png"  # refused from its header, with its index
         bomb.write_bytes(constant_png(12000, 12000))
         with self.fake() as server:
-            code, _, err = run_cli(["predict", "--server", server.url, "--model", NAME, good,
+            code, _, err = run_cli(*["predict", "--server", server.url, "--model", NAME, good,
                                     str(broken), good])
             self.assertEqual(code, 2)
             self.assertIn(f"refused {str(broken)!r} (image 1 of the 3 sent", err)
@@ -762,7 +754,7 @@ class ServingClientTest(TempRootTestCase):
         empty_bin = self.root / "empty_bin"
         empty_bin.mkdir(exist_ok=True)
         with mock.patch.dict(os.environ, {"PATH": str(empty_bin)}):
-            code, _, err = run_cli(["serve", "--base", str(self.base / NAME)])
+            code, _, err = run_cli(*["serve", "--base", str(self.base / NAME)])
         self.assertEqual(code, 2)
         base = (self.base / NAME).resolve()
         self.assertIn(f"docker run -p 8501:8501 -p 8500:8500 --mount type=bind,source={base},"
@@ -786,7 +778,7 @@ class ServingClientTest(TempRootTestCase):
                     model_server.start_model_server(self.base / NAME, NAME, rest, free_port())
             finally:
                 server.stop()
-            code, out, err = run_cli(["serve", "--base", str(self.base / NAME), "--detach",
+            code, out, err = run_cli(*["serve", "--base", str(self.base / NAME), "--detach",
                                       "--rest-port", str(free_port()),
                                       "--grpc-port", str(free_port())])
             self.assertEqual(code, 0, err)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import shlex
 import shutil
@@ -134,3 +135,16 @@ def killed_after_epoch(epoch: int):
             raise KeyboardInterrupt
     with mock.patch.object(HistoryCSV, "on_epoch_end", on_epoch_end):
         yield
+
+
+def run_cli(*argv) -> tuple[int, str, str]:
+    """Runs the CLI in-process; returns (exit code, stdout, stderr)."""
+    from tftransfer import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = cli.main([str(a) for a in argv])
+        except SystemExit as exit_:  # --help, argparse errors
+            code = exit_.code
+    return code, out.getvalue(), err.getvalue()

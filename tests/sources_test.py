@@ -18,23 +18,12 @@ from unittest import mock
 
 import tensorflow as tf
 
-from tests.helpers import REPO, SHARED_TFDS, make_image_folder, make_source
+from tests.helpers import REPO, SHARED_TFDS, make_image_folder, make_source, run_cli
 from tftransfer import cli
 from tftransfer.sources import hub
 from tftransfer.sources import published
 from tftransfer.sources import registry as sources
 from tftransfer.errors import UserError
-
-
-def run_cli(*argv):
-    """Runs the CLI in-process; returns (exit code, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = cli.main([str(a) for a in argv])
-        except SystemExit as exit_:  # --help
-            code = exit_.code
-    return code, out.getvalue(), err.getvalue()
 
 
 def write_source_json(directory: Path, **fields) -> Path:

@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.helpers import (TempRootTestCase, config_from_command, make_image_folder,
+from tests.helpers import (TempRootTestCase, run_cli, config_from_command, make_image_folder,
                            make_source)
-from tftransfer import cli, data
+from tftransfer import data
 from tftransfer.models import resnet
 from tftransfer.sources import saving
 from tftransfer.tuning import search_space
@@ -207,12 +207,10 @@ class ValidationSplitTest(TuningTestCase):
         self.assertEqual(keras.mixed_precision.global_policy().name, "mixed_bfloat16")
 
 
-def run_cli(argv):
+def run_cli_json(argv):
     """Runs the CLI in-process; returns (exit code, the JSON of the last stdout line)."""
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        code = cli.main(argv)
-    lines = out.getvalue().strip().splitlines()
+    code, out, _ = run_cli(*argv)
+    lines = out.strip().splitlines()
     return code, json.loads(lines[-1]) if lines else None
 
 
@@ -260,7 +258,7 @@ class SearchTest(TuningTestCase):
         argv = ["tune", "--target", self.folder, "--source", self.source, "--train-images",
                 "30", "--tuner", "random", "--max-trials", "2", "--max-epochs", "2",
                 "--unfrozen-choices", "0,1", "--dir", str(directory), "--quiet"]
-        code, result = run_cli(argv)
+        code, result = run_cli_json(argv)
         self.assertEqual(code, 0)
         self.assertEqual(result["trials"], 2)
         self.assertEqual(result["trials_run_here"], ["0", "1"])
@@ -289,7 +287,7 @@ class SearchTest(TuningTestCase):
         self.assertEqual(retrain.optim.learning_rate, best["learning_rate"])
         self.assertTrue((directory / tune_best.BEST_RUN_DIR / "model.keras").exists())
         # Rerunning a finished search trains nothing and does not test again.
-        code, again = run_cli(argv)
+        code, again = run_cli_json(argv)
         self.assertEqual((code, again["trials_run_here"], again["retrained"]), (0, [], False))
         self.assertEqual(again["test_accuracy"], result["test_accuracy"])
 

@@ -45,6 +45,48 @@ def checkout_commit(root) -> str:
     return commit + ("+dirty" if dirty else "")
 
 
+# What decides a result: the package, the registered grids and the entry point. Results, READMEs
+# and a training run's own files may change beside a sweep without changing its rows.
+CODE_PATHS = ("tftransfer", "pipelines", "main.py", "setup.cfg")
+# Set to 1 to record results from uncommitted code anyway (rows are then marked "+dirty").
+ALLOW_DIRTY_ENV = "TFTRANSFER_ALLOW_DIRTY"
+
+
+def uncommitted_code(root=None) -> list[str]:
+    """The tracked files under ``CODE_PATHS`` that differ from the commit checked out at
+    ``root`` (default: the checkout this package runs from); [] outside git."""
+    root = Path(root) if root is not None else Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                              *CODE_PATHS], cwd=root, capture_output=True, text=True,
+                             timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line[3:] for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 \
+        else []
+
+
+def require_committed_code(allow_dirty: bool = False, root=None) -> None:
+    """Refuses to record results from code that differs from its commit, so that every row
+    traces to one commit; ``allow_dirty`` (or ``TFTRANSFER_ALLOW_DIRTY=1``) lets a local
+    experiment run, its rows marked ``+dirty``.
+
+    Raises:
+      UserError: naming the changed files and the two ways on.
+    """
+    from tftransfer.errors import UserError
+
+    if allow_dirty or os.environ.get(ALLOW_DIRTY_ENV) == "1":
+        return
+    changed = uncommitted_code(root)
+    if changed:
+        shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5
+                                          else "")
+        raise UserError(f"The code has uncommitted changes ({shown}), so these results would "
+                        f"trace to no commit; commit them (or run from a `git worktree` of a "
+                        f"commit), or pass --allow-dirty to record rows marked +dirty.")
+
+
 def checkout_relative(path) -> str:
     """``path`` as results record it: relative to the checkout that holds it (the same
     string from any working directory, an absolute ``--results`` or another ``git worktree``

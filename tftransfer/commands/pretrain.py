@@ -22,6 +22,9 @@ def register(subparsers):
                         help="network architecture")
     parser.add_argument("--width", type=float, default=1.0, help="channel-count multiplier")
     parser.add_argument("--out", required=True, help="run directory (e.g. saved_models/NAME)")
+    parser.add_argument("--allow-dirty", action="store_true",
+                        help="train from code with uncommitted changes (the model's "
+                             "git_commit is then marked +dirty); without it pretrain refuses")
     parser.add_argument("--epochs", type=int, default=30,
                         help="training epochs; more than a finished run in --out had extends "
                              "it (recorded as extended_from in config.json)")
@@ -75,8 +78,10 @@ def register(subparsers):
 
 
 def run(args) -> dict:
+    from tftransfer import runs
     from tftransfer.training.pretrain import pretrain
 
+    runs.require_committed_code(args.allow_dirty)
     cfg = PretrainConfig(
         out=args.out,
         data=DataConfig(dataset=args.dataset, data_dir=args.data_dir, download=args.download,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from tftransfer import runs
 from tftransfer.commands.common import add_data_arguments
 
 
@@ -34,6 +35,10 @@ def register(subparsers):
                              "far); rows go to the same results file")
     parser.add_argument("--max-runs", type=int, default=None, metavar="K",
                         help="stop after K runs (K >= 1)")
+    parser.add_argument("--allow-dirty", action="store_true",
+                        help="record rows from code with uncommitted changes (marked +dirty "
+                             "in git_commit); without it a sweep refuses, so that every row "
+                             "traces to one commit")
     parser.add_argument("--save-models", action="store_true",
                         help="also save every fine-tuned model (large)")
     add_data_arguments(parser)
@@ -49,6 +54,7 @@ def run(args) -> dict:
     if args.list:
         return list_sweeps()
     sweep = load_grid(args.grid) if args.grid else grid_registry.get(args.config)
+    runs.require_committed_code(args.allow_dirty)
     results = args.results or f"results/{sweep.name}"
     result = run_sweep(sweep, results, args.shard, args.max_runs, args.data_dir, args.download,
                        args.save_models, sources=args.sources)
