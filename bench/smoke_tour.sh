@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every command of the README's "A tour of the CLI" with small settings (subsets, one
+# Runs every command of docs/cli.md's "A tour of the CLI" with small settings (subsets, one
 # epoch) on a fresh clone of this repository's HEAD, and prints each command's wall time and a
 # final PASS/FAIL table. Commands that need the network or tensorflow_model_server are listed
 # as SKIP with the reason. Usage, from the repository root with the virtual environment active:
@@ -61,7 +61,7 @@ expect() {  # expect NAME PATTERN FILE: a step passes only if FILE holds PATTERN
     fi
 }
 
-tour() {  # the README's tour, in its order
+tour() {  # the tour of docs/cli.md, in its order
 M="python main.py"
 # 1/4 width, 512 training images, tested on 500 (the full test split takes most of the time).
 SRC=(--dataset cifar10 --arch resnet20 --width 0.25 --train-images 512 --set data.test_images=500)

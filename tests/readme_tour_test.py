@@ -1,4 +1,5 @@
-"""The README's CLI tour matches the parser: every command and flag it shows exists."""
+"""The CLI tour (docs/cli.md, moved there from the README) matches the parser: every command
+and flag it shows exists, and every command is shown. The README's quick start is checked too."""
 
 import argparse
 import re
@@ -7,13 +8,15 @@ from pathlib import Path
 
 from tftransfer import cli
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+REPO = Path(__file__).resolve().parents[1]
+TOUR = REPO / "docs" / "cli.md"
+README = REPO / "README.md"
 
 
-def tour_commands(text: str) -> list[list[str]]:
-    """The ``python main.py ...`` lines of the README's tour block, continuations joined and
-    comments dropped, as token lists starting with the command name."""
-    tour = text[text.index("## A tour of the CLI"):]
+def tour_commands(text: str, heading: str = "## A tour of the CLI") -> list[list[str]]:
+    """The ``python main.py ...`` lines of the first ``bash`` block after ``heading``,
+    continuations joined and comments dropped, as token lists starting with the command name."""
+    tour = text[text.index(heading):]
     block = re.search(r"```bash\n(.*?)```", tour, re.S).group(1)
     joined = re.sub(r"\\\n", " ", block)
     commands = []
@@ -30,26 +33,36 @@ def _subcommands() -> dict:
                 if isinstance(action, argparse._SubParsersAction)).choices
 
 
+def unknown_commands_and_flags(commands: list[list[str]]) -> list[str]:
+    """The commands, and the ``command --flag``s, of ``commands`` that the parser lacks."""
+    parsers = _subcommands()
+    unknown = []
+    for tokens in commands:
+        name, flags = tokens[0], [t.split("=")[0] for t in tokens[1:] if t.startswith("--")]
+        if name not in parsers:
+            unknown.append(name)
+            continue
+        known = {option for action in parsers[name]._actions
+                 for option in action.option_strings}
+        unknown += [f"{name} {flag}" for flag in flags if flag not in known]
+    return unknown
+
+
 class ReadmeTourTest(unittest.TestCase):
 
     def test_every_flag_of_the_tour_exists(self):
-        commands = tour_commands(README.read_text())
+        commands = tour_commands(TOUR.read_text())
         self.assertGreater(len(commands), 15)
-        parsers = _subcommands()
-        unknown = []
-        for tokens in commands:
-            name, flags = tokens[0], [t.split("=")[0] for t in tokens[1:] if t.startswith("--")]
-            if name not in parsers:
-                unknown.append(name)
-                continue
-            known = {option for action in parsers[name]._actions
-                     for option in action.option_strings}
-            unknown += [f"{name} {flag}" for flag in flags if flag not in known]
-        self.assertEqual(unknown, [])
+        self.assertEqual(unknown_commands_and_flags(commands), [])
 
     def test_every_command_is_in_the_tour(self):
-        shown = {tokens[0] for tokens in tour_commands(README.read_text())}
+        shown = {tokens[0] for tokens in tour_commands(TOUR.read_text())}
         self.assertEqual(sorted(set(_subcommands()) - shown), [])
+
+    def test_every_flag_of_the_readme_quick_start_exists(self):
+        commands = tour_commands(README.read_text(), "## Quick start")
+        self.assertGreater(len(commands), 3)
+        self.assertEqual(unknown_commands_and_flags(commands), [])
 
     def test_the_parser_finds_flags_in_brackets_and_continuations(self):
         text = ("## A tour of the CLI\n```bash\n# python main.py nope --x\n"
