@@ -4,10 +4,11 @@ Configs are plain frozen dataclasses: they serialize to the ``config.json`` of e
 run (``to_dict``) and validate themselves on construction, so an impossible config
 stops with one sentence before any TensorFlow work starts.
 
-This module is the one place callers import them from; each job lives in its own module:
-``config_checks`` (validation), ``section_configs`` (data, attack, optimizer, model),
-``run_configs`` (pretrain, transfer), ``sweep_config`` (grids) and ``config_overrides``
-(``to_dict``/``from_dict``, ``--set``, recipes, sizes).
+This package's face is the one place callers import them from; each job lives in its own
+module: ``checks`` (validation), ``sections`` (data, attack, optimizer, model), ``run``
+(pretrain, transfer), ``sweep`` (grids), ``overrides`` (``to_dict``/``from_dict``, ``--set``,
+recipes, sizes), ``recipes`` (the named presets) and ``config.attack_methods`` (the registry of
+adversarial training methods).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The sections of a run's config: which data, which threat model, which optimizer, which model.
 
-Frozen dataclasses that validate themselves on construction; ``run_configs`` nests them.
+Frozen dataclasses that validate themselves on construction; ``config.run`` nests them.
 """
 
 from __future__ import annotations

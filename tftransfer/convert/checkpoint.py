@@ -1,8 +1,8 @@
 """PyTorch ResNet checkpoints (robustness library, robust-models-transfer, torchvision) -> Keras.
 
-``convert`` reads a checkpoint (``checkpoint_reading``: file checks, safe unpickling, layout
-detection), maps its tensors onto the registered architecture's Keras model (``weight_mapping``),
-checks the logits against PyTorch (``convert_verify``) and returns the model with its
+``convert`` reads a checkpoint (``convert.reading``: file checks, safe unpickling, layout
+detection), maps its tensors onto the registered architecture's Keras model (``convert.weight_mapping``),
+checks the logits against PyTorch (``convert.verify``) and returns the model with its
 ``config.json``; the caller saves both. Every public name of those modules is importable from
 here too.
 

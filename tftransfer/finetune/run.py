@@ -8,9 +8,9 @@ activations: the same result, many times faster. A sweep also reuses loaded sour
 and datasets and the built, traced networks (reset before each run).
 
 The parts live in their own modules, and this one re-exports what callers use:
-``source_loading`` (the source and its identity), ``networks`` (head, freezing, the
-trunk boundary, the compiled trainer), ``feature_cache`` (``RunCache``),
-``transfer_loop`` (training, the test curve, checkpoints) and ``transfer_result`` (the
+``sources.loading`` (the source and its identity), ``networks`` (head, freezing, the
+trunk boundary, the compiled trainer), ``finetune.run_cache`` (``RunCache``),
+``finetune.loop`` (training, the test curve, checkpoints) and ``finetune.result`` (the
 result row).
 """
 
@@ -255,7 +255,7 @@ def _cached_datasets(cfg, network: Network, source, target, indices, image_size,
                      cache: RunCache, tensors: bool = False, first_epoch: int = 0,
                      progress: bool = False):
     """(train, test, curve) datasets of trunk activations; with ``tensors``, test and curve
-    are (features, labels) tensors instead where they are held in memory (``compiled_loop``
+    are (features, labels) tensors instead where they are held in memory (``finetune.compiled_loop``
     evaluates those). The training batches start at epoch ``first_epoch`` (a resumed run).
     ``progress``: the feature extraction's progress on stderr."""
     train_idx, test_idx, curve_idx = indices

@@ -29,7 +29,7 @@ class RunCache:
     - loaded source models and target datasets;
     - the frozen trunk's activations, per image, keyed by (source, target, split,
       boundary, image size): a sweep computes each image's features once; they are held
-      in memory up to ``memory_budget`` bytes, beyond it in files (``feature_store``);
+      in memory up to ``memory_budget`` bytes, beyond it in files (``finetune.feature_store``);
     - built and traced networks (``Network``), keyed by everything that shapes the
       graph or the optimizer, and reset to the source's weights before each run, so
       that runs differing only in seed or training images re-trace nothing.
@@ -171,7 +171,7 @@ class RunCache:
         ``within``: the indices of an evaluation set built before that contains
         ``indices`` (the per-epoch curve's images inside the test images); its features
         are gathered instead of computed again. ``tensors``: return the (features, labels)
-        tensors instead of the dataset (what ``compiled_loop`` evaluates); for features
+        tensors instead of the dataset (what ``finetune.compiled_loop`` evaluates); for features
         that do not fit the memory budget, the dataset streamed from disk either way.
         """
         indices = np.asarray(indices)

@@ -4,7 +4,7 @@ Every function returns a ``matplotlib.figure.Figure`` built without ``pyplot``: 
 global figure registry (nothing leaks in a long sweep report) and no display
 backend is needed; ``save_figure`` renders it with the Agg canvas.
 
-The shared drawing pieces (colours, bands, legends, ``save_figure``) are in ``plot_parts``;
+The shared drawing pieces (colours, bands, legends, ``save_figure``) are in ``report.plot_parts``;
 its public names are importable from here too.
 """
 

@@ -1,6 +1,6 @@
 """A sweep's results files -> one validated table (one row per finished fine-tuning run).
 
-``read_results`` reads every shard (``result_files``), merges duplicates and types the
+``read_results`` reads every shard (``sweeps.result_files``), merges duplicates and types the
 columns. Data-quality problems that do not stop the report (duplicate run keys, unpaired
 seeds, rows without an accuracy) are raised as ``DataWarning`` so callers can show them and
 keep them in the report.

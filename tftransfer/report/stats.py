@@ -1,7 +1,7 @@
 """Results table -> means, 95% intervals, paired differences and their trend over N.
 
 Pure pandas/scipy functions over the sweep's results table (one row per finished
-fine-tuning run; ``results_table``); no TensorFlow. The pipeline used by ``report`` is::
+fine-tuning run; ``report.results_table``); no TensorFlow. The pipeline used by ``report`` is::
 
     table = read_results(results_dir)
     baseline = resolve_baseline(table, name_or_none)
@@ -12,7 +12,7 @@ fine-tuning run; ``results_table``); no TensorFlow. The pipeline used by ``repor
     efficiency = efficiency.data_efficiency(summary, baseline)
     speedup = efficiency.epochs_speedup(table, baseline)
 
-and ``summary_markdown`` turns them into tables.
+and ``report.summary`` turns them into tables.
 """
 
 from __future__ import annotations

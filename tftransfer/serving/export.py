@@ -18,11 +18,11 @@ recognises the toolkit's own exports).
 
 A server must not let one request exhaust its memory: ``serving_default`` refuses an
 image whose header declares more than ``MAX_IMAGE_PIXELS`` pixels before decoding it
-(``image_limits``), and decodes images one at a time, so a request's peak memory is that
+(``serving.image_limits``), and decodes images one at a time, so a request's peak memory is that
 of one image at the limit. An empty batch returns empty outputs.
 
-Serving lives beside this module: ``model_server`` starts ``tensorflow_model_server`` and
-``serving_client`` is the REST/gRPC client.
+Serving lives beside this module: ``serving.server`` starts ``tensorflow_model_server`` and
+``serving.client`` is the REST/gRPC client.
 """
 
 from __future__ import annotations

@@ -5,9 +5,9 @@ A *model directory* (written by ``pretrain``, ``transfer`` and ``convert``) hold
 was made, the class names, the git commit). ``load_model`` also accepts a bare
 ``.keras`` file and a SavedModel directory: files only (names are ``tftransfer.sources.hub``'s).
 
-A SavedModel directory is loaded only when ``saved_model_trust`` passes it (the toolkit's
+A SavedModel directory is loaded only when ``sources.trust`` passes it (the toolkit's
 own untouched exports of pure tensor computation, or any with ``--trust-saved-model``),
-as the view ``saved_model_view`` builds.
+as the view ``sources.saved_model_view`` builds.
 """
 
 from __future__ import annotations

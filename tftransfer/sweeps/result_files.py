@@ -1,7 +1,7 @@
 """Where a sweep's results files are: ``results*.csv`` (shards included), in natural order.
 
 Shared by recording (``sweeps`` skips the runs already in them) and reading
-(``results_table`` merges them); standard library only, so a sweep does not load pandas
+(``report.results_table`` merges them); standard library only, so a sweep does not load pandas
 to find its finished runs.
 """
 

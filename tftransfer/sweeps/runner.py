@@ -28,7 +28,7 @@ side by side), and each cell still runs once and every row is kept:
 
 The lock and the claims sit in the results directory itself (a shared file system
 for processes on several hosts; ``flock`` works on local disks and NFSv4). The grid is
-``sweep_grid``; the rows, the lock and the claims are ``sweep_state``; this module runs
+``sweeps.cells``; the rows, the lock and the claims are ``sweeps.state``; this module runs
 the cells.
 """
 

@@ -2,7 +2,7 @@
 
 A run started by the ``transfer`` command writes ``transfer_checkpoint.npz`` into its run
 directory at the end of every epoch (``fit()``) or of every compiled stretch
-(``compiled_loop``): the trained part's weights, the optimizer's variables (its step
+(``finetune.compiled_loop``): the trained part's weights, the optimizer's variables (its step
 counter included, so the step-indexed learning rate continues where it stopped), the
 history rows and test-curve points so far, the run's resolved config and its extensions.
 It is one file written atomically, the one source of truth for the epoch a resumed run

@@ -10,13 +10,13 @@ file records its epoch; the input pipeline starts from that epoch and ``fit()`` 
 same one. Every resume file is written atomically; an unusable one stops the run with one
 sentence instead of training from a wrong epoch.
 
-Methods (``attack_methods``): PGD and FGSM with a random start train one optimizer step
+Methods (``config.attack_methods``): PGD and FGSM with a random start train one optimizer step
 per minibatch. Free training's step accounting: ``--epochs E`` is the budget in
 epoch-equivalents of gradient computations; the run makes E / m passes over the data
 (``fit()`` epochs, history rows and checkpoints count passes), each minibatch replayed m
 (``free_replays``) times in a row, one forward-backward pass and one optimizer step per
 replay: E x batches optimizer steps in all, as natural training for E epochs, and the
-learning-rate schedule spans those steps. With ``early_stop``, ``early_stop_images``
+learning-rate schedule spans those steps. With ``adversarial.early_stop``, ``early_stop_images``
 training images are held out of training for the PGD check (``early_stop.PGDEarlyStop``).
 """
 

@@ -12,8 +12,8 @@ Every search lives in a directory and resumes from it (finished trials are kept)
 keras-tuner's distributed mode works unchanged: one chief process serves the oracle,
 worker processes run trials (see ``tuners.role`` and ``results/tuning/README.md``).
 
-The parts: ``search_space`` (the knobs), ``hypermodel`` (a trial's training),
-``tuners`` (keras-tuner), ``tune_best`` (the best trial's command and retrain); this
+The parts: ``tuning.search_space`` (the knobs), ``hypermodel`` (a trial's training),
+``tuners`` (keras-tuner), ``tuning.best`` (the best trial's command and retrain); this
 module holds the search's config and ``tune``.
 """
 

@@ -1,6 +1,6 @@
 """Ranking training images by influence, and the paper's label match rates (Figure 6).
 
-Sign convention as in ``influence_math``: I < 0 is helpful, so "most influential" ranks by
+Sign convention as in ``interpret.influence.math``: I < 0 is helpful, so "most influential" ranks by
 ``-I`` (``rank='absolute'``: by ``|I|``).
 """
 

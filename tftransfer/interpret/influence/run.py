@@ -1,9 +1,9 @@
 """The ``influence`` analysis of fine-tuned runs (Koh & Liang, 2017): scores, match rates
 and figures for several runs.
 
-The math (the head problem, its Hessian, the sign convention) is ``influence_math``; loading
-a run is ``influence_runs``; ranking and match rates ``influence_ranking``; figures
-``influence_plots``.
+The math (the head problem, its Hessian, the sign convention) is ``interpret.influence.math``; loading
+a run is ``interpret.influence.trained_runs``; ranking and match rates ``interpret.influence.ranking``; figures
+``interpret.influence.plots``.
 """
 
 from __future__ import annotations
