@@ -44,7 +44,8 @@ class HelpTest(tf.test.TestCase):
         for command, shown in (("transfer", ("training epochs (default: 10;",
                                              "initial learning rate (SGD) (default: 0.1)",
                                              "(default: 0)")),
-                               ("pretrain", ("(default: 30)", "L2 penalty added to the loss (default: 0.0005)")),
+                               ("pretrain", ("(default: 30)", "L2 penalty added to the loss "
+                                             "(PyTorch's coupled weight decay) (default: 0.0005)")),
                                ("evaluate", ("evaluation batch size (default: 256)",)),
                                ("serve", ("port of the REST API (default: 8501)",))):
             code, out, _ = run_cli(command, "--help")

@@ -10,24 +10,19 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from tftransfer.commands.common import add_data_arguments, add_precision_argument
-from tftransfer.config import (DEFAULT_FEATURE_CACHE_MEMORY, FEATURE_CACHE_MODES,
-                               FROZEN_BN_MODES, HEAD_INITS, NORMALIZATIONS, SCHEDULES,
-                               SUBSET_METHODS, DataConfig, OptimConfig, TransferConfig,
+from tftransfer.commands.common import add_data_arguments
+from tftransfer.config import (AUGMENT_PRESETS, DEFAULT_FEATURE_CACHE_MEMORY, TransferConfig,
                                apply_overrides, apply_recipe, parse_size)
-from tftransfer.config import AUGMENT_PRESETS, RESIZE_MODES
-from tftransfer.errors import UserError
+from tftransfer.config.flags import TRANSFER_FLAGS, add_flags, apply_flags
 from tftransfer.config.recipes import RECIPES
+from tftransfer.errors import UserError
 
 DEFAULT_EPOCHS = TransferConfig.epochs
 # Flags that shape the run: with `--resume RUN_DIR` and no --target the run's own recorded
 # values are used, so giving one of these (other than --epochs) is refused, never ignored.
-_RUN_FLAGS = ("source", "train_images", "test_images", "unfrozen_blocks", "eval_every",
-              "curve_test_images", "seed", "out", "head_init", "frozen_bn", "lr", "momentum",
-              "weight_decay", "batch_size", "schedule", "label_smoothing", "image_size",
-              "augment", "test_fraction", "normalization", "subset", "recipe", "set",
-              "precision", "steps", "unfrozen_stages", "resize", "crop_fraction", "image_key",
-              "label_key", "train_split", "test_split")
+# (--feature-cache changes how, not what, a run computes.)
+RUN_FLAGS = tuple(flag.dest for flag in TRANSFER_FLAGS if flag.dest != "feature_cache") + (
+    "source", "out", "augment", "recipe", "set")
 
 
 def register(subparsers):
@@ -56,33 +51,9 @@ def register(subparsers):
                              f"published) or a model path (default: {DEFAULT_SOURCE} for "
                              f"targets of at most {SMALL_IMAGE_MAX} px, {PHOTO_SOURCE} for "
                              f"larger ones; the run's first line says which and why)")
-    parser.add_argument("--train-images", type=int, default=None,
-                        help="number of training images in total (default: all)")
-    parser.add_argument("--test-images", type=int, default=None,
-                        help="evaluate on a fixed stratified subset of the test split")
-    parser.add_argument("--unfrozen-blocks", type=int, default=0,
-                        help="fine-tune the head and the last N residual blocks (-1: all)")
-    parser.add_argument("--unfrozen-stages", type=int, default=None, metavar="K",
-                        help="fine-tune the head and the last K stages instead of blocks (default: "
-                             "unset; their blocks "
-                             "from the architecture registry: ResNet-50's layer3 + layer4 is "
-                             "2, i.e. 9 blocks); config.json records the blocks")
     parser.add_argument("--epochs", type=int, default=None,
                         help=f"training epochs (default: {DEFAULT_EPOCHS}; with --resume "
                              f"RUN_DIR the run's own; more than a finished run's extends it)")
-    parser.add_argument("--steps", type=int, default=None, metavar="N",
-                        help="train for at least N SGD steps instead of --epochs (default: unset): epochs = ceil(N / steps "
-                             "per epoch), which config.json records (at N = 100 and batch "
-                             "128 an epoch is 1 step, so the default 10 epochs are 10 steps); "
-                             "a run that ends unconverged carries a warning either way")
-    parser.add_argument("--eval-every", type=int, default=1,
-                        help="test accuracy every N epochs into history.csv (0: only the last)")
-    parser.add_argument("--curve-test-images", type=int, default=None, metavar="K",
-                        help="measure that per-epoch curve on a stratified K of the test images "
-                             "(faster; the final accuracy always uses all of them)")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="seed of the training subset, the head's initialization and the "
-                             "batch order")
     parser.add_argument("--out", default=None,
                         help="run directory (default: runs/transfer/<target>__<source>__n<N>"
                              "__b<blocks>__s<seed>); refused if it holds a finished run of "
@@ -94,22 +65,6 @@ def register(subparsers):
                              "is extended. RUN_DIR alone reuses the run's recorded options")
     parser.add_argument("--quiet", action="store_true",
                         help="no per-epoch or feature-extraction progress on stderr")
-    parser.add_argument("--head-init", choices=HEAD_INITS, default="normal",
-                        help="normal: the paper's N(0, 1); glorot: Keras' default")
-    parser.add_argument("--frozen-bn", choices=FROZEN_BN_MODES, default="inference",
-                        help="frozen BatchNorm layers: inference mode (Keras) or updating "
-                             "statistics (the paper's PyTorch code)")
-    parser.add_argument("--lr", type=float, default=0.1, help="initial learning rate (SGD)")
-    parser.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
-    parser.add_argument("--weight-decay", type=float, default=5e-4,
-                        help="L2 penalty added to the loss (PyTorch's coupled weight decay)")
-    parser.add_argument("--batch-size", type=int, default=128, help="training batch size")
-    parser.add_argument("--schedule", choices=SCHEDULES, default="step",
-                        help="learning-rate schedule: step = x0.1 every epochs/3")
-    parser.add_argument("--label-smoothing", type=float, default=0.0,
-                        help="label smoothing of the cross-entropy (0: none)")
-    parser.add_argument("--image-size", type=int, default=None,
-                        help="input size (default: the source's)")
     parser.add_argument("--augment", nargs="?", const="cifar", default=None,
                         choices=sorted(AUGMENT_PRESETS),
                         help="augment the training images (default: none; disables feature "
@@ -118,43 +73,11 @@ def register(subparsers):
                              "0.25 and rotation 2 degrees for colour targets (none for "
                              "grayscale), imagenet = random-resized crop + flip (as "
                              "microsoft/robust-models-transfer); digits are never flipped")
-    parser.add_argument("--resize", choices=RESIZE_MODES, default="center_crop",
-                        help="evaluation input and cached features (default: center_crop): the "
-                             "shorter side resized, the centre square taken (aspect kept), or "
-                             "squash the whole image to the square; square images: the same")
-    parser.add_argument("--crop-fraction", type=float, default=1.0,
-                        help="with center_crop, the square's share of the resized shorter side "
-                             "(default: 1.0; 0.875 is ImageNet's 224 of 256)")
-    parser.add_argument("--image-key", default=None,
-                        help="TFDS feature holding the images (default: the dataset's "
-                             "supervised keys, else its only image feature)")
-    parser.add_argument("--label-key", default=None,
-                        help="TFDS feature holding the class labels (default: the supervised "
-                             "keys, else the only ClassLabel feature)")
-    parser.add_argument("--train-split", default=None,
-                        help="TFDS split (or slice, e.g. 'train[:80%%]') to train on "
-                             "(default: train)")
-    parser.add_argument("--test-split", default=None,
-                        help="TFDS split (or slice) to test on (default: test, else validation)")
-    parser.add_argument("--test-fraction", type=float, default=0.2,
-                        help="held-out share of an image folder without a test/ sub-folder")
-    parser.add_argument("--feature-cache", choices=FEATURE_CACHE_MODES, default="auto",
-                        help="compute the frozen trunk's outputs once and train on them (auto: "
-                             "whenever the frozen part sees the same input every epoch)")
     parser.add_argument("--feature-cache-memory", type=parse_size,
                         default=DEFAULT_FEATURE_CACHE_MEMORY, metavar="SIZE",
                         help="cached trunk features held in memory (e.g. 500MB, 8GB); the rest "
                              "go to memory-mapped files in a temporary folder ($TMPDIR) and "
                              "stream back, with the same result")
-    parser.add_argument("--normalization", choices=NORMALIZATIONS, default="source",
-                        help="input mean/std inside the model: the source's (default), the "
-                             "target's fixed per-dataset values as in the paper's code "
-                             "(mnist, fashion_mnist, kmnist, cifar10/100, svhn_cropped, food101, "
-                             "caltech101), or computed from the N training images (subset)")
-    parser.add_argument("--subset", choices=SUBSET_METHODS, default="stratified",
-                        help="how the N training images are drawn: stratified and nested "
-                             "(default; every class at least once) or uniformly at random as "
-                             "the paper's code (robustness make_loaders)")
     parser.add_argument("--recipe", choices=sorted(RECIPES), default=None,
                         help="a named protocol that sets several fields at once, recorded in "
                              "config.json; utrera2021 = the paper's code: --frozen-bn train, "
@@ -163,10 +86,10 @@ def register(subparsers):
                              "grayscale). It overrides those flags; change one with --set")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="override any config field, e.g. --set optim.nesterov=true")
-    add_precision_argument(parser)
+    add_flags(parser, TransferConfig(target="-"), TRANSFER_FLAGS)
     add_data_arguments(parser)
     parser.set_defaults(run=run, resumable=True)
-    parser.set_defaults(flag_defaults={name: parser.get_default(name) for name in _RUN_FLAGS})
+    parser.set_defaults(flag_defaults={name: parser.get_default(name) for name in RUN_FLAGS})
     return parser
 
 
@@ -176,25 +99,12 @@ def config_from_args(args) -> TransferConfig:
         raise UserError("Give --epochs or --steps, not both.")
     if args.unfrozen_stages is not None and args.unfrozen_blocks:
         raise UserError("Give --unfrozen-blocks or --unfrozen-stages, not both.")
-    cfg = TransferConfig(
-        target=args.target, source=args.source, out=args.out,
-        data=DataConfig(dataset=args.target, data_dir=args.data_dir, download=args.download,
-                        image_size=args.image_size, train_images=args.train_images,
-                        test_images=args.test_images, test_fraction=args.test_fraction,
-                        batch_size=args.batch_size, subset=args.subset,
-                        **_augment_fields(args.augment), resize=args.resize,
-                        crop_fraction=args.crop_fraction, image_key=args.image_key,
-                        label_key=args.label_key, train_split=args.train_split,
-                        test_split=args.test_split),
-        optim=OptimConfig(learning_rate=args.lr, momentum=args.momentum,
-                          weight_decay=args.weight_decay, schedule=args.schedule,
-                          label_smoothing=args.label_smoothing),
-        unfrozen_blocks=args.unfrozen_blocks, head_init=args.head_init,
-        frozen_bn=args.frozen_bn, eval_every=args.eval_every,
-        epochs=DEFAULT_EPOCHS if args.epochs is None else args.epochs,
-        steps=args.steps, unfrozen_stages=args.unfrozen_stages,
-        curve_test_images=args.curve_test_images, seed=args.seed, precision=args.precision,
-        feature_cache=args.feature_cache, normalization=args.normalization)
+    defaults = TransferConfig(target=args.target)
+    data = dataclasses.replace(defaults.data, dataset=args.target, data_dir=args.data_dir,
+                               download=args.download, **_augment_fields(args.augment))
+    cfg = dataclasses.replace(defaults, source=args.source, out=args.out, data=data,
+                              epochs=DEFAULT_EPOCHS if args.epochs is None else args.epochs)
+    cfg = apply_flags(cfg, args, TRANSFER_FLAGS)
     return apply_overrides(apply_recipe(cfg, args.recipe), args.set)
 
 

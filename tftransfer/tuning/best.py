@@ -10,7 +10,8 @@ from pathlib import Path
 
 from tftransfer import runs
 from tftransfer.finetune import run as transfer
-from tftransfer.config import TransferConfig
+from tftransfer.config import AUGMENT_PRESETS, TransferConfig
+from tftransfer.config.flags import TRANSFER_FLAGS, command_line
 from tftransfer.errors import UserError
 from tftransfer.tuning.search_space import config_from_hps, searched_values
 from tftransfer.tuning.tuners import OBJECTIVE
@@ -22,25 +23,18 @@ BEST_RUN_DIR = "best_run"
 
 
 def transfer_command(cfg: TransferConfig) -> str:
-    """``python main.py transfer ...`` that trains exactly ``cfg``."""
-    d, o = cfg.data, cfg.optim
+    """``python main.py transfer ...`` that trains exactly ``cfg``: the flags whose values
+    differ from the command's defaults (``config.flags.TRANSFER_FLAGS``)."""
+    d = cfg.data
     args = ["--target", cfg.target]
     if cfg.source is not None:
         args += ["--source", cfg.source]
-    args += ["--train-images", str(d.train_images)]
-    if d.test_images is not None:
-        args += ["--test-images", str(d.test_images)]
-    args += ["--unfrozen-blocks", str(cfg.unfrozen_blocks), "--epochs", str(cfg.epochs),
-             "--lr", repr(o.learning_rate), "--weight-decay", repr(o.weight_decay),
-             "--batch-size", str(d.batch_size), "--head-init", cfg.head_init,
-             "--label-smoothing", repr(o.label_smoothing), "--momentum", repr(o.momentum),
-             "--schedule", o.schedule, "--frozen-bn", cfg.frozen_bn,
-             "--eval-every", str(cfg.eval_every), "--seed", str(cfg.seed),
-             "--precision", cfg.precision, "--feature-cache", cfg.feature_cache]
-    if d.image_size is not None:
-        args += ["--image-size", str(d.image_size)]
+    args += ["--epochs", str(cfg.epochs)]
+    args += command_line(cfg, TransferConfig(target=cfg.target), TRANSFER_FLAGS)
     if d.augment:
-        args.append("--augment")
+        preset = next(name for name, fields in AUGMENT_PRESETS.items()
+                      if fields == (True, d.augment_policy))
+        args += ["--augment", preset]
     if d.data_dir is not None:
         args += ["--data-dir", d.data_dir]
     if not d.download:
