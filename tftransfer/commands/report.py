@@ -9,7 +9,8 @@ from __future__ import annotations
 from tftransfer.commands.common import positive_int
 
 # The names of tftransfer.report.analyses.ANALYSES (here so that --help does not import pandas).
-ANALYSIS_NAMES = ("answers", "paper-table", "blocks", "ablation", "fast-adversarial")
+ANALYSIS_NAMES = ("answers", "paper-table", "blocks", "ablation", "fast-adversarial",
+                  "why-no-gain")
 
 
 def register(subparsers):
@@ -37,7 +38,8 @@ def register(subparsers):
                              "on results/replication-paper), fast-adversarial "
                              "(fast_adversarial.md, methods.csv, robust_vs_time.png; on "
                              "results/fast-adversarial; asked for alone, it builds no sweep "
-                             "report)")
+                             "report), why-no-gain (causes.md and its CSVs and figure; on "
+                             "results/why-no-gain; builds no sweep report)")
     parser.set_defaults(run=run)
     return parser
 

@@ -47,6 +47,12 @@ def _blocks(results_dir: Path) -> str:
     return blocks.markdown(results_dir, results_dir.parent)
 
 
+def _why_no_gain(results_dir: Path) -> str:
+    # Imported here: ``python -m ...why_no_gain`` would otherwise find it imported already.
+    from tftransfer.report.analyses import why_no_gain
+    return why_no_gain.markdown(results_dir)
+
+
 ANALYSES = {a.name: a for a in (
     Analysis("answers", "answers.md", _answers,
              "the replication's questions (a)-(e) for every robust source"),
@@ -60,5 +66,7 @@ ANALYSES = {a.name: a for a in (
     Analysis("fast-adversarial", "fast_adversarial.md", fast_adversarial.markdown,
              "issue 24's fast robust sources: methods table, robust accuracy vs training time, "
              "transfer beside the PGD source (run on results/fast-adversarial)",
+             standalone=True),
+    Analysis("why-no-gain", "causes.md", _why_no_gain, "issue 34's causes (on results/why-no-gain)",
              standalone=True),
 )}
