@@ -51,9 +51,12 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
                         help="let TFDS download a dataset that is not prepared yet")
 
 
-def add_attack_arguments(parser: argparse.ArgumentParser, default_steps: int) -> None:
+def add_attack_arguments(parser: argparse.ArgumentParser, default_steps: int,
+                         evaluation_methods: dict | None = None) -> None:
     """The threat model: --attack (the norm), --eps, --attack-steps, --attack-step-size,
-    --random-start, --attack-method."""
+    --random-start, --attack-method (with ``evaluation_methods``, name -> help, as further
+    choices of a command that only evaluates)."""
+    extra = evaluation_methods or {}
     parser.add_argument("--attack", choices=ATTACKS, default="none",
                         help="norm of the threat model (none: natural)")
     parser.add_argument("--eps", type=number_or_fraction, default=0.5,
@@ -69,18 +72,21 @@ def add_attack_arguments(parser: argparse.ArgumentParser, default_steps: int) ->
                         help="step size (default: the method's, PGD 2.5 * eps / steps)")
     parser.add_argument("--random-start", action="store_true",
                         help="start PGD from a random point of the eps ball")
-    parser.add_argument("--attack-method", choices=tuple(attack_methods.METHODS), default="pgd",
+    parser.add_argument("--attack-method", choices=(*attack_methods.METHODS, *extra),
+                        default="pgd",
                         help="how the perturbation is found (--attack gives the norm): "
-                             + attack_methods.help_text().replace("%", "%%"))
+                             + attack_methods.help_text().replace("%", "%%")
+                             + "".join(f"; {name}: {text}" for name, text in extra.items()))
 
 
 def attack_config(args):
     """The AttackConfig of --attack/--eps/... arguments."""
     from tftransfer.config import AttackConfig
 
+    method = args.attack_method if args.attack_method in attack_methods.METHODS else "pgd"
     return AttackConfig(norm=args.attack, eps=args.eps, steps=args.attack_steps,
                         step_size=args.attack_step_size, random_start=args.random_start,
-                        method=args.attack_method)
+                        method=method)
 
 
 def add_precision_argument(parser: argparse.ArgumentParser) -> None:

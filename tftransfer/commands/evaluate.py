@@ -8,9 +8,11 @@ from tftransfer.commands.common import (add_attack_arguments, add_data_arguments
 
 def register(subparsers):
     parser = subparsers.add_parser(
-        "evaluate", help="test accuracy of a model, clean and under a PGD attack",
+        "evaluate", help="test accuracy of a model, clean and under PGD or AutoAttack",
         description="Evaluates a model on a dataset's test split; with --attack also under PGD "
-                    "(cleverhans' implementation unless --attack-impl ours).")
+                    "(cleverhans' implementation unless --attack-impl ours; --restarts K) or, "
+                    "with --attack-method autoattack, AutoAttack's standard version (the "
+                    "clean, per-attack and final robust accuracy).")
     parser.add_argument("--model", required=True,
                         help="model directory, .keras file, SavedModel directory or name")
     add_trust_saved_model_argument(parser)
@@ -24,7 +26,18 @@ def register(subparsers):
     parser.add_argument("--test-fraction", type=float, default=None,
                         help="held-out share of an image folder without test/ (default: the "
                              "one the model was trained with, else 0.2)")
-    add_attack_arguments(parser, default_steps=20)
+    parser.add_argument("--restarts", type=positive_int, default=1, metavar="K",
+                        help="PGD runs per point, each from its own random start (needs "
+                             "--random-start above 1); a point is robust only if all K fail")
+    parser.add_argument("--autoattack-state", default=None, metavar="FILE",
+                        help="with --attack-method autoattack, keep each finished batch's "
+                             "counts in FILE (JSON lines): the same command resumes a killed "
+                             "evaluation from it")
+    add_attack_arguments(parser, default_steps=20, evaluation_methods={
+        "autoattack": "AutoAttack's standard version (Croce & Hein, ICML 2020: APGD-CE, "
+                      "APGD-T, FAB-T and Square, each on the points still correct; the worst "
+                      "case per point), in TensorFlow; --attack-steps and --attack-impl do "
+                      "not apply"})
     add_data_arguments(parser)
     parser.set_defaults(run=run)
     return parser
@@ -56,8 +69,10 @@ def run(args) -> dict:
     options = recorded_load_options(saving.read_config(path), args.dataset)
     if args.test_fraction:
         options["test_fraction"] = args.test_fraction
+    implementation = "autoattack" if args.attack_method == "autoattack" else args.attack_impl
     result = evaluate_on_dataset(model, args.dataset, args.data_dir, args.download,
                                  attack_config(args), args.max_examples, args.batch_size,
-                                 args.attack_impl, load_options=options)
+                                 implementation, load_options=options, restarts=args.restarts,
+                                 autoattack_state=args.autoattack_state)
     result["model"] = args.model
     return result
