@@ -3,13 +3,13 @@ each kind of seeding, and with the steps of an epoch in a loop instead of traced
 
 The cell of ``bench/head_only.py`` (MNIST, N = 100, 2,000 epochs, the natural resnet20 source,
 cached features, final test only). A warm-up run records the arguments of its schedule call
-(``compiled_loop._functions(...)["schedule"]``); each row then times that call (the best of 3,
+(the network's ``compiled_functions``); each row then times that call (the best of 3,
 the head reset before each):
 
 - alone: nothing between two calls;
 - after ``runtime.set_seed(0)``: ``tf.random.set_seed``'s kernel-cache clear, which makes the
-  call instantiate its graph again (what every run paid before ``keep_compiled_functions``);
-- after ``runtime.set_seed(0, keep_compiled_functions=True)``: the seeds without the clear;
+  call instantiate its graph again (what every run pays: the toolkit writes no private
+  TensorFlow seed state to avoid it);
 - steps in a loop: the schedule traced again with ``_UNROLLED_STEPS = 0``, so that the one step
   of each epoch runs inside an inner ``tf.while_loop`` (the loop before this change).
 
@@ -25,7 +25,7 @@ from common import machine_note
 from tftransfer import config
 from tftransfer.finetune import compiled_loop
 from tftransfer.training import runtime
-from tftransfer.finetune import run as transfer
+from tftransfer import finetune
 
 
 def best_of_3(call, before):
@@ -39,30 +39,21 @@ def best_of_3(call, before):
 
 
 def recorded_schedule_call(cache, cfg):
-    """Runs ``cfg`` once and returns (trainer, steps per epoch, the schedule call's args)."""
-    recorded = {}
-    real = compiled_loop.fit_compiled
+    """Runs ``cfg`` again on the network the warm-up traced and returns (network, steps per
+    epoch, the schedule call's args), read from the network's store of traced functions."""
+    network = next(iter(cache._networks.values()))
+    (steps, functions), = network.compiled_functions.items()
+    schedule, recorded = functions["schedule"], {}
 
-    def spy(trainer, train_ds, epochs, steps, *rest, **kwargs):
-        functions = compiled_loop._functions(trainer, steps)
-        schedule = functions["schedule"]
-
-        def recording(*args):
-            recorded["args"] = args
-            return schedule(*args)
-        functions["schedule"] = recording
-        try:
-            return real(trainer, train_ds, epochs, steps, *rest, **kwargs)
-        finally:
-            functions["schedule"] = schedule
-            recorded.update(trainer=trainer, steps=steps)
-
-    compiled_loop.fit_compiled = spy
+    def recording(*args):
+        recorded["args"] = args
+        return schedule(*args)
+    functions["schedule"] = recording
     try:
-        transfer.fine_tune(cfg, cache=cache, save_model=False, verbose=False)
+        finetune.fine_tune(cfg, cache=cache, save_model=False, verbose=False)
     finally:
-        compiled_loop.fit_compiled = real
-    return recorded["trainer"], recorded["steps"], recorded["args"]
+        functions["schedule"] = schedule
+    return network, steps, recorded["args"]
 
 
 def main():
@@ -70,30 +61,28 @@ def main():
     parser.add_argument("--data-dir", default="../shared/tfds")
     args = parser.parse_args()
     print(machine_note())
-    cache = transfer.RunCache()
+    cache = finetune.RunCache()
     with tempfile.TemporaryDirectory() as tmp:
         cfg = config.TransferConfig(
             target="mnist", source="cifar10-resnet20-natural", out=f"{tmp}/run", epochs=2000,
             eval_every=0, unfrozen_blocks=0, training_loop="compiled",
             data=config.DataConfig(dataset="mnist", data_dir=args.data_dir, download=False,
                                    train_images=100, augment=False))
-        transfer.fine_tune(cfg, cache=cache, save_model=False, verbose=False)  # features, traces
-        trainer, steps, call_args = recorded_schedule_call(cache, cfg)
-    network = next(iter(cache._networks.values()))
+        finetune.fine_tune(cfg, cache=cache, save_model=False, verbose=False)  # features, traces
+        network, steps, call_args = recorded_schedule_call(cache, cfg)
 
     def reset():
         network.reset(cfg.head_init, cfg.seed)
 
     def schedule():
-        return compiled_loop._functions(trainer, steps)["schedule"](*call_args)
+        return compiled_loop._functions(network.trainer, steps,
+                                        network.compiled_functions)["schedule"](*call_args)
 
     rows = [("alone", best_of_3(schedule, reset)),
             ("after runtime.set_seed(0)", best_of_3(schedule, lambda: (reset(),
-                                                                        runtime.set_seed(0)))),
-            ("after set_seed(0, keep_compiled_functions=True)", best_of_3(schedule, lambda: (
-                reset(), runtime.set_seed(0, keep_compiled_functions=True))))]
+                                                                        runtime.set_seed(0))))]
     unrolled, compiled_loop._UNROLLED_STEPS = compiled_loop._UNROLLED_STEPS, 0
-    delattr(trainer, compiled_loop._FUNCTIONS_ATTRIBUTE)  # traced again, steps in a loop
+    network.compiled_functions.clear()  # traced again, steps in a loop
     schedule()
     rows.append(("steps in a loop (alone)", best_of_3(schedule, reset)))
     compiled_loop._UNROLLED_STEPS = unrolled

@@ -2,7 +2,7 @@
 
 For head-only (0 blocks) and last-stage (3 blocks) fine-tuning of a resnet20 source at
 32 px on MNIST (N = 400, 30 epochs, test accuracy every 5 epochs on 2000 test images),
-measures in one run the wall time of ``transfer.fine_tune`` with ``feature_cache=off``
+measures in one run the wall time of ``finetune.fine_tune`` with ``feature_cache=off``
 (every epoch runs the whole network) and ``on`` (trunk features computed once), and
 ``on`` again with the features already in the cache (as in a sweep).
 
@@ -17,13 +17,13 @@ from pathlib import Path
 
 from common import machine_note, random_source
 
-from tftransfer.finetune import run as transfer
+from tftransfer import finetune
 from tftransfer.config import DataConfig, TransferConfig
 
 
 def timed_run(cfg, cache=None):
     start = time.perf_counter()
-    row = transfer.fine_tune(cfg, cache=cache, save_model=False, verbose=False)
+    row = finetune.fine_tune(cfg, cache=cache, save_model=False, verbose=False)
     return time.perf_counter() - start, row["test_accuracy"]
 
 
@@ -40,7 +40,7 @@ def main():
                           head_init="glorot", data=DataConfig(
                               dataset="mnist", data_dir=args.data_dir, download=False,
                               train_images=args.train_images, test_images=2000, augment=False))
-    transfer.fine_tune(dataclasses.replace(base, epochs=1, out=str(tmp / "warm")),
+    finetune.fine_tune(dataclasses.replace(base, epochs=1, out=str(tmp / "warm")),
                        save_model=False, verbose=False)  # loads MNIST into memory once
     print(f"\nresnet20, MNIST N={args.train_images}, {args.epochs} epochs, 2000 test images")
     print(f"{'blocks':>6} {'uncached s':>11} {'cached s':>9} {'cache warm s':>13} "
@@ -48,7 +48,7 @@ def main():
     for blocks in (0, 3):
         cfg = dataclasses.replace(base, unfrozen_blocks=blocks, out=str(tmp / f"b{blocks}"))
         off, acc_off = timed_run(dataclasses.replace(cfg, feature_cache="off"))
-        cache = transfer.RunCache()
+        cache = finetune.RunCache()
         on, acc_on = timed_run(dataclasses.replace(cfg, feature_cache="on"), cache)
         warm, _ = timed_run(dataclasses.replace(cfg, feature_cache="on", seed=1), cache)
         print(f"{blocks:>6} {off:>11.1f} {on:>9.1f} {warm:>13.1f} {off / on:>8.1f}x "

@@ -2,7 +2,7 @@
 
 In one process: MNIST, N = 100, 2,000 epochs (the replication's converged head-only cell),
 the natural ``cifar10-resnet20-natural`` source, the trunk's features cached by a warm-up run.
-Times ``transfer.fine_tune`` with ``training_loop=fit`` (the path before issue 24) and with
+Times ``finetune.fine_tune`` with ``training_loop=fit`` (the path before issue 24) and with
 ``compiled`` (``compiled_loop.fit_compiled``), each with the final test only (eval_every 0)
 and with the replication's curve (every 5 epochs on 2,000 test images). The compiled loop is
 timed twice: the first run of its seed (which computes the training order, ``data.epoch_order``)
@@ -27,13 +27,13 @@ import tensorflow as tf
 from common import machine_note
 
 from tftransfer import config
-from tftransfer.finetune import run as transfer
+from tftransfer import finetune
 from tftransfer.data import pipelines
 
 
 def fine_tune_seconds(cfg, cache):
     start = time.perf_counter()
-    result = transfer.fine_tune(cfg, cache=cache, save_model=False, verbose=False)
+    result = finetune.fine_tune(cfg, cache=cache, save_model=False, verbose=False)
     return time.perf_counter() - start, result
 
 
@@ -75,7 +75,7 @@ def main():
     parser.add_argument("--epochs", type=int, default=2000)
     args = parser.parse_args()
     print(machine_note())
-    cache = transfer.RunCache()
+    cache = finetune.RunCache()
     with tempfile.TemporaryDirectory() as tmp:
         base = config.TransferConfig(
             target="mnist", source="cifar10-resnet20-natural", out=f"{tmp}/run",
@@ -99,9 +99,9 @@ def main():
                 seconds, result = min(runs, key=lambda run: run[0])
                 timings[(label, loop)] = (seconds, result["test_accuracy"])
         target = cache.target(base)
-        train_idx = transfer._indices(base, target)[0]
+        train_idx = finetune.run_indices(base, target)[0]
         network = next(iter(cache._networks.values()))
-        features = cache.features(transfer.feature_key(base, cache.source(base.source), target,
+        features = cache.features(finetune.feature_key(base, cache.source(base.source), target,
                                                        network, 32) + ("train",),
                                   network.trunk, target.train, train_idx, 32)
         reference = reference_seconds(features, target.train.labels[train_idx],

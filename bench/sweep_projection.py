@@ -29,7 +29,7 @@ from common import machine_note
 
 from tftransfer.sweeps import registry as grid_registry
 from tftransfer.sweeps import runner as sweeps
-from tftransfer.finetune import run as transfer
+from tftransfer import finetune
 
 PAPER_RUNS = 14_400
 
@@ -51,7 +51,7 @@ def run_seconds(grid, cell, seed, data_dir, root, cache, precision="float32"):
                                  download=False)
     cfg = dataclasses.replace(cfg, precision=precision)
     start = time.perf_counter()
-    transfer.fine_tune(cfg, cache=cache, save_model=False, verbose=False)
+    finetune.fine_tune(cfg, cache=cache, save_model=False, verbose=False)
     return time.perf_counter() - start, cfg
 
 
@@ -66,7 +66,7 @@ def main():
     grid = grid_registry.get("replication")
     kinds = cell_kinds(grid)
     cells = {(c.train_images, c.unfrozen_blocks, c.epochs): c for c in sweeps.cells(grid)}
-    cache, root = transfer.RunCache(), tempfile.TemporaryDirectory()
+    cache, root = finetune.RunCache(), tempfile.TemporaryDirectory()
     timings = {}
     for kind in sorted(kinds, key=lambda k: (k[1], k[0])):
         first, _ = run_seconds(grid, cells[kind], 100, args.data_dir, Path(root.name), cache,

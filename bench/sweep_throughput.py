@@ -19,7 +19,7 @@ from pathlib import Path
 from common import machine_note, random_source
 
 from tftransfer.sweeps import runner as sweeps
-from tftransfer.finetune import run as transfer
+from tftransfer import finetune
 from tftransfer.config import SweepConfig
 
 
@@ -47,7 +47,7 @@ def main():
     # MNIST, computing the trunk features of the test set and tracing the network once;
     # the table reports it and the steady state of the following runs (new seeds: new
     # training images, whose features are computed).
-    cache = transfer.RunCache()
+    cache = finetune.RunCache()
     later = [s + 100 for s in seeds]
     head_cold = runs_per_hour(source, 0, seeds, args.data_dir, tmp / "cold", cache)
     head = runs_per_hour(source, 0, later, args.data_dir, tmp / "head", cache)

@@ -11,7 +11,7 @@ from tftransfer.models import architectures
 from tftransfer.convert import checkpoint as convert
 from tftransfer.models import resnet
 from tftransfer.tuning import search_space
-from tftransfer.finetune import run as transfer
+from tftransfer import finetune
 from tftransfer.errors import UserError
 
 # Small enough to build every architecture quickly (resnet101 has 33 blocks).
@@ -71,11 +71,11 @@ class EveryArchitectureTest(tf.test.TestCase, parameterized.TestCase):
         blocks = record.block_names
         with_weights = {layer.name for layer in build(name).layers if layer.trainable_weights}
         for n in sorted({0, 1, len(record.stages[-1].blocks)}):
-            model = transfer.attach_head(build(name), 4, "glorot", seed=0)
-            unfrozen = transfer.freeze(model, n, "inference")
+            model = finetune.attach_head(build(name), 4, "glorot", seed=0)
+            unfrozen = finetune.freeze(model, n, "inference")
             self.assertEqual(unfrozen, list(blocks[len(blocks) - n:]) if n else [])
-            self.assertEqual(transfer.unfrozen_block_names(model, n), unfrozen)
-            boundary = transfer.feature_boundary(model, unfrozen)
+            self.assertEqual(finetune.unfrozen_block_names(model, n), unfrozen)
+            boundary = finetune.feature_boundary(model, unfrozen)
             trunk = layer_names(keras.Model(model.inputs, boundary))
             above = layer_names(keras.Model(boundary, model.outputs)) - {"image"}
             in_unfrozen = {layer.name for layer in model.layers
@@ -116,10 +116,10 @@ class RegistryTest(tf.test.TestCase):
 
     def test_a_fine_tuned_model_keeps_its_architecture(self):
         model = build("resnet20")
-        tuned = transfer.attach_head(transfer.attach_head(model, 4, "glorot"), 5, "glorot")
+        tuned = finetune.attach_head(finetune.attach_head(model, 4, "glorot"), 5, "glorot")
         self.assertEqual(tuned.name, "resnet20_finetuned_finetuned")
         self.assertIs(architectures.for_model(tuned), architectures.get("resnet20"))
-        self.assertLen(transfer.unfrozen_block_names(tuned, -1), 9)
+        self.assertLen(finetune.unfrozen_block_names(tuned, -1), 9)
 
     def test_a_model_of_another_library_with_a_registered_name_has_no_blocks(self):
         # keras.applications.ResNet50 is also called "resnet50", with other layer names.
@@ -129,9 +129,9 @@ class RegistryTest(tf.test.TestCase):
         model = keras.Model(inputs, keras.layers.Dense(3, name="predictions")(x), name="resnet50")
         self.assertIsNone(architectures.for_model(model))
         self.assertEqual(search_space.unfrozen_block_choices(model), [0, -1])
-        tuned = transfer.attach_head(model, 4, "glorot")
-        self.assertEqual(transfer.freeze(tuned, 0, "inference"), [])
+        tuned = finetune.attach_head(model, 4, "glorot")
+        self.assertEqual(finetune.freeze(tuned, 0, "inference"), [])
         self.assertEqual([layer.name for layer in tuned.layers if layer.trainable_weights],
                          ["fc"])
         with self.assertRaisesRegex(UserError, "more than the 0 residual blocks"):
-            transfer.freeze(tuned, 1, "inference")
+            finetune.freeze(tuned, 1, "inference")

@@ -10,7 +10,7 @@ import pytest
 from tftransfer import config
 from tftransfer.finetune import compiled_loop
 from tftransfer.sources import saving
-from tftransfer.finetune import run as transfer
+from tftransfer import finetune
 from tests import helpers
 
 
@@ -23,7 +23,7 @@ def _run(tmp_path, name, loop, blocks, batch_size=8):
         target=str(folder), source=str(tmp_path / "src"), out=str(tmp_path / name),
         epochs=12, eval_every=4, unfrozen_blocks=blocks, training_loop=loop,
         data=config.DataConfig(augment=False, batch_size=batch_size))
-    result = transfer.fine_tune(cfg, verbose=False)
+    result = finetune.fine_tune(cfg, verbose=False)
     model = saving.load_model(tmp_path / name)
     with open(tmp_path / name / "history.csv") as handle:
         history = list(csv.DictReader(handle))
@@ -60,11 +60,11 @@ def test_compiled_loop_matches_fit(tmp_path, blocks, batch_size):
 def test_auto_uses_the_compiled_loop_only_with_the_cache(tmp_path):
     cached = config.TransferConfig(target="x", unfrozen_blocks=0)
     network = type("N", (), {"cached": True})()
-    assert transfer._use_compiled_loop(cached, network)
+    assert finetune.use_compiled_loop(cached, network)
     network.cached = False
-    assert not transfer._use_compiled_loop(cached, network)
+    assert not finetune.use_compiled_loop(cached, network)
     with pytest.raises(Exception, match="feature cache"):
-        transfer._use_compiled_loop(
+        finetune.use_compiled_loop(
             config.TransferConfig(target="x", training_loop="compiled"), network)
 
 
@@ -176,14 +176,14 @@ def test_a_network_the_cache_drops_is_freed_with_its_traced_functions(tmp_path):
     folder = tmp_path / "images"
     helpers.make_image_folder(folder, classes=("a", "b", "c"), per_class=10, split=True)
     helpers.make_source(tmp_path / "src", num_classes=5)
-    cache = transfer.RunCache(max_networks=1)
+    cache = finetune.RunCache(max_networks=1)
 
     def run(blocks):
         cfg = config.TransferConfig(
             target=str(folder), source=str(tmp_path / "src"), out=str(tmp_path / f"b{blocks}"),
             epochs=3, eval_every=1, unfrozen_blocks=blocks, training_loop="compiled",
             data=config.DataConfig(augment=False, batch_size=8))
-        transfer.fine_tune(cfg, cache=cache, save_model=False, verbose=False)
+        finetune.fine_tune(cfg, cache=cache, save_model=False, verbose=False)
         return weakref.ref(next(iter(cache._networks.values())).trainer)
 
     first = run(0)
@@ -191,3 +191,24 @@ def test_a_network_the_cache_drops_is_freed_with_its_traced_functions(tmp_path):
     run(3)  # the cache holds one network: the first is dropped
     gc.collect()
     assert first() is None
+
+
+def test_a_networks_traced_functions_live_on_it_and_serve_its_later_runs(tmp_path):
+    folder = tmp_path / "images"
+    helpers.make_image_folder(folder, classes=("a", "b", "c"), per_class=10, split=True)
+    helpers.make_source(tmp_path / "src", num_classes=5)
+    cache = finetune.RunCache()
+
+    def run(seed):
+        cfg = config.TransferConfig(
+            target=str(folder), source=str(tmp_path / "src"), out=str(tmp_path / f"s{seed}"),
+            epochs=3, eval_every=1, unfrozen_blocks=0, training_loop="compiled", seed=seed,
+            data=config.DataConfig(augment=False, batch_size=8))
+        finetune.fine_tune(cfg, cache=cache, save_model=False, verbose=False)
+        (network,) = cache._networks.values()
+        return {steps: dict(functions) for steps, functions in network.compiled_functions.items()}
+
+    first, second = run(0), run(1)
+    assert len(first) == 1 and first.keys() == second.keys()
+    for steps in first:
+        assert all(first[steps][name] is second[steps][name] for name in first[steps])

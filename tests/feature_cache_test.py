@@ -9,7 +9,7 @@ import pytest
 from tftransfer import config
 from tftransfer.finetune import feature_store
 from tftransfer.sources import saving
-from tftransfer.finetune import run as transfer
+from tftransfer import finetune
 from tests import helpers
 
 
@@ -22,8 +22,8 @@ def _run(tmp_path, name, budget, loop="auto", blocks=3):
         target=str(folder), source=str(tmp_path / "src"), out=str(tmp_path / name),
         epochs=6, eval_every=2, unfrozen_blocks=blocks, training_loop=loop,
         curve_test_images=6, data=config.DataConfig(augment=False, batch_size=8))
-    cache = transfer.RunCache(memory_budget=budget)
-    result = transfer.fine_tune(cfg, cache=cache, verbose=False)
+    cache = finetune.RunCache(memory_budget=budget)
+    result = finetune.fine_tune(cfg, cache=cache, verbose=False)
     return result, saving.load_model(tmp_path / name), cache
 
 
@@ -120,8 +120,8 @@ def test_a_training_set_is_held_as_tensors_only_if_its_copies_fit(tmp_path, monk
     one_copy = int(np.prod(seen[-1].features.shape)) * 4
     # As much room left as one copy of the training features: it used to be held, now streams.
     budget = cache.memory_used + one_copy * (feature_cache.TRAINING_SET_COPIES - 1)
-    monkeypatch.setattr(transfer.RunCache, "__init__", _with_budget(
-        transfer.RunCache.__init__, budget))
+    monkeypatch.setattr(finetune.RunCache, "__init__", _with_budget(
+        finetune.RunCache.__init__, budget))
     streamed, _, _ = _run(tmp_path, "streamed", None, "compiled")
     assert not isinstance(seen[-1], compiled_loop.IndexedBatches)
     for key in ("test_accuracy", "test_loss", "test_accuracy_epoch_6"):

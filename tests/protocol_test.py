@@ -18,7 +18,7 @@ import pytest
 import tensorflow as tf
 
 from tftransfer import config, data
-from tftransfer.finetune import run as transfer
+from tftransfer import finetune
 from tftransfer.errors import UserError
 from tests import helpers
 
@@ -80,12 +80,12 @@ def test_frozen_bn_train_matches_pytorch_train_mode():
     conv_kernel = rng.normal(0, 0.5, (3, 3, 3, 4)).astype(np.float32)
     fc_kernel = rng.normal(0, 1, (4, 3)).astype(np.float32)
     model = _keras_bn_net(conv_kernel, fc_kernel)
-    transfer.freeze(model, unfrozen_blocks=0, frozen_bn="train")
+    finetune.freeze(model, unfrozen_blocks=0, frozen_bn="train")
     bn = model.get_layer("bn1")
     gamma, beta = bn.gamma.numpy().copy(), bn.beta.numpy().copy()
     trainer = AdversarialTrainer(model)
     trainer.compile(optimizer=keras.optimizers.SGD(0.1),
-                    loss=transfer.classification_loss())
+                    loss=finetune.classification_loss())
     history = trainer.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
 
     torch_loss, torch_fc, torch_bn = _torch_bn_step(torch, x, y, conv_kernel, fc_kernel, 0.1)
@@ -119,9 +119,9 @@ def test_frozen_bn_inference_keeps_statistics():
     rng = np.random.default_rng(1)
     model = _keras_bn_net(rng.normal(0, 0.5, (3, 3, 3, 4)).astype(np.float32),
                           rng.normal(0, 1, (4, 3)).astype(np.float32))
-    transfer.freeze(model, unfrozen_blocks=0, frozen_bn="inference")
+    finetune.freeze(model, unfrozen_blocks=0, frozen_bn="inference")
     trainer = AdversarialTrainer(model)
-    trainer.compile(optimizer=keras.optimizers.SGD(0.1), loss=transfer.classification_loss())
+    trainer.compile(optimizer=keras.optimizers.SGD(0.1), loss=finetune.classification_loss())
     trainer.fit(rng.random((16, 8, 8, 3)).astype(np.float32), rng.integers(0, 3, 16),
                 batch_size=16, epochs=1, verbose=0)
     np.testing.assert_array_equal(model.get_layer("bn1").moving_mean.numpy(), np.float32(0.3))
@@ -141,7 +141,7 @@ def test_set_normalization_changes_the_models_input_statistics(tmp_path):
     from tftransfer.sources import saving
 
     source = saving.load_model(helpers.make_source(tmp_path / "src"))
-    transfer.set_normalization(source, (0.1, 0.2, 0.3), (0.5, 0.5, 0.5))
+    finetune.set_normalization(source, (0.1, 0.2, 0.3), (0.5, 0.5, 0.5))
     layer = source.get_layer("normalize")
     np.testing.assert_allclose(layer.mean.numpy(), [0.1, 0.2, 0.3])
     x = np.full((1, 32, 32, 3), 0.6, np.float32)
@@ -154,16 +154,16 @@ def _fine_tune(tmp_path, **fields):
     source = helpers.make_source(tmp_path / "src", num_classes=5)
     cfg = config.TransferConfig(target=str(folder), source=str(source), out=str(tmp_path / "run"),
                                 epochs=2, unfrozen_blocks=3, **fields)
-    return cfg, transfer.fine_tune(cfg, save_model=False, verbose=False)
+    return cfg, finetune.fine_tune(cfg, save_model=False, verbose=False)
 
 
 def test_subset_normalization_uses_the_training_images(tmp_path):
     cfg, result = _fine_tune(tmp_path, normalization="subset")
     assert result["normalization"] == "subset"
-    cache = transfer.RunCache()
+    cache = finetune.RunCache()
     target = cache.target(cfg)
     train_idx = data.select_subset(target.train.labels, None, cfg.seed)
-    mean, std = transfer.normalization_statistics(cfg, target, train_idx, 32)
+    mean, std = finetune.normalization_statistics(cfg, target, train_idx, 32)
     images, _ = data.subset_arrays(target.train, train_idx, 32)
     np.testing.assert_allclose(mean, images.reshape(-1, 3).mean(0), atol=1e-4)
     np.testing.assert_allclose(std, images.reshape(-1, 3).std(0), atol=1e-4)
@@ -261,8 +261,8 @@ def test_paper_policy_leaves_grayscale_targets_unaugmented(tmp_path):
         augment=True, augment_policy="utrera2021"))
     one_channel = dataclasses.replace(target.train, fixed_shape=(28, 28, 1))
     grayscale = data.TargetData("mnist", ("a", "b"), one_channel, target.test)
-    assert transfer.augments(cfg, grayscale) is False
-    assert transfer.augments(cfg, target) is True  # a colour folder keeps it
+    assert finetune.augments(cfg, grayscale) is False
+    assert finetune.augments(cfg, target) is True  # a colour folder keeps it
 
 
 def test_fine_tune_restores_the_callers_precision_policy(tmp_path):

@@ -9,7 +9,7 @@ import tensorflow as tf
 from tests.cli_test import run_cli
 from tests.helpers import make_image_folder, make_source
 from tftransfer.finetune import rundir
-from tftransfer.finetune import run as transfer
+from tftransfer import finetune
 from tftransfer.config import DataConfig, OptimConfig, TransferConfig, to_dict
 from tftransfer.errors import UserError
 
@@ -108,18 +108,18 @@ class FineTuneRunDirTest(RunDirTestCase):
                                  "data": data, "epochs": 1, **kwargs})
 
     def test_a_killed_rerun_of_the_same_run_leaves_none_of_the_old_files(self):
-        transfer.fine_tune(self.config(), verbose=False)
+        finetune.fine_tune(self.config(), verbose=False)
         self.assertTrue((self.out / "metrics.json").exists())
-        with mock.patch.object(transfer, "_train", side_effect=KeyboardInterrupt):
+        with mock.patch("tftransfer.finetune.run.train", side_effect=KeyboardInterrupt):
             with self.assertRaises(KeyboardInterrupt):  # as if killed while training
-                transfer.fine_tune(self.config(), verbose=False)
+                finetune.fine_tune(self.config(), verbose=False)
         self.assertEqual(sorted(p.name for p in self.out.iterdir()), [])
 
     def test_a_source_model_is_not_overwritten(self):
         before = (self.source / "model.keras").read_bytes()
         with self.assertRaisesRegex(UserError, "holds a model \\(arch resnet20\\), not a "
                                                "transfer run"):
-            transfer.fine_tune(self.config(out=str(self.source)), verbose=False)
+            finetune.fine_tune(self.config(out=str(self.source)), verbose=False)
         self.assertEqual((self.source / "model.keras").read_bytes(), before)
 
     def test_the_transfer_command_refuses_a_dir_holding_another_seed(self):

@@ -1,5 +1,5 @@
-"""``runtime.set_seed`` with ``keep_compiled_functions``: the same seeds as the full reset,
-with the instantiated tf.functions (and so the stateful random kernels' streams) kept."""
+"""``runtime.set_seed``: Keras' public reseeding, so every random stream restarts from the seed
+(a compiled tf.function's stateful random kernels included)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tftransfer.errors import UserError
 from tftransfer.training import runtime
 
 
@@ -21,34 +22,27 @@ def _draws():
 
 
 @pytest.mark.parametrize("seed", [0, 3, 2 ** 32 - 1])
-def test_every_seed_is_what_the_full_reset_gives(seed):
+def test_every_generator_restarts_from_the_seed(seed):
     runtime.set_seed(seed)
     expected = _draws()
     runtime.set_seed(seed + 1 if seed < 2 ** 32 - 1 else 0)
-    _draws()
-    runtime.set_seed(seed, keep_compiled_functions=True)
+    assert _draws() != expected
+    runtime.set_seed(seed)
     assert _draws() == expected
 
 
-def test_compiled_functions_are_kept_and_so_are_stateful_random_streams():
-    """Why it is only for work without stateful random ops: the full reset restarts a
-    tf.function's tf.random stream (by dropping the instantiated function); the kept one
-    goes on."""
+def test_a_compiled_functions_random_stream_restarts_too():
     @tf.function
     def draw():
         return tf.random.uniform([2], seed=1)
 
     runtime.set_seed(0)
     first = draw().numpy()
+    assert not np.array_equal(draw().numpy(), first)
     runtime.set_seed(0)
     np.testing.assert_array_equal(draw().numpy(), first)
-    runtime.set_seed(0, keep_compiled_functions=True)
-    assert not np.array_equal(draw().numpy(), first)
 
 
-def test_tensorflow_seeding_is_restored_after():
-    original = tf.random.set_seed
-    runtime.set_seed(1, keep_compiled_functions=True)
-    assert tf.random.set_seed is original
-    tf.random.set_seed(4)
-    assert tf.compat.v1.get_seed(None)[0] == 4
+def test_a_seed_out_of_range_is_one_sentence():
+    with pytest.raises(UserError, match="seed"):
+        runtime.set_seed(2 ** 32)

@@ -16,7 +16,7 @@ import tensorflow as tf
 from tests.helpers import REPO
 from tftransfer import runs
 from tftransfer.sweeps import runner as sweeps
-from tftransfer.finetune import run as transfer
+from tftransfer import finetune
 from tftransfer.config import SweepConfig
 
 PROCESS_TIMEOUT_SECONDS = 120
@@ -50,7 +50,7 @@ APPEND_WORKER = BARRIER + textwrap.dedent("""
 SWEEP_WORKER = BARRIER + textwrap.dedent("""
     import json
     sys.path.insert(0, sys.argv[1])
-    from tftransfer.finetune import run as transfer
+    from tftransfer import finetune
     from tftransfer.sweeps import runner as sweeps
     from tftransfer.config import SweepConfig
     results, log, barrier, name, peers, grid, options = sys.argv[2:9]
@@ -67,7 +67,7 @@ SWEEP_WORKER = BARRIER + textwrap.dedent("""
         def target(self, cfg):
             pass
 
-    transfer.fine_tune = fake_fine_tune
+    finetune.fine_tune = fake_fine_tune
     sweep = SweepConfig(**json.loads(grid))
     wait_for_peers(barrier, name, int(peers))
     result = sweeps.run_sweep(sweep, results, cache=NoData(), **options)
@@ -163,7 +163,7 @@ class ClaimTest(tf.test.TestCase):
         self.grid = sweeps.cells(self.sweep)
 
     def run_sweep(self, fine_tune=succeed):
-        with mock.patch.object(transfer, "fine_tune", fine_tune):
+        with mock.patch.object(finetune, "fine_tune", fine_tune):
             return sweeps.run_sweep(self.sweep, self.results, cache=NoData())
 
     def claim(self, cell, pid, host, age_seconds=0.0):

@@ -11,7 +11,7 @@ import pytest
 from tftransfer import config
 from tftransfer.models import architectures
 from tftransfer.models import resnet
-from tftransfer.finetune import run as transfer
+from tftransfer import finetune
 from tftransfer.commands import transfer as transfer_command
 from tftransfer.errors import UserError
 from tests import helpers
@@ -31,7 +31,7 @@ def folders(tmp_path_factory):
 def _run(root, name, **fields):
     cfg = config.TransferConfig(target=str(root / "images"), source=str(root / "src"),
                                 out=str(root / name), eval_every=0, **fields)
-    return transfer.fine_tune(cfg, verbose=False)
+    return finetune.fine_tune(cfg, verbose=False)
 
 
 def test_ten_steps_at_n100_carry_the_warning_and_a_converged_run_does_not(folders, capsys):

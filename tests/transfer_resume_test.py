@@ -14,7 +14,7 @@ import tftransfer
 from tests.cli_test import run_cli
 from tests.helpers import make_image_folder, make_source
 from tftransfer.training import checkpoints
-from tftransfer.finetune import run as transfer
+from tftransfer import finetune
 from tftransfer.config import DataConfig, OptimConfig, TransferConfig
 from tftransfer.errors import UserError
 
@@ -59,7 +59,7 @@ class ResumeTest(tf.test.TestCase, parameterized.TestCase):
                 raise KeyboardInterrupt
         with mock.patch.object(checkpoints, "save", save_then_die):
             with self.assertRaises(KeyboardInterrupt):
-                transfer.fine_tune(cfg, checkpoint=True, verbose=False)
+                finetune.fine_tune(cfg, checkpoint=True, verbose=False)
         self.assertFalse((Path(cfg.out) / "metrics.json").exists())
 
     def assertSameRun(self, a, b):
@@ -76,10 +76,10 @@ class ResumeTest(tf.test.TestCase, parameterized.TestCase):
 
     @parameterized.named_parameters(*LOOPS)
     def test_a_killed_run_resumes_to_the_uninterrupted_result(self, fields):
-        whole = transfer.fine_tune(self.config("whole", **fields), verbose=False)
+        whole = finetune.fine_tune(self.config("whole", **fields), verbose=False)
         cfg = self.config("resumed", **fields)
         self.interrupted(cfg, after_epoch=4)
-        resumed = transfer.fine_tune(cfg, resume=True, verbose=False)
+        resumed = finetune.fine_tune(cfg, resume=True, verbose=False)
         self.assertSameRun(whole, resumed)
         self.assertNotIn("extended_from", resumed)
 
@@ -87,10 +87,10 @@ class ResumeTest(tf.test.TestCase, parameterized.TestCase):
         """Killed after epoch 2 of 6 (curve every 2): the resumed run makes two stretches
         from its checkpoint, the uninterrupted one a single call, and both end alike, down
         to the per-class accuracy."""
-        whole = transfer.fine_tune(self.config("whole", unfrozen_blocks=0), verbose=False)
+        whole = finetune.fine_tune(self.config("whole", unfrozen_blocks=0), verbose=False)
         cfg = self.config("resumed", unfrozen_blocks=0)
         self.interrupted(cfg, after_epoch=2)
-        resumed = transfer.fine_tune(cfg, resume=True, verbose=False)
+        resumed = finetune.fine_tune(cfg, resume=True, verbose=False)
         self.assertSameRun(whole, resumed)
         per_class = [json.loads((Path(run["run_dir"]) / "metrics.json").read_text())
                      ["per_class_accuracy"] for run in (whole, resumed)]
@@ -98,8 +98,8 @@ class ResumeTest(tf.test.TestCase, parameterized.TestCase):
 
     def test_a_finished_run_is_extended_and_records_it(self):
         cfg = self.config("run", epochs=3, eval_every=1)
-        first = transfer.fine_tune(cfg, checkpoint=True, verbose=False)
-        longer = transfer.fine_tune(self.config("run", epochs=6, eval_every=1), resume=True,
+        first = finetune.fine_tune(cfg, checkpoint=True, verbose=False)
+        longer = finetune.fine_tune(self.config("run", epochs=6, eval_every=1), resume=True,
                                     verbose=False)
         extension = longer["extended_from"]
         self.assertEqual(len(extension), 1)
@@ -120,9 +120,9 @@ class ResumeTest(tf.test.TestCase, parameterized.TestCase):
 
     def test_a_finished_run_resumed_with_its_own_epochs_is_reported_as_it_is(self):
         cfg = self.config("run", epochs=2)
-        first = transfer.fine_tune(cfg, checkpoint=True, verbose=False)
-        with mock.patch.object(transfer, "_train") as train:
-            again = transfer.fine_tune(cfg, resume=True, verbose=False)
+        first = finetune.fine_tune(cfg, checkpoint=True, verbose=False)
+        with mock.patch("tftransfer.finetune.run.train") as train:
+            again = finetune.fine_tune(cfg, resume=True, verbose=False)
         train.assert_not_called()
         self.assertEqual(again["test_accuracy"], first["test_accuracy"])
 
@@ -130,16 +130,16 @@ class ResumeTest(tf.test.TestCase, parameterized.TestCase):
         cfg = self.config("run", epochs=4)
         self.interrupted(cfg, after_epoch=2)
         with self.assertRaisesRegex(UserError, r"differs from this one in seed \(0 there, 1 here"):
-            transfer.fine_tune(self.config("run", epochs=4, seed=1), resume=True)
+            finetune.fine_tune(self.config("run", epochs=4, seed=1), resume=True)
         (Path(cfg.out) / checkpoints.CHECKPOINT_FILE).write_bytes(b"not a checkpoint")
         with self.assertRaisesRegex(UserError, "is corrupt"):
-            transfer.fine_tune(cfg, resume=True)
+            finetune.fine_tune(cfg, resume=True)
         with self.assertRaisesRegex(UserError, "no transfer checkpoint"):
-            transfer.fine_tune(self.config("elsewhere"), resume=True)
+            finetune.fine_tune(self.config("elsewhere"), resume=True)
 
     def test_sweeps_write_no_checkpoint(self):
         cfg = self.config("run", epochs=1)
-        transfer.fine_tune(cfg, verbose=False)
+        finetune.fine_tune(cfg, verbose=False)
         self.assertFalse((Path(cfg.out) / checkpoints.CHECKPOINT_FILE).exists())
 
 

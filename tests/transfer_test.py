@@ -15,7 +15,8 @@ from tests.helpers import make_image_folder, make_source
 from tftransfer.training import optim
 from tftransfer.models import resnet
 from tftransfer.sources import saving
-from tftransfer.finetune import run as transfer
+from tftransfer import finetune
+from tftransfer.sources import loading as source_loading
 from tftransfer.training.callbacks import StopOnNaN
 from tftransfer.config import DataConfig, OptimConfig, TransferConfig
 from tftransfer.errors import UserError
@@ -43,7 +44,7 @@ class HeadAndFreezingTest(TransferTestCase, parameterized.TestCase):
 
     def test_head_is_replaced_with_target_classes(self):
         source = tftransfer.load_model(self.source)
-        model = transfer.attach_head(source, 5, "normal")
+        model = finetune.attach_head(source, 5, "normal")
         self.assertEqual(model.output.shape[-1], 5)
         self.assertEqual(model.layers[-1].name, "fc")
         self.assertIsNot(model.layers[-1], source.layers[-1])
@@ -51,8 +52,8 @@ class HeadAndFreezingTest(TransferTestCase, parameterized.TestCase):
 
     def test_head_std_scales_the_same_draw(self):
         source = tftransfer.load_model(self.source)
-        unit = transfer.attach_head(source, 5, "normal", seed=3).get_layer("fc").kernel.numpy()
-        wide = transfer.attach_head(source, 5, "normal", seed=3, head_std=5.0)
+        unit = finetune.attach_head(source, 5, "normal", seed=3).get_layer("fc").kernel.numpy()
+        wide = finetune.attach_head(source, 5, "normal", seed=3, head_std=5.0)
         self.assertAllClose(wide.get_layer("fc").kernel.numpy(), 5.0 * unit, rtol=1e-5)
 
     def test_head_std_must_be_positive_and_for_the_normal_head(self):
@@ -63,8 +64,8 @@ class HeadAndFreezingTest(TransferTestCase, parameterized.TestCase):
 
     @parameterized.parameters((0, []), (1, ["layer3.2"]), (3, ["layer3.0", "layer3.1", "layer3.2"]))
     def test_trainable_layers_for_each_n(self, n, blocks):
-        model = transfer.attach_head(tftransfer.load_model(self.source), 3, "glorot")
-        self.assertEqual(transfer.freeze(model, n, "inference"), blocks)
+        model = finetune.attach_head(tftransfer.load_model(self.source), 3, "glorot")
+        self.assertEqual(finetune.freeze(model, n, "inference"), blocks)
         trainable = {layer.name.split(".")[0] + ("." + layer.name.split(".")[1]
                      if layer.name.startswith("layer") else "")
                      for layer in model.layers if layer.trainable_weights}
@@ -72,14 +73,14 @@ class HeadAndFreezingTest(TransferTestCase, parameterized.TestCase):
         self.assertFalse(model.get_layer("bn1").trainable)  # frozen BN: inference mode
 
     def test_minus_one_unfreezes_everything(self):
-        model = transfer.attach_head(tftransfer.load_model(self.source), 3, "glorot")
-        transfer.freeze(model, -1, "inference")
+        model = finetune.attach_head(tftransfer.load_model(self.source), 3, "glorot")
+        finetune.freeze(model, -1, "inference")
         self.assertEqual(len(model.trainable_weights), len(resnet.build(
             "resnet20", 3, 32, width=0.25).trainable_weights))
 
     def test_frozen_bn_train_mode_updates_statistics_but_not_scale(self):
-        model = transfer.attach_head(tftransfer.load_model(self.source), 3, "glorot")
-        transfer.freeze(model, 0, "train")
+        model = finetune.attach_head(tftransfer.load_model(self.source), 3, "glorot")
+        finetune.freeze(model, 0, "train")
         bn = model.get_layer("layer1.0.bn1")
         self.assertFalse(any(v is bn.gamma for v in model.trainable_weights))
         self.assertTrue(bn.trainable)
@@ -90,16 +91,16 @@ class HeadAndFreezingTest(TransferTestCase, parameterized.TestCase):
     def test_bad_inputs_give_clear_errors(self):
         model = tftransfer.load_model(self.source)
         with self.assertRaisesRegex(UserError, "more than the 9 residual blocks"):
-            transfer.freeze(transfer.attach_head(model, 3, "glorot"), 10, "inference")
+            finetune.freeze(finetune.attach_head(model, 3, "glorot"), 10, "inference")
         with self.assertRaisesRegex(UserError, "at least 2"):
-            transfer.attach_head(model, 1, "glorot")
+            finetune.attach_head(model, 1, "glorot")
         not_classifier = keras.Sequential([keras.Input((32, 32, 3)),
                                            keras.layers.GlobalAveragePooling2D()])
         with self.assertRaisesRegex(UserError, "does not end in a Dense classifier"):
-            transfer.attach_head(not_classifier, 3, "glorot")
+            finetune.attach_head(not_classifier, 3, "glorot")
         one_class = make_image_folder(self.tmp / "one", classes=("only",))
         with self.assertRaisesRegex(UserError, "at least 2"):
-            transfer.fine_tune(self.config(target=str(one_class)))
+            finetune.fine_tune(self.config(target=str(one_class)))
 
 
 class ScheduleTest(tf.test.TestCase):
@@ -120,24 +121,24 @@ class FineTuneTest(TransferTestCase):
     def test_the_threat_model_is_read_from_pretrain_and_convert_configs(self):
         pretrained = {"attack": {"attack": "l2", "eps": 0.5, "attack_steps": 3}}
         converted = {"attack": "l2", "eps": 3.0}  # convert --published robust-resnet50-l2-eps3
-        self.assertEqual(transfer.threat_model(pretrained), ("l2", 0.5))
-        self.assertEqual(transfer.threat_model(converted), ("l2", 3.0))
-        self.assertEqual(transfer.threat_model({"attack": "none", "eps": 0.0}), ("none", 0.0))
-        self.assertEqual(transfer.threat_model({"attack": None, "eps": None}), ("none", 0.0))
-        self.assertEqual(transfer.threat_model({}), ("none", 0.0))
+        self.assertEqual(source_loading.threat_model(pretrained), ("l2", 0.5))
+        self.assertEqual(source_loading.threat_model(converted), ("l2", 3.0))
+        self.assertEqual(source_loading.threat_model({"attack": "none", "eps": 0.0}), ("none", 0.0))
+        self.assertEqual(source_loading.threat_model({"attack": None, "eps": None}), ("none", 0.0))
+        self.assertEqual(source_loading.threat_model({}), ("none", 0.0))
 
     def test_a_converted_robust_source_is_recorded_as_robust(self):
         config_path = self.source / "config.json"
         config = json.loads(config_path.read_text())
         config.update(attack="linf", eps=4 / 255)  # how convert --published writes it
         config_path.write_text(json.dumps(config))
-        identity = transfer.load_source(str(self.source)).identity
+        identity = source_loading.load_source(str(self.source)).identity
         self.assertEqual((identity["source_attack"], identity["source_eps"]), ("linf", 4 / 255))
 
     def test_a_diverged_fine_tune_is_an_error_not_a_result(self):
         config = self.config(optim=OptimConfig(learning_rate=1e30), eval_every=1)
         with self.assertRaisesRegex(UserError, "diverged.*NaN at epoch 1"):
-            transfer.fine_tune(config)
+            finetune.fine_tune(config)
 
     def test_weights_broken_by_the_last_step_are_an_error_not_a_result(self):
         # lr 1e39 is a finite Python float but inf in float32: one step (one batch, one epoch)
@@ -148,7 +149,7 @@ class FineTuneTest(TransferTestCase):
                                  feature_cache=mode, unfrozen_blocks=1)
             with self.assertRaisesRegex(UserError, "^Fine-tuning diverged: the (trained )?"
                                                    "weights (became|are) NaN or infinite"):
-                transfer.fine_tune(dataclasses.replace(config, data=dataclasses.replace(
+                finetune.fine_tune(dataclasses.replace(config, data=dataclasses.replace(
                     config.data, batch_size=64)), verbose=False)
             self.assertFalse((out / "model.keras").exists())
             self.assertFalse((out / "metrics.json").exists())
@@ -166,7 +167,7 @@ class FineTuneTest(TransferTestCase):
                              (1, "weights") if stopped else (None, None))
 
     def test_run_record_and_result_row(self):
-        row = transfer.fine_tune(self.config(eval_every=1))
+        row = finetune.fine_tune(self.config(eval_every=1))
         run = Path(row["run_dir"])
         for name in ("model.keras", "config.json", "history.csv", "metrics.json"):
             self.assertTrue((run / name).exists(), name)
@@ -180,12 +181,12 @@ class FineTuneTest(TransferTestCase):
         self.assertLen(open(run / "history.csv").read().strip().splitlines(), 4)
 
     def test_learns_an_easy_target_well_above_chance(self):
-        row = transfer.fine_tune(self.config(epochs=15, unfrozen_blocks=3))
+        row = finetune.fine_tune(self.config(epochs=15, unfrozen_blocks=3))
         self.assertGreater(row["test_accuracy"], 0.6)  # chance is 1/3
 
     def test_same_seed_same_result(self):
-        a = transfer.fine_tune(self.config(unfrozen_blocks=1, out=str(self.tmp / "a")))
-        b = transfer.fine_tune(self.config(unfrozen_blocks=1, out=str(self.tmp / "b")))
+        a = finetune.fine_tune(self.config(unfrozen_blocks=1, out=str(self.tmp / "a")))
+        b = finetune.fine_tune(self.config(unfrozen_blocks=1, out=str(self.tmp / "b")))
         self.assertEqual(a["test_accuracy"], b["test_accuracy"])
         self.assertAllClose(tftransfer.load_model(self.tmp / "a").get_layer("fc").kernel,
                             tftransfer.load_model(self.tmp / "b").get_layer("fc").kernel)
@@ -194,33 +195,33 @@ class FineTuneTest(TransferTestCase):
         x = np.random.default_rng(0).random((6, 32, 32, 3)).astype("float32")
         outputs = {}
         for mode in ("on", "off"):
-            row = transfer.fine_tune(self.config(unfrozen_blocks=2, feature_cache=mode,
+            row = finetune.fine_tune(self.config(unfrozen_blocks=2, feature_cache=mode,
                                                  out=str(self.tmp / mode)))
             self.assertEqual(row["feature_cache"], mode == "on")
             outputs[mode] = tftransfer.load_model(self.tmp / mode)(x).numpy()
         self.assertAllClose(outputs["on"], outputs["off"], atol=1e-4, rtol=1e-4)
 
     def test_feature_cache_computes_each_image_once_across_runs(self):
-        cache = transfer.RunCache()
-        row = transfer.fine_tune(self.config(), cache=cache, save_model=False)
+        cache = finetune.RunCache()
+        row = finetune.fine_tune(self.config(), cache=cache, save_model=False)
         self.assertTrue(row["feature_cache"])
         first = cache.computed
         self.assertEqual(first, row["train_images"] + row["test_images"])
-        transfer.fine_tune(self.config(seed=1), cache=cache, save_model=False)
+        finetune.fine_tune(self.config(seed=1), cache=cache, save_model=False)
         self.assertEqual(cache.computed, first)  # same images, nothing recomputed
         # A curve on part of the test images takes their features from the test set's.
-        transfer.fine_tune(self.config(seed=1, eval_every=1, curve_test_images=6), cache=cache,
+        finetune.fine_tune(self.config(seed=1, eval_every=1, curve_test_images=6), cache=cache,
                            save_model=False)
         self.assertEqual(cache.computed, first)
 
     def test_a_reused_network_ends_where_a_new_one_would(self):
-        cache = transfer.RunCache()
+        cache = finetune.RunCache()
         source_weights = [w.copy() for w in cache.source(str(self.source)).model.get_weights()]
         for seed in (0, 1):
-            reused = transfer.fine_tune(self.config(seed=seed, unfrozen_blocks=1), cache=cache,
+            reused = finetune.fine_tune(self.config(seed=seed, unfrozen_blocks=1), cache=cache,
                                         save_model=False)
         self.assertEqual(cache.networks_built, 1)
-        new = transfer.fine_tune(self.config(seed=1, unfrozen_blocks=1), save_model=False)
+        new = finetune.fine_tune(self.config(seed=1, unfrozen_blocks=1), save_model=False)
         self.assertAllClose(reused["test_loss"], new["test_loss"], atol=1e-5, rtol=1e-5)
         self.assertEqual(reused["test_accuracy"], new["test_accuracy"])
         # Training worked on a copy: the loaded source is untouched for the next network.
@@ -228,8 +229,8 @@ class FineTuneTest(TransferTestCase):
             self.assertAllEqual(before, after)
 
     def test_curve_on_part_of_the_test_set_final_accuracy_on_all(self):
-        full = transfer.fine_tune(self.config(eval_every=1, out=str(self.tmp / "full")))
-        part = transfer.fine_tune(self.config(eval_every=1, curve_test_images=6,
+        full = finetune.fine_tune(self.config(eval_every=1, out=str(self.tmp / "full")))
+        part = finetune.fine_tune(self.config(eval_every=1, curve_test_images=6,
                                               out=str(self.tmp / "part")))
         self.assertEqual(part["curve_test_images"], 6)
         self.assertEqual(full["curve_test_images"], full["test_images"])
@@ -239,7 +240,7 @@ class FineTuneTest(TransferTestCase):
         self.assertAlmostEqual(correct, round(correct), places=4)
 
     def test_other_image_size_rebuilds_the_source(self):
-        row = transfer.fine_tune(self.config(data=DataConfig(
+        row = finetune.fine_tune(self.config(data=DataConfig(
             dataset=str(self.folder), batch_size=8, augment=False, image_size=48)))
         self.assertEqual(tftransfer.load_model(row["run_dir"]).inputs[0].shape[1], 48)
 
@@ -248,7 +249,7 @@ class PrecisionTest(TransferTestCase):
 
     def test_precision_applies_to_a_loaded_float32_source(self):
         try:
-            row = transfer.fine_tune(self.config(precision="mixed_bfloat16", epochs=1))
+            row = finetune.fine_tune(self.config(precision="mixed_bfloat16", epochs=1))
         finally:
             keras.mixed_precision.set_global_policy("float32")
         model = tftransfer.load_model(row["run_dir"])
@@ -262,6 +263,6 @@ class FlowersOfflineTest(TransferTestCase):
         with tfds.testing.mock_data(num_examples=110):
             cfg = self.config(target="oxford_flowers102", epochs=1, data=DataConfig(
                 dataset="oxford_flowers102", batch_size=32, augment=False, train_images=102))
-            row = transfer.fine_tune(cfg)
+            row = finetune.fine_tune(cfg)
         self.assertEqual(row["train_images"], 102)
         self.assertEqual(tftransfer.load_model(row["run_dir"]).output.shape[-1], 102)

@@ -18,7 +18,7 @@ from tftransfer.models import architectures
 from tftransfer.sources import saving
 from tftransfer.tuning import search_space
 from tftransfer.training import pretrain as training
-from tftransfer.finetune import run as transfer
+from tftransfer import finetune
 from tftransfer.config import DataConfig, ModelConfig, OptimConfig, PretrainConfig, TransferConfig
 
 ARCH = "wrn16_4"
@@ -161,12 +161,12 @@ class PretrainAndTransferTest(tf.test.TestCase):
         self.assertEqual(search_space.unfrozen_block_choices(model), [0, 1, 2, 4, -1])
 
     def test_the_last_stage_and_the_final_batch_norm_fine_tune(self):
-        model = transfer.attach_head(tftransfer.load_model(self.source), 3, "glorot")
-        self.assertEqual(transfer.freeze(model, 2, "inference"), ["layer3.0", "layer3.1"])
+        model = finetune.attach_head(tftransfer.load_model(self.source), 3, "glorot")
+        self.assertEqual(finetune.freeze(model, 2, "inference"), ["layer3.0", "layer3.1"])
         trainable = {layer.name for layer in model.layers if layer.trainable_weights}
         self.assertEqual({name.split(".")[0] for name in trainable}, {"layer3", "bn1", "fc"})
         self.assertIn("layer3.0.downsample.0", trainable)
-        transfer.freeze(model, 0, "inference")
+        finetune.freeze(model, 0, "inference")
         self.assertEqual({layer.name for layer in model.layers if layer.trainable_weights},
                          {"fc"})
 
@@ -175,7 +175,7 @@ class PretrainAndTransferTest(tf.test.TestCase):
         outputs = {}
         for mode in ("on", "off"):
             out = self.tmp / f"transfer-{mode}"
-            row = transfer.fine_tune(self.config(unfrozen_blocks=2, feature_cache=mode,
+            row = finetune.fine_tune(self.config(unfrozen_blocks=2, feature_cache=mode,
                                                  out=str(out)), verbose=False)
             self.assertEqual(row["feature_cache"], mode == "on")
             self.assertEqual(saving.read_config(out)["unfrozen_block_names"],

@@ -65,13 +65,6 @@ class AdversarialTrainer(keras.Model):
         return self.classifier(inputs, training=training)
 
     @property
-    def uses_stateful_random_ops(self) -> bool:
-        """Whether ``train_step`` or ``test_step`` draws from TensorFlow's stateful random
-        ops (an attack's random start); Keras layers use stateless ones."""
-        return any(attack is not None and attack.norm != "none"
-                   for attack in (self.attack, self.eval_attack))
-
-    @property
     def metrics(self):
         trackers = [self.loss_tracker, self.accuracy_tracker]
         return trackers + ([self.adversarial_tracker] if self.eval_attack is not None else [])

@@ -1,3 +1,25 @@
 """Fine-tuning a source on a target: the network with its new head, the run (cached trunk
 features, compiled multi-epoch loop, run directory) and its result row.
+
+    from tftransfer import finetune
+    result = finetune.fine_tune(TransferConfig(target="mnist", ...))
+
+This face is the one import path of the names below; the modules behind it: ``networks`` (the
+new head, freezing, the compiled trainer), ``run`` (``fine_tune``), ``run_cache`` (what
+consecutive runs share), ``loop`` and ``compiled_loop`` (training and the test curve),
+``rundir`` (a run directory's record) and ``result`` (the result row).
 """
+
+from tftransfer.finetune.loop import use_compiled_loop
+from tftransfer.finetune.networks import (HEAD_NAME, Network, attach_head, build_network,
+                                          classification_loss, feature_boundary, freeze,
+                                          head_initializer, set_normalization,
+                                          unfrozen_block_names)
+from tftransfer.finetune.run import (augments, default_run_dir, feature_key, fine_tune,
+                                     normalization_statistics, run_indices)
+from tftransfer.finetune.run_cache import RunCache
+
+__all__ = ["HEAD_NAME", "Network", "RunCache", "attach_head", "augments", "build_network",
+           "classification_loss", "default_run_dir", "feature_boundary", "feature_key",
+           "fine_tune", "freeze", "head_initializer", "normalization_statistics",
+           "run_indices", "set_normalization", "unfrozen_block_names", "use_compiled_loop"]

@@ -49,7 +49,6 @@ _UNROLLED_STEPS = 4
 # runs (transfer.RunCache), and tracing train_step again for each run would cost more than a
 # head-only run itself. On the trainer, not in a module-level table keyed by it, so that a
 # trainer the cache drops is freed with them (the functions refer to their trainer).
-_FUNCTIONS_ATTRIBUTE = "_compiled_loop_functions"
 
 
 @dataclass
@@ -97,7 +96,8 @@ def curve_epochs(epochs: int, every: int) -> list[int]:
 
 def fit_compiled(trainer, train_ds, epochs: int, steps_per_epoch: int, eval_every: int,
                  curve_set, test_set, history_file: Path, verbose: bool,
-                 start: Start | None = None, on_stretch=None) -> CompiledResult:
+                 start: Start | None = None, on_stretch=None,
+                 functions: dict | None = None) -> CompiledResult:
     """Trains ``trainer`` for ``epochs`` epochs of ``steps_per_epoch`` batches of
     ``train_ds`` and measures the test curve on ``curve_set`` at ``curve_epochs``, the final
     result on ``test_set`` (each a (features, labels) pair of tensors, or a dataset of
@@ -106,6 +106,9 @@ def fit_compiled(trainer, train_ds, epochs: int, steps_per_epoch: int, eval_ever
     Args:
       start: resume after ``start.epoch`` epochs (None: from the beginning).
       on_stretch: optional ``fn(epochs_done, rows, curve)`` after each stretch.
+      functions: the caller's store of this trainer's traced functions (a network's
+        ``compiled_functions``), kept across its runs so that they are traced once; None:
+        traced for this call only.
 
     Raises:
       UserError: when the training loss becomes non-finite (as ``fit()``'s NaN guard; in
@@ -115,7 +118,8 @@ def fit_compiled(trainer, train_ds, epochs: int, steps_per_epoch: int, eval_ever
     if isinstance(train_ds, IndexedBatches) and train_ds.first_epoch != start.epoch:
         raise ValueError(f"the batches start at epoch {train_ds.first_epoch}, the run at "
                          f"{start.epoch}")
-    evaluate = _functions(trainer, steps_per_epoch)["evaluate"]
+    traced = _functions(trainer, steps_per_epoch, {} if functions is None else functions)
+    evaluate = traced["evaluate"]
     result, rows, done = CompiledResult(dict(start.curve)), list(start.rows), start.epoch
     points = set(curve_epochs(epochs, eval_every))
     predictions = None
@@ -124,13 +128,13 @@ def fit_compiled(trainer, train_ds, epochs: int, steps_per_epoch: int, eval_ever
         # per curve point cost more than the training at the replication's every 5 epochs),
         # but for a last point on the final test set: that evaluation is made once, after.
         last_after = test_set is curve_set and done < epochs
-        _train_in_one_call(trainer, train_ds, steps_per_epoch, curve_set,
+        _train_in_one_call(traced["schedule"], train_ds, curve_set,
                            points - {epochs} if last_after else points, epochs, start, rows,
                            result.curve)
         done = epochs
         if last_after:
             predictions = _measure_point(evaluate, curve_set, rows[-1], result.curve)
-    stretch = _stretch_runner(trainer, train_ds, steps_per_epoch)
+    stretch = _stretch_runner(traced, train_ds)
     for end in (e for e in _stretch_ends(points, epochs) if e > done):
         began = time.time()
         losses, accuracies, rates = (t.numpy() for t in stretch(done, end - done))
@@ -171,16 +175,14 @@ def _one_call_possible(train_ds, curve_set) -> bool:
     return isinstance(train_ds, IndexedBatches) and isinstance(curve_set, tuple)
 
 
-def _train_in_one_call(trainer, batches: "IndexedBatches", steps_per_epoch: int, curve_set,
-                       points: set[int], epochs: int, start: Start, rows: list,
-                       curve: dict) -> None:
+def _train_in_one_call(run, batches: "IndexedBatches", curve_set, points: set[int],
+                       epochs: int, start: Start, rows: list, curve: dict) -> None:
     """Epochs ``start.epoch + 1 .. epochs`` in one call of the schedule function, appending
     their history rows (``seconds``: the call's time over its epochs) and curve points."""
     first = start.epoch
     if first >= epochs:
         return
     is_point = tf.constant([epoch in points for epoch in range(first + 1, epochs + 1)])
-    run = _functions(trainer, steps_per_epoch)["schedule"]
     began = time.time()
     outputs = [t.numpy() for t in run(batches.features, batches.labels, batches.order,
                                       tf.constant(batches.batch_size, tf.int64), is_point,
@@ -208,13 +210,11 @@ def _stretch_ends(points: set[int], epochs: int) -> list[int]:
     return sorted(points | set(range(_LONGEST_STRETCH, epochs, _LONGEST_STRETCH)))
 
 
-def _functions(trainer, steps_per_epoch: int) -> dict:
-    """The traced functions of ``trainer``: the stretch over an ``iterator`` or over
-    ``indexed`` batches, and ``evaluate`` (a set -> accuracy, loss, predicted classes)."""
-    per_trainer = trainer.__dict__.get(_FUNCTIONS_ATTRIBUTE)
-    if per_trainer is None:  # object.__setattr__: not a Keras-tracked attribute
-        per_trainer = {}
-        object.__setattr__(trainer, _FUNCTIONS_ATTRIBUTE, per_trainer)
+def _functions(trainer, steps_per_epoch: int, per_trainer: dict) -> dict:
+    """The traced functions of ``trainer`` for ``steps_per_epoch``, from (or added to) its
+    owner's store ``per_trainer``: the stretch over an ``iterator`` or over ``indexed``
+    batches, the one-call ``schedule``, and ``evaluate`` (a set -> accuracy, loss, predicted
+    classes)."""
     if steps_per_epoch not in per_trainer:
         on_tensors, on_batches = _evaluation_function(trainer), _streamed_evaluation(trainer)
 
@@ -230,10 +230,10 @@ def _functions(trainer, steps_per_epoch: int) -> dict:
     return per_trainer[steps_per_epoch]
 
 
-def _stretch_runner(trainer, train_ds, steps_per_epoch: int):
+def _stretch_runner(functions: dict, train_ds):
     """``fn(epochs_done, n)``: the next n epochs of ``train_ds`` (a dataset whose stream
-    starts where the run does, or ``IndexedBatches``)."""
-    functions = _functions(trainer, steps_per_epoch)
+    starts where the run does, or ``IndexedBatches``), with the trainer's traced
+    ``functions``."""
     if isinstance(train_ds, IndexedBatches):
         run = functions["indexed"]
         return lambda done, n: run(train_ds.features, train_ds.labels, train_ds.order,

@@ -57,16 +57,19 @@ def use_compiled_loop(cfg: TransferConfig, network: Network) -> bool:
 
 
 def train(cfg, trainer, train_ds, test_ds, curve_ds, steps, out: Path, verbose: bool,
-          compiled: bool = False, saver: "Checkpointer | None" = None):
+          compiled: bool = False, saver: "Checkpointer | None" = None,
+          compiled_functions: dict | None = None):
     """Trains from epoch 0, or from ``saver.start`` (a resumed run); ``saver`` also writes a
-    checkpoint after every epoch (``fit()``) or compiled stretch."""
+    checkpoint after every epoch (``fit()``) or compiled stretch. ``compiled_functions``:
+    the network's store of the compiled loop's traced functions."""
     out.mkdir(parents=True, exist_ok=True)
     history_file = out / "history.csv"  # an earlier run's is gone (clear_run_record)
     start = saver.start if saver else compiled_loop.Start()
     if compiled:
         return compiled_loop.fit_compiled(trainer, train_ds, cfg.epochs, steps, cfg.eval_every,
                                           curve_ds, test_ds, history_file, verbose, start,
-                                          saver.save if saver else None)
+                                          saver.save if saver else None,
+                                          compiled_functions)
     evaluator = EvaluateEvery(curve_ds, cfg.eval_every, cfg.epochs, test_ds)
     evaluator.curve.update(start.curve)
     history = _ResumedHistory(history_file, start.rows)

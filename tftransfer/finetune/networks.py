@@ -144,7 +144,8 @@ class Network:
     ``trained`` is what the optimizer trains: the whole ``model``, or, with the feature
     cache, only the part above the frozen trunk (fed with the trunk's cached outputs by
     ``trunk``). ``reset`` puts the weights and the optimizer back to where a new run
-    starts, so one traced network serves many runs.
+    starts, so one traced network serves many runs; ``compiled_functions`` holds the compiled
+    loop's traced functions of its trainer for those runs (they go when the network goes).
     """
 
     model: keras.Model
@@ -156,6 +157,7 @@ class Network:
     normalization: tuple | None = None   # (mean, std) replacing the source's, or None
     _initial_weights: list = field(default_factory=list, repr=False)
     _initial_optimizer: list = field(default_factory=list, repr=False)
+    compiled_functions: dict = field(default_factory=dict, repr=False)
 
     @property
     def cached(self) -> bool:

@@ -24,32 +24,21 @@ import time
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
 
 from tftransfer import data, runs
-from tftransfer.models import architectures
-from tftransfer.training import checkpoints
-from tftransfer.sources import hub
-from tftransfer.training import runtime
-from tftransfer.sources import saving
 from tftransfer.config import TransferConfig, to_dict
 from tftransfer.errors import UserError
-from tftransfer.finetune.run_cache import RunCache
-from tftransfer.finetune.networks import (HEAD_NAME, Network, attach_head, build_network,  # noqa: F401
-                                 classification_loss, feature_boundary, freeze,
-                                 head_initializer, inference_function, set_normalization,
-                                 unfrozen_block_names)
+from tftransfer.finetune.loop import (Checkpointer, check_finite_result, extensions, train,
+                                      use_compiled_loop)
+from tftransfer.finetune.networks import Network
+from tftransfer.finetune.result import (per_class_accuracy, per_class_summary, result_row,
+                                        training_columns)
 from tftransfer.finetune.rundir import check_run_dir, clear_run_record, resume_point
-from tftransfer.sources.loading import (DEFAULT_SOURCE, SourceModel, load_source,  # noqa: F401
-                                       threat_model, with_input_size)
-from tftransfer.finetune.loop import EvaluateEvery  # noqa: F401
-from tftransfer.finetune.loop import Checkpointer as _Checkpointer
-from tftransfer.finetune.loop import check_finite_result as _check_finite_result
-from tftransfer.finetune.loop import extensions as _extensions
-from tftransfer.finetune.loop import train as _train
-from tftransfer.finetune.loop import use_compiled_loop as _use_compiled_loop
-from tftransfer.finetune.result import per_class_accuracy, per_class_summary, training_columns
-from tftransfer.finetune.result import result_row as _result_row
+from tftransfer.finetune.run_cache import RunCache
+from tftransfer.models import architectures
+from tftransfer.sources import hub, saving
+from tftransfer.sources.loading import SourceModel
+from tftransfer.training import checkpoints, runtime
 
 
 def normalization_statistics(cfg: TransferConfig, target, train_idx, image_size: int):
@@ -130,17 +119,14 @@ def _fine_tune(cfg: TransferConfig, cache: RunCache, save_model: bool, verbose: 
         return point.finished
     target = cache.target(cfg)
     image_size = cfg.data.image_size or int(source.model.inputs[0].shape[1])
-    train_idx, test_idx, curve_idx = _indices(cfg, target)
+    train_idx, test_idx, curve_idx = run_indices(cfg, target)
     steps = math.ceil(len(train_idx) / cfg.data.batch_size)
     augment = augments(cfg, target)
     network = cache.network(cfg, source, target.num_classes, image_size, steps, augment,
                             normalization_statistics(cfg, target, train_idx, image_size))
     network.reset(cfg.head_init, cfg.seed, cfg.head_std)
-    compiled = _use_compiled_loop(cfg, network)
-    # The compiled loop's traced functions stay instantiated across a sweep's runs when
-    # nothing in them draws from a stateful random kernel (see runtime.set_seed).
-    runtime.set_seed(cfg.seed, keep_compiled_functions=compiled
-                     and not network.trainer.uses_stateful_random_ops)
+    compiled = use_compiled_loop(cfg, network)
+    runtime.set_seed(cfg.seed)
     first = point.checkpoint.epoch if point else 0
     if point:
         checkpoints.restore(point.checkpoint, network.trained, network.trainer.optimizer)
@@ -161,12 +147,13 @@ def _fine_tune(cfg: TransferConfig, cache: RunCache, save_model: bool, verbose: 
     else:
         datasets = _image_datasets(cfg, target, (train_idx, test_idx, curve_idx), image_size,
                                    augment, first_epoch=first)
-    saver = _Checkpointer(cfg, network, out, point) if checkpoint or resume else None
-    evaluator = _train(cfg, network.trainer, *datasets, steps, out, verbose, compiled, saver)
-    _check_finite_result(cfg, network.trained, evaluator)
+    saver = Checkpointer(cfg, network, out, point) if checkpoint or resume else None
+    evaluator = train(cfg, network.trainer, *datasets, steps, out, verbose, compiled, saver,
+                      network.compiled_functions)
+    check_finite_result(cfg, network.trained, evaluator)
     seconds = time.time() - start
 
-    result = _result_row(cfg, source, target, (train_idx, test_idx, curve_idx), evaluator,
+    result = result_row(cfg, source, target, (train_idx, test_idx, curve_idx), evaluator,
                          seconds, out, network.cached)
     result.update(requested_columns(requested))
     result.update(training_columns(out / "history.csv", steps * cfg.epochs, target.num_classes))
@@ -175,7 +162,7 @@ def _fine_tune(cfg: TransferConfig, cache: RunCache, save_model: bool, verbose: 
     result.update(per_class_summary(per_class))
     if "warning" in result:
         print(f"warning: {result['warning']}", file=sys.stderr)
-    extended = _extensions(point)
+    extended = extensions(point)
     result.update(extended)
     if save_model:
         config = {"kind": "transfer", "arch": source.identity["source_arch"],
@@ -217,7 +204,7 @@ def requested_columns(requested: TransferConfig) -> dict:
             if getattr(requested, name) is not None}
 
 
-def _indices(cfg: TransferConfig, target):
+def run_indices(cfg: TransferConfig, target):
     """Training images (the run's seed), test images and the per-epoch curve's test images
     (fixed seed 0, nested: the curve's images are a stratified part of the test images)."""
     train_idx = data.select_subset(target.train.labels, cfg.data.train_images, cfg.seed,

@@ -104,8 +104,8 @@ def append_rerun(path, row: dict) -> None:
 
 
 def _real_fine_tune():
-    from tftransfer.finetune import run as transfer
-    return transfer.fine_tune
+    from tftransfer import finetune
+    return finetune.fine_tune
 
 
 def _new_cache():

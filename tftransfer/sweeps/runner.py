@@ -1,6 +1,6 @@
 """Sweeps: a grid of fine-tuning runs -> one CSV row per finished run, resumable and shardable.
 
-Each cell of a ``SweepConfig`` is one ``transfer.fine_tune`` run. A finished run
+Each cell of a ``SweepConfig`` is one ``finetune.fine_tune`` run. A finished run
 appends exactly one row to the shard's results CSV (rewritten atomically, so a
 crash never leaves half a row); re-running the sweep skips the cells already in
 any results file of the directory (whatever shard layout wrote them) and re-runs
@@ -70,7 +70,7 @@ def run_sweep(sweep: SweepConfig, results_dir, shard: str | None = None,
     Other processes may run the same sweep on ``results_dir`` at the same time: each
     cell is claimed before it runs, and cells finished or claimed by others are skipped.
 
-    ``cache``: a ``transfer.RunCache`` to share with other sweeps in this process (a new
+    ``cache``: a ``finetune.RunCache`` to share with other sweeps in this process (a new
     one when None). ``sources``: run only the cells of these sources (all when None); the
     rows go to the same results file, so later calls fill in the rest of the grid.
     ``max_runs``: stop after this many runs (failed ones included).
@@ -85,7 +85,7 @@ def run_sweep(sweep: SweepConfig, results_dir, shard: str | None = None,
     """
     from tqdm import tqdm
 
-    from tftransfer.finetune import run as transfer
+    from tftransfer import finetune
 
     check_max_runs(max_runs)
     index, count = parse_shard(shard)
@@ -96,7 +96,7 @@ def run_sweep(sweep: SweepConfig, results_dir, shard: str | None = None,
     # Rows of other cells (other sources, with --sources) are neither done nor to do here.
     done = finished_keys(results_dir) & {cell.key for cell in mine}
     pending = [cell for cell in mine if cell.key not in done][:max_runs]
-    cache = cache or transfer.RunCache()
+    cache = cache or finetune.RunCache()
     print(f"sweep {sweep.name} shard {index}/{count}: {len(mine)} cells, {len(done)} finished "
           f"before, up to {len(pending)} to run now -> {path}", file=sys.stderr)
     data = dict(data_dir=data_dir, download=download)
@@ -163,11 +163,11 @@ def _run_cell(sweep: SweepConfig, cell: Cell, results_dir: Path, cache, data: di
     Failures are logged and not raised: one bad cell should not end a long sweep, and
     re-running the sweep retries it.
     """
-    from tftransfer.finetune import run as transfer
+    from tftransfer import finetune
 
     run_dir = results_dir / "runs" / cell.file_name
     try:
-        row = transfer.fine_tune(transfer_config(sweep, cell, run_dir, **data),
+        row = finetune.fine_tune(transfer_config(sweep, cell, run_dir, **data),
                                  cache=cache, save_model=save_models, verbose=False)
         return {**row, "run_dir": runs.checkout_relative(run_dir)}
     except UserError as error:

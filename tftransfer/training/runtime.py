@@ -3,31 +3,22 @@
 from __future__ import annotations
 
 import contextlib
-import random
 import sys
-import threading
 
 import keras
 import tensorflow as tf
-from tensorflow.python.eager import context as eager_context
 
 from tftransfer.config import check_seed
 from tftransfer.errors import UserError
 
 
-def set_seed(seed: int, keep_compiled_functions: bool = False) -> None:
+def set_seed(seed: int) -> None:
     """Seeds Python, NumPy, TensorFlow and Keras (every random choice takes this seed).
 
-    Args:
-      keep_compiled_functions: seed TensorFlow without clearing its kernel cache, which
-        ``tf.random.set_seed`` does to restart the streams of stateful random kernels
-        (``tf.random.uniform`` and the like, also inside a ``tf.function``). Clearing it
-        also drops every instantiated ``tf.function``: the next call instantiates (and
-        optimizes) its graph again, which made a head-only run's one call 1.6-1.7x slower
-        (about 0.1 s, ``bench/compiled_loop_parts.py``). Only for work that runs no
-        stateful random kernel: the global seed, the op seeds derived from it
-        (``tf.compat.v1.get_seed``), Python's, NumPy's and Keras' seeds are then exactly
-        what ``tf.random.set_seed`` gives.
+    ``keras.utils.set_random_seed``, public API only: TensorFlow's reseeding clears its kernel
+    cache, so every instantiated ``tf.function`` is instantiated again on its next call (about
+    0.1 s for a head-only run's compiled call, ``bench/README.md``), a cost accepted for not
+    writing TensorFlow's private seed state.
 
     Raises:
       UserError: for a seed outside [0, 2**32), which numpy's seeding refuses with a
@@ -35,32 +26,7 @@ def set_seed(seed: int, keep_compiled_functions: bool = False) -> None:
         seed + execution, can still get there).
     """
     check_seed(seed)
-    seed = int(seed)
-    if not (keep_compiled_functions and tf.executing_eagerly()):
-        keras.utils.set_random_seed(seed)
-        return
-    # keras.utils.set_random_seed's steps, with TensorFlow's seed set as
-    # Context._set_global_seed sets it, less its kernel-cache clear.
-    context = eager_context.context()
-    with _tensorflow_seed_skipped():
-        keras.utils.set_random_seed(seed)
-    context._seed = seed
-    context._rng = random.Random(seed)
-
-
-_SEED_SKIPPED = threading.Lock()  # one replacement at a time: each restores the original
-
-
-@contextlib.contextmanager
-def _tensorflow_seed_skipped():
-    """``tf.random.set_seed`` as a no-op inside the block (Keras calls it by that name)."""
-    with _SEED_SKIPPED:
-        original = tf.random.set_seed
-        try:
-            tf.random.set_seed = lambda seed: None
-            yield
-        finally:
-            tf.random.set_seed = original
+    keras.utils.set_random_seed(int(seed))
 
 
 def set_precision(precision: str) -> None:

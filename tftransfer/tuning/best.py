@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from tftransfer import runs
-from tftransfer.finetune import run as transfer
+from tftransfer import finetune
 from tftransfer.config import AUGMENT_PRESETS, TransferConfig
 from tftransfer.config.flags import TRANSFER_FLAGS, command_line
 from tftransfer.errors import UserError
@@ -96,7 +96,7 @@ def retrain_best(cfg, tuner, search_data, verbose: bool = True) -> dict:
     retrained = row is None
     if retrained:
         runs.write_text_atomic(directory / BEST_COMMAND_FILE, command + "\n")
-        row = transfer.fine_tune(best_cfg, cache=search_data.cache, verbose=verbose)
+        row = finetune.fine_tune(best_cfg, cache=search_data.cache, verbose=verbose)
     result = {
         "best_hyperparameters": values, "val_accuracy": float(trial.score),
         "test_accuracy": row["test_accuracy"], "command": command, "dir": str(directory),

@@ -11,7 +11,8 @@ import tensorflow as tf
 
 from tftransfer import data
 from tftransfer.training import runtime
-from tftransfer.finetune import run as transfer
+from tftransfer import finetune
+from tftransfer.sources import loading as source_loading
 from tftransfer.config import TransferConfig
 from tftransfer.errors import UserError
 from tftransfer.tuning.search_space import (config_from_hps, search_space, searched_values,
@@ -23,13 +24,13 @@ class SearchData:
     """Everything a trial reads: the source, the target's training split and the split
     of its N images into a fitting part and a validation part."""
 
-    source: transfer.SourceModel
+    source: source_loading.SourceModel
     target: data.TargetData
     image_size: int
     train_idx: np.ndarray                  # the N images (what the final retrain uses)
     fit_idx: np.ndarray
     val_idx: np.ndarray
-    cache: transfer.RunCache = field(default_factory=transfer.RunCache)
+    cache: finetune.RunCache = field(default_factory=finetune.RunCache)
 
 
 def prepare(cfg) -> SearchData:
@@ -40,7 +41,7 @@ def prepare(cfg) -> SearchData:
     """
     base = cfg.base
     runtime.set_precision(base.precision)
-    cache = transfer.RunCache()  # shared by the trials and the final retrain
+    cache = finetune.RunCache()  # shared by the trials and the final retrain
     source = cache.source(base.source)
     target = cache.target(base)
     image_size = base.data.image_size or int(source.model.inputs[0].shape[1])
@@ -61,7 +62,7 @@ class FineTuneHyperModel(kt.HyperModel):
     """The fine-tuning recipe as a keras-tuner HyperModel.
 
     ``build`` returns the compiled ``AdversarialTrainer`` (natural training) of the trial's
-    ``transfer.Network`` (the source's weights, a new seeded head, the trial's blocks
+    ``finetune.Network`` (the source's weights, a new seeded head, the trial's blocks
     unfrozen; when the frozen trunk is fixed, only the part above it, fed with cached trunk
     features), built once per recipe by the search's ``RunCache`` and reset per trial. ``fit``
     trains it on the fitting split and validates on the validation split; its keyword
@@ -86,7 +87,7 @@ class FineTuneHyperModel(kt.HyperModel):
         if unfrozen_choices is None:
             unfrozen_choices = unfrozen_block_choices(search_data.source.model)
         for choice in unfrozen_choices:  # a clear error now, not a failed trial later
-            transfer.unfrozen_block_names(search_data.source.model, int(choice))
+            finetune.unfrozen_block_names(search_data.source.model, int(choice))
         self.unfrozen_choices = [int(c) for c in unfrozen_choices]
         self.execution = 0                 # index of the current execution within a trial
         self._seed = base.seed
@@ -144,8 +145,8 @@ class FineTuneHyperModel(kt.HyperModel):
 
     # -- helpers
 
-    def _network(self, cfg: TransferConfig) -> transfer.Network:
-        """The cached ``transfer.Network`` of a trial's recipe (built on first use)."""
+    def _network(self, cfg: TransferConfig) -> finetune.Network:
+        """The cached ``finetune.Network`` of a trial's recipe (built on first use)."""
         steps = math.ceil(len(self.data.fit_idx) / cfg.data.batch_size)
         return self.data.cache.network(cfg, self.data.source, self.data.target.num_classes,
                                        self.data.image_size, steps)
@@ -161,9 +162,9 @@ class FineTuneHyperModel(kt.HyperModel):
         val_ds = data.pipeline(target.train, self.data.val_idx, size, 256)
         return fit_ds, val_ds
 
-    def _feature_datasets(self, cfg: TransferConfig, network: transfer.Network):
+    def _feature_datasets(self, cfg: TransferConfig, network: finetune.Network):
         # fine_tune's key for the training split, so the retrain reuses these features.
-        key = transfer.feature_key(cfg, self.data.source, self.data.target, network,
+        key = finetune.feature_key(cfg, self.data.source, self.data.target, network,
                                    self.data.image_size) + ("train",)
         labels = self.data.target.train.labels
 

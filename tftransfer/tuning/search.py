@@ -1,11 +1,11 @@
 """Hyperparameter search for fine-tuning, with keras-tuner.
 
-``FineTuneHyperModel`` searches the knobs of ``transfer.fine_tune``'s recipe (learning
+``FineTuneHyperModel`` searches the knobs of ``finetune.fine_tune``'s recipe (learning
 rate, weight decay, unfrozen blocks, batch size, head initialization, label smoothing,
 epochs) and trains every trial with ``transfer``'s own building blocks. The objective
 is accuracy on a stratified validation split carved from the N training images; the
 test split is never read during the search. ``tune`` then retrains the best
-configuration on all N images with ``transfer.fine_tune`` and evaluates it once on the
+configuration on all N images with ``finetune.fine_tune`` and evaluates it once on the
 test split, and writes it as a ready-to-run ``python main.py transfer ...`` command.
 
 Every search lives in a directory and resumes from it (finished trials are kept).
@@ -25,7 +25,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from tftransfer.finetune import run as transfer
+
+from tftransfer.sources import loading as source_loading
 from tftransfer.config import TUNE_DEFAULT_MAX_TRIALS as DEFAULT_MAX_TRIALS
 from tftransfer.config import TUNERS, DataConfig, TransferConfig
 from tftransfer.errors import UserError
@@ -103,7 +104,7 @@ def default_directory(base: TransferConfig, tuner: str) -> str:
     """``runs/tune/<target>__<source>__n<N>__<tuner>__s<seed>``."""
     def slug(text):
         return re.sub(r"[^A-Za-z0-9.+-]+", "_", str(text)).strip("_")[-60:]
-    source = base.source or transfer.DEFAULT_SOURCE
+    source = base.source or source_loading.DEFAULT_SOURCE
     return str(Path("runs/tune") / (f"{slug(base.target)}__{slug(source)}__n"
                                     f"{base.data.train_images}__{tuner}__s{base.seed}"))
 

@@ -4,7 +4,7 @@ Usage: python -m tftransfer.report.analyses.stage_parameters [MODEL]
        (default saved_models/cifar10-resnet20-l2-eps0.5)
 
 Prints the weights (trainable and BatchNorm statistics alike, as stored in model.keras) of the
-whole model and of the blocks that ``--unfrozen-blocks 3`` unfreezes (``transfer.freeze``'s
+whole model and of the blocks that ``--unfrozen-blocks 3`` unfreezes (``finetune.freeze``'s
 choice), excluding the classification head, which the transfer replaces.
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 
 from tftransfer.sources import saving
-from tftransfer.finetune import run as transfer
+from tftransfer import finetune
 
 
 def weights_in(layers) -> int:
@@ -22,9 +22,9 @@ def weights_in(layers) -> int:
 
 def main(model_ref: str = "saved_models/cifar10-resnet20-l2-eps0.5") -> None:
     model = saving.load_model(model_ref)
-    blocks = transfer.unfrozen_block_names(model, 3)
+    blocks = finetune.unfrozen_block_names(model, 3)
     prefixes = tuple(f"{block}." for block in blocks)
-    body = [layer for layer in model.layers if layer.name != transfer.HEAD_NAME]
+    body = [layer for layer in model.layers if layer.name != finetune.HEAD_NAME]
     stage = [layer for layer in body if layer.name.startswith(prefixes)]
     total, unfrozen = weights_in(body), weights_in(stage)
     print(f"{model_ref}: blocks {', '.join(blocks)} hold {unfrozen:,} of the {total:,} weights "
