@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from tests.stats_test import make_row
+from tests.helpers import make_row
 from tftransfer.report.analyses import ablation
 
 NATURAL, ROBUST = ablation.NATURAL, ablation.ROBUST

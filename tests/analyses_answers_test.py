@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tests.stats_test import make_row
+from tests.helpers import make_row
 from tftransfer.report import analyses
 from tftransfer.report.analyses import paper_table, replication_answers
 from tftransfer.commands.report import ANALYSIS_NAMES

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tests.stats_test import make_row
+from tests.helpers import make_row
 from tftransfer.report import stats
 from tftransfer.report.analyses import blocks
 

@@ -15,7 +15,7 @@ import pytest
 import pipelines
 
 from tftransfer.sweeps import registry as grid_registry
-from tests.stats_test import make_row
+from tests.helpers import make_row
 from tftransfer import cli
 from tftransfer.sweeps import runner as sweeps
 from tftransfer.report.analyses import ANALYSES

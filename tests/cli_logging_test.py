@@ -9,10 +9,9 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from tests.helpers import make_image_folder, make_source
+from tests.helpers import REPO, make_image_folder, make_source
 from tftransfer import tflog
 
-REPO = Path(__file__).resolve().parents[1]
 START_UP_MARKERS = ("oneDNN custom operations", "absl::InitializeLog", "cpu_feature_guard")
 
 

@@ -11,8 +11,9 @@ pytest.importorskip("torch")
 
 import tensorflow as tf  # noqa: E402
 
-from tests.convert_test import (TINY_ARCH, TINY_CLASSES, TINY_SIZE, TINY_WIDTH,  # noqa: E402
-                                make_torch_resnet, save_checkpoint)
+from tests.helpers import (TINY_ARCH, TINY_CLASSES, TINY_SIZE, TINY_WIDTH,  # noqa: E402
+                           save_checkpoint)
+from tftransfer.models.torch_resnet import make_torch_resnet  # noqa: E402
 from tftransfer.commands import convert as convert_command  # noqa: E402
 
 

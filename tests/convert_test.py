@@ -24,6 +24,8 @@ torch = pytest.importorskip("torch")
 import tensorflow as tf  # noqa: E402
 from absl.testing import parameterized  # noqa: E402
 
+from tests.helpers import (ROBUST_MEAN, ROBUST_STD, TINY_ARCH, TINY_CLASSES,  # noqa: E402
+                           TINY_SIZE, TINY_WIDTH, save_checkpoint)
 from tftransfer.convert import checkpoint as convert
 from tftransfer.sources import hub
 from tftransfer.sources import published
@@ -32,18 +34,10 @@ from tftransfer.sources import registry as sources
 from tftransfer.commands import convert as convert_command  # noqa: E402
 from tftransfer.errors import UserError  # noqa: E402
 from tftransfer.models.torch_resnet import (  # noqa: E402
-    AttackerModel, make_torch_resnet, save_checkpoint as _save_checkpoint)
+    AttackerModel, make_torch_resnet)
 
 nn = torch.nn
 IMAGE_SIZE = 64
-# Not the ImageNet statistics, so a normalizer that is not copied shows up.
-ROBUST_MEAN = (0.5, 0.4, 0.3)
-ROBUST_STD = (0.2, 0.25, 0.3)
-
-
-def save_checkpoint(model, fmt, directory, mean=ROBUST_MEAN, std=ROBUST_STD, entry="model"):
-    """``torch_resnet.save_checkpoint`` with this file's (non-ImageNet) normalisation."""
-    return _save_checkpoint(model, fmt, directory, mean, std, entry)
 
 
 def torch_logits(model, images, mean, std):
@@ -103,7 +97,6 @@ class ConvertLogitsTest(tf.test.TestCase, parameterized.TestCase):
 
 # --- small checkpoints for error handling, the command and the registry ---------------------
 
-TINY_ARCH, TINY_WIDTH, TINY_CLASSES, TINY_SIZE = "resnet18", 0.125, 5, 32
 
 
 def tiny_state_dict(seed=5):

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
+
 DATA_DIR = Path(os.environ.get("TFDS_DATA_DIR") or REPO.parent / "shared" / "tfds")
 
 

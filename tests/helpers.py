@@ -148,3 +148,42 @@ def run_cli(*argv) -> tuple[int, str, str]:
         except SystemExit as exit_:  # --help, argparse errors
             code = exit_.code
     return code, out.getvalue(), err.getvalue()
+
+
+def make_row(source, seed, accuracy, target="cifar10", n=100, blocks=0, epochs=3, curve=None):
+    """One results row as the sweep writes it (plus an extra column the report must ignore)."""
+    row = {"run_key": f"{target}-{source}-{n}-{blocks}-{epochs}-{seed}", "source": source,
+           "source_attack": "none" if source.startswith("natural") else "l2",
+           "source_eps": 0.0 if source.startswith("natural") else 3.0, "target": target,
+           "train_images": n, "unfrozen_blocks": blocks, "epochs": epochs, "seed": seed,
+           "test_accuracy": accuracy, "test_loss": 1.0 - accuracy, "train_seconds": 1.0,
+           "git_commit": "abc", "learning_rate": 0.01}
+    for epoch, value in enumerate(curve or [], start=1):
+        row[f"test_accuracy_epoch_{epoch}"] = value
+    return row
+
+
+# A tiny torchvision-layout ResNet for checkpoint-conversion tests, and a normalisation that is
+# not ImageNet's (so a normalizer that is not copied shows up).
+TINY_ARCH, TINY_WIDTH, TINY_CLASSES, TINY_SIZE = "resnet18", 0.125, 5, 32
+ROBUST_MEAN = (0.5, 0.4, 0.3)
+ROBUST_STD = (0.2, 0.25, 0.3)
+
+
+def save_checkpoint(model, fmt, directory, mean=ROBUST_MEAN, std=ROBUST_STD, entry="model"):
+    """``torch_resnet.save_checkpoint`` with the tests' (non-ImageNet) normalisation."""
+    from tftransfer.models.torch_resnet import save_checkpoint as save
+
+    return save(model, fmt, directory, mean, std, entry)
+
+
+def small_sweep(source_dirs, target, **kwargs):
+    """A two-epoch grid over ``source_dirs`` on ``target`` (N = 6 and 9, seeds 0 and 1, head
+    only, batch 4), ``kwargs`` replacing any of its fields."""
+    from tftransfer.config import SweepConfig
+
+    settings = dict(name="test", sources=tuple(str(s) for s in source_dirs), targets=(target,),
+                    train_images=(6, 9), unfrozen_blocks=(0,), seeds=(0, 1), epochs=2,
+                    recipe=("data.batch_size=4", "head_init=glorot"))
+    settings.update(kwargs)
+    return SweepConfig(**settings)

@@ -4,11 +4,10 @@ and flag it shows exists, and every command is shown. The README's quick start i
 import argparse
 import re
 import unittest
-from pathlib import Path
 
+from tests.helpers import REPO
 from tftransfer import cli
 
-REPO = Path(__file__).resolve().parents[1]
 TOUR = REPO / "docs" / "cli.md"
 README = REPO / "README.md"
 

@@ -6,7 +6,7 @@ from unittest import mock
 
 import tensorflow as tf
 
-from tests.cli_test import run_cli
+from tests.helpers import run_cli
 from tests.helpers import make_image_folder, make_source
 from tftransfer.finetune import rundir
 from tftransfer import finetune

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from tests.export_test import run_cli
+from tests.helpers import run_cli
 from tests.helpers import TempRootTestCase, make_source
 from tftransfer.serving import export
 from tftransfer.sources import saving
@@ -67,7 +67,7 @@ class SavedModelTrustTest(TempRootTestCase):
         self.assertFalse(self.marker.exists())
 
     def test_evaluate_refuses_it_with_one_sentence_and_exit_2(self):
-        code, _, err = run_cli(["evaluate", "--model", str(self.hostile), "--dataset", "mnist"])
+        code, _, err = run_cli(*["evaluate", "--model", str(self.hostile), "--dataset", "mnist"])
         self.assertEqual(code, 2)
         self.assertIn("--trust-saved-model", err)
         self.assertNotIn("Traceback", err)
@@ -75,7 +75,7 @@ class SavedModelTrustTest(TempRootTestCase):
 
     def test_transfer_from_a_hostile_saved_model_never_loads_it(self):
         # transfer has no trust flag: it refuses any SavedModel before loading it.
-        code, _, err = run_cli(["transfer", "--target", "mnist", "--source", str(self.hostile),
+        code, _, err = run_cli(*["transfer", "--target", "mnist", "--source", str(self.hostile),
                                 "--train-images", "20", "--epochs", "1", "--test-images", "20",
                                 "--out", str(Path(self.get_temp_dir()) / "run")])
         self.assertEqual(code, 2, err)
@@ -131,7 +131,7 @@ class SavedModelTrustTest(TempRootTestCase):
             saving.load_model(self.export_dir).get_config()
 
     def test_transfer_from_an_export_is_one_sentence(self):
-        code, _, err = run_cli(["transfer", "--target", "mnist", "--source",
+        code, _, err = run_cli(*["transfer", "--target", "mnist", "--source",
                                 str(self.export_dir), "--train-images", "20", "--epochs", "1",
                                 "--test-images", "20", "--out",
                                 str(Path(self.get_temp_dir()) / "run")])
@@ -177,7 +177,7 @@ class CorruptModelFileTest(tf.test.TestCase):
 
     def test_cli_says_corrupt_with_exit_2(self):
         self.model_file.write_bytes(b"")
-        code, _, err = run_cli(["evaluate", "--model", str(self.directory), "--dataset",
+        code, _, err = run_cli(*["evaluate", "--model", str(self.directory), "--dataset",
                                 "mnist"])
         self.assertEqual(code, 2)
         self.assertIn("is corrupt", err)

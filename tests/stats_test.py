@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
+from tests.helpers import make_row
+
 from tftransfer.report import efficiency
 from tftransfer.report import stats
 from tftransfer.report import summary as summary_markdown
@@ -23,19 +25,6 @@ from tftransfer.commands import report
 from tftransfer.errors import UserError
 
 NATURAL, ROBUST = "natural", "robust_l2"
-
-
-def make_row(source, seed, accuracy, target="cifar10", n=100, blocks=0, epochs=3, curve=None):
-    """One results row as the sweep writes it (plus an extra column the report must ignore)."""
-    row = {"run_key": f"{target}-{source}-{n}-{blocks}-{epochs}-{seed}", "source": source,
-           "source_attack": "none" if source.startswith("natural") else "l2",
-           "source_eps": 0.0 if source.startswith("natural") else 3.0, "target": target,
-           "train_images": n, "unfrozen_blocks": blocks, "epochs": epochs, "seed": seed,
-           "test_accuracy": accuracy, "test_loss": 1.0 - accuracy, "train_seconds": 1.0,
-           "git_commit": "abc", "learning_rate": 0.01}
-    for epoch, value in enumerate(curve or [], start=1):
-        row[f"test_accuracy_epoch_{epoch}"] = value
-    return row
 
 
 def table(rows):

@@ -14,22 +14,14 @@ import pytest
 import tensorflow as tf
 
 from tftransfer.sweeps import registry as grid_registry
-from tests.helpers import REPO, make_image_folder, make_source
+from tests.helpers import REPO, make_image_folder, make_source, small_sweep
 from unittest import mock
 
 from tftransfer import runs
 from tftransfer.sources import hub
 from tftransfer.sweeps import runner as sweeps
-from tftransfer.config import CellOverride, SweepConfig
+from tftransfer.config import CellOverride
 from tftransfer.errors import UserError
-
-
-def small_sweep(source_dirs, target, **kwargs):
-    settings = dict(name="test", sources=tuple(str(s) for s in source_dirs), targets=(target,),
-                    train_images=(6, 9), unfrozen_blocks=(0,), seeds=(0, 1), epochs=2,
-                    recipe=("data.batch_size=4", "head_init=glorot"))
-    settings.update(kwargs)
-    return SweepConfig(**settings)
 
 
 class GridTest(tf.test.TestCase):
@@ -268,7 +260,7 @@ class RunSweepTest(tf.test.TestCase):
         script = textwrap.dedent(f"""
             import sys
             sys.path.insert(0, {str(REPO)!r})
-            from tests.sweeps_test import small_sweep
+            from tests.helpers import small_sweep
             from tftransfer.sweeps import runner as sweeps
             sweep = small_sweep({[str(s) for s in self.sources]!r}, {self.target!r},
                                 train_images=(6, 9, 12), epochs=3)

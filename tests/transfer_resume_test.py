@@ -11,7 +11,7 @@ import tensorflow as tf
 from absl.testing import parameterized
 
 import tftransfer
-from tests.cli_test import run_cli
+from tests.helpers import run_cli
 from tests.helpers import make_image_folder, make_source
 from tftransfer.training import checkpoints
 from tftransfer import finetune

@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import types
-from pathlib import Path
 from unittest import mock
 
 import keras
@@ -18,7 +17,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.helpers import (TempRootTestCase, run_cli, config_from_command, make_image_folder,
+from tests.helpers import (REPO, TempRootTestCase, run_cli, config_from_command, make_image_folder,
                            make_source)
 from tftransfer import data
 from tftransfer.models import resnet
@@ -31,7 +30,6 @@ from tftransfer.tuning.hypermodel import FineTuneHyperModel, prepare
 from tftransfer.errors import UserError
 
 
-REPO = Path(__file__).resolve().parent.parent
 DISTRIBUTED_ENV = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")
 
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
-from tests.stats_test import make_row
+from tests.helpers import make_row
 from tftransfer.report import analyses
 from tftransfer.report.analyses import why_no_gain
 
