@@ -8,7 +8,7 @@ from absl.testing import parameterized
 
 from tftransfer import config
 from tftransfer.models import architectures
-from tftransfer.convert import checkpoint as convert
+from tftransfer import convert
 from tftransfer.models import resnet
 from tftransfer.tuning import search_space
 from tftransfer import finetune

@@ -26,7 +26,7 @@ from absl.testing import parameterized  # noqa: E402
 
 from tests.helpers import (ROBUST_MEAN, ROBUST_STD, TINY_ARCH, TINY_CLASSES,  # noqa: E402
                            TINY_SIZE, TINY_WIDTH, save_checkpoint)
-from tftransfer.convert import checkpoint as convert
+from tftransfer import convert
 from tftransfer.sources import hub
 from tftransfer.sources import published
 from tftransfer.sources import saving

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tftransfer.report import plots
+from tftransfer.report import plot_parts, plots
 from tftransfer.report import stats
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -45,7 +45,7 @@ class PlotsTest(unittest.TestCase):
         cls.out = Path(tempfile.mkdtemp())
 
     def assert_png(self, figure, name):
-        path = plots.save_figure(figure, self.out / name)
+        path = plot_parts.save_figure(figure, self.out / name)
         self.assertEqual(path.read_bytes()[:8], PNG_SIGNATURE)
         self.assertGreater(path.stat().st_size, 5000)
 
@@ -158,13 +158,13 @@ class PlotsTest(unittest.TestCase):
         self.assertEqual(len(band.get_paths()), 0)  # fill_between drew nothing
         self.assertEqual(ax.get_legend_handles_labels()[1], ["robust"])
         legend = [text.get_text() for text in ax.get_legend().get_texts()]
-        self.assertEqual(legend, ["robust", plots.NO_INTERVAL_NOTE])
+        self.assertEqual(legend, ["robust", plot_parts.NO_INTERVAL_NOTE])
         self.assertLess(max(abs(value) for value in ax.get_ylim()), 100)
         blocks = plots.plot_difference_vs_blocks(differences, "cifar10").axes[0]
         for bar in blocks.containers:
             segments = bar.lines[2][0].get_segments()  # NaN bounds: one empty segment each
             self.assertEqual([len(segment) for segment in segments], [0] * len(segments))
-        self.assertIn(plots.NO_INTERVAL_NOTE,
+        self.assertIn(plot_parts.NO_INTERVAL_NOTE,
                       [text.get_text() for text in blocks.get_legend().get_texts()])
 
     def test_three_seeds_draw_intervals_clipped_to_the_possible_range(self):
@@ -176,7 +176,7 @@ class PlotsTest(unittest.TestCase):
         differences = stats.paired_differences(table, "natural")
         self.assertGreater((100 * differences["difference_ci_high"]).max(), 100)
         rows = differences.loc[differences["target"] == "cifar10"]
-        low, high = plots.interval_bounds(rows, "difference", "n_pairs", plots.DIFFERENCE_RANGE)
+        low, high = plot_parts.interval_bounds(rows, "difference", "n_pairs", plot_parts.DIFFERENCE_RANGE)
         self.assertTrue(low.notna().all())
         self.assertEqual(high.max(), 100.0)  # cut: the t-interval passed +100 points
         self.assertGreaterEqual(low.min(), -100.0)
@@ -193,11 +193,11 @@ class PlotsTest(unittest.TestCase):
 
     def test_accuracy_intervals_need_three_seeds_too(self):
         summary = stats.summarize(results_table(seeds=(0, 1)))
-        low, high = plots.interval_bounds(summary, "accuracy", "n_seeds", plots.ACCURACY_RANGE)
+        low, high = plot_parts.interval_bounds(summary, "accuracy", "n_seeds", plot_parts.ACCURACY_RANGE)
         self.assertTrue(low.isna().all() and high.isna().all())
         figure = plots.plot_accuracy_vs_images(summary, "cifar10", baseline="natural")
         self.assertEqual([text.get_text() for text in figure.axes[0].get_legend().get_texts()],
-                         ["natural", "robust", plots.NO_INTERVAL_NOTE])
+                         ["natural", "robust", plot_parts.NO_INTERVAL_NOTE])
 
     def test_default_curve_images(self):
         self.assertEqual(plots.default_curve_images([5, 1, 3, 2, 4]), [1, 3, 5])

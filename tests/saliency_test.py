@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from tftransfer.interpret import saliency
 from tftransfer.errors import UserError
-from tftransfer.report.plots import save_figure
+from tftransfer.report.plot_parts import save_figure
 
 
 def tiny_model(size=8, classes=3, seed=0):

@@ -85,7 +85,7 @@ def _convert_published(args: argparse.Namespace) -> dict:
 
 
 def _convert_checkpoint(args: argparse.Namespace) -> dict:
-    from tftransfer.convert import checkpoint as convert
+    from tftransfer import convert
     from tftransfer.sources import saving
 
     if not args.out:

@@ -3,8 +3,8 @@
 ``convert`` reads a checkpoint (``convert.reading``: file checks, safe unpickling, layout
 detection), maps its tensors onto the registered architecture's Keras model (``convert.weight_mapping``),
 checks the logits against PyTorch (``convert.verify``) and returns the model with its
-``config.json``; the caller saves both. Every public name of those modules is importable from
-here too.
+``config.json``; the caller saves both. The package's face (``tftransfer.convert``) is the one
+import path of the public names of these modules.
 
 PyTorch is an optional extra and is imported only inside functions.
 """
@@ -16,13 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tftransfer.models import architectures
-# Re-exported: callers use ``convert.read_checkpoint``, ``convert.file_sha256`` and so on.
-from tftransfer.convert.reading import (  # noqa: F401
-    FORMATS, Checkpoint, UnsafePickleError, file_sha256, import_torch, load_checkpoint_object,
-    read_checkpoint)
-from tftransfer.convert.verify import BN_EPSILON, reference_logits, verify  # noqa: F401
-from tftransfer.convert.weight_mapping import (  # noqa: F401
-    ARCHITECTURES, IMAGENET_IMAGE_SIZE, assign_weights, build_keras_model, infer_num_classes)
+from tftransfer.convert.reading import Checkpoint, file_sha256, read_checkpoint
+from tftransfer.convert.verify import verify
+from tftransfer.convert.weight_mapping import (IMAGENET_IMAGE_SIZE, build_keras_model,
+                                               infer_num_classes)
 
 
 def model_config(checkpoint: Checkpoint, arch: str, width: float, image_size: int,

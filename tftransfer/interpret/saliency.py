@@ -296,7 +296,7 @@ def run_saliency(model_refs, dataset: str, num_images: int, out, smooth: bool = 
     """
     from tftransfer import data
     from tftransfer.sources import hub
-    from tftransfer.report.plots import save_figure
+    from tftransfer.report.plot_parts import save_figure
 
     if num_images < 1:
         raise UserError(f"--images must be at least 1, got {num_images}.")

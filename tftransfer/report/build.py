@@ -19,7 +19,7 @@ import pandas as pd
 
 from tftransfer import runs
 from tftransfer.report import efficiency
-from tftransfer.report import plots
+from tftransfer.report import plot_parts, plots
 from tftransfer.report import stats
 from tftransfer.report import summary as summary_markdown
 from tftransfer.errors import UserError
@@ -104,7 +104,7 @@ def _slug(name: str) -> str:
 
 def _write_figures(tables: dict, out_dir: Path, curve_images) -> list[Path]:
     summary, baseline = tables["summary"], tables["baseline"]
-    colors = plots.source_colors(summary["source"], baseline)
+    colors = plot_parts.source_colors(summary["source"], baseline)
     files = []
     for target in sorted(summary["target"].unique()):
         slug = _slug(target)
@@ -120,7 +120,7 @@ def _write_figures(tables: dict, out_dir: Path, curve_images) -> list[Path]:
             figures[f"accuracy_vs_epochs_{slug}.png"] = plots.plot_accuracy_vs_epochs(
                 tables["curves"], target, curve_images, baseline, colors)
         for name, figure in figures.items():
-            files.append(plots.save_figure(figure, out_dir / name))
+            files.append(plot_parts.save_figure(figure, out_dir / name))
         _log(f"figures for {target}: {', '.join(figures)}")
     return files
 

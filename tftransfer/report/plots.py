@@ -16,11 +16,10 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, MaxNLocator
 
 from tftransfer.report import stats
-# Re-exported: callers write ``plots.save_figure``, ``plots.NO_INTERVAL_NOTE`` and so on.
-from tftransfer.report.plot_parts import (  # noqa: F401
-    ACCURACY_RANGE, BASELINE_COLOR, COLORS, DIFFERENCE_RANGE, DPI, LINESTYLES,
-    MIN_SEEDS_FOR_INTERVAL, NO_INTERVAL_NOTE, block_panels, has_few_seeds, interval_bounds,
-    legend, line_with_band, log_images_axis, save_figure, series, source_colors)
+from tftransfer.report.plot_parts import (ACCURACY_RANGE, DIFFERENCE_RANGE, LINESTYLES,
+                                          block_panels, has_few_seeds, interval_bounds, legend,
+                                          line_with_band, log_images_axis, series,
+                                          source_colors)
 
 
 def _images_figure(frame: pd.DataFrame, title: str, ylabel: str, draw) -> Figure:

@@ -271,7 +271,7 @@ def download(entry: Source, progress: bool = True) -> Path:
     Returns:
       The checkpoint path. Offline, stops with the URL to fetch and where to put it.
     """
-    from tftransfer.convert.checkpoint import file_sha256
+    from tftransfer.convert import file_sha256
 
     target = checkpoint_path(entry)
     if target.is_file():
@@ -325,7 +325,7 @@ def ensure_converted(entry: Source, image_size: int = IMAGE_SIZE,
     Returns:
       The model directory.
     """
-    from tftransfer.convert import checkpoint as convert
+    from tftransfer import convert
     from tftransfer.sources import saving
 
     directory = Path(out_dir) if out_dir else model_dir(entry)

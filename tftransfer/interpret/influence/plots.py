@@ -16,7 +16,7 @@ _COLORS = ("tab:blue", "tab:red", "tab:green", "tab:orange", "tab:purple", "tab:
 
 def save(figure, path) -> Path:
     """Writes ``figure`` to ``path`` (as every figure of the toolkit is written)."""
-    from tftransfer.report.plots import save_figure
+    from tftransfer.report.plot_parts import save_figure
 
     return save_figure(figure, path)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tftransfer.report import plots
+from tftransfer.report import plot_parts, plots
 from tftransfer.report import stats
 from tftransfer.report.analyses.replication_answers import TARGETS, difference_text
 
@@ -65,7 +65,7 @@ def markdown(figure_dir="results/replication-blocks", results: Path = RESULTS) -
          "`python main.py report --results results/replication-blocks --analysis blocks`.\n")
     for target in TARGETS:
         if target in set(differences.target):
-            path = plots.save_figure(plots.plot_difference_vs_blocks(differences, target),
+            path = plot_parts.save_figure(plots.plot_difference_vs_blocks(differences, target),
                                      Path(figure_dir) / f"difference_vs_blocks_{target}.png")
             emit(f"### {TARGETS[target]}\n\n{markdown_table(differences, target)}\n\n"
                  f"![difference vs fine-tuned blocks, {TARGETS[target]}]({path.name})\n")

@@ -38,7 +38,7 @@ from pathlib import Path
 import pandas as pd
 
 from tftransfer import runs
-from tftransfer.report import plots
+from tftransfer.report import plot_parts
 # Re-exported: the transfer comparison's names are this analysis' too.
 from tftransfer.report.analyses.fast_adversarial_transfer import (  # noqa: F401
     BLOCKS, FAST, FAST_SOURCES, GRID, NATURAL, PGD, TARGETS, percent, transfer_differences,
@@ -321,7 +321,7 @@ def markdown(results_dir, models_root=None) -> str:
              "them with care.\n")
     goal_text, goal_accuracy, goal_seconds = goal(table)
     emit(goal_text + "\n")
-    path = plots.save_figure(figure(table, goal_accuracy, goal_seconds), results_dir / FIGURE)
+    path = plot_parts.save_figure(figure(table, goal_accuracy, goal_seconds), results_dir / FIGURE)
     emit(f"![PGD-20 accuracy against training time]({path.name})\n")
 
     emit(f"## Transfer: the FGSM-RS sources beside {PGD}\n")
