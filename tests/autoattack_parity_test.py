@@ -1,18 +1,17 @@
 """Parity of the toolkit's AutoAttack with the reference (github.com/fra31/auto-attack, PyTorch)
-on tiny models: the Keras -> PyTorch copy of ``results/autoattack/parity.py`` computes the same
+on tiny models: the Keras -> PyTorch copy of ``tftransfer.convert.to_torch`` computes the same
 logits, and our APGD-CE and the reference's reach the same losses and fool the same points.
 
 Skipped, with the reason, where the reference package ``autoattack`` (or torch) is not
 importable: it is not a dependency of the project (see results/autoattack/README.md)."""
 
-import importlib.util
 import unittest
-from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from tftransfer.convert import to_torch
 from tftransfer.models import architectures
 
 try:
@@ -24,16 +23,6 @@ except ImportError as error:  # the reference (or torch) is not installed
                          f"and torch")
 else:
     REFERENCE_MISSING = None
-
-PARITY_SCRIPT = Path(__file__).resolve().parent.parent / "results" / "autoattack" / "parity.py"
-
-
-def _parity_module():
-    spec = importlib.util.spec_from_file_location("autoattack_parity", PARITY_SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 def _images(seed, count, side=8):
     """Images with a random colour each plus noise (so that their features differ)."""
@@ -77,7 +66,7 @@ class AutoAttackParityTest(tf.test.TestCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.parity = _parity_module()
+        cls.parity = to_torch
         cls.model = _tiny_resnet20()
         cls.twin = cls.parity.torch_twin(cls.model)
         cls.x = _images(1, 32)
