@@ -100,6 +100,26 @@ class PairedDifferenceTest(unittest.TestCase):
                                          [self.natural[s] for s in seeds]).confidence_interval()
         self.assertLess(row["difference_ci_half"], (unpaired.high - unpaired.low) / 2 / 5)
 
+    def test_flags_pairs_whose_runs_come_from_different_commits(self):
+        rows = [make_row(NATURAL, 0, 0.5), make_row(ROBUST, 0, 0.6),
+                make_row(NATURAL, 1, 0.5), make_row(ROBUST, 1, 0.6),
+                make_row(NATURAL, 2, 0.5), make_row(ROBUST, 2, 0.6)]
+        rows[3]["git_commit"] = "def"          # seed 1: robust at another commit
+        rows[4]["git_commit"] = "abc+dirty"    # seed 2: natural from uncommitted code
+        mixed = stats.mixed_commit_pairs(table(rows), NATURAL)
+        self.assertEqual(sorted(mixed["seed"]), [1, 2])
+        self.assertEqual(list(mixed.loc[mixed["seed"] == 1, "source_commit"]), ["def"])
+        with self.assertWarnsRegex(stats.DataWarning, r"2 seed pair\(s\).*1 include.*\+dirty"):
+            stats.paired_differences(table(rows), NATURAL)
+
+    def test_pairs_from_one_clean_commit_are_not_flagged(self):
+        rows = [make_row(NATURAL, s, 0.5) for s in range(3)] + [make_row(ROBUST, s, 0.6)
+                                                              for s in range(3)]
+        self.assertTrue(stats.mixed_commit_pairs(table(rows), NATURAL).empty)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", stats.DataWarning)
+            stats.paired_differences(table(rows), NATURAL)
+
     def test_baseline_choice(self):
         self.assertEqual(stats.resolve_baseline(self.table), NATURAL)
         two = table([make_row(NATURAL, 0, 0.5), make_row("natural_b", 0, 0.6),

@@ -30,7 +30,8 @@ from tftransfer.report.results_table import (EPOCH_COLUMN, NATURAL_ATTACK, DataW
 
 __all__ = ["cell_keys", "CONFIDENCE", "curve_keys", "DataWarning", "difference_trend",
            "epoch_curves", "epochs_is_a_variable", "epochs_per_cell", "interval_columns",
-           "interval_table", "NATURAL_ATTACK", "pair_keys", "paired_differences", "read_results",
+           "interval_table", "mixed_commit_pairs", "NATURAL_ATTACK", "pair_keys",
+           "paired_differences", "read_results",
            "resolve_baseline", "source_info", "summarize", "t_half_width",
            "validate_results"]
 
@@ -227,6 +228,7 @@ def paired_differences(table: pd.DataFrame, baseline: str) -> pd.DataFrame:
     pairs = pd.concat(rows, ignore_index=True)
     pairs["baseline"] = baseline
     _warn_about_pairing(pairs)
+    _warn_about_commits(table, keys, baseline)
     pairs = pairs.loc[pairs["n_pairs"] > 0].drop(columns="difference_n")
     info = source_info(table)
     pairs = info.merge(pairs, on="source")
@@ -279,6 +281,50 @@ def _warn_about_pairing(pairs: pd.DataFrame) -> None:
     if empty:
         warnings.warn(f"{empty} (cell, source) combination(s) share no seed with the baseline "
                       "and have no difference.", DataWarning, stacklevel=3)
+
+
+def mixed_commit_pairs(table: pd.DataFrame, baseline: str) -> pd.DataFrame:
+    """The seed pairs whose two runs were not produced by one committed code state.
+
+    A paired difference assumes the two runs differ only in their source: same subset,
+    head draw and batch order. Runs at different commits (or from uncommitted code,
+    ``+dirty``) may also differ in the code, which the pairing cannot see.
+
+    Returns:
+      One row per pair (the pair keys, ``source``, ``seed``, ``source_commit``,
+      ``baseline_commit``) where the commits differ or either is ``+dirty``; empty when
+      the table has no ``git_commit`` column.
+    """
+    keys = pair_keys(table)
+    columns = keys + ["source", "seed", "source_commit", "baseline_commit"]
+    if "git_commit" not in table.columns:
+        return pd.DataFrame(columns=columns)
+    commits = (table.assign(git_commit=table["git_commit"].astype(str))
+               .groupby(keys + ["source", "seed"], as_index=False)["git_commit"]
+               .agg(lambda values: "|".join(sorted(set(values)))))
+    base = (commits.loc[commits["source"] == baseline].drop(columns="source")
+            .rename(columns={"git_commit": "baseline_commit"}))
+    pairs = (commits.loc[commits["source"] != baseline]
+             .rename(columns={"git_commit": "source_commit"})
+             .merge(base, on=keys + ["seed"]))
+    mixed = ((pairs["source_commit"] != pairs["baseline_commit"])
+             | pairs["source_commit"].str.contains(r"\+dirty|\|")
+             | pairs["baseline_commit"].str.contains(r"\+dirty|\|"))
+    return pairs.loc[mixed, columns].reset_index(drop=True)
+
+
+def _warn_about_commits(table: pd.DataFrame, keys, baseline: str) -> None:
+    mixed = mixed_commit_pairs(table, baseline)
+    if mixed.empty:
+        return
+    dirty = (mixed["source_commit"] + mixed["baseline_commit"]).str.contains(r"\+dirty")
+    first = mixed.iloc[0]
+    example = ", ".join(f"{key} {first[key]}" for key in keys + ["source", "seed"])
+    warnings.warn(f"{len(mixed)} seed pair(s) were not run at one clean commit "
+                  f"({int(dirty.sum())} include a run from uncommitted code (+dirty)), so their "
+                  f"difference may include a code change; e.g. {example}: "
+                  f"{first['source_commit']} vs {first['baseline_commit']}.",
+                  DataWarning, stacklevel=3)
 
 
 # ----------------------------------------------------------------------------- trend
