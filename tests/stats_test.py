@@ -100,6 +100,32 @@ class PairedDifferenceTest(unittest.TestCase):
                                          [self.natural[s] for s in seeds]).confidence_interval()
         self.assertLess(row["difference_ci_half"], (unpaired.high - unpaired.low) / 2 / 5)
 
+    def test_t_test_and_holm_columns(self):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", stats.DataWarning)
+            row = stats.paired_differences(self.table, NATURAL).iloc[0]
+        seeds = [0, 1, 2, 3]
+        expected = scipy_stats.ttest_rel([self.robust[s] for s in seeds],
+                                         [self.natural[s] for s in seeds])
+        self.assertEqual(row["difference_df"], 3)
+        self.assertAlmostEqual(row["difference_p"], expected.pvalue)
+        self.assertAlmostEqual(row["difference_p_holm"], expected.pvalue)  # a family of one
+
+    def test_counts_clear_differences_against_chance_and_holm(self):
+        rows = [make_row(NATURAL, s, 0.5 + 0.01 * s, n=n) for n in (100, 200) for s in range(4)]
+        rows += [make_row(ROBUST, s, 0.6 + 0.01 * s + 0.002 * (s % 2), n=100) for s in range(4)]
+        rows += [make_row(ROBUST, s, 0.5 + 0.01 * s + 0.03 * (-1) ** s, n=200) for s in range(4)]
+        differences = stats.paired_differences(table(rows), NATURAL)
+        text = summary_markdown.multiple_comparisons_text(differences)
+        self.assertIn("1 of the 2 differences with an interval are clear of zero", text)
+        self.assertIn("about 0.1 would be by chance", text)
+        self.assertIn("1 remain clear after Holm's correction over all 2", text)
+
+    def test_holm_adjustment(self):
+        adjusted = stats.holm([0.01, 0.04, np.nan, 0.03])
+        self.assertTrue(np.allclose(adjusted[[0, 1, 3]], [0.03, 0.06, 0.06]))
+        self.assertTrue(np.isnan(adjusted[2]))
+
     def test_flags_pairs_whose_runs_come_from_different_commits(self):
         rows = [make_row(NATURAL, 0, 0.5), make_row(ROBUST, 0, 0.6),
                 make_row(NATURAL, 1, 0.5), make_row(ROBUST, 1, 0.6),
@@ -156,7 +182,9 @@ class TrendTest(unittest.TestCase):
             self.assertAlmostEqual(row.slope_per_doubling, -0.02, places=9)
             self.assertAlmostEqual(row.slope_ci_half, 0.0, places=7)
             self.assertEqual((row.smallest_n, row.largest_n, row.n_sizes), (100, 1600, 5))
+            self.assertEqual(row.slope_df, 3)  # 5 sizes - 2
             self.assertAlmostEqual(row.difference_at_smallest_n, 0.10, places=9)
+        self.assertIn("(-2.0 to -2.0, 3) |", summary_markdown.trend_table_markdown(trend))
 
     def test_scatter_about_the_line_widens_the_interval(self):
         shrinking = {100: 0.10, 200: 0.09, 400: 0.05, 800: 0.04, 1600: 0.01}
@@ -192,6 +220,7 @@ class TrendTest(unittest.TestCase):
         trend = stats.difference_trend(self.differences({100: 0.1, 400: 0.0}))
         self.assertAlmostEqual(trend.iloc[0].slope_per_doubling, -0.05, places=9)
         self.assertTrue(math.isnan(trend.iloc[0].slope_ci_half))
+        self.assertTrue(math.isnan(trend.iloc[0].slope_df))
         self.assertIn("| cifar10 | robust_l2 | 0 | +10.0 (N = 100) | +0.0 (N = 400) | -5.0 |",
                       summary_markdown.trend_table_markdown(trend))
 

@@ -166,7 +166,3 @@ def test_conclusion_names_a_cause_that_moves_the_gap(tmp_path):
     assert "None of them moves the final gap" not in text
     assert "head-scale at MNIST N=100 (+10.0 ± 0.0 points" in text
 
-
-def test_holm_adjustment():
-    adjusted = why_no_gain.holm([0.01, 0.04, np.nan, 0.03])
-    assert np.allclose(adjusted[[0, 1, 3]], [0.03, 0.06, 0.06]) and np.isnan(adjusted[2])

@@ -140,11 +140,13 @@ def report_markdown(tables: dict, notes: list[str], files) -> str:
              "Cells: mean test accuracy (%) of the baseline / the other source over the seeds "
              "both have, and the difference in percentage points ± the half-width of its 95% "
              "Student-t interval over the paired seeds (no ± with a single pair).\n\n"
-             + summary_markdown.summary_tables_markdown(tables["differences"]),
+             + summary_markdown.summary_tables_markdown(tables["differences"]) + "\n\n"
+             + summary_markdown.multiple_comparisons_text(tables["differences"]),
              "## Does the difference shrink as N grows?\n\n"
              "The least-squares slope of the mean paired difference (percentage points) on "
              "log2 N: its change per doubling of the training images, with a 95% t-interval "
-             "from the scatter of the cells about the line (3 or more sizes).\n\n"
+             "from the scatter of the cells about the line (3 or more sizes; k - 2 degrees "
+             "of freedom for k sizes, the df in brackets).\n\n"
              + summary_markdown.trend_table_markdown(tables["trend"]),
              f"## Data efficiency: times fewer training images than {baseline}\n\n"
              f"Cells: N_{baseline} / N_source, where N_source is the number of images at which "

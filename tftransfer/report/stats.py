@@ -28,9 +28,9 @@ from tftransfer.errors import UserError
 from tftransfer.report.results_table import (EPOCH_COLUMN, NATURAL_ATTACK, DataWarning, epoch_columns,
                                       read_results, validate_results)
 
-__all__ = ["cell_keys", "CONFIDENCE", "curve_keys", "DataWarning", "difference_trend",
+__all__ = ["add_t_tests", "cell_keys", "CONFIDENCE", "curve_keys", "DataWarning", "difference_trend",
            "epoch_curves", "epochs_is_a_variable", "epochs_per_cell", "interval_columns",
-           "interval_table", "mixed_commit_pairs", "NATURAL_ATTACK", "pair_keys",
+           "holm", "interval_table", "mixed_commit_pairs", "NATURAL_ATTACK", "pair_keys",
            "paired_differences", "read_results",
            "resolve_baseline", "source_info", "summarize", "t_half_width",
            "validate_results"]
@@ -169,6 +169,37 @@ def interval_table(table: pd.DataFrame, keys, value: str, prefix: str) -> pd.Dat
     return grouped
 
 
+def add_t_tests(table: pd.DataFrame, prefix: str) -> pd.DataFrame:
+    """Adds ``<prefix>_df``, the two-sided one-sample t-test p of mean 0 (``<prefix>_p``)
+    and Holm's adjusted p across all the table's rows (``<prefix>_p_holm``).
+
+    ``table`` is an ``interval_table`` output. The rows are one family: with k rows tested
+    at 5%, about 0.05 k would be "clear of zero" by chance when no difference is real;
+    Holm's p controls the chance of any false one. Rows with fewer than 2 values get NaN.
+    """
+    table = table.copy()
+    n, sd, mean = table[f"{prefix}_n"], table[f"{prefix}_sd"], table[f"{prefix}_mean"]
+    table[f"{prefix}_df"] = (n - 1).where(n >= 2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = pd.Series(2 * scipy_stats.t.sf(np.abs(mean / (sd / np.sqrt(n))), n - 1),
+                      table.index, dtype=float)
+    table[f"{prefix}_p"] = p.where(n >= 2)
+    table[f"{prefix}_p_holm"] = holm(table[f"{prefix}_p"])
+    return table
+
+
+def holm(p) -> np.ndarray:
+    """Holm's step-down adjusted p-values; NaN (no test) stays NaN and is not in the family."""
+    p = np.asarray(p, dtype=float)
+    adjusted = np.full_like(p, np.nan)
+    tested = np.flatnonzero(~np.isnan(p))
+    running = 0.0
+    for rank, index in enumerate(tested[np.argsort(p[tested], kind="stable")]):
+        running = max(running, min(1.0, (len(tested) - rank) * p[index]))
+        adjusted[index] = running
+    return adjusted
+
+
 def summarize(table: pd.DataFrame) -> pd.DataFrame:
     """Mean test accuracy and its 95% t-interval over seeds, per cell.
 
@@ -212,7 +243,8 @@ def paired_differences(table: pd.DataFrame, baseline: str) -> pd.DataFrame:
     Returns:
       One row per (cell, non-baseline source): ``baseline``, ``n_pairs``,
       ``n_unpaired_seeds``, ``baseline_mean`` and ``source_mean`` over the paired
-      seeds, and ``difference_mean/_sd/_ci_half/_ci_low/_ci_high``.
+      seeds, ``difference_mean/_sd/_ci_half/_ci_low/_ci_high``, and the t-test's
+      ``difference_df``, ``difference_p`` and Holm's ``difference_p_holm`` (``add_t_tests``).
     """
     keys = pair_keys(table)
     per_seed = _mean_per_seed(table, keys)
@@ -224,12 +256,14 @@ def paired_differences(table: pd.DataFrame, baseline: str) -> pd.DataFrame:
                                                    "baseline_mean", "source_mean"]
     if not rows:
         return pd.DataFrame(columns=columns + [column for column in interval_columns(
-            "difference") if column != "difference_n"])
+            "difference") if column != "difference_n"]
+            + ["difference_df", "difference_p", "difference_p_holm"])
     pairs = pd.concat(rows, ignore_index=True)
     pairs["baseline"] = baseline
     _warn_about_pairing(pairs)
     _warn_about_commits(table, keys, baseline)
-    pairs = pairs.loc[pairs["n_pairs"] > 0].drop(columns="difference_n")
+    # One family for Holm's correction: every (cell, source) difference of this report.
+    pairs = add_t_tests(pairs.loc[pairs["n_pairs"] > 0], "difference").drop(columns="difference_n")
     info = source_info(table)
     pairs = info.merge(pairs, on="source")
     columns = columns[:len(keys) + 1] + list(info.columns[1:]) + columns[len(keys) + 1:]
@@ -342,14 +376,15 @@ def difference_trend(differences: pd.DataFrame) -> pd.DataFrame:
 
     Returns:
       One row per group: ``n_sizes``, ``smallest_n``, ``largest_n``, the differences at
-      those two sizes, and ``slope_per_doubling`` with ``slope_ci_half/_low/_high``.
+      those two sizes, and ``slope_per_doubling`` with ``slope_ci_half/_low/_high`` and
+      its degrees of freedom ``slope_df`` (k - 2).
     """
     keys = ["target", "source"] + curve_keys(differences)
     rows = [_trend_row(dict(zip(keys, group if isinstance(group, tuple) else (group,))), cells)
             for group, cells in differences.groupby(keys, sort=True)] if len(differences) else []
     columns = keys + ["n_sizes", "smallest_n", "largest_n", "difference_at_smallest_n",
                       "difference_at_largest_n", "slope_per_doubling", "slope_ci_half",
-                      "slope_ci_low", "slope_ci_high"]
+                      "slope_ci_low", "slope_ci_high", "slope_df"]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -367,7 +402,8 @@ def _trend_row(group: dict, cells: pd.DataFrame) -> dict:
             "largest_n": int(cells["train_images"].iloc[-1]),
             "difference_at_smallest_n": y[0], "difference_at_largest_n": y[-1],
             "slope_per_doubling": slope, "slope_ci_half": half,
-            "slope_ci_low": slope - half, "slope_ci_high": slope + half}
+            "slope_ci_low": slope - half, "slope_ci_high": slope + half,
+            "slope_df": len(cells) - 2 if len(cells) >= 3 else np.nan}
 
 
 # ----------------------------------------------------------------------------- epochs

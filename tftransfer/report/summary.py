@@ -85,6 +85,24 @@ def summary_tables_markdown(differences: pd.DataFrame) -> str:
     return "\n\n".join(sections)
 
 
+def multiple_comparisons_text(differences: pd.DataFrame, level: float = 0.05) -> str:
+    """How many differences are clear of zero, against how many would be by chance.
+
+    With k independent 95% intervals and no real difference anywhere, about 0.05 k
+    would exclude zero; Holm's correction over all k (``stats.add_t_tests``) keeps the
+    chance of any false "clear of zero" below 5%.
+    """
+    tested = differences.dropna(subset=["difference_p"])
+    if tested.empty:
+        return "_No difference with an interval (each needs two or more seed pairs)._"
+    clear = int((tested["difference_p"] < level).sum())
+    survive = int((tested["difference_p_holm"] < level).sum())
+    return (f"{clear} of the {len(tested)} differences with an interval are clear of zero at "
+            f"95%; about {level * len(tested):.1f} would be by chance if no difference were "
+            f"real. {survive} remain clear after Holm's correction over all {len(tested)} "
+            "(`difference_p`, `difference_p_holm` in differences.csv).")
+
+
 def efficiency_tables_markdown(efficiency: pd.DataFrame) -> str:
     """Tables of ``data_efficiency`` ratios: rows are the baseline's N, columns targets."""
     if efficiency.empty:
@@ -122,11 +140,12 @@ def trend_table_markdown(trend: pd.DataFrame) -> str:
     def points(value):
         return "n/a" if pd.isna(value) else f"{100 * value:+.1f}"
     lines = ["| target | source | unfrozen blocks | difference at smallest N | at largest N "
-             "| change per doubling of N (95% CI) |", "|---|---|---:|---:|---:|---:|"]
+             "| change per doubling of N (95% CI, df) |", "|---|---|---:|---:|---:|---:|"]
     for row in trend.itertuples():
         slope = points(row.slope_per_doubling)
         if not pd.isna(row.slope_ci_half):
-            slope += (f" ({points(row.slope_ci_low)} to {points(row.slope_ci_high)})")
+            slope += (f" ({points(row.slope_ci_low)} to {points(row.slope_ci_high)}, "
+                      f"{row.slope_df:.0f})")
         lines.append(f"| {row.target} | {row.source} | {row.unfrozen_blocks} "
                      f"| {points(row.difference_at_smallest_n)} (N = {row.smallest_n}) "
                      f"| {points(row.difference_at_largest_n)} (N = {row.largest_n}) | {slope} |")

@@ -27,7 +27,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from scipy import integrate
-from scipy import stats as scipy_stats
 
 import pipelines
 from tftransfer import runs
@@ -113,29 +112,10 @@ def area(frame: pd.DataFrame) -> pd.Series:
 
 def intervals(frame: pd.DataFrame, value: str, prefix: str) -> pd.DataFrame:
     """``stats.interval_table`` per cell, plus df, the two-sided t-test p and Holm's p."""
-    columns = KEYS + stats.interval_columns(prefix) + [f"{prefix}_{c}" for c in ("df", "p")]
     if frame.empty:
-        return pd.DataFrame(columns=columns + [f"{prefix}_p_holm"])
-    table = stats.interval_table(frame, KEYS, value, prefix)
-    n, sd, mean = table[f"{prefix}_n"], table[f"{prefix}_sd"], table[f"{prefix}_mean"]
-    table[f"{prefix}_df"] = (n - 1).where(n >= 2)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        p = pd.Series(2 * scipy_stats.t.sf(np.abs(mean / (sd / np.sqrt(n))), n - 1), table.index)
-    table[f"{prefix}_p"] = p.where(n >= 2)
-    table[f"{prefix}_p_holm"] = holm(table[f"{prefix}_p"])
-    return table
-
-
-def holm(p) -> np.ndarray:
-    """Holm's step-down adjusted p-values; NaN (no test) stays NaN and is not in the family."""
-    p = np.asarray(p, dtype=float)
-    adjusted = np.full_like(p, np.nan)
-    tested = np.flatnonzero(~np.isnan(p))
-    running = 0.0
-    for rank, index in enumerate(tested[np.argsort(p[tested], kind="stable")]):
-        running = max(running, min(1.0, (len(tested) - rank) * p[index]))
-        adjusted[index] = running
-    return adjusted
+        return pd.DataFrame(columns=KEYS + stats.interval_columns(prefix)
+                            + [f"{prefix}_{c}" for c in ("df", "p", "p_holm")])
+    return stats.add_t_tests(stats.interval_table(frame, KEYS, value, prefix), prefix)
 
 
 def expected_cells(grids_dir: Path = pipelines.GRIDS_DIR) -> pd.DataFrame:
