@@ -3,6 +3,7 @@ does; PGD restarts keep the worst case per point."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from unittest import mock
 
@@ -42,10 +43,18 @@ def _fake_run_standard(calls):
     return run
 
 
+@contextlib.contextmanager
+def _fake_attacks(calls):
+    """``run_standard`` and the model's sanity checks replaced (the model is None)."""
+    with mock.patch.object(on_dataset, "run_standard", _fake_run_standard(calls)), \
+            mock.patch.object(on_dataset.sanity, "model_flags", lambda *args: []):
+        yield
+
+
 def test_a_killed_evaluation_resumes_and_ends_as_an_uninterrupted_one(tmp_path):
     state = tmp_path / "state.jsonl"
     calls = []
-    with mock.patch.object(on_dataset, "run_standard", _fake_run_standard(calls)):
+    with _fake_attacks(calls):
         whole = on_dataset.autoattack_accuracy(None, _dataset(), "l2", 0.5, 12,
                                                attacks=ATTACKS)
         # A run killed after its first batch: the state file holds that batch only.
@@ -57,14 +66,15 @@ def test_a_killed_evaluation_resumes_and_ends_as_an_uninterrupted_one(tmp_path):
     assert calls == [1, 2]  # the finished batch (seed 0) was not attacked again
     assert resumed == whole
     assert whole == {"examples": 12, "accuracy": 0.75, "autoattack_after_apgd-ce": 0.5,
-                     "autoattack_after_square": 0.5, "robust_accuracy": 0.5}
+                     "autoattack_after_square": 0.5, "robust_accuracy": 0.5,
+                     "autoattack_flags": []}
     lines = [json.loads(line) for line in state.read_text().splitlines()]
     assert [line.get("batch") for line in lines] == [None, 0, 1, 2]
 
 
 def test_a_state_file_of_other_settings_is_refused(tmp_path):
     state = tmp_path / "state.jsonl"
-    with mock.patch.object(on_dataset, "run_standard", _fake_run_standard([])):
+    with _fake_attacks([]):
         on_dataset.autoattack_accuracy(None, _dataset(1), "l2", 0.5, state_file=state,
                                        attacks=ATTACKS)
         with pytest.raises(UserError, match="written for other settings"):

@@ -290,3 +290,61 @@ class EnsembleTest(tf.test.TestCase):
         self.assertEqual(result.x_adv.dtype, np.float32)
         self.assertLessEqual(_largest_norm(result.x_adv, x, "l2"), 0.5 * (1 + 1e-5))
         self.assertLess(result.robust_accuracy, 1.0)
+
+
+class _Noisy(keras.layers.Layer):
+    """Adds fresh noise on every call, also in inference mode (a randomised defence)."""
+
+    def call(self, x):
+        return x + tf.random.normal(tf.shape(x), stddev=0.1)
+
+
+class SanityTest(tf.test.TestCase):
+    """AutoAttack's sanity flags (``autoattack.sanity``) name a model whose robust accuracy
+    cannot be trusted, and stay silent on an ordinary one."""
+
+    def test_an_ordinary_model_raises_no_flag(self):
+        x, y = _batch()
+        self.assertEqual(autoattack.sanity.model_flags(_conv_model(), x, y, autoattack.STANDARD,
+                                                       9), [])
+
+    def test_randomised_outputs_are_flagged(self):
+        model = keras.Sequential([_conv_model(), _Noisy()])
+        x, y = _batch()
+        self.assertRegex(autoattack.sanity.randomized_outputs(model, x, y), "randomised")
+
+    def test_probability_outputs_are_flagged(self):
+        model = keras.Sequential([_conv_model(), keras.layers.Softmax()])
+        x, _ = _batch()
+        self.assertRegex(autoattack.sanity.probability_outputs(model, x), "probabilities")
+        self.assertIsNone(autoattack.sanity.probability_outputs(_conv_model(), x))
+
+    def test_zero_gradients_are_counted(self):
+        # Rounding the input to 0/1 has a zero gradient almost everywhere.
+        model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Lambda(tf.round),
+                                  _conv_model()])
+        x, y = _batch()
+        self.assertRegex(autoattack.sanity.zero_gradients(model, x, y), "^16 of 16 checked")
+        self.assertIsNone(autoattack.sanity.zero_gradients(_conv_model(), x, y))
+
+    def test_square_lowering_the_white_box_accuracy_is_flagged(self):
+        flag = autoattack.sanity.square_beats_white_box(
+            {"apgd-ce": 0.5, "apgd-t": 0.45, "fab-t": 0.45, "square": 0.40})
+        self.assertRegex(flag, "lowered the robust accuracy by 5.00%")
+        self.assertIsNone(autoattack.sanity.square_beats_white_box(
+            {"apgd-ce": 0.5, "apgd-t": 0.45, "fab-t": 0.45, "square": 0.449}))
+
+    def test_too_few_classes_for_the_targets(self):
+        self.assertRegex(autoattack.sanity.too_few_classes(3, autoattack.STANDARD, 9),
+                         "3 classes")
+        self.assertRegex(autoattack.sanity.too_few_classes(5, autoattack.STANDARD, 9),
+                         "only 4 other classes")
+        self.assertIsNone(autoattack.sanity.too_few_classes(10, autoattack.STANDARD, 9))
+
+    def test_run_standard_reports_the_flags(self):
+        model = keras.Sequential([_conv_model(), keras.layers.Softmax()])
+        x, y = _batch(n=4)
+        result = autoattack.run_standard(model, x, y, "linf", 8 / 255, attacks=("apgd-ce",),
+                                         steps=2)
+        self.assertTrue(any("probabilities" in flag for flag in result.flags))
+        self.assertEqual(result.summary()["autoattack_flags"], list(result.flags))

@@ -23,12 +23,17 @@ Random draws are stateless and seeded. cleverhans 4.0.0 implements none of these
 attacks (its TF2 attacks are FGM, PGD/BIM, MIM, Carlini-Wagner L2 and SPSA), so all four
 are written here from the papers; github.com/fra31/auto-attack (PyTorch) was read as the
 reference for the schedules and budgets.
+
+Every run also checks AutoAttack's sanity flags (``sanity.py``: randomised or probability
+outputs, zero gradients, too few classes, Square beating the white-box attacks) and reports
+them in ``AutoAttackResult.flags`` / ``autoattack_flags``.
 """
 
+from tftransfer.adversarial.autoattack import sanity
 from tftransfer.adversarial.autoattack.apgd import apgd_ce, apgd_run, apgd_t
 from tftransfer.adversarial.autoattack.ensemble import STANDARD, AutoAttackResult, run_standard
 from tftransfer.adversarial.autoattack.fab import fab_t, fab_targeted_run
 from tftransfer.adversarial.autoattack.square import square_attack, square_run
 
 __all__ = ["STANDARD", "AutoAttackResult", "run_standard", "apgd_ce", "apgd_t", "apgd_run",
-           "fab_t", "fab_targeted_run", "square_attack", "square_run"]
+           "fab_t", "fab_targeted_run", "sanity", "square_attack", "square_run"]

@@ -10,7 +10,7 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
-from tftransfer.adversarial.autoattack import _common, apgd, fab, square
+from tftransfer.adversarial.autoattack import _common, apgd, fab, sanity, square
 from tftransfer.errors import UserError
 
 STANDARD = ("apgd-ce", "apgd-t", "fab-t", "square")
@@ -32,6 +32,8 @@ class AutoAttackResult:
       x_adv: [N, ...] float32, the worst case per point: the first example that fooled the
         model (within eps of x and in [0, 1]), ``x`` itself where none did.
       norm, eps, attacks: the threat model and the attacks, as run.
+      flags: AutoAttack's sanity warnings (``sanity``), one sentence each; empty when none
+        fired or the checks were not run.
     """
 
     clean_accuracy: float
@@ -44,12 +46,14 @@ class AutoAttackResult:
     norm: str
     eps: float
     attacks: tuple
+    flags: tuple = ()
 
     def summary(self) -> dict:
         """The scalar part, as a results row: clean and robust accuracy, and the robust
         accuracy after each attack (``autoattack_after_<name>``)."""
         row = {"clean_accuracy": self.clean_accuracy, "robust_accuracy": self.robust_accuracy,
-               "norm": self.norm, "eps": self.eps, "attacks": ",".join(self.attacks)}
+               "norm": self.norm, "eps": self.eps, "attacks": ",".join(self.attacks),
+               "autoattack_flags": list(self.flags)}
         row.update({f"autoattack_after_{name}": value
                     for name, value in self.accuracy_after.items()})
         return row
@@ -75,8 +79,8 @@ def _attack(name: str, steps: int, square_queries: int, n_targets: int):
 
 def run_standard(model, x, y, norm: str, eps: float, seed: int = 0, batch_size: int = 256,
                  attacks=STANDARD, steps: int = 100, square_queries: int = 5000,
-                 n_targets: int = 9, log: Callable[[str], None] | None = None
-                 ) -> AutoAttackResult:
+                 n_targets: int = 9, log: Callable[[str], None] | None = None,
+                 check: bool = True) -> AutoAttackResult:
     """AutoAttack's ``standard`` version for L2 or L-infinity.
 
     Runs APGD-CE (``steps`` iterations, 1 restart), APGD-T (DLR-targeted, ``n_targets``
@@ -101,6 +105,9 @@ def run_standard(model, x, y, norm: str, eps: float, seed: int = 0, batch_size: 
       square_queries: Square's query budget (5000).
       n_targets: target classes of APGD-T and FAB-T (9; at most the number of classes - 1).
       log: called with one line after the clean pass and after each attack (None: silent).
+      check: run AutoAttack's sanity checks (``sanity``: randomised or probability outputs
+        and zero gradients on the first batch, too few classes, Square beating the
+        white-box attacks) and return their warnings in ``flags``.
 
     Returns:
       An ``AutoAttackResult``: clean, per-attack and final robust accuracy, per-point flags
@@ -122,6 +129,8 @@ def run_standard(model, x, y, norm: str, eps: float, seed: int = 0, batch_size: 
     total = max(len(y), 1)
     if log:
         log(f"autoattack {norm} eps={eps:g}: clean accuracy {correct.sum() / total:.2%}")
+    flags = (sanity.model_flags(model, x[:batch_size], y[:batch_size], attacks, n_targets)
+             if check else [])
     accuracy_after = {}
     for name in attacks:
         points = np.flatnonzero(robust)
@@ -137,8 +146,10 @@ def run_standard(model, x, y, norm: str, eps: float, seed: int = 0, batch_size: 
         if log:
             log(f"autoattack {norm} eps={eps:g}: robust accuracy after {name} "
                 f"{accuracy_after[name]:.2%}")
+    if check:
+        flags.append(sanity.square_beats_white_box(accuracy_after))
     return AutoAttackResult(
         clean_accuracy=float(correct.sum() / total), robust_accuracy=float(robust.sum() / total),
         accuracy_after=accuracy_after, correct=correct, robust=robust,
         broken_by=broken_by.astype(str), x_adv=x_adv, norm=norm, eps=float(eps),
-        attacks=attacks)
+        attacks=attacks, flags=tuple(flag for flag in flags if flag))

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
+from tftransfer.adversarial.autoattack import sanity
 from tftransfer.adversarial.autoattack.ensemble import STANDARD, run_standard
 from tftransfer.errors import UserError
 
@@ -33,7 +35,10 @@ def autoattack_accuracy(model, dataset, norm: str, eps: float, total: int | None
       **budgets: ``run_standard``'s ``steps``, ``square_queries``, ``n_targets``.
 
     Returns:
-      ``{"examples", "accuracy", "robust_accuracy", "autoattack_after_<attack>": ...}``.
+      ``{"examples", "accuracy", "robust_accuracy", "autoattack_after_<attack>": ...,
+      "autoattack_flags": [...]}``: the flags are AutoAttack's sanity warnings
+      (``sanity``; the model checks on the first batch, Square's on the totals), each also
+      printed to stderr.
     """
     from tqdm import tqdm
 
@@ -42,12 +47,16 @@ def autoattack_accuracy(model, dataset, norm: str, eps: float, total: int | None
     done = _finished_batches(state_file, settings)
     bar = tqdm(total=total, desc=f"autoattack {norm} eps={eps:g}", unit="img",
                initial=sum(batch["examples"] for batch in done))
+    flags = []
     for index, (images, labels) in enumerate(dataset):
+        if index == 0:
+            flags += sanity.model_flags(model, images.numpy(), labels.numpy(), attacks,
+                                        budgets.get("n_targets", 9))
         if index < len(done):
             continue
         result = run_standard(model, images.numpy(), labels.numpy(), norm, eps,
                               seed=seed + index, batch_size=len(labels), attacks=attacks,
-                              **budgets)
+                              check=False, **budgets)
         batch = {"batch": index, "examples": int(len(labels)),
                  "correct": int(result.correct.sum()),
                  "after": {name: round(value * len(labels)) for name, value in
@@ -57,7 +66,12 @@ def autoattack_accuracy(model, dataset, norm: str, eps: float, total: int | None
         bar.update(batch["examples"])
         bar.set_postfix(robust=f"{_robust(done, attacks) / _examples(done):.1%}")
     bar.close()
-    return _totals(done, attacks)
+    totals = _totals(done, attacks)
+    after = {name: totals[f"autoattack_after_{name}"] for name in attacks}
+    flags = [flag for flag in flags + [sanity.square_beats_white_box(after)] if flag]
+    for flag in flags:
+        print(f"warning: AutoAttack: {flag}", file=sys.stderr, flush=True)
+    return {**totals, "autoattack_flags": flags}
 
 
 def _finished_batches(state_file, settings: dict) -> list[dict]:
