@@ -1,6 +1,6 @@
-"""The prepared GPU script of issue 24 (bench/gpu_fast_at.sh) runs its commands end to end: on
-the CPU at toy scale (ALLOW_CPU=1), with the same flags it gives a GPU; and without a GPU and
-without ALLOW_CPU it skips with its reason."""
+"""The prepared GPU scripts (bench/gpu_fast_at.sh, bench/gpu_autoattack.sh) run their commands
+end to end: on the CPU at toy scale (ALLOW_CPU=1), with the same flags they give a GPU; and
+without a GPU and without ALLOW_CPU they skip with the reason."""
 
 from __future__ import annotations
 
@@ -44,3 +44,31 @@ def test_its_commands_run_end_to_end_at_toy_scale(tmp_path):
     assert cells[0] == "fgsm_rs Linf 8/255, ResNet-18" and cells[1].startswith("1")
     assert all(0 <= float(accuracy) <= 100 for accuracy in cells[5:7])
     assert (tmp_path / "model").is_dir() and (tmp_path / "evaluate.json").is_file()
+
+
+def _run_autoattack(**env):
+    return subprocess.run(
+        ["bash", "bench/gpu_autoattack.sh"], cwd=REPO, capture_output=True, text=True,
+        timeout=900, env={**os.environ, "PYTHON": sys.executable, "CUDA_VISIBLE_DEVICES": "",
+                          **env})
+
+
+def test_gpu_autoattack_without_a_gpu_skips_and_says_why():
+    done = _run_autoattack(ALLOW_CPU="0")
+    assert done.returncode == 0, done.stderr
+    assert "gpu_autoattack: skipped: TensorFlow sees no GPU here" in done.stdout
+
+
+@pytest.mark.slow
+def test_gpu_autoattack_runs_the_ensemble_at_toy_scale():
+    done = _run_autoattack(ALLOW_CPU="1", N="2", BATCH="2", STEPS="2", QUERIES="5",
+                           IMAGE_SIZE="32")
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("| model |"))
+    assert "after apgd-ce %" in lines[header] and "after square %" in lines[header]
+    cells = [cell.strip() for cell in lines[header + 2].strip("|").split("|")]
+    assert cells[0].startswith("resnet50, random weights") and cells[1] == "2 at 32 px"
+    accuracies = [float(value) for value in cells[4:]]
+    assert accuracies[0] == 100.0  # labelled with its own predictions: every point attacked
+    assert all(a >= b for a, b in zip(accuracies[1:], accuracies[2:]))  # non-increasing
