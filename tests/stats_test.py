@@ -19,7 +19,7 @@ from scipy import stats as scipy_stats
 from tests.helpers import make_row
 
 from tftransfer.report import efficiency
-from tftransfer.report import stats
+from tftransfer.report import significance, stats
 from tftransfer.report import summary as summary_markdown
 from tftransfer.commands import report
 from tftransfer.errors import UserError
@@ -122,7 +122,7 @@ class PairedDifferenceTest(unittest.TestCase):
         self.assertIn("1 remain clear after Holm's correction over all 2", text)
 
     def test_holm_adjustment(self):
-        adjusted = stats.holm([0.01, 0.04, np.nan, 0.03])
+        adjusted = significance.holm([0.01, 0.04, np.nan, 0.03])
         self.assertTrue(np.allclose(adjusted[[0, 1, 3]], [0.03, 0.06, 0.06]))
         self.assertTrue(np.isnan(adjusted[2]))
 
@@ -336,6 +336,21 @@ class ReadResultsTest(unittest.TestCase):
         self.write("results.csv", [row])
         with self.assertRaisesRegex(UserError, "'train_images'.*'many'"):
             stats.read_results(self.dir)
+
+    def test_one_cell_with_rows_of_different_settings_is_refused(self):
+        # Issue 33, item 1: a rerun with another recipe averaged 0.535 and 0.060 into one cell.
+        rows = [dict(make_row(NATURAL, seed, 0.5), config_hash=value)
+                for seed, value in enumerate(["1a2b3c4d5e6f", "1a2b3c4d5e6f", "", "9f8e7d6c5b4a"])]
+        self.write("results.csv", rows)
+        with self.assertRaisesRegex(UserError, r"the runs of the cell target cifar10, source "
+                                               r"natural, train_images 100, unfrozen_blocks 0, "
+                                               r"epochs 3 were made with different settings "
+                                               r"\(config_hash 1a2b3c4d5e6f, 9f8e7d6c5b4a"):
+            stats.read_results(self.dir)
+        # Rows without a hash (written before fingerprints) go with any; other cells may differ.
+        rows[3] = dict(make_row(NATURAL, 3, 0.5, n=200), config_hash="9f8e7d6c5b4a")
+        self.write("results.csv", rows)
+        self.assertEqual(len(stats.read_results(self.dir)), 4)
 
 
 class MarkdownTest(unittest.TestCase):

@@ -24,13 +24,14 @@ import pandas as pd
 from scipy import stats as scipy_stats
 
 from tftransfer.errors import UserError
+from tftransfer.report.significance import add_t_tests
 # Re-exported: the callers of the statistics read the results through this module too.
 from tftransfer.report.results_table import (EPOCH_COLUMN, NATURAL_ATTACK, DataWarning, epoch_columns,
                                       read_results, validate_results)
 
-__all__ = ["add_t_tests", "cell_keys", "CONFIDENCE", "curve_keys", "DataWarning", "difference_trend",
+__all__ = ["cell_keys", "CONFIDENCE", "curve_keys", "DataWarning", "difference_trend",
            "epoch_curves", "epochs_is_a_variable", "epochs_per_cell", "interval_columns",
-           "holm", "interval_table", "mixed_commit_pairs", "NATURAL_ATTACK", "pair_keys",
+           "interval_table", "mixed_commit_pairs", "NATURAL_ATTACK", "pair_keys",
            "paired_differences", "read_results",
            "resolve_baseline", "source_info", "summarize", "t_half_width",
            "validate_results"]
@@ -167,37 +168,6 @@ def interval_table(table: pd.DataFrame, keys, value: str, prefix: str) -> pd.Dat
     grouped[f"{prefix}_ci_low"] = grouped[f"{prefix}_mean"] - half
     grouped[f"{prefix}_ci_high"] = grouped[f"{prefix}_mean"] + half
     return grouped
-
-
-def add_t_tests(table: pd.DataFrame, prefix: str) -> pd.DataFrame:
-    """Adds ``<prefix>_df``, the two-sided one-sample t-test p of mean 0 (``<prefix>_p``)
-    and Holm's adjusted p across all the table's rows (``<prefix>_p_holm``).
-
-    ``table`` is an ``interval_table`` output. The rows are one family: with k rows tested
-    at 5%, about 0.05 k would be "clear of zero" by chance when no difference is real;
-    Holm's p controls the chance of any false one. Rows with fewer than 2 values get NaN.
-    """
-    table = table.copy()
-    n, sd, mean = table[f"{prefix}_n"], table[f"{prefix}_sd"], table[f"{prefix}_mean"]
-    table[f"{prefix}_df"] = (n - 1).where(n >= 2)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        p = pd.Series(2 * scipy_stats.t.sf(np.abs(mean / (sd / np.sqrt(n))), n - 1),
-                      table.index, dtype=float)
-    table[f"{prefix}_p"] = p.where(n >= 2)
-    table[f"{prefix}_p_holm"] = holm(table[f"{prefix}_p"])
-    return table
-
-
-def holm(p) -> np.ndarray:
-    """Holm's step-down adjusted p-values; NaN (no test) stays NaN and is not in the family."""
-    p = np.asarray(p, dtype=float)
-    adjusted = np.full_like(p, np.nan)
-    tested = np.flatnonzero(~np.isnan(p))
-    running = 0.0
-    for rank, index in enumerate(tested[np.argsort(p[tested], kind="stable")]):
-        running = max(running, min(1.0, (len(tested) - rank) * p[index]))
-        adjusted[index] = running
-    return adjusted
 
 
 def summarize(table: pd.DataFrame) -> pd.DataFrame:

@@ -30,7 +30,7 @@ from scipy import integrate
 
 import pipelines
 from tftransfer import runs
-from tftransfer.report import plot_parts, stats
+from tftransfer.report import plot_parts, significance, stats
 from tftransfer.report.analyses.paper_table import PAPER
 from tftransfer.sweeps.result_files import RESULTS_GLOB
 
@@ -115,7 +115,7 @@ def intervals(frame: pd.DataFrame, value: str, prefix: str) -> pd.DataFrame:
     if frame.empty:
         return pd.DataFrame(columns=KEYS + stats.interval_columns(prefix)
                             + [f"{prefix}_{c}" for c in ("df", "p", "p_holm")])
-    return stats.add_t_tests(stats.interval_table(frame, KEYS, value, prefix), prefix)
+    return significance.add_t_tests(stats.interval_table(frame, KEYS, value, prefix), prefix)
 
 
 def expected_cells(grids_dir: Path = pipelines.GRIDS_DIR) -> pd.DataFrame:
