@@ -1,4 +1,4 @@
-"""Issue 34, "results that can be traced to one commit": rerun a sample of the committed sweep
+"""Results that can be traced to one commit: rerun a sample of the committed sweep
 rows at the current checkout and compare their test accuracies bitwise.
 
 The committed rows are those of the ``results*.csv`` files under ``results/`` at ``HEAD`` (read

@@ -62,11 +62,13 @@ ANALYSES = {a.name: a for a in (
              "replication-blocks joined with the replication's 0- and 3-block runs (run on "
              "results/replication-blocks; writes its figures there)"),
     Analysis("ablation", "ablation.md", _ablation,
-             "issue 25's ablation table (run on results/replication-paper)"),
+             "the ablation table: one protocol difference at a time (run on "
+             "results/replication-paper)"),
     Analysis("fast-adversarial", "fast_adversarial.md", fast_adversarial.markdown,
-             "issue 24's fast robust sources: methods table, robust accuracy vs training time, "
+             "fast robust sources: methods table, robust accuracy vs training time, "
              "transfer beside the PGD source (run on results/fast-adversarial)",
              standalone=True),
-    Analysis("why-no-gain", "causes.md", _why_no_gain, "issue 34's causes (on results/why-no-gain)",
+    Analysis("why-no-gain", "causes.md", _why_no_gain,
+             "the candidate causes of the missing last-stage gain (on results/why-no-gain)",
              standalone=True),
 )}

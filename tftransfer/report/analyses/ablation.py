@@ -1,4 +1,4 @@
-"""Issue 25's ablation: from the replication's protocol to the paper's, one difference at a time.
+"""The ablation: from the replication's protocol to the paper's, one difference at a time.
 
 ``python main.py report --results results/replication-paper --analysis ablation`` writes
 ``results/replication-paper/ablation.md``: for the last stage (3 blocks) at N = 100 and 400,

@@ -1,4 +1,4 @@
-"""Issue 24, part 2: fast robust sources against the PGD-3 ones, and how they transfer.
+"""Fast robust sources (FGSM-RS, free) against the PGD-3 ones, and how they transfer.
 
 ``python main.py report --results results/fast-adversarial --analysis fast-adversarial``
 (the last stage of ``results/fast-adversarial/run.sh``) writes, into that directory:

@@ -2,8 +2,8 @@
 
 The paper draws its new head from N(0, 1) over ResNet-50's 2,048 features; over resnet20's 64
 features the same draw gives initial logits sqrt(2048 / 64) = 5.66 times smaller when the
-features have similar magnitudes (issue 34, "head initial scale"). This probe measures it,
-without training: it builds the network exactly as ``fine_tune`` does for the ``utrera2021``
+features have similar magnitudes (the why-no-gain "head initial scale" cause). This probe
+measures it, without training: it builds the network exactly as ``fine_tune`` does for the ``utrera2021``
 preset (``RunCache.network``: a copy of the source, the new head, the last blocks unfrozen,
 frozen BatchNorm in training mode, the target's normalisation constants), takes the first
 training batch of the run's subset, and for each head scale and head seed runs one forward

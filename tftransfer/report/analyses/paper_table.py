@@ -1,4 +1,4 @@
-"""Our replication numbers beside the paper's (issue 8's table), from the report's CSVs.
+"""Our replication numbers beside the paper's table, from the report's CSVs.
 
 ``python main.py report --results results/replication --analysis paper-table`` writes it to
 ``results/replication/paper_table.md``: for each robust source, N x target with the paper's

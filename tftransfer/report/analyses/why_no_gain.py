@@ -1,4 +1,4 @@
-"""Issue 34: why the paper's last-stage gain is missing, one candidate cause at a time.
+"""Why the paper's last-stage gain is missing, one candidate cause at a time.
 
 ``python -m tftransfer.report.analyses.why_no_gain --results results/why-no-gain`` (or ``main.py
 report ... --analysis why-no-gain``) reads ``<results>/<cause>/`` (grids ``why-no-gain-<cause>``)
@@ -340,7 +340,7 @@ def markdown(results_dir, command: str | None = None) -> str:
     plot_parts.save_figure(figure(curves, sorted(set(table.train_images))), results_dir / FIGURE)
     stream = io.StringIO()
     emit = functools.partial(print, file=stream)
-    emit(f"# Why no gain: the candidate causes, one at a time (issue 34)\n\nWritten by "
+    emit(f"# Why no gain: the candidate causes, one at a time\n\nWritten by "
          f"`{command}` (do not edit by hand). What each cause changes:\n")
     emit("\n".join(f"- **{cause}**: {what}." for cause, what in CAUSES.items()) + "\n")
     emit("## Conclusion\n\n" + conclusion(table) + "\n")
