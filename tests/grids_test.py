@@ -93,6 +93,17 @@ def test_a_json_grid_equals_the_toml_one(tmp_path):
     (GRID.replace('name = "mine"\n', ""), r"name"),
     (GRID.replace("epochs = 50", "epochs = 50\nseed = 1"), r"unknown \[\[overrides\]\] field"),
     ("name = [", r"not valid TOML"),
+    # Issue 33, item 11: a name is a folder under results/, and numbers are whole numbers.
+    (GRID.replace('name = "mine"', 'name = "../../escape"'), r"sweep name '\.\./\.\./escape' must "
+                                                             r"be a plain name"),
+    (GRID.replace('name = "mine"', 'name = "a/b"'), r"must be a plain name"),
+    (GRID.replace("train_images = [100, 400]", 'train_images = ["100", 400]'),
+     r"each of train_images must be a whole number, got '100'"),
+    (GRID.replace("train_images = [100, 400]\n", "train_images = [100.5, 400]\n"),
+     r"each of train_images must be a whole number, got 100\.5"),
+    (GRID.replace("epochs = 5\n", 'epochs = "5"\n'), r"epochs must be a whole number, got '5'"),
+    (GRID.replace("epochs = 5\n", "epochs = 5\ntest_images = 200.5\n"),
+     r"test_images must be a whole number"),
 ])
 def test_bad_grid_files_stop_with_one_sentence_naming_the_file(tmp_path, text, message):
     path = tmp_path / "bad.toml"

@@ -20,6 +20,8 @@ from unittest import mock
 from tftransfer import runs
 from tftransfer.sources import hub
 from tftransfer.sweeps import runner as sweeps
+from tftransfer.sweeps import run_dirs
+from tftransfer.sweeps.cells import MAX_FILE_NAME_BYTES
 from tftransfer.config import CellOverride
 from tftransfer.errors import UserError
 
@@ -113,6 +115,33 @@ class GridTest(tf.test.TestCase):
     def test_invalid_recipe_assignment_is_refused(self):
         with self.assertRaisesRegex(UserError, "no field"):
             small_sweep(["a"], "t", recipe=("optim.lr=0.1",))
+
+    def test_a_long_key_gets_a_file_name_under_the_limit_that_keeps_both_ends(self):
+        # Issue 33, item 11: a target path of about 250 characters gave "File name too long".
+        target = "/data/" + "/".join(["a-rather-long-folder-name"] * 10)
+        keys = [sweeps.Cell("source", target, 100, 3, seed, 30) for seed in (0, 1)]
+        names = [cell.file_name for cell in keys]
+        self.assertLen(set(names), 2)
+        for name in names:
+            self.assertLessEqual(len(name.encode()), MAX_FILE_NAME_BYTES)
+            self.assertStartsWith(name, "_data_a-rather-long")
+        self.assertTrue(names[0].endswith("__n100__b3__s0__e30"), names[0])
+        short = sweeps.Cell("cifar10-resnet20-natural", "mnist", 100, 3, 0, 6)
+        self.assertEqual(short.file_name, "mnist__cifar10-resnet20-natural__n100__b3__s0__e6")
+
+    def test_a_grid_beyond_the_cell_limit_is_refused_before_it_is_built(self):
+        # 1,000 N x 10 blocks x 10 seeds x 2 sources: refused from the list sizes alone.
+        wide = small_sweep(["a", "b"], "t", train_images=tuple(range(2, 1002)),
+                           unfrozen_blocks=tuple(range(10)), seeds=tuple(range(10)))
+        with self.assertRaisesRegex(UserError, "at least 200,000 cells, more than the 100,000"):
+            sweeps.cells(wide)
+        # Few (N, blocks) but many seeds: counted exactly, overrides included.
+        seeds = small_sweep(["a"], "t", train_images=(6,), seeds=tuple(range(100_001)))
+        with self.assertRaisesRegex(UserError, "at least 100,001 cells"):
+            sweeps.cells(seeds)
+        fewer = small_sweep(["a"], "t", train_images=(6,), seeds=tuple(range(100_001)),
+                            overrides=(CellOverride((6,), seeds=(0, 1)),))
+        self.assertLen(sweeps.cells(fewer), 2)
 
 
 class GitCommitTest(tf.test.TestCase):
@@ -253,6 +282,89 @@ class RunSweepTest(tf.test.TestCase):
         with self.assertRaisesRegex(UserError, "Image folder .*no-such-folder.* does not exist"):
             sweeps.run_sweep(sweep, results, download=False)
         self.assertEqual(sweeps.read_rows(results / "results.csv"), [])
+
+    def test_a_rerun_with_other_settings_is_refused_naming_the_fields(self):
+        # Issue 33, item 1: the recipe and test_images changed, the rows and keys did not.
+        sweep = small_sweep(self.sources[:1], self.target, train_images=(6,), seeds=(0,))
+        results = self.tmp / "changed"
+        self.assertEqual(sweeps.run_sweep(sweep, results)["ran"], 1)
+        row, = sweeps.read_rows(results / "results.csv")
+        cell, = sweeps.cells(sweep)
+        record = runs.read_json(results / "runs" / cell.file_name / "sweep_cell.json")
+        self.assertEqual((record["run_key"], record["config_hash"]),
+                         (cell.key, row["config_hash"]))
+        self.assertEqual(sweeps.run_sweep(sweep, results)["ran"], 0)  # the same grid: fine
+        changed = small_sweep(self.sources[:1], self.target, train_images=(6, 9), seeds=(0,),
+                              test_images=6,
+                              recipe=sweep.recipe + ("optim.learning_rate=0.0001",))
+        with self.assertRaisesRegex(
+                UserError, r"holds rows of 1 cell\(s\) of sweep 'test' run with other settings "
+                           r".*differs in data.test_images \(None there, 6 here\), "
+                           r"optim.learning_rate \(0.1 there, 0.0001 here\)"):
+            sweeps.run_sweep(changed, results)
+        (results / "runs" / cell.file_name / "sweep_cell.json").unlink()
+        with self.assertRaisesRegex(UserError, f"config_hash {row['config_hash']} there, "
+                                               f"[0-9a-f]{{12}} here, and no sweep_cell.json"):
+            sweeps.run_sweep(changed, results)
+        self.assertLen(sweeps.read_rows(results / "results.csv"), 1)
+        # A row written before fingerprints has none: its settings are unknown, not refused.
+        runs.write_csv_atomic(results / "results.csv",
+                              [{k: v for k, v in row.items() if k != "config_hash"}])
+        self.assertEqual(sweeps.run_sweep(changed, results, max_runs=1)["ran"], 1)
+
+    def test_a_run_directory_that_is_a_link_or_another_runs_is_refused(self):
+        # Issue 33, item 2: a link to a finished run elsewhere lost its model and metrics.
+        sweep = small_sweep(self.sources[:1], self.target, train_images=(6,), seeds=(0,))
+        cell, = sweeps.cells(sweep)
+        elsewhere = self.tmp / "finished-transfer-run"
+        elsewhere.mkdir()
+        files = {"model.keras": "model", "config.json": "{}",
+                 "metrics.json": f'{{"run_dir": "{elsewhere}"}}'}
+        for name, text in files.items():
+            (elsewhere / name).write_text(text)
+        results = self.tmp / "linked"
+        (results / "runs").mkdir(parents=True)
+        (results / "runs" / cell.file_name).symlink_to(elsewhere)
+        with self.assertRaisesRegex(UserError, "is a symbolic link or resolves outside"):
+            sweeps.run_sweep(sweep, results)
+        (results / "runs" / cell.file_name).unlink()
+        (results / "runs").rmdir()
+        (results / "runs").symlink_to(self.tmp / "finished-transfer-run", True)
+        with self.assertRaisesRegex(UserError, "runs is a symbolic link"):
+            sweeps.run_sweep(sweep, results)
+        (results / "runs").unlink()
+        copied = results / "runs" / cell.file_name
+        copied.mkdir(parents=True)
+        (copied / "metrics.json").write_text(f'{{"run_dir": "{elsewhere}"}}')
+        with self.assertRaisesRegex(UserError, "holds the run of .*finished-transfer-run, not "
+                                               "a run of .* replaces only its own cell's runs"):
+            sweeps.run_sweep(sweep, results)
+        self.assertEqual({p.name: p.read_text() for p in elsewhere.iterdir()}, files)
+        # An earlier try of this cell is replaced: marked, or (before markers) recorded there.
+        (copied / "metrics.json").write_text(f'{{"run_dir": "{copied}"}}')
+        self.assertEqual(run_dirs.check_run_dir(results, cell), copied)
+        (copied / "metrics.json").unlink()
+        (copied / "sweep_cell.json").write_text(f'{{"run_key": "{cell.key}x"}}')
+        with self.assertRaisesRegex(UserError, "holds a sweep_cell.json of"):
+            run_dirs.check_run_dir(results, cell)
+        (copied / "sweep_cell.json").write_text(f'{{"run_key": "{cell.key}"}}')
+        self.assertEqual(run_dirs.check_run_dir(results, cell), copied)
+        # Checked again just before the run: a link made after the sweep started.
+        (copied / "sweep_cell.json").unlink()
+        copied.rmdir()
+        copied.symlink_to(elsewhere)
+        self.addCleanup(copied.unlink)  # TensorFlow's removal of the temp dir fails on links
+        with self.assertRaisesRegex(UserError, "is a symbolic link"):
+            run_dirs.check_run_dir(results, cell)
+
+    def test_a_long_target_path_runs(self):
+        # Issue 33, item 11: its run directory and claim names were too long for the disk.
+        deep = self.tmp.joinpath(*["a-rather-long-folder-name-" + str(i) for i in range(9)])
+        target = str(make_image_folder(deep, classes=("a", "b", "c"), per_class=8, split=True))
+        self.assertGreater(len(target), 250)
+        sweep = small_sweep(self.sources[:1], target, train_images=(6,), seeds=(0,), epochs=1)
+        result = sweeps.run_sweep(sweep, self.tmp / "long")
+        self.assertEqual((result["ran"], result["failed"]), (1, 0))
 
     @pytest.mark.slow  # ~97 s on 2 cores
     def test_killed_sweep_resumes_with_each_cell_exactly_once(self):

@@ -37,6 +37,13 @@ def check_seed(seed, name: str = "seed") -> None:
           f"{name} must be a whole number from 0 to {SEED_LIMIT - 1}, got {seed!r}.")
 
 
+def check_whole_number(value, name: str) -> None:
+    """``value`` must be a whole number: an int, not a bool, a float or a string (``100.5``
+    passes ``>= 2`` and fails deep inside a run; ``"100"`` fails a comparison naming no field)."""
+    valid = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    check(valid, f"{name} must be a whole number, got {value!r}.")
+
+
 def check_values(owner: str, name: str, values) -> None:
     """``values`` must be a non-empty tuple or list (a bare value is a common slip)."""
     check(isinstance(values, (tuple, list)),

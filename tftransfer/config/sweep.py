@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
-from tftransfer.config.checks import check, check_seed, check_values
+from tftransfer.config.checks import check, check_seed, check_values, check_whole_number
 from tftransfer.config.overrides import apply_overrides
 from tftransfer.config.recipes import RECIPES
 from tftransfer.config.run import TransferConfig
 
 SWEEP_ORDERS = ("source", "train_images")
+# A sweep's name is a folder name (results/NAME by default): no path separator, no leading dot
+# (so no ".."), and short enough for the file system with room for what goes under it.
+SWEEP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,11 @@ class CellOverride:
                 check_values("cell override", name, getattr(self, name))
         for seed in self.seeds or ():
             check_seed(seed, "cell override: each of seeds")
+        for name in ("train_images", "unfrozen_blocks"):
+            for value in getattr(self, name) or ():
+                check_whole_number(value, f"cell override: each of {name}")
+        if self.epochs is not None:
+            check_whole_number(self.epochs, "cell override: epochs")
         check(self.epochs is None or self.epochs >= 1,
               f"cell override: epochs must be at least 1, got {self.epochs}.")
 
@@ -67,8 +76,12 @@ class SweepConfig:
     description: str = ""
 
     def __post_init__(self):
+        check(isinstance(self.name, str) and SWEEP_NAME.fullmatch(self.name),
+              f"sweep name {self.name!r} must be a plain name: up to 100 letters, digits, "
+              f"'.', '_', '+' or '-', starting with a letter or digit.")
         for name in ("sources", "targets", "train_images", "unfrozen_blocks", "seeds"):
             check_values(f"sweep {self.name!r}", name, getattr(self, name))
+        self._check_types()
         for seed in self.seeds:
             check_seed(seed, f"sweep {self.name!r}: each of seeds")
         check(self.epochs >= 1, f"sweep {self.name!r}: epochs must be at least 1.")
@@ -89,6 +102,23 @@ class SweepConfig:
               f"got {self.preset!r}.")
         for assignment in self.recipe:
             apply_overrides(TransferConfig(target="x"), [assignment])  # validates each one
+
+    def _check_types(self) -> None:
+        # Before the range checks: a string in a comparison would end in a TypeError naming
+        # no field, and a float such as 100.5 would pass them and fail inside each run.
+        owner = f"sweep {self.name!r}"
+        for name in ("sources", "targets"):
+            for value in getattr(self, name):
+                check(isinstance(value, str) and value and "\0" not in value,
+                      f"{owner}: each of {name} must be a non-empty name, got {value!r}.")
+        for name in ("train_images", "unfrozen_blocks"):
+            for value in getattr(self, name):
+                check_whole_number(value, f"{owner}: each of {name}")
+        for name in ("epochs", "eval_every"):
+            check_whole_number(getattr(self, name), f"{owner}: {name}")
+        for name in ("test_images", "curve_test_images"):  # None: all test images
+            if getattr(self, name) is not None:
+                check_whole_number(getattr(self, name), f"{owner}: {name}")
 
     def _check_override_in_grid(self, override: CellOverride) -> None:
         # A value outside the grid can never match a cell: most likely a typo, silently a no-op.

@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from tftransfer.errors import UserError
+from tftransfer.sweeps.fingerprint import HASH_COLUMN
 from tftransfer.sweeps.result_files import find_result_files
 
 NATURAL_ATTACK = "none"
@@ -23,6 +24,8 @@ REQUIRED_COLUMNS = ("run_key", "source", "source_attack", "target", "train_image
 INTEGER_COLUMNS = ("train_images", "unfrozen_blocks", "epochs", "seed")
 FLOAT_COLUMNS = ("source_eps", "test_accuracy", "test_loss", "train_seconds")
 EPOCH_COLUMN = re.compile(r"^test_accuracy_epoch_(\d+)$")
+# The columns of one cell, whose runs (its seeds) the report averages (``stats.cell_keys``).
+CELL_COLUMNS = ("target", "source", "train_images", "unfrozen_blocks", "epochs")
 
 
 class DataWarning(UserWarning):
@@ -127,6 +130,7 @@ def validate_results(table: pd.DataFrame, source: str = "the results") -> pd.Dat
     table = _drop_rows_without_accuracy(table)
     _check_fraction(table, source)
     _check_one_attack_per_source(table, source)
+    _check_one_config_per_cell(table, source)
     return table.reset_index(drop=True)
 
 
@@ -168,6 +172,26 @@ def _check_one_attack_per_source(table: pd.DataFrame, source: str) -> None:
         found = settings.loc[settings["source"] == name, columns].to_dict("records")
         raise UserError(f"{source}: source {name!r} appears with different attack settings "
                         f"{found}; give each source model its own name.")
+
+
+def _check_one_config_per_cell(table: pd.DataFrame, source: str) -> None:
+    """Refuses a cell whose rows were made with different settings (``config_hash``, which
+    sweeps record); a row without one (written before fingerprints) is taken as compatible."""
+    if HASH_COLUMN not in table.columns:
+        return
+    known = table.loc[table[HASH_COLUMN].astype(str).str.strip() != ""]
+    keys = [column for column in CELL_COLUMNS if column in table.columns]
+    hashes = known.groupby(keys)[HASH_COLUMN].unique()
+    mixed = hashes[hashes.map(len) > 1]
+    if len(mixed):
+        cell = dict(zip(keys, mixed.index[0]))
+        rows = known.loc[(known[keys] == pd.Series(cell)).all(axis=1)]
+        examples = rows.drop_duplicates(HASH_COLUMN)["run_key"].head(2)
+        described = ", ".join(f"{key} {value}" for key, value in cell.items())
+        raise UserError(f"{source}: the runs of the cell {described} were made with different "
+                        f"settings (config_hash {', '.join(mixed.iloc[0])}, e.g. run_keys "
+                        f"{', '.join(map(repr, examples))}), so their mean would mix them; "
+                        f"report each setting's runs from a results folder of its own.")
 
 
 def epoch_columns(table: pd.DataFrame) -> list[str]:

@@ -17,7 +17,9 @@
     epochs = 2000
 
 A file is checked like the registered grids (``SweepConfig`` validation): an unknown field, a
-wrong type or an impossible value stops with one sentence naming the file.
+wrong type (``train_images = ["100"]`` or ``[100.5]``), a ``name`` that is not a plain folder
+name or an impossible value stops with one sentence naming the file and the field. A grid of
+more than ``sweeps.cells.MAX_CELLS`` (100,000) cells is refused when its cells are listed.
 """
 
 from __future__ import annotations

@@ -30,6 +30,11 @@ The lock and the claims sit in the results directory itself (a shared file syste
 for processes on several hosts; ``flock`` works on local disks and NFSv4). The grid is
 ``sweeps.cells``; the rows, the lock and the claims are ``sweeps.state``; this module runs
 the cells.
+
+Before any run, a rerun is refused when the rows it would add to were made with other
+settings (``sweeps.same_config``: each row records its cell's ``config_hash``), and when a run
+directory is a link, lies outside the results folder or holds another cell's run
+(``sweeps.run_dirs``).
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ from pathlib import Path
 from tftransfer import runs
 from tftransfer.config import SweepConfig
 from tftransfer.errors import UserError
+from tftransfer.sweeps import run_dirs, same_config
+from tftransfer.sweeps.fingerprint import HASH_COLUMN, fingerprint
 # Re-exported: the sweep's public names stay importable from here (tests, commands).
 from tftransfer.sweeps.cells import (Cell, cells, parse_shard, select_sources, shard_cells,
                                    transfer_config)
@@ -80,22 +87,28 @@ def run_sweep(sweep: SweepConfig, results_dir, shard: str | None = None,
       end, including cells still running in other processes), and the results file.
 
     Raises:
-      UserError: for bad arguments (shard, sources, max_runs), before any cell runs. A
-        cell's own UserError is logged and counted as failed instead.
+      UserError: for bad arguments (shard, sources, max_runs), a grid of too many cells,
+        rows made with other settings (``same_config``) or a run directory a run must not
+        replace (``run_dirs``), before any cell runs. A cell's own UserError is logged and
+        counted as failed instead.
     """
     from tqdm import tqdm
-
-    from tftransfer import finetune
 
     check_max_runs(max_runs)
     index, count = parse_shard(shard)
     runs.git_commit()  # pinned now, before this sweep's rows make the checkout dirty
     results_dir = Path(results_dir)
     path = results_file(results_dir, index, count)
-    mine = select_sources(shard_cells(cells(sweep), index, count), sweep, sources)
+    grid = cells(sweep)
+    mine = select_sources(shard_cells(grid, index, count), sweep, sources)
+    same_config.check(sweep, results_dir, grid)
     # Rows of other cells (other sources, with --sources) are neither done nor to do here.
     done = finished_keys(results_dir) & {cell.key for cell in mine}
-    pending = [cell for cell in mine if cell.key not in done][:max_runs]
+    unfinished = [cell for cell in mine if cell.key not in done]
+    run_dirs.check_run_dirs(results_dir, unfinished)
+    pending = unfinished[:max_runs]
+    from tftransfer import finetune  # TensorFlow: only now, so a refusal above is quick
+
     cache = cache or finetune.RunCache()
     print(f"sweep {sweep.name} shard {index}/{count}: {len(mine)} cells, {len(done)} finished "
           f"before, up to {len(pending)} to run now -> {path}", file=sys.stderr)
@@ -165,11 +178,14 @@ def _run_cell(sweep: SweepConfig, cell: Cell, results_dir: Path, cache, data: di
     """
     from tftransfer import finetune
 
-    run_dir = results_dir / "runs" / cell.file_name
     try:
-        row = finetune.fine_tune(transfer_config(sweep, cell, run_dir, **data),
-                                 cache=cache, save_model=save_models, verbose=False)
-        return {**row, "run_dir": runs.checkout_relative(run_dir)}
+        # Checked again now: the directory may have changed since the sweep started.
+        run_dir = run_dirs.check_run_dir(results_dir, cell)
+        cfg = transfer_config(sweep, cell, run_dir, **data)
+        settings = fingerprint(cfg)
+        run_dirs.mark(run_dir, cell, settings)
+        row = finetune.fine_tune(cfg, cache=cache, save_model=save_models, verbose=False)
+        return {**row, "run_dir": runs.checkout_relative(run_dir), HASH_COLUMN: settings.hash}
     except UserError as error:
         # This cell's own problem (N below the target's class count, a source not trained
         # yet): the message says it all, and the other sources' cells may well run.
