@@ -13,6 +13,24 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python}"
 
+# What was installed and what it finds: the TensorFlow package(s) (tensorflow-cpu and
+# tensorflow side by side is a broken install), the CUDA/cuDNN it was built with, the devices.
+"$PYTHON" - <<'PY' >&2 || echo "gpu_check: TensorFlow does not import with $PYTHON" >&2
+import importlib.metadata as metadata, os
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+import tensorflow as tf
+installed = []
+for name in ("tensorflow", "tensorflow-cpu"):
+    try:
+        installed.append(f"{name} {metadata.version(name)}")
+    except metadata.PackageNotFoundError:
+        pass
+build = tf.sysconfig.get_build_info()
+print(f"gpu_check: packages: {', '.join(installed)}; CUDA build: {build.get('is_cuda_build')} "
+      f"(CUDA {build.get('cuda_version', '-')}, cuDNN {build.get('cudnn_version', '-')}); "
+      f"devices: {[d.name for d in tf.config.list_physical_devices()]}")
+PY
+
 NAME=gpu_check; source bench/gpu_require.sh
 echo "gpu_check: $gpus GPU(s); ResNet-50 224 px, float32 vs mixed_float16" >&2
 timeout 470 "$PYTHON" bench/photo_step.py --batch "${BATCH:-128}" --steps "${STEPS:-20}" \

@@ -125,11 +125,11 @@ def table(rows) -> str:
     return "\n".join(lines)
 
 
-def write_section(section: str, readme: Path = README) -> None:
-    """Puts ``section`` (starting with HEADING) into ``readme``: replaces the existing
-    Serving section only, or appends one; other benchmarks' sections stay as they are."""
+def write_section(section: str, readme: Path = README, heading: str = HEADING) -> None:
+    """Puts ``section`` (starting with ``heading``) into ``readme``: replaces the existing
+    section of that heading only, or appends one; other sections stay as they are."""
     text = readme.read_text() if readme.exists() else "# Benchmarks\n"
-    start = text.find(f"\n{HEADING}\n")
+    start = text.find(f"\n{heading}\n")
     if start < 0:
         text = text.rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n"
     else:

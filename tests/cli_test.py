@@ -1,9 +1,14 @@
 """Tests of the command line: help, the result contract, errors, pretrain/evaluate, resume."""
 
 import argparse
+import errno
 import json
+import os
+import signal
 import subprocess
 import sys
+import textwrap
+import time
 from pathlib import Path
 from unittest import mock
 
@@ -12,7 +17,7 @@ import tensorflow as tf
 
 from tftransfer.sweeps import registry as grid_registry
 import tftransfer
-from tests.helpers import SHARED_TFDS, killed_after_epoch, make_image_folder, run_cli
+from tests.helpers import REPO, SHARED_TFDS, killed_after_epoch, make_image_folder, run_cli
 from tftransfer import cli
 from tftransfer.sweeps import runner as sweeps
 from tftransfer.training import pretrain as training
@@ -122,6 +127,98 @@ class HelpTest(tf.test.TestCase):
         self.assertIn("mnist", names)
 
 
+class StopTest(tf.test.TestCase):
+    """SIGTERM and OS errors at the CLI's edge."""
+
+    def setUp(self):
+        super().setUp()
+        # Without the CLI's own handler a SIGTERM would end the test run: fail the test instead.
+        previous = signal.signal(signal.SIGTERM, self.unhandled)
+        self.addCleanup(signal.signal, signal.SIGTERM, previous)
+
+    @staticmethod
+    def unhandled(signum, frame):
+        raise AssertionError("SIGTERM reached the test, not the command")
+
+    @staticmethod
+    def terminate(*args, **kwargs):
+        """A command's work, stopped by SIGTERM as Slurm or Kubernetes stop a job."""
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)  # the handler raises in here
+        raise AssertionError("SIGTERM did not stop the command")
+
+    def test_sigterm_says_what_was_kept_and_how_to_resume_and_exits_143(self):
+        for command, args, kept in (
+                ("pretrain", ["--dataset", "mnist", "--out", "p"],
+                 "the checkpoint of its last finished epoch (if any) is kept in p, and the "
+                 "same command resumes it."),
+                ("transfer", ["--target", "mnist", "--out", "t"],
+                 "the checkpoint of its last finished epoch (if any) is kept in t, and the "
+                 "same command with --resume continues from it."),
+                ("transfer", ["--resume", "t"], "kept in t, and the same command continues"),
+                ("datasets", [], "nothing of this run is kept; re-running starts it again.")):
+            with self.subTest(command=command, args=args), \
+                    mock.patch(f"tftransfer.commands.{command}.run", side_effect=self.terminate):
+                code, out, err = run_cli(command, *args)
+                self.assertEqual((code, out), (143, ""))
+                self.assertStartsWith(err, "terminated (SIGTERM); ")
+                self.assertIn(kept, err)
+                self.assertEqual(err.count("\n"), 1)
+                self.assertEqual(signal.getsignal(signal.SIGTERM), self.unhandled)  # restored
+
+    def test_a_sigtermed_process_exits_143_with_its_line(self):
+        script = textwrap.dedent("""
+            import sys, time
+            from pathlib import Path
+            from unittest import mock
+            from tftransfer import cli
+
+            def work(args):
+                Path(sys.argv[1]).touch()
+                time.sleep(60)
+            with mock.patch("tftransfer.commands.datasets.run", work):
+                sys.exit(cli.main(["datasets"]))
+        """)
+        started = Path(self.get_temp_dir()) / "started"
+        process = subprocess.Popen([sys.executable, "-c", script, str(started)], cwd=REPO,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while not started.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=30)
+        self.assertEqual((process.returncode, out), (143, ""))
+        self.assertEqual(err, "terminated (SIGTERM); nothing of this run is kept; re-running "
+                              "starts it again.\n")
+
+    def test_an_os_error_is_one_sentence_naming_what_failed_and_the_path(self):
+        for error, line in (
+                (OSError(errno.EROFS, "Read-only file system", "results/x/runs"),
+                 "error: Read-only file system: results/x/runs\n"),
+                (OSError(errno.ENOSPC, "No space left on device"),
+                 "error: No space left on device\n"),
+                # From a socket, not from stdout: said, not silenced.
+                (BrokenPipeError(errno.EPIPE, "Broken pipe"), "error: Broken pipe\n")):
+            with self.subTest(error=error), \
+                    mock.patch("tftransfer.commands.datasets.run", side_effect=error):
+                self.assertEqual(run_cli("datasets"), (2, "", line))
+
+    def test_a_reader_of_stdout_that_goes_away_ends_the_command_quietly(self):
+        script = textwrap.dedent("""
+            import sys
+            from unittest import mock
+            from tftransfer import cli
+
+            with mock.patch("tftransfer.commands.datasets.run", lambda args: {"rows": [1] * 9}):
+                sys.exit(cli.main(["datasets"]))
+        """)
+        process = subprocess.Popen([sys.executable, "-c", script], cwd=REPO,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        process.stdout.close()  # `datasets | head -c 1`, with head gone before the first line
+        _, err = process.communicate(timeout=60)
+        self.assertEqual((process.returncode, err), (141, b""))
+
+
 def strict_json(line):
     """``json.loads`` that refuses NaN and Infinity, as strict JSON parsers do."""
     def refuse(constant):
@@ -227,7 +324,8 @@ class SweepCommandTest(tf.test.TestCase):
         self.assertRegex(err, r"\n  cli-test +A test sweep\.\n")
         code, _, err = run_cli("sweep")
         self.assertEqual(code, 2)
-        self.assertIn("one of the arguments --config --grid --list is required", err)
+        self.assertIn("one of the arguments --config --grid --list --check-locks is required",
+                      err)
 
     def test_bad_arguments_stop_with_one_sentence_before_any_run(self):
         for args, message in ((["--config", "nope"], "error: Unknown sweep config 'nope'"),
@@ -240,6 +338,32 @@ class SweepCommandTest(tf.test.TestCase):
                 self.assertIn(message, err)
                 self.assertNotIn("Traceback", err)
         self.assertFalse(self.results.exists())
+
+    def test_a_file_as_results_is_refused_before_any_run(self):
+        self.results.write_text("not a folder")
+        with mock.patch("tftransfer.finetune.fine_tune") as fine_tune:
+            code, out, err = run_cli("sweep", "--config", "cli-test", "--results", self.results)
+        self.assertEqual((code, out), (2, ""))
+        self.assertEqual(err, f"error: --results {self.results} is a file, not a results "
+                              f"folder; give the folder the sweep writes its results.csv to.\n")
+        fine_tune.assert_not_called()
+
+    def test_sigterm_releases_the_running_cells_claim_and_exits_143(self):
+        claims = []
+
+        def terminated(cfg, **kwargs):
+            claims.extend((self.results / sweeps.CLAIMS_DIR).iterdir())
+            StopTest.terminate()
+        previous = signal.signal(signal.SIGTERM, StopTest.unhandled)
+        self.addCleanup(signal.signal, signal.SIGTERM, previous)
+        with mock.patch("tftransfer.finetune.fine_tune", side_effect=terminated):
+            code, out, err = run_cli("sweep", "--config", "cli-test", "--results", self.results)
+        self.assertEqual((code, out), (143, ""))
+        self.assertLen(claims, 1)
+        self.assertEmpty(list((self.results / sweeps.CLAIMS_DIR).iterdir()))  # released
+        self.assertEndsWith(err, f"terminated (SIGTERM); the rows of finished runs are kept in "
+                                 f"{self.results}, the running cell's claim is released, and "
+                                 f"the same command runs the cells left.\n")
 
 
 class PretrainEvaluateTest(tf.test.TestCase):

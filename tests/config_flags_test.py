@@ -10,8 +10,9 @@ import pytest
 from tftransfer.commands import transfer as transfer_command
 from tftransfer.config import OptimConfig, PretrainConfig, TransferConfig
 from tftransfer.config.flags import (PRETRAIN_FLAGS, TRANSFER_FLAGS, Flag, add_flags,
-                                     apply_flags, command_line, field_value)
+                                     apply_flags, command_line, field_value, typed_flags)
 from tftransfer import cli
+from tests import helpers
 
 COMMANDS = {"transfer": (TRANSFER_FLAGS, TransferConfig(target="-")),
             "pretrain": (PRETRAIN_FLAGS, PretrainConfig(out="-"))}
@@ -66,3 +67,30 @@ def test_the_transfer_command_line_parses_back_to_its_config():
     assert "--lr" in argv and "--batch-size" not in argv  # defaults are left out
     args = cli.build_parser().parse_args(["transfer", *argv])
     assert transfer_command.config_from_args(args) == cfg
+
+
+def test_a_typed_flag_wins_over_the_recipe_and_a_default_does_not():
+    base = "python main.py transfer --target x --recipe utrera2021"
+    recipe = helpers.config_from_command(base)
+    assert (recipe.normalization, recipe.frozen_bn, recipe.epochs) == ("target", "train", 150)
+    assert recipe.data.augment_policy == "utrera2021"
+    typed = helpers.config_from_command(
+        base + " --normalization subset --frozen-bn inference --epochs 20 --augment cifar "
+               "--lr 0.05 --no-download")
+    assert (typed.normalization, typed.frozen_bn, typed.epochs) == ("subset", "inference", 20)
+    assert (typed.data.augment, typed.data.augment_policy) == (True, "pad_crop_flip")
+    assert typed.optim.learning_rate == 0.05 and typed.recipe == "utrera2021"
+    assert typed.optim.step_every == 50  # what was not typed stays the recipe's
+    # --set still has the last word, over a typed flag too.
+    assert helpers.config_from_command(
+        base + " --normalization subset --set normalization=source").normalization == "source"
+
+
+def test_typed_flags_lists_only_the_flags_on_the_command_line():
+    parser = argparse.ArgumentParser()
+    flags = (Flag("optim.learning_rate", "lr", name="lr"), Flag("seed", "seed"),
+             Flag("optim.nesterov", "nesterov"))
+    add_flags(parser, TransferConfig(target="-"), flags)
+    args = parser.parse_args(["--lr", "0.1", "--no-nesterov"])  # both at their defaults
+    assert [flag.dest for flag in typed_flags(args, flags)] == ["lr", "nesterov"]
+    assert typed_flags(parser.parse_args([]), flags) == ()

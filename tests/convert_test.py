@@ -140,6 +140,38 @@ class ConvertErrorsTest(tf.test.TestCase):
                            r"\(width 0\.125\) expects \(16, 8, 3, 3\)"):
             self._convert_state(state)
 
+    def test_bad_values_are_named_while_reading(self):
+        """An int64 tensor was truncated to float32 silently; an infinite weight or a
+        negative running variance surfaced only as "disagrees with PyTorch"."""
+        def damaged(key, change):
+            state = tiny_state_dict()
+            state[key] = change(state[key])
+            return state
+
+        def with_value(index, value):
+            def change(tensor):
+                tensor = tensor.clone()
+                tensor[index] = value
+                return tensor
+            return change
+
+        cases = (
+            ("fc.bias", lambda t: t.to(torch.int64), r"'fc\.bias' holds int64 values, not "
+                                                     r"floating point"),
+            ("layer1.0.conv1.weight", with_value((0, 1, 2, 0), float("inf")),
+             r"'layer1\.0\.conv1\.weight' holds 1 NaN or infinite value\(s\) \(the first at "
+             r"index \[0, 1, 2, 0\]: inf\)"),
+            ("layer2.0.bn1.running_var", with_value(3, -0.5),
+             r"'layer2\.0\.bn1\.running_var' holds 1 negative running variance\(s\) \(the "
+             r"smallest -0\.5\)"),
+            ("fc.weight", lambda t: with_value((1, 2), 1e300)(t.double()),
+             r"'fc\.weight' holds values beyond float32's range \(up to 1e\+300\)"))
+        for key, change, message in cases:
+            with self.subTest(key):
+                with self.assertRaisesRegex(UserError, rf"bad\.pth': tensor {message}.*; it "
+                                                       rf"cannot be converted\.$"):
+                    self._convert_state(damaged(key, change))
+
     def test_wrong_arch_is_reported_as_keys(self):
         path = Path(self.get_temp_dir()) / "r18.pth"
         torch.save(tiny_state_dict(), path)

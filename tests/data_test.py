@@ -4,6 +4,7 @@ import contextlib
 import io
 import tempfile
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import tensorflow as tf
@@ -139,6 +140,16 @@ class TfdsTest(tf.test.TestCase):
 
 
 class FolderTest(tf.test.TestCase):
+
+    def test_the_root_folder_is_refused_before_its_files_are_listed(self):
+        mounts = [p for p in Path("/").iterdir()
+                  if p.is_dir() and p.stat().st_dev != Path("/").stat().st_dev]
+        if not mounts:
+            self.skipTest("no other file system is mounted under /")
+        with mock.patch.object(Path, "rglob", side_effect=AssertionError("walked the tree")):
+            with self.assertRaisesRegex(UserError, r"^Image folder '/' has class sub-folders "
+                                                   r"that are other file systems \('/"):
+                data.load_folder("/")
 
     def test_train_test_layout(self):
         with tempfile.TemporaryDirectory() as tmp:

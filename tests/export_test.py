@@ -34,6 +34,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from tests.bad_servers import GOOD_ROW, REPLIES, RawServer, answer, predictions, trickle
 from tests.helpers import TempRootTestCase, run_cli
 from tftransfer import data
 from tftransfer.serving import export
@@ -391,10 +392,36 @@ class ExportTest(TempRootTestCase):
                                     rf"{side}x{side} pixels, more than the {limit}"):
             serve(images=tf.zeros([0, side, side, 3]))  # the shape alone is checked
 
-    def test_metadata_records_the_pixel_limit_and_the_graph_sha256(self):
+    def test_a_thin_strip_is_refused_before_the_resize_in_both_signatures(self):
+        """Within the pixel limit, a 2,500,000 x 16 image was resized on its short side to
+        32 x 5,000,000 x 3 floats (over 4 GB): the long side may be at most
+        MAX_ASPECT_RATIO times the short one."""
+        limit = export.MAX_ASPECT_RATIO
+        serve = self.loaded.signatures["serving_default"]
+        at_limit = constant_png(16 * limit, 16)
+        self.assertEqual(serve(image_bytes=tf.constant([at_limit]))["classes"].shape, (1, 2))
+        strip = constant_png(16 * limit + 1, 16)
+        with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
+                                    rf"image 1 of the batch is {16 * limit + 1}x16 pixels, "
+                                    rf"whose long side is more than {limit} times its short "
+                                    rf"side.*crop it nearer to square"):
+            serve(image_bytes=tf.constant([at_limit, strip]))
+        images = self.loaded.signatures["predict_images"]
+        for shape in ((0, 16, 2_500_000, 3), (1, 16 * limit + 1, 16, 3)):
+            with self.subTest(shape=shape), self.assertRaisesRegex(
+                    tf.errors.InvalidArgumentError,
+                    rf"the images are {shape[2]}x{shape[1]} pixels, whose long side is more "
+                    rf"than {limit} times"):
+                images(images=tf.zeros(shape))  # the shape alone is checked
+
+    def test_metadata_records_the_limits_and_the_graph_sha256(self):
         metadata = export.read_metadata(self.export_dir)
         self.assertEqual(metadata["max_image_pixels"], export.MAX_IMAGE_PIXELS)
         self.assertEqual(self.result["max_image_pixels"], export.MAX_IMAGE_PIXELS)
+        self.assertEqual(metadata["max_aspect_ratio"], export.MAX_ASPECT_RATIO)
+        self.assertEqual(self.result["max_aspect_ratio"], export.MAX_ASPECT_RATIO)
+        self.assertIn(f"at most {export.MAX_ASPECT_RATIO} times the short side",
+                      metadata["signatures"]["predict_images"]["inputs"]["images"])
         digest = hashlib.sha256((self.export_dir / "saved_model.pb").read_bytes()).hexdigest()
         self.assertEqual(metadata["saved_model_sha256"], digest)
 
@@ -754,7 +781,8 @@ class ServingClientTest(TempRootTestCase):
         empty_bin = self.root / "empty_bin"
         empty_bin.mkdir(exist_ok=True)
         with mock.patch.dict(os.environ, {"PATH": str(empty_bin)}):
-            code, _, err = run_cli(*["serve", "--base", str(self.base / NAME)])
+            code, _, err = run_cli(*["serve", "--base", str(self.base / NAME), "--backend",
+                                     "tfserving"])
         self.assertEqual(code, 2)
         base = (self.base / NAME).resolve()
         self.assertIn(f"docker run -p 8501:8501 -p 8500:8500 --mount type=bind,source={base},"
@@ -816,6 +844,70 @@ class ServingClientTest(TempRootTestCase):
                                 expected["probabilities"], atol=1e-5)
         finally:
             server.stop()
+
+
+# ----------------------------------------------------------------------------- bad servers
+
+class MisbehavingServerTest(tf.test.TestCase):
+    """``predict`` against servers that break HTTP or TF Serving's answers: one sentence
+    each (exit 2), within ``--timeout`` in all, never more than the answer cap read."""
+
+    CASES = (
+        ("closed without an answer", REPLIES["close"],
+         r"closed the connection without answering"),
+        ("not HTTP", REPLIES["not_http"], r"did not answer in HTTP \(BadStatusLine"),
+        ("short body", REPLIES["short_body"],
+         r"closed the connection after 14 of the 1000 bytes it announced"),
+        ("deeply nested JSON", REPLIES["nested"], r"JSON nested too deeply to read"),
+        ("predictions not a list", answer(b'{"predictions": "cat"}'),
+         r"without one prediction per image \(1 sent\)"),
+        ("two predictions for one image", answer(predictions(GOOD_ROW, GOOD_ROW)),
+         r"without one prediction per image \(1 sent\)"),
+        ("probabilities as text", answer(predictions({**GOOD_ROW, "probabilities": "high"})),
+         r"image 0 whose 'probabilities' is not a list of numbers from 0.0 to 1.0: \"high\""),
+        ("class out of range", REPLIES["bad_predictions"],
+         r"'classes' is not a list of whole numbers from 0 to 2: \[0, 7\]"),
+        ("names short", answer(predictions({**GOOD_ROW, "class_names": ["a"]})),
+         r"'class_names' is not a list of 2 names"),
+        ("announced 300 MB", REPLIES["huge"],
+         r"announced 300,000,000 bytes, more than an answer to this request may have"),
+        ("8 MB without a length", REPLIES["flood"], r"sent more than 3,048,576 bytes"),
+    )
+
+    def setUp(self):
+        super().setUp()
+        self.image = Path(self.get_temp_dir()) / "a.png"
+        self.image.write_bytes(sample_images()["png_rgb_20x24"])
+
+    def test_every_bad_answer_is_one_sentence(self):
+        for name, reply, message in self.CASES:
+            with self.subTest(name), RawServer(reply) as server:
+                with self.assertRaisesRegex(UserError, message):
+                    serving_client.predict_files([self.image], server.url, NAME, timeout=10)
+        with RawServer(self.CASES[1][1]) as server:  # and the command: exit 2, one line
+            code, _, err = run_cli("predict", "--server", server.url, "--model", NAME,
+                                   str(self.image))
+        self.assertEqual(code, 2)
+        self.assertRegex(err, r"^error: .*did not answer in HTTP.*\n$")
+        self.assertEqual(err.count("\n"), 1, err)
+
+    def test_the_timeout_is_a_deadline_for_the_whole_answer(self):
+        # One byte every 0.1 s never lets one read wait 1 s: a per-read timeout waited 6 s.
+        with RawServer(trickle) as server:
+            began = time.monotonic()
+            with self.assertRaisesRegex(UserError, r"did not answer within 1s \(--timeout, "
+                                                   r"for the whole answer\)"):
+                serving_client.predict_files([self.image], server.url, NAME, timeout=1)
+            self.assertLess(time.monotonic() - began, 3)
+
+    def test_the_timeout_must_be_finite_and_positive(self):
+        for value in ("nan", "inf", "0", "-1"):
+            with self.subTest(value):
+                code, _, err = run_cli("predict", "--server", "http://127.0.0.1:9", "--model",
+                                       NAME, "--timeout", value, str(self.image))
+                self.assertEqual(code, 2)
+                self.assertIn(f"--timeout must be a finite number of seconds above 0, got "
+                              f"{float(value)!r}", err)
 
 
 def _start_grpc_server(models: dict):

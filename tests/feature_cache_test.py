@@ -3,11 +3,16 @@ stream back, and a run gives exactly the in-memory result."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from tftransfer import config
-from tftransfer.finetune import feature_store
+from tftransfer.finetune import feature_store, scratch
 from tftransfer.sources import saving
 from tftransfer import finetune
 from tests import helpers
@@ -60,6 +65,63 @@ def test_the_disk_folder_goes_with_its_cache(tmp_path):
     import gc
     gc.collect()
     assert not folder.exists()
+
+
+def test_a_killed_runs_feature_folder_is_removed_by_the_next_run(tmp_path, capsys):
+    """kill -9 (or a SIGTERM without a handler) runs no clean-up: the next process that
+    makes a feature folder removes those whose owner has ended, and no live one."""
+    root = tmp_path / "scratch"
+    # The module alone, without TensorFlow: a process that makes a folder, then is killed.
+    script = ("import importlib.util, os, signal; "
+              f"spec = importlib.util.spec_from_file_location('scratch', {scratch.__file__!r}); "
+              "module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module); "
+              f"folder = module.ScratchFolder('features-', {str(root)!r}).create(); "
+              "(folder / 'features-00001.f32').write_bytes(bytes(1000)); "
+              "print(folder, flush=True); os.kill(os.getpid(), signal.SIGKILL)")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, cwd=helpers.REPO)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    killed = Path(done.stdout.strip())
+    assert killed.is_dir() and killed.parent == root
+    owner = type("Owner", (), {})()
+    disk = feature_store.DiskFolder(owner, root)
+    disk.new_file()
+    assert not killed.exists() and disk.path.is_dir()
+    assert "removed 1 feature folder(s) of ended runs" in capsys.readouterr().err
+    another = scratch.ScratchFolder("features-", root)
+    another.create()  # the disk folder's owner lives (its lock is held): it stays
+    assert disk.path.is_dir() and another.removed == []
+    disk.close()
+    another.close()
+    assert list(root.iterdir()) == []
+
+
+def test_a_failing_run_removes_its_feature_folder_on_the_way_out(tmp_path, monkeypatch):
+    """The run's own cache is closed when an exception (SIGTERM's too, once turned into
+    one at the CLI's edge) leaves fine_tune, while its traceback still holds the cache."""
+    import tempfile
+
+    from tftransfer.finetune import run as run_module
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    folders = []
+
+    def fail(*args, **kwargs):  # training starts after the features are on disk
+        folders.extend(scratch.scratch_root().iterdir())
+        raise RuntimeError("stopped")
+    monkeypatch.setattr(run_module, "train", fail)
+    helpers.make_image_folder(tmp_path / "images", classes=("a", "b"), per_class=6, split=True)
+    helpers.make_source(tmp_path / "src", num_classes=5)
+    cfg = config.TransferConfig(target=str(tmp_path / "images"), source=str(tmp_path / "src"),
+                                out=str(tmp_path / "run"), epochs=1,
+                                data=config.DataConfig(augment=False, batch_size=4))
+    with pytest.raises(RuntimeError, match="stopped") as failure:
+        finetune.fine_tune(cfg, verbose=False, feature_cache_memory=0)
+    # `failure` keeps the traceback, and with it the cache, alive: no garbage collection
+    # removes the folder here (nor would it for a handler that logs and carries on).
+    assert failure.tb is not None and folders
+    assert list((tmp_path / "tmp").glob("tftransfer-*/*")) == []
 
 
 def test_a_view_reads_rows_across_memory_and_disk_chunks(tmp_path):

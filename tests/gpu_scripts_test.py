@@ -72,3 +72,13 @@ def test_gpu_autoattack_runs_the_ensemble_at_toy_scale():
     accuracies = [float(value) for value in cells[4:]]
     assert accuracies[0] == 100.0  # labelled with its own predictions: every point attacked
     assert all(a >= b for a, b in zip(accuracies[1:], accuracies[2:]))  # non-increasing
+
+
+def test_gpu_check_prints_the_tensorflow_build_and_devices_then_skips():
+    done = subprocess.run(["bash", "bench/gpu_check.sh"], cwd=REPO, capture_output=True,
+                          text=True, timeout=300,
+                          env={**os.environ, "PYTHON": sys.executable, "CUDA_VISIBLE_DEVICES": ""})
+    assert done.returncode == 0, done.stderr
+    assert "gpu_check: packages: tensorflow" in done.stderr
+    assert "CUDA build: " in done.stderr and "devices: ['/physical_device:CPU:0'" in done.stderr
+    assert "gpu_check: skipped: TensorFlow sees no GPU here" in done.stdout

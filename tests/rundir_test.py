@@ -1,7 +1,11 @@
 """Tests of run directories: a transfer run never leaves its files beside another run's."""
 
+import errno
+import dataclasses
 import json
+import os
 from pathlib import Path
+from types import SimpleNamespace
 from unittest import mock
 
 import tensorflow as tf
@@ -9,7 +13,7 @@ import tensorflow as tf
 from tests.helpers import run_cli
 from tests.helpers import make_image_folder, make_source
 from tftransfer.finetune import rundir
-from tftransfer import finetune
+from tftransfer import finetune, runs
 from tftransfer.config import DataConfig, OptimConfig, TransferConfig, to_dict
 from tftransfer.errors import UserError
 
@@ -94,7 +98,26 @@ class CheckRunDirTest(RunDirTestCase):
             rundir.check_run_dir(self.out, self.config(), "replace")
 
 
-class FineTuneRunDirTest(RunDirTestCase):
+class ResumePointTest(RunDirTestCase):
+
+    def test_a_checkpoint_from_before_a_new_field_resumes_with_its_default(self):
+        cfg = self.config(unfrozen_blocks=1, head_warmup_epochs=1)
+        old = to_dict(dataclasses.replace(cfg, head_warmup_epochs=0))
+        for section, name in ((old, "head_warmup_epochs"), (old, "unfrozen_lr_scale"),
+                              (old["data"], "strict_images")):
+            del section[name]  # written before these fields existed
+        state = SimpleNamespace(config=old, epoch=1, extended_from=[])
+        with mock.patch.object(rundir.checkpoints, "load", return_value=state):
+            strict = dataclasses.replace(cfg.data, strict_images=True)
+            point = rundir.resume_point(self.out, dataclasses.replace(
+                cfg, head_warmup_epochs=0, data=strict))
+            self.assertIs(point.checkpoint, state)  # strict_images is not the run's identity
+            with self.assertRaisesRegex(UserError, r"head_warmup_epochs \(0 there, 1 here\)"):
+                rundir.resume_point(self.out, cfg)
+
+
+class FineTuneRunDirTestCase(RunDirTestCase):
+    """A tiny source and image folder for real runs."""
 
     def setUp(self):
         super().setUp()
@@ -107,13 +130,17 @@ class FineTuneRunDirTest(RunDirTestCase):
         return super().config(**{"target": str(self.folder), "source": str(self.source),
                                  "data": data, "epochs": 1, **kwargs})
 
+
+class FineTuneRunDirTest(FineTuneRunDirTestCase):
+
     def test_a_killed_rerun_of_the_same_run_leaves_none_of_the_old_files(self):
         finetune.fine_tune(self.config(), verbose=False)
         self.assertTrue((self.out / "metrics.json").exists())
         with mock.patch("tftransfer.finetune.run.train", side_effect=KeyboardInterrupt):
             with self.assertRaises(KeyboardInterrupt):  # as if killed while training
                 finetune.fine_tune(self.config(), verbose=False)
-        self.assertEqual(sorted(p.name for p in self.out.iterdir()), [])
+        self.assertEqual(sorted(p.name for p in self.out.iterdir()
+                                if p.name != rundir.LOCK_FILE), [])
 
     def test_a_source_model_is_not_overwritten(self):
         before = (self.source / "model.keras").read_bytes()
@@ -144,3 +171,61 @@ class FineTuneRunDirTest(RunDirTestCase):
         text = " ".join(out.split())
         self.assertIn("--resume continues a killed run where it stopped", text)
         self.assertIn("Without --resume the same command restarts the run from epoch 0", text)
+
+
+class RunDirLockTest(FineTuneRunDirTestCase):
+
+    def args(self, *extra):
+        return ["transfer", "--target", self.folder, "--source", self.source, "--epochs", "1",
+                "--batch-size", "8", "--out", self.out, "--quiet", *extra]
+
+    def locked_by_another(self) -> bool:
+        try:
+            with rundir.locked(self.out):
+                return False
+        except UserError:
+            return True
+
+    def test_a_run_into_a_directory_another_run_holds_is_refused_at_once(self):
+        with rundir.locked(self.out):  # another process's run, as far as flock can tell
+            code, out, err = run_cli(*self.args())
+        self.assertEqual((code, out), (2, ""))
+        self.assertRegex(err, rf"^error: --out .*run is in use by another run \(pid "
+                              rf"{os.getpid()} on .*\); wait for it to end, or choose another "
+                              rf"--out\.\n$")
+        self.assertEqual([p.name for p in self.out.iterdir()], [rundir.LOCK_FILE])
+
+    def test_the_lock_is_held_from_the_check_to_the_last_write(self):
+        held, write_json, check = [], runs.write_json, rundir.check_run_dir
+
+        def checked(*args, **kwargs):
+            held.append(("check", self.locked_by_another()))
+            return check(*args, **kwargs)
+
+        def written(path, obj):
+            if Path(path).name == "metrics.json":
+                held.append(("metrics.json", self.locked_by_another()))
+            return write_json(path, obj)
+        with mock.patch("tftransfer.finetune.run.check_run_dir", side_effect=checked), \
+                mock.patch.object(runs, "write_json", side_effect=written):
+            self.assertEqual(run_cli(*self.args())[0], 0)
+        self.assertEqual(held, [("check", True), ("metrics.json", True)])
+        self.assertFalse(self.locked_by_another())  # released when the run ends
+
+    def test_a_full_disk_at_the_last_save_still_prints_the_result(self):
+        full = OSError(errno.ENOSPC, "No space left on device")
+        with mock.patch("tftransfer.sources.saving.save_model_dir", side_effect=full):
+            code, out, err = run_cli(*self.args())
+        self.assertEqual(code, 2)
+        result = json.loads(out.splitlines()[-1])
+        self.assertNotIn("metrics", result)  # not written
+        self.assertRegex(err, rf"error: No space left on device: {self.out} \(while saving "
+                              rf"the finished run's model and metrics.json\); its result is "
+                              rf"the last line of standard output, and the same command with "
+                              rf"--resume saves it\.\n$")
+        self.assertFalse((self.out / "metrics.json").exists())
+        code, out, _ = run_cli(*self.args("--resume"))
+        self.assertEqual(code, 0)
+        self.assertEqual(json.loads(out.splitlines()[-1])["test_accuracy"],
+                         result["test_accuracy"])
+        self.assertTrue((self.out / "model.keras").exists())

@@ -1,7 +1,10 @@
-"""Results trace to one commit: sweep and pretrain refuse uncommitted code unless told."""
+"""Results trace to one commit: sweep and pretrain refuse uncommitted code unless told.
+The one lock of run, search and results directories."""
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
 from unittest import mock
 
@@ -59,3 +62,14 @@ def test_sweep_and_pretrain_refuse_uncommitted_code_with_one_sentence(command, m
         code, _, err = run_cli(*command)
     assert code == 2
     assert "uncommitted changes (tftransfer/x.py)" in err
+
+
+def test_a_held_lock_is_refused_at_once_naming_its_holder(tmp_path):
+    path = tmp_path / "run" / ".lock"
+    with runs.locked(path):  # another process, as far as flock can tell: another open file
+        with pytest.raises(UserError, match=rf"^busy: pid {os.getpid()} on "
+                                            rf"{socket.gethostname()}$"):
+            with runs.locked(path, busy=lambda holder: f"busy: {holder}"):
+                pass
+    with runs.locked(path, busy=lambda holder: "never refused"):  # released: taken at once
+        pass

@@ -18,6 +18,7 @@ from tftransfer import runs
 from tftransfer.sweeps import runner as sweeps
 from tftransfer import finetune
 from tftransfer.config import SweepConfig
+from tftransfer.errors import UserError
 
 PROCESS_TIMEOUT_SECONDS = 120
 
@@ -109,6 +110,20 @@ class ConcurrentAppendTest(tf.test.TestCase):
         keys = [row["run_key"] for row in sweeps.read_rows(path)]
         self.assertLen(keys, peers * rows)
         self.assertCountEqual(keys, [f"p{i}-{j}" for i in range(peers) for j in range(rows)])
+
+    def test_a_row_with_extra_fields_or_a_non_utf8_byte_is_refused_not_rewritten(self):
+        path = Path(self.get_temp_dir()) / "results.csv"
+        extra = b"run_key,value\na,1\nb,2,surplus\n"
+        path.write_bytes(extra)
+        with self.assertRaisesRegex(UserError, r"^Line 3 of .*results.csv has 3 fields, more "
+                                               r"than the 2 columns of its header; fix or "
+                                               r"remove that line\.$"):
+            sweeps.append_row(path, {"run_key": "c", "value": 3})
+        self.assertEqual(path.read_bytes(), extra)  # not rewritten with a nameless column
+        path.write_bytes("run_key,value\na,1\nb,café\n".encode("latin-1"))
+        with self.assertRaisesRegex(UserError, r"^Line 3 of .*results.csv is not UTF-8 text "
+                                               r"\(byte 0xe9\); fix or remove that line\.$"):
+            sweeps.finished_keys(path.parent)
 
 
 class ConcurrentSweepTest(tf.test.TestCase):

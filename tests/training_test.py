@@ -249,6 +249,38 @@ class ResumeTest(TempRootTestCase):
                 with self.assertRaisesRegex(UserError, message):
                     training.pretrain(self.config(out))
 
+    def test_every_resume_field_is_checked_and_named(self):
+        """A negative or non-integer epoch in the weights file (with no metadata to compare)
+        would start fit() before epoch 0; the run's JSON records must be what pretrain
+        writes. Each is one sentence naming the file and, where there is one, the field."""
+        weights_epochs = (-3, 1.5, "2")
+        for value in weights_epochs:
+            with self.subTest(epoch=value):
+                out = self.killed_copy(f"epoch_{weights_epochs.index(value)}")
+                (out / "checkpoint" / "training_metadata.json").unlink()
+                with h5py.File(out / "checkpoint" / "latest.weights.h5", "a") as handle:
+                    handle.attrs[EPOCH_ATTRIBUTE] = value
+                with self.assertRaisesRegex(UserError, rf"cannot be resumed: .*latest\.weights"
+                                                       rf"\.h5 records its epoch "
+                                                       rf"\({EPOCH_ATTRIBUTE}\) as .*, not a "
+                                                       rf"whole number 0 or more"):
+                    training.pretrain(self.config(out))
+        records = (("extensions.json", '{"epochs": 2}', "it is {'epochs': 2}, not a list"),
+                   ("extensions.json", "[1, 2]", r"it is \[1, 2\], not a list of JSON objects"),
+                   ("extensions.json", "[" * 100_000, "not JSON"),
+                   ("metrics.json", "[]", r"it is \[\], not a JSON object"),
+                   ("run_config.json", '{"out": "x", "epochs": -3}',
+                    r"\(epochs must be at least 1, got -3\)"))
+        for index, (name, text, message) in enumerate(records):
+            with self.subTest(name=name, text=text[:20]):
+                out = self.killed_copy(f"record_{index}")
+                (out / name).write_text(text)
+                if name == "metrics.json":  # read when the run asks for more epochs
+                    (out / "extensions.json").unlink(missing_ok=True)
+                with self.assertRaisesRegex(UserError, rf"{name} is corrupt.*{message}.*; "
+                                                       rf"restore it, or choose another --out"):
+                    training.pretrain(dataclasses.replace(self.config(out), epochs=4))
+
     def test_a_trailing_slash_or_a_moved_directory_is_the_same_run(self):
         slash = self.killed_copy("slash")
         self.assert_ends_like_the_uninterrupted_run(str(slash) + "/", epochs_this_session=1)

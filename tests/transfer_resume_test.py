@@ -3,6 +3,7 @@ finished run can be extended for more epochs, recorded as such."""
 
 import csv
 import json
+import re
 from pathlib import Path
 from unittest import mock
 
@@ -137,6 +138,49 @@ class ResumeTest(tf.test.TestCase, parameterized.TestCase):
         with self.assertRaisesRegex(UserError, "no transfer checkpoint"):
             finetune.fine_tune(self.config("elsewhere"), resume=True)
 
+    def test_every_field_of_the_checkpoint_is_checked_and_named(self):
+        """A damaged or edited checkpoint stops the resume with one sentence naming the file
+        and the field: a missing curve was a KeyError, ``epoch: -3`` trained extra epochs."""
+        cfg = self.config("run", epochs=4)
+        self.interrupted(cfg, after_epoch=2)
+        file = Path(cfg.out) / checkpoints.CHECKPOINT_FILE
+        with np.load(file) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+        meta = json.loads(str(arrays["meta"]))
+        nan_weights = {"w0": np.full_like(arrays["w0"], np.nan)}
+        damages = (
+            ("no_curve", {k: v for k, v in meta.items() if k != "curve"}, {},
+             r"'curve' is missing"),
+            ("negative_epoch", {**meta, "epoch": -3}, {},
+             r"'epoch' is -3, not a whole number 0 to 4"),
+            ("epoch_as_text", {**meta, "epoch": "2"}, {}, r"'epoch' is '2', not a whole"),
+            ("epoch_past_the_plan", {**meta, "epoch": 9}, {}, r"'epoch' is 9, not a whole"),
+            ("rows_short", {**meta, "rows": meta["rows"][:1]}, {},
+             r"'rows' holds epochs 1, not the epochs 1 to 2"),
+            ("row_text", {**meta, "rows": [meta["rows"][0], {**meta["rows"][1], "loss": "x"}]},
+             {}, r"'rows' holds loss = 'x' at epoch 2, not a number"),
+            ("curve_future", {**meta, "curve": {"3": 0.5}}, {}, r"'curve' has a point at "
+                                                                r"epoch '3'"),
+            ("curve_value", {**meta, "curve": {"2": 7.5}}, {}, r"'curve\.2' is 7\.5, not a "
+                                                               r"finite number from 0 to 1"),
+            ("extended_from", {**meta, "extended_from": "twice"}, {},
+             r"'extended_from' is 'twice', not a list of JSON objects"),
+            ("config_epochs", {**meta, "config": {**meta["config"], "epochs": 0}}, {},
+             r"'config' is not a valid run configuration \(epochs must be at least 1"),
+            ("not_an_object", [1, 2], {}, r"'meta' is \[1, 2\], not a JSON object"),
+            ("nan_weights", meta, nan_weights, r"'w0' holds NaN or infinite weights"))
+        for name, damaged, replaced, message in damages:
+            with self.subTest(name):
+                np.savez(file, **{**arrays, **replaced, "meta": np.asarray(json.dumps(damaged))})
+                with self.assertRaisesRegex(UserError, rf"^{re.escape(str(file))} is corrupt: "
+                                                       rf"(its field )?{message}.*; remove it "
+                                                       rf"and run without --resume"):
+                    finetune.fine_tune(cfg, resume=True, verbose=False)
+        code, _, err = run_cli("transfer", "--resume", cfg.out)  # the command: one line
+        self.assertEqual(code, 2)
+        self.assertEqual(err.count("\n"), 1, err)
+        self.assertIn("'w0' holds NaN", err)
+
     def test_sweeps_write_no_checkpoint(self):
         cfg = self.config("run", epochs=1)
         finetune.fine_tune(cfg, verbose=False)
@@ -183,7 +227,7 @@ class ResumeCommandTest(tf.test.TestCase):
                          {"test_accuracy", "test_loss", "target", "source", "train_images",
                           "test_images", "unfrozen_blocks", "epochs", "seed", "train_seconds",
                           "run_dir", "metrics", "worst_class", "worst_class_accuracy",
-                          "sgd_steps", "train_accuracy"})
+                          "mean_class_accuracy", "sgd_steps", "train_accuracy"})
         metrics = json.loads((out / "metrics.json").read_text())
         self.assertEqual(metrics["test_accuracy"], line["test_accuracy"])
         self.assertEqual([metrics[f"test_accuracy_epoch_{e}"] is not None for e in (1, 2, 3)],

@@ -377,6 +377,36 @@ class ReproducibilityTest(TuningTestCase):
         self.assertContainsSubset(searched, {3, 4})
 
 
+class SearchLockTest(TuningTestCase):
+
+    def test_a_second_search_on_a_directory_is_refused_pointing_to_the_distributed_mode(self):
+        directory = self.root / "locked"
+        with tuning.search_lock(directory):  # another search, as far as flock can tell
+            code, out, err = run_cli(
+                "tune", "--target", self.folder, "--source", self.source, "--train-images",
+                "30", "--tuner", "random", "--max-trials", "1", "--max-epochs", "1",
+                "--dir", directory, "--quiet")
+        self.assertEqual((code, out), (2, ""))
+        self.assertRegex(err, rf"^error: --dir {directory} is in use by another tune \(pid "
+                              rf"{os.getpid()} on .*\); wait for it to end, or for a parallel "
+                              rf"search start one chief and several workers on it in "
+                              rf"keras-tuner's distributed mode \(KERASTUNER_TUNER_ID, .*\n$")
+        self.assertFalse((directory / tuners.PROJECT_NAME).exists())  # nothing searched
+
+    def test_a_distributed_searchs_workers_share_the_chiefs_directory(self):
+        directory = self.root / "distributed_lock"
+        env = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": "1"}
+        with mock.patch.dict(os.environ, {**env, "KERASTUNER_TUNER_ID": "chief"}):
+            chief = tuning.search_lock(directory)
+        with chief, mock.patch.dict(os.environ, {**env, "KERASTUNER_TUNER_ID": "tuner0"}):
+            with tuning.search_lock(directory):  # not refused
+                pass
+            with self.assertRaisesRegex(UserError, "in use by another tune"):
+                with mock.patch.dict(os.environ, {"KERASTUNER_TUNER_ID": "chief"}):
+                    with tuning.search_lock(directory):  # a second chief is
+                        pass
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

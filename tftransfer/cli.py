@@ -2,7 +2,13 @@
 
 Contract for every command: progress and logs go to standard error; the result is
 one JSON object printed as the last line of standard output (and written to
-``--json-out FILE`` when given). Bad input ends with one sentence and exit code 2.
+``--json-out FILE`` when given). Bad input ends with one sentence and exit code 2, and so does a failed file operation
+(``error: <what failed>: <path>``: a full disk, a read-only folder); a finished run whose
+record could not be saved still prints its result first. A reader of stdout that goes away
+(``| head``) ends the command quietly with exit code 141, as SIGPIPE ends other tools.
+Ctrl-C (exit 130) and SIGTERM (exit 143, what Slurm and Kubernetes send) raise in the
+command, so that its claims and locks are released, and print one line on what was kept
+and how to go on.
 A command whose work partly failed still prints its result, then exits with the code
 its ``exit_code(result)`` default returns (``sweep``: 1 when any run failed).
 That line is strict JSON: a result holding NaN or an infinity (which JSON cannot
@@ -16,17 +22,22 @@ every command's ``--help`` shows each flag's default.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import math
 import numbers
+import os
 import re
+import select
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from tftransfer import __version__, tflog
 from tftransfer.commands import COMMAND_MODULES
-from tftransfer.errors import UserError
+from tftransfer.errors import UnsavedResult, UserError, os_error_sentence
 
 VERBOSE_FLAG = "--verbose"
 _NAMES_DEFAULT = re.compile(r"\(default|default:|%\(default\)")
@@ -153,20 +164,90 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        check_json_out(args.json_out)
-        result = args.run(args)
-        exit_code = getattr(args, "exit_code", None)
-        # Decided (and explained on stderr) before --json-out is written, which can fail.
-        code = exit_code(result) if exit_code and result is not None else 0
-        if result is not None and not emit_result(result, args.json_out):
-            code = code or 1
+        with sigterm_raises():
+            return run_command(args)
     except UserError as error:
+        if isinstance(error, UnsavedResult):
+            with contextlib.suppress(UserError):  # an unwritable --json-out: stdout has it
+                emit_result(error.result, args.json_out)
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted; " + ("finished work is kept and the same command resumes it."
-                                 if getattr(args, "resumable", False) else
-                                 "nothing of this run is kept; re-running starts it again."),
-              file=sys.stderr)
-        return 130
+    except OSError as error:
+        if isinstance(error, BrokenPipeError) and stdout_closed():
+            return leave_quietly()
+        print(f"error: {os_error_sentence(error)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as stop:
+        how, code = (("terminated (SIGTERM)", 143) if isinstance(stop, Terminated) else
+                     ("interrupted", 130))
+        print(f"{how}; {kept_note(args)}", file=sys.stderr)
+        return code
+
+
+def run_command(args) -> int:
+    """Runs the parsed command and prints its result line; returns the exit code."""
+    check_json_out(args.json_out)
+    result = args.run(args)
+    exit_code = getattr(args, "exit_code", None)
+    # Decided (and explained on stderr) before --json-out is written, which can fail.
+    code = exit_code(result) if exit_code and result is not None else 0
+    if result is not None and not emit_result(result, args.json_out):
+        code = code or 1
     return code
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C's KeyboardInterrupt: every ``finally`` that releases a
+    sweep's claim or a run directory's lock runs, and so do the handlers of Ctrl-C."""
+
+
+@contextlib.contextmanager
+def sigterm_raises():
+    """Inside the block, SIGTERM raises ``Terminated`` in the main thread, once: a second
+    SIGTERM ends the process at once, as it would without the block.
+
+    Python runs the handler between bytecodes, so a SIGTERM that arrives during one long
+    TensorFlow call (a compiled stretch of epochs) takes effect when that call returns.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set signal handlers (the CLI run inside a thread)
+        return
+
+    def handler(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise Terminated()
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def kept_note(args) -> str:
+    """What an interrupted command kept and how to go on: the command's own ``kept(args)``,
+    else whether the same command resumes it."""
+    kept = getattr(args, "kept", None)
+    if kept is not None:
+        return kept(args)
+    return ("finished work is kept and the same command resumes it."
+            if getattr(args, "resumable", False) else
+            "nothing of this run is kept; re-running starts it again.")
+
+
+def stdout_closed() -> bool:
+    """Whether stdout is a pipe whose reader has gone (``| head``), as a BrokenPipeError
+    from a socket is not: the pipe's write end then polls as an error."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no descriptor (a test's StringIO), no poll
+        return False
+
+
+def leave_quietly() -> int:
+    """Exit code 141 (128 + SIGPIPE) for a command whose stdout reader has gone, with
+    stdout pointed at /dev/null: Python flushes it again at exit, which would otherwise print
+    "Exception ignored ... BrokenPipeError" (the recipe of Python's ``signal`` docs)."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 141

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import fcntl
 import functools
 import io
 import json
 import os
+import socket
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 
 # Files a background training job rewrites while it runs (its resumable checkpoint, logs and
@@ -124,6 +127,50 @@ def replacing(path, suffix: str = ""):
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+@contextlib.contextmanager
+def locked(path, busy: Callable[[str], str] | None = None):
+    """Holds an exclusive lock on the file ``path`` (created, with its folders) for the
+    ``with`` body: the one lock of the toolkit (a sweep's results directory, a transfer run
+    directory, a search directory).
+
+    It is the kernel's ``flock``: released when the body ends or its process dies, so a
+    kill -9 cannot leave it stuck; it works on local disks and NFSv4. The holder writes its
+    pid and host into the file, for a refusal to name it.
+
+    Args:
+      path: the lock file.
+      busy: None to wait while another process holds the lock; else refuse at once: a
+        function of the holder (``pid N on HOST``) that returns the refusal's sentence.
+
+    Raises:
+      UserError: ``busy``'s sentence, when another process holds the lock.
+    """
+    from tftransfer.errors import UserError
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (fcntl.LOCK_NB if busy else 0))
+        except BlockingIOError:
+            raise UserError(busy(_lock_holder(path))) from None
+        try:
+            handle.truncate(0)
+            handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+            handle.flush()
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _lock_holder(path: Path) -> str:
+    # Written just after the lock is taken: a holder caught before that is unnamed.
+    try:
+        return path.read_text().strip() or "another process"
+    except (OSError, UnicodeDecodeError):
+        return "another process"
 
 
 def _fsync(path, flags: int) -> None:

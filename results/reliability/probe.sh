@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reliability probes of issue 20: bad inputs, impossible flags, corrupt and malicious files,
+# Reliability probes (issues 20 and 33): bad inputs, impossible flags, corrupt and malicious files,
 # kill -9 mid-run, concurrent sweeps. Reruns every probe offline with tiny settings and
 # prints one line per probe:
 #
@@ -668,6 +668,18 @@ expect_success
 check "searched only 3 and 4" python -c '
 import json, sys; r = json.loads(open(sys.argv[1]).read().splitlines()[-1]); sys.exit(r["best_hyperparameters"]["unfrozen_blocks"] not in (3, 4))' "$OUTF"
 report
+
+# --- round two: results never mixed or lost, locks, SIGTERM, OS errors, resume files, feature
+# folders, serving limits, a misbehaving server, convert (probes_round2_*.sh) --------------------
+
+barrier
+for ROUND2 in sweeps cli io; do
+    # shellcheck source=/dev/null
+    source "$REPO/results/reliability/probes_round2_$ROUND2.sh"
+done
+for P2 in $ROUND2_SWEEPS_PROBES $ROUND2_CLI_PROBES $ROUND2_IO_PROBES; do
+    "$P2"   # one at a time: several start background processes or time a kill
+done
 
 # --- summary -----------------------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
     python main.py convert --checkpoint imagenet_l2_3_0.pt --arch resnet50 --out saved_models/r50
     python main.py convert --published robust-resnet50-l2-eps3 [--trust-pickle]
+                                                               [--skip-behaviour-check]
     python main.py convert --list
 """
 
@@ -46,6 +47,11 @@ def register(subparsers) -> argparse.ArgumentParser:
                              "files you trust")
     parser.add_argument("--no-verify", dest="verify", action="store_false",
                         help="skip comparing the converted logits with PyTorch's")
+    parser.add_argument("--skip-behaviour-check", action="store_true",
+                        help="with --published: save the model even if it fails the "
+                             "behavioural check (a top-5 class of the right group for three "
+                             "scikit-image photos: a cat, a cup of coffee, a rocket); the "
+                             "result is recorded and the model is listed as unverified")
     parser.set_defaults(run=run)
     return parser
 
@@ -67,6 +73,7 @@ def _list_published() -> dict:
 
 
 def _convert_published(args: argparse.Namespace) -> dict:
+    from tftransfer.sources import behaviour
     from tftransfer.sources import published
     from tftransfer.sources import saving
 
@@ -75,13 +82,15 @@ def _convert_published(args: argparse.Namespace) -> dict:
         raise UserError(f"No published model called {args.published!r}; choose one of "
                         f"{', '.join(published.names())}.")
     directory = published.ensure_converted(entry, trust_pickle=args.trust_pickle,
-                                           out_dir=args.out)
+                                           out_dir=args.out,
+                                           skip_behaviour_check=args.skip_behaviour_check)
     config = saving.read_config(directory)
     source = config.get("source", {})
     return {"out": str(directory), "name": entry.name, "arch": config.get("arch"),
             "num_classes": config.get("num_classes"), "format": source.get("format"),
             "sha256": source.get("sha256"),
-            "max_abs_diff": source.get("max_abs_diff_vs_pytorch")}
+            "max_abs_diff": source.get("max_abs_diff_vs_pytorch"),
+            "behaviour_check": behaviour.status(config)}
 
 
 def _convert_checkpoint(args: argparse.Namespace) -> dict:

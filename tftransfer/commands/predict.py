@@ -34,7 +34,9 @@ def register(subparsers):
                              "tensorflow-serving-api package (pip install --no-deps "
                              "tensorflow-serving-api: its own dependency on the full "
                              "tensorflow package is not needed)")
-    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
+    parser.add_argument("--timeout", type=float, default=60.0,
+                        help="seconds a request may take as a whole, the answer read to its "
+                             "end included (default 60; finite and above 0)")
     parser.set_defaults(run=run)
     return parser
 

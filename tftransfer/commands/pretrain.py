@@ -29,8 +29,14 @@ def register(subparsers):
     add_attack_arguments(parser, default_steps=7)
     add_flags(parser, PretrainConfig(out="-"), PRETRAIN_FLAGS)
     add_data_arguments(parser)
-    parser.set_defaults(run=run, resumable=True)
+    parser.set_defaults(run=run, resumable=True, kept=kept)
     return parser
+
+
+def kept(args) -> str:
+    """What an interrupted ``pretrain`` keeps, and the command that continues it."""
+    return (f"the checkpoint of its last finished epoch (if any) is kept in {args.out}, and "
+            f"the same command resumes it.")
 
 
 def run(args) -> dict:

@@ -6,7 +6,9 @@
 
 from __future__ import annotations
 
-_COLUMNS = ("name", "kind", "arch", "trained on", "threat", "eps", "clean acc", "on disk")
+# "behaviour": a published model's behavioural check (checked / unverified); "-" for a local one.
+_COLUMNS = ("name", "kind", "arch", "trained on", "threat", "eps", "clean acc", "on disk",
+            "behaviour")
 
 
 def register(subparsers):
@@ -53,4 +55,4 @@ def _cells(row: dict) -> tuple:
     accuracy = "?" if row["clean_accuracy"] is None else f"{100 * row['clean_accuracy']:.1f}%"
     trained_on = row["dataset"] + (f" {row['image_size']}px" if row["image_size"] else "")
     return (row["name"], row["kind"], row["arch"], trained_on or "?", row["attack"],
-            row["eps_label"], accuracy, row["on_disk"])
+            row["eps_label"], accuracy, row["on_disk"], row["behaviour_check"] or "-")

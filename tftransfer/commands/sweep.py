@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from tftransfer import runs
 from tftransfer.commands.common import add_data_arguments
+from tftransfer.errors import UserError
 
 
 def register(subparsers):
@@ -27,9 +29,17 @@ def register(subparsers):
                             "see pipelines/grids/*.toml and the README)")
     which.add_argument("--list", action="store_true",
                        help="list the registered sweeps with a description and exit")
+    which.add_argument("--check-locks", metavar="DIR",
+                       help="check that flock excludes between two processes on DIR (a "
+                            "shared results folder; says when an NFS mount keeps locks local "
+                            "to each host) and how far the file server's clock is from this "
+                            "host's, then exit (1 when the lock did not exclude)")
     parser.add_argument("--results", default=None,
                         help="results directory (default: results/NAME, NAME the grid's name)")
-    parser.add_argument("--shard", default=None, metavar="i/n", help="run only shard i of n")
+    parser.add_argument("--shard", default=None, metavar="i/n",
+                        help="run only shard i of n; auto: a Kubernetes Indexed Job pod's "
+                             "(JOB_COMPLETION_INDEX + 1 of JOB_COMPLETIONS, "
+                             "docs/scale-out.md)")
     parser.add_argument("--sources", nargs="+", default=None, metavar="NAME",
                         help="run only the cells of these sources (e.g. the ones trained so "
                              "far); rows go to the same results file")
@@ -42,7 +52,7 @@ def register(subparsers):
     parser.add_argument("--save-models", action="store_true",
                         help="also save every fine-tuned model (large)")
     add_data_arguments(parser)
-    parser.set_defaults(run=run, resumable=True, exit_code=exit_code)
+    parser.set_defaults(run=run, resumable=True, exit_code=exit_code, kept=kept)
     return parser
 
 
@@ -53,13 +63,32 @@ def run(args) -> dict:
 
     if args.list:
         return list_sweeps()
+    if args.check_locks:
+        from tftransfer.sweeps.lock_check import check_locks
+
+        return check_locks(args.check_locks)
     sweep = load_grid(args.grid) if args.grid else grid_registry.get(args.config)
     runs.require_committed_code(args.allow_dirty)
-    results = args.results or f"results/{sweep.name}"
+    results = args.results = args.results or f"results/{sweep.name}"  # for `kept`, too
+    check_results_dir(results)
     result = run_sweep(sweep, results, args.shard, args.max_runs, args.data_dir, args.download,
                        args.save_models, sources=args.sources)
     say_when_nothing_ran(result, results)
     return result
+
+
+def check_results_dir(results: str) -> None:
+    """Refuses a ``--results`` that is a file, before any work."""
+    if Path(results).exists() and not Path(results).is_dir():
+        raise UserError(f"--results {results} is a file, not a results folder; give the "
+                        f"folder the sweep writes its results.csv to.")
+
+
+def kept(args) -> str:
+    """What an interrupted ``sweep`` keeps, and the command that continues it."""
+    where = args.results or "its results folder"
+    return (f"the rows of finished runs are kept in {where}, the running cell's claim is "
+            f"released, and the same command runs the cells left.")
 
 
 def say_when_nothing_ran(result: dict, results: str) -> None:
@@ -87,7 +116,10 @@ def list_sweeps() -> dict:
 
 
 def exit_code(result: dict) -> int:
-    """1 when any run failed, so Slurm arrays and CI see it; the counts go to stderr."""
+    """1 when any run failed (or --check-locks found flock not excluding), so Slurm arrays
+    and CI see it; the counts go to stderr."""
+    if result.get("ok") is False:
+        return 1
     failed = result.get("failed", 0)
     if not failed:
         return 0

@@ -13,9 +13,9 @@ from pathlib import Path
 from tftransfer.commands.common import add_data_arguments
 from tftransfer.config import (AUGMENT_PRESETS, DEFAULT_FEATURE_CACHE_MEMORY, TransferConfig,
                                apply_overrides, apply_recipe, parse_size)
-from tftransfer.config.flags import TRANSFER_FLAGS, add_flags, apply_flags
+from tftransfer.config.flags import TRANSFER_FLAGS, add_flags, apply_flags, typed_flags
 from tftransfer.config.recipes import RECIPES
-from tftransfer.errors import UserError
+from tftransfer.errors import UnsavedResult, UserError
 
 DEFAULT_EPOCHS = TransferConfig.epochs
 # Flags that shape the run: with `--resume RUN_DIR` and no --target the run's own recorded
@@ -57,7 +57,7 @@ def register(subparsers):
     parser.add_argument("--out", default=None,
                         help="run directory (default: runs/transfer/<target>__<source>__n<N>"
                              "__b<blocks>__s<seed>); refused if it holds a finished run of "
-                             "another configuration")
+                             "another configuration, or while another run uses it")
     parser.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN_DIR",
                         help="continue the run in RUN_DIR (or in --out / the default run "
                              "directory) from its checkpoint: a killed run ends where an "
@@ -83,12 +83,13 @@ def register(subparsers):
                              "config.json; utrera2021 = the paper's code: --frozen-bn train, "
                              "--normalization target, 150 epochs (lr x0.1 every 50), --subset "
                              "random, the paper's augmentation for colour targets (none for "
-                             "grayscale). It overrides those flags; change one with --set")
+                             "grayscale). A flag you type (--normalization subset, "
+                             "--epochs 20, --augment cifar, ...) or --set wins over it")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="override any config field, e.g. --set optim.nesterov=true")
     add_flags(parser, TransferConfig(target="-"), TRANSFER_FLAGS)
     add_data_arguments(parser)
-    parser.set_defaults(run=run, resumable=True)
+    parser.set_defaults(run=run, resumable=True, kept=kept)
     parser.set_defaults(flag_defaults={name: parser.get_default(name) for name in RUN_FLAGS})
     return parser
 
@@ -105,7 +106,20 @@ def config_from_args(args) -> TransferConfig:
     cfg = dataclasses.replace(defaults, source=args.source, out=args.out, data=data,
                               epochs=DEFAULT_EPOCHS if args.epochs is None else args.epochs)
     cfg = apply_flags(cfg, args, TRANSFER_FLAGS)
-    return apply_overrides(apply_recipe(cfg, args.recipe), args.set)
+    return apply_overrides(_typed_over_recipe(apply_recipe(cfg, args.recipe), args), args.set)
+
+
+def _typed_over_recipe(cfg: TransferConfig, args) -> TransferConfig:
+    """``cfg`` with what the user typed set again after the recipe: a typed flag wins over
+    the recipe, as --set does; a flag left at its default does not (issue 36: the recipe
+    overrode the --normalization subset that its own error recommended)."""
+    cfg = apply_flags(cfg, args, typed_flags(args, TRANSFER_FLAGS))
+    if args.epochs is not None:
+        cfg = dataclasses.replace(cfg, epochs=args.epochs)
+    if args.augment is not None:
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(
+            cfg.data, **_augment_fields(args.augment)))
+    return cfg
 
 
 def _augment_fields(preset: str | None) -> dict:
@@ -120,9 +134,27 @@ def run(args) -> dict:
 
     cfg = _resumed_config(args) if args.target is None else config_from_args(args)
     # A user's --out may hold a finished result: refuse, rather than replace, a different one.
-    return summary(fine_tune(cfg, existing_run="refuse", checkpoint=True,
-                             resume=bool(args.resume), verbose=not args.quiet,
-                             feature_cache_memory=args.feature_cache_memory))
+    try:
+        return summary(fine_tune(cfg, existing_run="refuse", checkpoint=True,
+                                 resume=bool(args.resume), verbose=not args.quiet,
+                                 feature_cache_memory=args.feature_cache_memory))
+    except UnsavedResult as error:
+        compact = summary(error.result)  # the line the CLI still prints
+        compact.pop("metrics")           # not written
+        raise UnsavedResult(f"{error}; its result is the last line of standard output, and "
+                            f"{_resuming(args)} saves it.", compact) from error
+
+
+def kept(args) -> str:
+    """What an interrupted ``transfer`` keeps, and the command that continues it (the CLI
+    prints it after "interrupted" or "terminated")."""
+    where = args.resume if isinstance(args.resume, str) else args.out or "its run directory"
+    return (f"the checkpoint of its last finished epoch (if any) is kept in {where}, and "
+            f"{_resuming(args)} continues from it.")
+
+
+def _resuming(args) -> str:
+    return "the same command" if args.resume else "the same command with --resume"
 
 
 def _resumed_config(args) -> TransferConfig:
@@ -148,14 +180,14 @@ def _resumed_config(args) -> TransferConfig:
 
 
 def summary(result: dict) -> dict:
-    """The compact result line: accuracy, loss, the worst class's accuracy, the run's main
-    variables, the convergence warning if any, run directory and time. The curve
-    (``test_accuracy_epoch_K``) and the per-class accuracies stay in ``metrics.json`` (and
-    ``history.csv``)."""
-    keys = ("test_accuracy", "test_loss", "worst_class", "worst_class_accuracy", "target",
-            "source", "train_images", "test_images", "unfrozen_blocks", "unfrozen_stages",
-            "epochs", "steps", "sgd_steps", "seed", "extended_from", "train_accuracy",
-            "warning", "train_seconds", "run_dir")
+    """The compact result line: accuracy and the mean per-class accuracy beside it, loss,
+    the worst class's accuracy, the run's main variables, the convergence warning if any, run
+    directory and time. The curve (``test_accuracy_epoch_K``) and the per-class accuracies
+    stay in ``metrics.json`` (and ``history.csv``)."""
+    keys = ("test_accuracy", "mean_class_accuracy", "test_loss", "worst_class",
+            "worst_class_accuracy", "target", "source", "train_images", "test_images",
+            "unfrozen_blocks", "unfrozen_stages", "epochs", "steps", "sgd_steps", "seed",
+            "extended_from", "train_accuracy", "warning", "train_seconds", "run_dir")
     compact = {key: result[key] for key in keys if key in result}
     compact["metrics"] = str(Path(result["run_dir"]) / "metrics.json")
     return compact

@@ -18,7 +18,8 @@ def register(subparsers):
                     "the N training images (never the test split). Then retrain the best "
                     "configuration on all N images, evaluate it once on the test split, and "
                     "print it as a ready-to-run 'python main.py transfer ...' command. "
-                    "Rerunning the same command resumes the search. Distributed: set "
+                    "Rerunning the same command resumes the search; a second search on the "
+                    "same --dir while one runs is refused. Distributed (a parallel search): set "
                     "KERASTUNER_TUNER_ID (chief / tuner0 / tuner1 ...), KERASTUNER_ORACLE_IP "
                     "and KERASTUNER_ORACLE_PORT and start the same command once per process.")
     parser.add_argument("--target", required=True, help="TFDS name or image folder")

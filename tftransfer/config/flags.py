@@ -4,7 +4,9 @@ command line can be written back from a config (``command_line``).
 
 ``TRANSFER_FLAGS`` and ``PRETRAIN_FLAGS`` are the two training commands' flags (the field's
 dotted path and the flag's help); ``add_flags`` adds them to a parser, ``apply_flags`` sets the
-parsed values on a config. No TensorFlow here: the CLI parses without importing it.
+parsed values on a config, and ``typed_flags`` says which of them the command line gave (a
+flag the user typed wins over a recipe; its default does not). No TensorFlow here: the CLI
+parses without importing it.
 """
 
 from __future__ import annotations
@@ -48,6 +50,30 @@ class Flag:
         return self.name or self.path.rsplit(".", 1)[-1]
 
 
+# The parsed namespace's attribute holding the dests of the flags the command line gave.
+TYPED_FLAGS = "typed_flags"
+
+
+def _note_typed(namespace: argparse.Namespace, dest: str) -> None:
+    setattr(namespace, TYPED_FLAGS, getattr(namespace, TYPED_FLAGS, frozenset()) | {dest})
+
+
+class _TypedValue(argparse.Action):
+    """argparse's plain store, noting that the command line gave the flag."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        _note_typed(namespace, self.dest)
+
+
+class _TypedSwitch(argparse.BooleanOptionalAction):
+    """``--name`` / ``--no-name``, noting that the command line gave the flag."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        super().__call__(parser, namespace, values, option_string)
+        _note_typed(namespace, self.dest)
+
+
 def field_value(config, path: str):
     """The value at the dotted ``path`` of a (nested) config."""
     for part in path.split("."):
@@ -75,9 +101,10 @@ def add_flags(parser: argparse.ArgumentParser, defaults, flags: tuple[Flag, ...]
         options = {"dest": flag.dest, "default": default, "metavar": flag.metavar,
                    "help": f"{flag.help} (default: {_shown(default)})".replace("%", "%%")}
         if kind is bool:
-            parser.add_argument(flag.option, action=argparse.BooleanOptionalAction, **options)
+            parser.add_argument(flag.option, action=_TypedSwitch, **options)
         else:
-            parser.add_argument(flag.option, type=kind, choices=flag.choices, **options)
+            parser.add_argument(flag.option, action=_TypedValue, type=kind,
+                                choices=flag.choices, **options)
 
 
 def apply_flags(config, args: argparse.Namespace, flags: tuple[Flag, ...]):
@@ -85,6 +112,13 @@ def apply_flags(config, args: argparse.Namespace, flags: tuple[Flag, ...]):
     for flag in flags:
         config = replace_field(config, flag.path, getattr(args, flag.dest))
     return config
+
+
+def typed_flags(args: argparse.Namespace, flags: tuple[Flag, ...]) -> tuple[Flag, ...]:
+    """The ``flags`` that the command line parsed into ``args`` gave (typed by the user,
+    even with their default's value), not those left at their default."""
+    typed = getattr(args, TYPED_FLAGS, frozenset())
+    return tuple(flag for flag in flags if flag.dest in typed)
 
 
 def replace_field(config, path: str, value):
@@ -143,6 +177,13 @@ TRANSFER_FLAGS = _COMMON + (
     Flag("steps", "train for at least N SGD steps instead of --epochs: epochs = ceil(N / steps "
          "per epoch), which config.json records (at N = 100 and batch 128 an epoch is 1 step); "
          "a run that ends unconverged carries a warning either way", metavar="N"),
+    Flag("head_warmup_epochs", "two-phase fine-tune (keras-io's transfer-learning guide): the "
+         "first K of the epochs train the new head alone (the unfrozen blocks frozen, their "
+         "BatchNorm in inference mode), the rest head and blocks at --unfrozen-lr-scale x "
+         "the schedule's rate (0: one phase); needs unfrozen blocks and uses fit(), not the "
+         "compiled loop", metavar="K"),
+    Flag("unfrozen_lr_scale", "with --head-warmup-epochs, the learning rate after the "
+         "warm-up as a multiple of the schedule's"),
     Flag("eval_every", "test accuracy every N epochs into history.csv (0: only the last)"),
     Flag("curve_test_images", "measure that per-epoch curve on a stratified K of the test "
          "images (faster; the final accuracy always uses all of them)", metavar="K"),
@@ -169,6 +210,10 @@ TRANSFER_FLAGS = _COMMON + (
          "train)"),
     Flag("data.test_split", "TFDS split (or slice) to test on (unset: test, else validation)"),
     Flag("data.test_fraction", "held-out share of an image folder without a test/ sub-folder"),
+    Flag("data.strict_images", "image folders: refuse files that decode but do not look like "
+         "photos of the task (a placeholder's name such as 'image not found', a format the "
+         "rest of the folder does not use, a byte-identical copy of another file), which are "
+         "otherwise named in one warning line and used"),
     Flag("feature_cache", "compute the frozen trunk's outputs once and train on them (auto: "
          "whenever the frozen part sees the same input every epoch)",
          choices=FEATURE_CACHE_MODES),

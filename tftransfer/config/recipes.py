@@ -3,7 +3,8 @@
 A recipe is a list of ``--set``-style assignments, so it means exactly what those fields
 mean (``config.TransferConfig``) and is recorded in each run's ``config.json`` (the
 resolved fields, and ``recipe`` = the name). ``config.apply_recipe`` applies one; fields a
-user sets after the recipe (``--set``, or a sweep's cell values such as epochs) win over it.
+user sets after the recipe (a flag typed on the command line, ``--set``, or a sweep's cell
+values such as epochs) win over it.
 This module is data only (``config`` imports it).
 """
 

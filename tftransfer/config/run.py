@@ -118,6 +118,13 @@ class TransferConfig:
     epochs: int = 10
     # SGD steps instead of epochs: fine_tune sets epochs to ceil(steps / steps per epoch).
     steps: int | None = None
+    # Two-phase fine-tuning (keras-io's transfer-learning guide): the first head_warmup_epochs
+    # of the epochs train the new head alone (the unfrozen blocks frozen, their BatchNorm in
+    # inference mode), the rest train head and blocks at unfrozen_lr_scale x the schedule's
+    # learning rate, so that the blocks are not moved by a random head's large gradients.
+    # 0: one phase, as the paper's recipe.
+    head_warmup_epochs: int = 0
+    unfrozen_lr_scale: float = 0.1
     eval_every: int = 1
     curve_test_images: int | None = None   # per-epoch curve on a stratified part of the test set
     seed: int = 0
@@ -147,6 +154,7 @@ class TransferConfig:
         check(self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}.")
         check(self.steps is None or self.steps >= 1,
               f"steps must be at least 1, got {self.steps}.")
+        self._check_head_warmup()
         check(self.unfrozen_stages is None or self.unfrozen_stages >= 0,
               f"unfrozen_stages must be >= 0, got {self.unfrozen_stages}.")
         check(self.eval_every >= 0, f"eval_every must be >= 0, got {self.eval_every}.")
@@ -159,3 +167,21 @@ class TransferConfig:
               f"got {self.feature_cache!r}.")
         check_finite(self)
         check_seed(self.seed)
+
+    def _check_head_warmup(self) -> None:
+        check(self.head_warmup_epochs >= 0,
+              f"head_warmup_epochs must be >= 0, got {self.head_warmup_epochs}.")
+        check(self.unfrozen_lr_scale > 0,
+              f"unfrozen_lr_scale must be positive, got {self.unfrozen_lr_scale}.")
+        if not self.head_warmup_epochs:
+            check(self.unfrozen_lr_scale == TransferConfig.unfrozen_lr_scale,
+                  f"unfrozen_lr_scale sets the rate after a head warm-up; give "
+                  f"head_warmup_epochs too (got {self.unfrozen_lr_scale} without it).")
+            return
+        check(self.unfrozen_blocks != 0 or bool(self.unfrozen_stages),
+              "head_warmup_epochs trains the head before the unfrozen blocks; unfreeze some "
+              "(unfrozen_blocks or unfrozen_stages).")
+        # With steps, epochs are only known when fine_tune resolves them (and checks again).
+        check(self.steps is not None or self.head_warmup_epochs < self.epochs,
+              f"head_warmup_epochs ({self.head_warmup_epochs}) must be fewer than the "
+              f"epochs ({self.epochs}), so that the unfrozen blocks train.")

@@ -60,6 +60,9 @@ class DataConfig:
     # (uniform, numpy RandomState(seed).choice without replacement), as the paper's code.
     subset: str = "stratified"
     batch_size: int = 128
+    # Image folders: files that decode but do not look like photos of the task (a placeholder's
+    # name, an odd format, a byte-identical copy) stop the load instead of a warning.
+    strict_images: bool = False
 
     def __post_init__(self):
         check_finite(self)

@@ -6,7 +6,8 @@ converted logits against PyTorch.
 
 This face is the one import path of the names below (PyTorch, an optional extra, is imported
 only inside functions): ``checkpoint`` (``convert``), ``reading`` (file checks, safe
-unpickling, layout detection), ``weight_mapping`` (name-by-name assignment with shape checks)
+unpickling, layout detection), ``tensor_checks`` (each tensor floating point and finite, a
+running variance not negative), ``weight_mapping`` (name-by-name assignment with shape checks)
 and ``verify`` (logits against PyTorch).
 """
 

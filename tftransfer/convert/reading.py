@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tftransfer.convert.tensor_checks import checked_array
 from tftransfer.errors import UserError
 
 FORMATS = ("robustness", "robust-models-transfer", "torchvision")
@@ -193,7 +194,7 @@ def _to_numpy(torch, key: str, value, path: Path) -> np.ndarray:
     if not isinstance(value, torch.Tensor):
         raise UserError(f"Checkpoint {str(path)!r}: entry {key!r} is a {type(value).__name__}, "
                         f"not a tensor.")
-    return value.detach().cpu().to(torch.float32).numpy()
+    return checked_array(key, value, path)  # floating point, finite, variances >= 0
 
 
 def _split_robustness(torch, state: Mapping, path: Path) -> tuple[dict, tuple, tuple]:

@@ -9,7 +9,8 @@ for N is a prefix of the one for 2N with the same seed).
 One module per step, re-exported here so that callers write ``data.load``, ``data.pipeline``:
 ``loading`` (name or path -> ``TargetData``) over ``tfds_loader`` (with ``catalog``: other
 projects' dataset names, ``tfds_schema``: which keys and splits, ``download_errors``: why a
-download failed) and ``folders``; ``sets``
+download failed, ``download_guard``: the host probe before it and the cleanup after it) and
+``folders`` (with ``hygiene``: files that do not look like photos of the task); ``sets``
 (the containers); ``subsets`` (which examples); ``normalization`` (the paper's constants);
 ``preprocess`` and ``augmentation`` (one image); ``pipelines`` (batched ``tf.data``).
 """

@@ -17,6 +17,9 @@ _DNS_WORDS = ("name or service not known", "temporary failure in name resolution
 _NETWORK_WORDS = ("connection refused", "network is unreachable", "max retries exceeded",
                   "connection reset", "timed out", "no route to host", "connectionerror",
                   "sslerror", "proxyerror")
+# How to get a dataset without a network here: the end of every network sentence.
+_ELSEWHERE = ("prepare it on a machine with internet access and point --data-dir (or "
+              "TFDS_DATA_DIR) at a copy of that folder")
 
 
 def chain(error: BaseException) -> list[BaseException]:
@@ -53,8 +56,7 @@ def _dns(error, name, where):
     text = f"{type(error).__name__} {error}".lower()
     if isinstance(error, socket.gaierror) or any(word in text for word in _DNS_WORDS):
         return (f"Could not download {name!r}: the download server's host name could not be "
-                f"resolved (no network or no DNS here); prepare it on a machine with internet "
-                f"access and point --data-dir (or TFDS_DATA_DIR) at a copy of that folder.")
+                f"resolved (no network or no DNS here); {_ELSEWHERE}.")
     return None
 
 
@@ -62,8 +64,7 @@ def _network(error, name, where):
     text = f"{type(error).__name__} {error}".lower()
     if isinstance(error, (ConnectionError, TimeoutError)) or any(w in text for w in _NETWORK_WORDS):
         return (f"Could not download {name!r}: the network connection failed "
-                f"({_first_line(error)}); check the connection or proxy, or prepare it "
-                f"elsewhere and point --data-dir (or TFDS_DATA_DIR) at a copy of that folder.")
+                f"({_first_line(error)}); check the connection or proxy, or {_ELSEWHERE}.")
     return None
 
 
@@ -110,3 +111,11 @@ def explain(error: BaseException, name: str, where: str) -> str:
             if sentence:
                 return sentence
     return f"Could not download and prepare {name!r} into {where} ({_first_line(errors[-1])})."
+
+
+def unreachable_sentence(name: str, host: str, reason: str, seconds: float) -> str:
+    """One sentence for a dataset whose download host failed the probe before any download:
+    nothing was written, so the data directory is as it was."""
+    return (f"Could not download {name!r}: its download server {host} cannot be reached from "
+            f"here ({reason}, probed for {seconds:g} s; nothing was downloaded or written); "
+            f"{_ELSEWHERE}.")

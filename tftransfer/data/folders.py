@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
+from tftransfer.data.hygiene import check_images
 from tftransfer.data.sets import ImageSet, TargetData, decode
 from tftransfer.data.subsets import stratified_holdout
 from tftransfer.errors import UserError
@@ -15,7 +17,8 @@ from tftransfer.errors import UserError
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
 
 
-def load_folder(path: str, test_fraction: float = 0.2, seed: int = 0) -> TargetData:
+def load_folder(path: str, test_fraction: float = 0.2, seed: int = 0,
+                strict_images: bool = False) -> TargetData:
     """Loads a folder of images, one sub-folder per class (see ``load``).
 
     Unreadable image files (those the training pipeline's decoder cannot decode) are
@@ -24,6 +27,10 @@ def load_folder(path: str, test_fraction: float = 0.2, seed: int = 0) -> TargetD
     readable training image, and a test class that the training classes lack, stop with
     one sentence instead: the head would have an output that never trains, or a test
     class would silently vanish from the test set.
+
+    Readable files that do not look like photos of the task (a placeholder's name, a format
+    the rest of the folder does not use, a byte-identical copy) are named in one warning
+    line, or refused with ``strict_images`` (``hygiene.check_images``).
     """
     root = Path(path)
     if not root.is_dir():
@@ -47,6 +54,7 @@ def load_folder(path: str, test_fraction: float = 0.2, seed: int = 0) -> TargetD
         train_mask[test_idx] = False
         train = (files[0][train_mask], files[1][train_mask])
         test = (files[0][test_idx], files[1][test_idx])
+    check_images([*train[0], *test[0]], root, strict=strict_images)
     return TargetData(name=str(root), class_names=tuple(class_names),
                       train=_file_set(*train), test=_file_set(*test))
 
@@ -61,7 +69,21 @@ def _class_folders(root: Path) -> list[str]:
         raise UserError(
             f"Image folder {str(root)!r} has {len(classes)} class sub-folder(s); a classifier "
             f"needs at least 2 (one sub-folder of images per class).")
+    _refuse_mounted_classes(root, classes)
     return classes
+
+
+def _refuse_mounted_classes(root: Path, classes) -> None:
+    """Refuses class folders that are other file systems (``--target /``: /proc, /sys, /dev)
+    before their files are listed, which would walk a whole system (and fail in /proc)."""
+    device = os.stat(root).st_dev
+    mounted = [name for name in classes if os.stat(root / name).st_dev != device]
+    if mounted:
+        raise UserError(
+            f"Image folder {str(root)!r} has class sub-folders that are other file systems "
+            f"({', '.join(repr(str(root / name)) for name in mounted[:3])}), so it is not a "
+            f"folder of images; pass the folder that holds one sub-folder of images per "
+            f"class.")
 
 
 def _check_test_classes(test_dir: Path, class_names) -> None:

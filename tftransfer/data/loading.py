@@ -17,7 +17,8 @@ def load(target: str, data_dir: str | None = None, download: bool = True,
          test_fraction: float = 0.2, seed: int = 0, image_key: str | None = None,
          label_key: str | None = None, train_split: str | None = None,
          test_split: str | None = None, resize: str = "center_crop",
-         crop_fraction: float = 1.0, downsample: int | None = None) -> TargetData:
+         crop_fraction: float = 1.0, downsample: int | None = None,
+         strict_images: bool = False) -> TargetData:
     """Loads a TFDS dataset by name or a folder of images.
 
     Args:
@@ -36,6 +37,8 @@ def load(target: str, data_dir: str | None = None, download: bool = True,
       resize, crop_fraction: how images become the evaluation input (``Preprocessing``:
         the centre square of the shorter side by default, or ``squash``).
       downsample: resize every image down to this size and back up (``Preprocessing``).
+      strict_images: an image folder's files that do not look like photos of the task
+        stop the load instead of a warning (``hygiene.check_images``); TFDS: no effect.
 
     Returns:
       A ``TargetData``.
@@ -49,7 +52,8 @@ def load(target: str, data_dir: str | None = None, download: bool = True,
             raise UserError(f"{', '.join(given)} apply to TFDS datasets only; the image folder "
                             f"{target!r} is split by its train/ and test/ sub-folders (or "
                             f"--test-fraction).")
-        target_data = load_folder(target, test_fraction=test_fraction, seed=seed)
+        target_data = load_folder(target, test_fraction=test_fraction, seed=seed,
+                                  strict_images=strict_images)
     else:
         target_data = load_tfds(target, data_dir=data_dir, download=download,
                                 image_key=image_key, label_key=label_key,

@@ -13,7 +13,8 @@ import numpy as np
 import tensorflow as tf
 
 from tftransfer.data.catalog import tfds_name
-from tftransfer.data.download_errors import explain
+from tftransfer.data import download_guard
+from tftransfer.data.download_errors import explain, unreachable_sentence
 from tftransfer.data.tfds_schema import layout
 from tftransfer.data.sets import ImageSet, TargetData, array_reader, decode
 from tftransfer.errors import UserError
@@ -70,12 +71,22 @@ def _tfds_builder(name: str, data_dir: str | None, download: bool):
         raise UserError(
             f"Dataset {name!r} is not prepared in {where} (looked for {builder.data_path}); "
             f"point --data-dir (or TFDS_DATA_DIR) at a folder that has it, or allow --download.")
+    _probe_download_hosts(builder, name)
     print(f"Downloading and preparing {name!r} into {where} ...", file=sys.stderr)
     try:
-        builder.download_and_prepare()
+        with download_guard.removed_on_failure(where, builder.name):
+            builder.download_and_prepare()
     except Exception as error:  # network, module, checksum, manual-download errors: all here
         raise UserError(explain(error, name, where)) from error
     return builder
+
+
+def _probe_download_hosts(builder, name: str) -> None:
+    """Stops at once, before TFDS writes or retries anything, when a host the dataset's files
+    come from cannot be reached (offline, TFDS would retry for minutes)."""
+    failed = download_guard.unreachable(download_guard.download_hosts(builder))
+    if failed is not None:
+        raise UserError(unreachable_sentence(name, *failed, download_guard.PROBE_SECONDS))
 
 
 def _is_prepared(builder) -> bool:

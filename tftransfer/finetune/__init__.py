@@ -7,7 +7,8 @@ features, compiled multi-epoch loop, run directory) and its result row.
 This face is the one import path of the names below; the modules behind it: ``networks`` (the
 new head, freezing, the compiled trainer), ``run`` (``fine_tune``), ``run_cache`` (what
 consecutive runs share), ``loop`` and ``compiled_loop`` (training and the test curve),
-``rundir`` (a run directory's record) and ``result`` (the result row).
+``warmup`` (a two-phase fine-tune's head warm-up), ``rundir`` (a run directory's record),
+``result`` (the result row) and ``convergence`` (whether the training loss still fell).
 """
 
 from tftransfer.finetune.loop import use_compiled_loop

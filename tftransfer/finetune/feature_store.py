@@ -11,15 +11,15 @@ run gives the same result whether its features were held in memory or on disk.
 from __future__ import annotations
 
 import os
-import shutil
 import sys
-import tempfile
 import time
 import weakref
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
+
+from tftransfer.finetune.scratch import ScratchFolder
 
 # Seconds between two progress lines of a long extraction, and the least time an
 # extraction takes before it reports at all (a few hundred 32 px images take a fraction
@@ -164,21 +164,34 @@ class DiskChunk:
 
 
 class DiskFolder:
-    """A folder for feature files, created on first use and removed with its owner (a
-    temporary folder under ``$TMPDIR``)."""
+    """A folder for feature files, created on first use (``scratch.ScratchFolder``: one a
+    later run removes should this process be killed) and removed by ``close``, or with its
+    owner, or at the interpreter's exit, whichever comes first."""
 
-    def __init__(self, owner):
+    def __init__(self, owner, root=None):
         self._owner = weakref.ref(owner)
-        self.path: Path | None = None
+        self._scratch = ScratchFolder("features-", root)
         self.files = 0
 
+    @property
+    def path(self) -> Path | None:
+        """The folder (None until the first file)."""
+        return self._scratch.path
+
     def new_file(self) -> Path:
-        """The path of a new ``.npy`` file in the folder."""
+        """The path of a new feature file in the folder."""
         if self.path is None:
-            self.path = Path(tempfile.mkdtemp(prefix="tftransfer-features-"))
-            weakref.finalize(self._owner(), shutil.rmtree, self.path, True)
+            self._scratch.create()
+            weakref.finalize(self._owner(), self._scratch.close)
+            if self._scratch.removed:
+                print(f"features: removed {len(self._scratch.removed)} feature folder(s) of "
+                      f"ended runs under {self.path.parent}", file=sys.stderr)
         self.files += 1
         return self.path / f"features-{self.files:05d}.f32"
+
+    def close(self) -> None:
+        """Removes the folder and its files now."""
+        self._scratch.close()
 
     def size(self) -> int:
         """Bytes of the feature files written so far."""

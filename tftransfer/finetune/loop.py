@@ -49,19 +49,24 @@ class EvaluateEvery(keras.callbacks.Callback):
 
 def use_compiled_loop(cfg: TransferConfig, network: Network) -> bool:
     """``training_loop`` auto: the compiled loop exactly when training runs on cached features
-    (where fit()'s per-epoch overhead dominates); ``compiled`` needs the cache too."""
+    (where fit()'s per-epoch overhead dominates); ``compiled`` needs the cache too. A head
+    warm-up changes what trains between epochs (``finetune.warmup``), so it runs in fit()."""
     if cfg.training_loop == "compiled" and not network.cached:
         raise UserError("--set training_loop=compiled needs the feature cache (no augmentation, "
                         "--frozen-bn inference, not every block unfrozen).")
-    return network.cached and cfg.training_loop != "fit"
+    if cfg.training_loop == "compiled" and cfg.head_warmup_epochs:
+        raise UserError("--set training_loop=compiled trains one set of layers throughout; "
+                        "--head-warmup-epochs runs in fit() (drop one of them).")
+    return network.cached and cfg.training_loop != "fit" and not cfg.head_warmup_epochs
 
 
 def train(cfg, trainer, train_ds, test_ds, curve_ds, steps, out: Path, verbose: bool,
           compiled: bool = False, saver: "Checkpointer | None" = None,
-          compiled_functions: dict | None = None):
+          compiled_functions: dict | None = None, callbacks=()):
     """Trains from epoch 0, or from ``saver.start`` (a resumed run); ``saver`` also writes a
     checkpoint after every epoch (``fit()``) or compiled stretch. ``compiled_functions``:
-    the network's store of the compiled loop's traced functions."""
+    the network's store of the compiled loop's traced functions; ``callbacks``: more for
+    ``fit()``, called first (``warmup.HeadWarmup``)."""
     out.mkdir(parents=True, exist_ok=True)
     history_file = out / "history.csv"  # an earlier run's is gone (clear_run_record)
     start = saver.start if saver else compiled_loop.Start()
@@ -74,7 +79,7 @@ def train(cfg, trainer, train_ds, test_ds, curve_ds, steps, out: Path, verbose: 
     evaluator.curve.update(start.curve)
     history = _ResumedHistory(history_file, start.rows)
     nan_guard = StopOnNaN(check_weights=True)
-    callbacks = [evaluator, history, nan_guard]
+    callbacks = [*callbacks, evaluator, history, nan_guard]
     if saver:
         callbacks.append(_SaveEveryEpoch(saver, history, evaluator))
     with runtime.progress_to_stderr():

@@ -191,7 +191,11 @@ def build_network(cfg: TransferConfig, source: SourceModel, num_classes: int, im
         trunk = inference_function(keras.Model(model.inputs, boundary))
         trained = keras.Model(boundary, model.outputs)
     trainer = AdversarialTrainer(trained, weight_decay=cfg.optim.weight_decay)
-    trainer.compile(optimizer=make_optimizer(cfg.optim, cfg.epochs, steps_per_epoch),
+    # A head warm-up's second phase trains at a lower rate (finetune.warmup).
+    scaled_after = ((cfg.head_warmup_epochs, cfg.unfrozen_lr_scale) if cfg.head_warmup_epochs
+                    else None)
+    trainer.compile(optimizer=make_optimizer(cfg.optim, cfg.epochs, steps_per_epoch,
+                                             scaled_after),
                     loss=classification_loss(cfg.optim.label_smoothing))
     trainer.optimizer.build(trainer.trainable_variables)  # so its initial state can be kept
     boundary_key = blocks[0] if blocks else architectures.head_name(model)

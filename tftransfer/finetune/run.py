@@ -16,6 +16,7 @@ result row).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import re
@@ -27,14 +28,15 @@ import numpy as np
 
 from tftransfer import data, runs
 from tftransfer.config import TransferConfig, to_dict
-from tftransfer.errors import UserError
+from tftransfer.errors import UnsavedResult, UserError, os_error_sentence
 from tftransfer.finetune.loop import (Checkpointer, check_finite_result, extensions, train,
                                       use_compiled_loop)
 from tftransfer.finetune.networks import Network
 from tftransfer.finetune.result import (per_class_accuracy, per_class_summary, result_row,
                                         training_columns)
-from tftransfer.finetune.rundir import check_run_dir, clear_run_record, resume_point
+from tftransfer.finetune.rundir import check_run_dir, clear_run_record, locked, resume_point
 from tftransfer.finetune.run_cache import RunCache
+from tftransfer.finetune.warmup import warmup_callbacks
 from tftransfer.models import architectures
 from tftransfer.sources import hub, saving
 from tftransfer.sources.loading import SourceModel
@@ -93,15 +95,20 @@ def fine_tune(cfg: TransferConfig, cache: RunCache | None = None, save_model: bo
       per-epoch test accuracies and the run directory.
     """
     # The precision policy holds while the networks are built, and is the caller's again after.
-    with runtime.precision_policy(cfg.precision):
-        cache = cache or RunCache(memory_budget=feature_cache_memory)
+    # `held` keeps the run directory's lock until the last write (see _fine_tune).
+    with runtime.precision_policy(cfg.precision), contextlib.ExitStack() as held:
+        # A cache of its own is closed on the way out, an exception's too: its feature
+        # files on disk (gigabytes at photo scale) go with the run.
+        cache = cache or held.enter_context(RunCache(memory_budget=feature_cache_memory))
         return _fine_tune(cfg, cache, save_model, verbose, existing_run,
-                          checkpoint, resume)
+                          checkpoint, resume, held)
 
 
 def _fine_tune(cfg: TransferConfig, cache: RunCache, save_model: bool, verbose: bool,
-               existing_run: str, checkpoint: bool, resume: bool) -> dict:
-    """``fine_tune`` under its precision policy."""
+               existing_run: str, checkpoint: bool, resume: bool,
+               held: contextlib.ExitStack) -> dict:
+    """``fine_tune`` under its precision policy; ``held`` holds the run directory's lock
+    from its check on, until ``fine_tune`` returns."""
     if cfg.source is None:  # a default that fits the target; hub.default_source says why
         cfg = dataclasses.replace(cfg, source=hub.default_source(
             cfg.target, cfg.data.data_dir, cfg.data.image_size, verbose))
@@ -110,6 +117,8 @@ def _fine_tune(cfg: TransferConfig, cache: RunCache, save_model: bool, verbose: 
     requested = cfg
     cfg = resolve_length_and_stages(cfg, source, cache)
     out = Path(cfg.out) if cfg.out else default_run_dir(cfg, source)
+    # From the check to the last write: a second run into `out` is refused, not mixed in.
+    held.enter_context(locked(out))
     # A resumed run is compared with its checkpoint instead (resume_point), epochs aside.
     check_run_dir(out, cfg, "replace" if resume else existing_run)
     point = resume_point(out, cfg) if resume else None
@@ -149,14 +158,16 @@ def _fine_tune(cfg: TransferConfig, cache: RunCache, save_model: bool, verbose: 
                                    augment, first_epoch=first)
     saver = Checkpointer(cfg, network, out, point) if checkpoint or resume else None
     evaluator = train(cfg, network.trainer, *datasets, steps, out, verbose, compiled, saver,
-                      network.compiled_functions)
+                      network.compiled_functions, warmup_callbacks(cfg, network))
     check_finite_result(cfg, network.trained, evaluator)
     seconds = time.time() - start
 
     result = result_row(cfg, source, target, (train_idx, test_idx, curve_idx), evaluator,
                          seconds, out, network.cached)
     result.update(requested_columns(requested))
-    result.update(training_columns(out / "history.csv", steps * cfg.epochs, target.num_classes))
+    training, convergence = training_columns(out / "history.csv", steps * cfg.epochs,
+                                             target.num_classes)
+    result.update(training)
     per_class = per_class_accuracy(network.trained, datasets[1], target.test.labels[test_idx],
                                    target.class_names, getattr(evaluator, "predictions", None))
     result.update(per_class_summary(per_class))
@@ -164,16 +175,30 @@ def _fine_tune(cfg: TransferConfig, cache: RunCache, save_model: bool, verbose: 
         print(f"warning: {result['warning']}", file=sys.stderr)
     extended = extensions(point)
     result.update(extended)
-    if save_model:
-        config = {"kind": "transfer", "arch": source.identity["source_arch"],
-                  "dataset": target.name, "num_classes": target.num_classes,
-                  "class_names": list(target.class_names), "image_size": image_size,
-                  "unfrozen_block_names": network.blocks, **source.identity,
-                  "resolved_config": to_dict(cfg), "test_accuracy": result["test_accuracy"],
-                  **extended}
-        saving.save_model_dir(network.model, out, config)
-    runs.write_json(out / "metrics.json", {**result, "per_class_accuracy": per_class})
+    with _reported_if_unsaved(result, out):
+        if save_model:
+            config = {"kind": "transfer", "arch": source.identity["source_arch"],
+                      "dataset": target.name, "num_classes": target.num_classes,
+                      "class_names": list(target.class_names), "image_size": image_size,
+                      "unfrozen_block_names": network.blocks, **source.identity,
+                      "resolved_config": to_dict(cfg),
+                      "test_accuracy": result["test_accuracy"], **extended}
+            saving.save_model_dir(network.model, out, config)
+        runs.write_json(out / "metrics.json", {**result, "per_class_accuracy": per_class,
+                                               "convergence": convergence})
     return result
+
+
+@contextlib.contextmanager
+def _reported_if_unsaved(result: dict, out: Path):
+    """Turns a failed write of a finished run's record (a full disk, a read-only folder)
+    into ``UnsavedResult``, which carries ``result``: the run is over, and the CLI still
+    prints its result instead of losing it with the file."""
+    try:
+        yield
+    except OSError as error:
+        raise UnsavedResult(f"{os_error_sentence(error, out)} (while saving the finished "
+                            f"run's model and metrics.json)", result) from error
 
 
 def resolve_length_and_stages(cfg: TransferConfig, source: SourceModel,

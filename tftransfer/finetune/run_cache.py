@@ -52,6 +52,18 @@ class RunCache:
         self.memory_used = 0
         self.disk = DiskFolder(self)
 
+    def close(self) -> None:
+        """Removes the feature files on disk now (the cache's features on disk are gone;
+        use it no more). Without a call, they go with the cache or at the interpreter's
+        exit, and a later run removes those of a killed process."""
+        self.disk.close()
+
+    def __enter__(self) -> RunCache:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
     def source(self, reference: str | None) -> SourceModel:
         """``load_source(reference)``, loaded once. Never train this model itself: networks
         are built from private copies of it."""
@@ -62,10 +74,11 @@ class RunCache:
     def target(self, cfg: TransferConfig) -> data.TargetData:
         """The target dataset of ``cfg``, loaded once."""
         options = cfg.data.load_options()  # keys, splits, evaluation preprocessing
-        key = (cfg.target, cfg.data.data_dir, cfg.data.download, tuple(sorted(options.items())))
+        key = (cfg.target, cfg.data.data_dir, cfg.data.download, tuple(sorted(options.items())),
+               cfg.data.strict_images)
         if key not in self._targets:
             self._targets[key] = data.load(cfg.target, cfg.data.data_dir, cfg.data.download,
-                                           **options)
+                                           strict_images=cfg.data.strict_images, **options)
         return self._targets[key]
 
     def network(self, cfg: TransferConfig, source: SourceModel, num_classes: int,
@@ -78,7 +91,8 @@ class RunCache:
         augment = cfg.data.augment if augment is None else augment
         key = (source.identity["source_path"], image_size, num_classes, cfg.precision,
                cfg.head_init, cfg.unfrozen_blocks, cfg.frozen_bn, cfg.feature_cache,
-               augment, cfg.optim, cfg.epochs, steps_per_epoch, normalization)
+               augment, cfg.optim, cfg.epochs, steps_per_epoch, normalization,
+               cfg.head_warmup_epochs, cfg.unfrozen_lr_scale)
         if key in self._networks:
             self._networks.move_to_end(key)
         else:

@@ -6,6 +6,8 @@ a finished run. A run started afresh removes all the old record files before tra
 directory never holds parts of two runs (a finished seed-0 model and metrics beside a killed
 seed-1 run's history).
 
+``locked`` holds the directory's lock from that check to the run's last write, so a second
+run into the same directory at once is refused instead of mixing its files in;
 ``check_run_dir`` decides, before any work, whether that replacement is allowed;
 ``resume_point`` decides what ``transfer --resume`` continues from: the run's checkpoint
 (``checkpoints``), for the same configuration, or for more epochs (an extension, recorded).
@@ -17,8 +19,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from tftransfer import runs
 from tftransfer.training import checkpoints
-from tftransfer.config import TransferConfig, to_dict
+from tftransfer.config import TransferConfig, from_dict, to_dict
 from tftransfer.errors import UserError
 from tftransfer.sources.registry import DEFAULT_SOURCE
 
@@ -26,12 +29,15 @@ from tftransfer.sources.registry import DEFAULT_SOURCE
 RECORD_FILES = ("metrics.json", "config.json", "model.keras", "history.csv",
                 checkpoints.CHECKPOINT_FILE)
 EXISTING_RUN_CHOICES = ("replace", "refuse")
+LOCK_FILE = ".lock"  # kept: removing a lock file another process has open would split the lock
 # What pretrain writes when it starts: a source being trained, finished or not.
 _PRETRAIN_MARKERS = ("run_config.json", "checkpoint")
 # Fields that say where a run's files are or how it is computed, not what it computes: runs
 # differing only in them are the same run (the feature cache and the training loop give the
-# same result by design).
-_NOT_IDENTITY = ("out", "data.data_dir", "data.download", "feature_cache", "training_loop")
+# same result by design; strict_images only refuses a folder, and a run it let through is the
+# same run).
+_NOT_IDENTITY = ("out", "data.data_dir", "data.download", "feature_cache", "training_loop",
+                 "data.strict_images")
 # Result-row columns (transfer._result_row) and the config fields they hold, for a run
 # recorded without config.json (a sweep that does not save models).
 _ROW_FIELDS = {"target": "target", "source": "source", "train_images": "data.train_images",
@@ -61,14 +67,32 @@ def check_run_dir(out, cfg: TransferConfig, existing: str = "replace") -> None:
     if existing not in EXISTING_RUN_CHOICES:
         raise ValueError(f"existing must be one of {EXISTING_RUN_CHOICES}, got {existing!r}")
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file, not a run directory; choose another --out.")
+    _refuse_a_file(out)
     if not out.is_dir():
         return
     config = _read(out, "config.json")
     _refuse_other_kinds(out, config)
     if existing == "refuse":
         _refuse_other_finished_run(out, config, cfg)
+
+
+def locked(out):
+    """Holds the lock of the run directory ``out`` (``out/.lock``, created with ``out``)
+    for the ``with`` body.
+
+    Raises:
+      UserError: at once, when another process holds it (a run into the same directory).
+    """
+    out = Path(out)
+    _refuse_a_file(out)
+    return runs.locked(out / LOCK_FILE, busy=lambda holder: (
+        f"--out {out} is in use by another run ({holder}); wait for it to end, or choose "
+        f"another --out."))
+
+
+def _refuse_a_file(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a run directory; choose another --out.")
 
 
 def clear_run_record(out) -> None:
@@ -128,6 +152,9 @@ def resume_point(out, cfg: TransferConfig) -> ResumePoint:
 
 
 def _flat_identity(config: dict) -> dict:
+    # Through the config class, so that a checkpoint written before a field existed has
+    # that field's default, as its run had.
+    config = to_dict(from_dict(TransferConfig, config))
     flat = _flatten(json.loads(json.dumps(config, default=str)))
     for key in _NOT_IDENTITY + ("epochs",):
         flat.pop(key, None)

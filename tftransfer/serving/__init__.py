@@ -1,2 +1,3 @@
-"""SavedModel export, the serving limits on images, and the model server and its client.
+"""SavedModel export, the serving limits on images, the model servers (TF Serving's binary or
+KServe's, speaking TF Serving's REST format) and their client.
 """

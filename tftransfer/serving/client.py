@@ -1,7 +1,10 @@
 """The REST/gRPC client of a TF Serving model exported by ``export``.
 
-The REST half (``predict_rest``, ``model_status``) uses only the standard library and the
-gRPC half imports TensorFlow lazily, so ``predict`` starts fast.
+The REST half (``predict_rest``, ``model_status``) uses only the standard library
+(``serving.http_exchange``: a deadline for the whole request, a cap on the answer's size)
+and the gRPC half imports TensorFlow lazily, so ``predict`` starts fast. An answer is
+checked before it is used: predictions of the wrong type or number, or nested too deeply
+to parse, are one sentence each, as are the transport's failures.
 """
 
 from __future__ import annotations
@@ -9,16 +12,21 @@ from __future__ import annotations
 import base64
 import json
 import re
-import socket
-import urllib.error
 import urllib.parse
-import urllib.request
 from pathlib import Path
 
 from tftransfer.errors import UserError
 from tftransfer.serving.export import BYTES_INPUT
+from tftransfer.serving.http_exchange import Unreachable, check_timeout, exchange
 from tftransfer.sources.export_format import SERVING_SIGNATURE
 from tftransfer.serving.image_limits import image_format
+from tftransfer.serving.predictions import check_prediction
+
+# The largest answer read: a status answer is a few hundred bytes; a prediction row holds a
+# probability and a logit per class (about 25 bytes each as JSON), so 2 MB per image covers
+# 40,000 classes. A larger answer is not TF Serving's for this request.
+MAX_STATUS_BYTES = 1 << 20
+MAX_ANSWER_BYTES_PER_IMAGE = 2_000_000
 
 
 def read_images(paths) -> list[bytes]:
@@ -49,7 +57,8 @@ def rest_url(server: str, name: str, version: int | None = None, verb: str = "")
 def model_status(server: str, name: str, version: int | None = None,
                  timeout: float = 10.0) -> dict:
     """TF Serving's model status (``GET /v1/models/NAME[/versions/N]``)."""
-    return _http_json(rest_url(server, name, version), None, name, version, timeout)
+    return _http_json(rest_url(server, name, version), None, name, version, timeout,
+                      MAX_STATUS_BYTES)
 
 
 def predict_rest(server: str, name: str, images: list[bytes], version: int | None = None,
@@ -59,59 +68,50 @@ def predict_rest(server: str, name: str, images: list[bytes], version: int | Non
     The request uses the row ("instances") format; with one named input each instance
     is the input's value, and binary strings are sent as ``{"b64": ...}``.
 
+    Args:
+      timeout: seconds for the whole request, the answer read to its end included.
+
     Returns:
       One dict of outputs per image (``probabilities``, ``classes``, ``class_names``, ...).
 
     Raises:
-      UserError: server down, model not loaded, an image it cannot decode, or an answer
-        that is not TF Serving's.
+      UserError: server down, model not loaded, an image it cannot decode, an answer
+        that is not TF Serving's, too slow or too large, or predictions that are not one
+        per image of the exported outputs.
     """
     body = {"signature_name": signature,
             "instances": [{"b64": base64.b64encode(image).decode("ascii")} for image in images]}
-    answer = _http_json(rest_url(server, name, version, "predict"), body, name, version, timeout)
+    url = rest_url(server, name, version, "predict")
+    answer = _http_json(url, body, name, version, timeout,
+                        MAX_STATUS_BYTES + MAX_ANSWER_BYTES_PER_IMAGE * len(images))
     predictions = answer.get("predictions")
     if not isinstance(predictions, list) or len(predictions) != len(images):
-        raise UserError(f"{server} answered without one prediction per image: "
-                        f"{json.dumps(answer)[:200]}")
-    return [_check_outputs(p, signature) for p in predictions]
+        raise UserError(f"{url} answered without one prediction per image "
+                        f"({len(images)} sent): {json.dumps(answer)[:200]}")
+    return [check_prediction(p, signature, url, i) for i, p in enumerate(predictions)]
 
 
-def _check_outputs(prediction, signature: str) -> dict:
-    if not isinstance(prediction, dict) or not {"probabilities", "classes",
-                                                "class_names"} <= set(prediction):
-        raise UserError(f"The {signature!r} signature does not return probabilities, classes "
-                        f"and class_names; serve a model exported by `python main.py export`.")
-    return prediction
-
-
-def _http_json(url: str, body, name: str, version, timeout: float) -> dict:
-    """GET (``body`` None) or POST JSON to TF Serving; its failures become UserErrors."""
+def _http_json(url: str, body, name: str, version, timeout: float,
+               max_bytes: int = MAX_STATUS_BYTES) -> dict:
+    """GET (``body`` None) or POST JSON to TF Serving, within ``timeout`` seconds in all and
+    an answer of at most ``max_bytes``; its failures become UserErrors."""
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data,
-                                     headers={"Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            raw = response.read()
-    except urllib.error.HTTPError as error:
-        raise _http_error(error, url, name, version) from None
-    except urllib.error.URLError as error:
-        raise UserError(f"Cannot reach TF Serving at {url} ({_reason(error.reason)}); is the "
-                        f"server running? Start it with `python main.py serve --base "
+        answer = exchange(url, data, timeout, max_bytes)
+    except Unreachable as error:
+        raise UserError(f"{error} Start it with `python main.py serve --base "
                         f"saved_models/{name}`.") from None
-    except (TimeoutError, socket.timeout):
-        raise UserError(f"TF Serving at {url} did not answer within {timeout:g}s.") from None
-    return _parse_json(raw, url)
-
-
-def _reason(reason) -> str:
-    if isinstance(reason, ConnectionRefusedError):
-        return "connection refused"
-    return str(getattr(reason, "strerror", None) or reason)
+    if not 200 <= answer.status < 300:
+        raise _http_error(answer.status, answer.body, url, name, version)
+    return _parse_json(answer.body, url)
 
 
 def _parse_json(raw: bytes, url: str) -> dict:
     try:
         answer = json.loads(raw)
+    except RecursionError:
+        raise UserError(f"{url} answered with JSON nested too deeply to read, which TF "
+                        f"Serving's answers never are.") from None
     except ValueError:
         raise UserError(f"{url} did not answer with JSON, so it is probably not TF Serving's "
                         f"REST API: {raw[:120]!r}") from None
@@ -120,18 +120,18 @@ def _parse_json(raw: bytes, url: str) -> dict:
     return answer
 
 
-def _http_error(error: urllib.error.HTTPError, url: str, name: str, version) -> UserError:
+def _http_error(status: int, raw: bytes, url: str, name: str, version) -> UserError:
     """A UserError from TF Serving's error answer (``{"error": message}``)."""
-    raw = error.read()
     try:
-        message = json.loads(raw).get("error", raw.decode(errors="replace"))
-    except (ValueError, AttributeError):
+        message = str(json.loads(raw).get("error", raw.decode(errors="replace")))
+    except (ValueError, AttributeError, RecursionError):
         message = raw.decode(errors="replace")[:300]
     which = f"{name!r}" + (f" version {version}" if version is not None else "")
-    if error.code == 404:
+    if status == 404:
         return UserError(f"Model {which} is not loaded on the server ({url}: HTTP 404: "
-                         f"{message}); check --model/--version against the served models.")
-    return _request_error(message, f"{url}: HTTP {error.code}")
+                         f"{message[:300]}); check --model/--version against the served "
+                         f"models.")
+    return _request_error(message, f"{url}: HTTP {status}")
 
 
 # Substrings of TensorFlow's image-decoding errors (the op is DecodeImage / decode_image)
@@ -191,6 +191,7 @@ def predict_files(paths, server: str, name: str, version: int | None = None,
         otherwise.
     """
     paths = [str(path) for path in paths]
+    timeout = check_timeout(timeout)  # before reading any image
     images = read_images(paths)
     client = predict_grpc if grpc else predict_rest
     try:
@@ -226,6 +227,7 @@ def predict_grpc(server: str, name: str, images: list[bytes], version: int | Non
     Returns:
       One dict of outputs per image, as ``predict_rest``.
     """
+    timeout = check_timeout(timeout)
     grpc, predict_pb2, service_pb2_grpc, tf = _grpc_modules()
     request = predict_pb2.PredictRequest()
     request.model_spec.name = name
@@ -242,7 +244,14 @@ def predict_grpc(server: str, name: str, images: list[bytes], version: int | Non
         except grpc.RpcError as error:
             raise _grpc_error(error, grpc, target, name, version) from None
     outputs = {key: tf.make_ndarray(proto) for key, proto in response.outputs.items()}
-    return [_check_outputs(_row(outputs, i), signature) for i in range(len(images))]
+    short = [key for key, values in outputs.items()
+             if values.ndim == 0 or len(values) != len(images)]
+    if short:
+        raise UserError(f"{target} answered {short[0]!r} without one row per image "
+                        f"({len(images)} sent); it is not what a model exported by `python "
+                        f"main.py export` returns.")
+    return [check_prediction(_row(outputs, i), signature, target, i)
+            for i in range(len(images))]
 
 
 def _grpc_modules():

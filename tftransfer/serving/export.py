@@ -19,7 +19,10 @@ recognises the toolkit's own exports).
 A server must not let one request exhaust its memory: ``serving_default`` refuses an
 image whose header declares more than ``MAX_IMAGE_PIXELS`` pixels before decoding it
 (``serving.image_limits``), and decodes images one at a time, so a request's peak memory is that
-of one image at the limit. An empty batch returns empty outputs.
+of one image at the limit. Both signatures refuse an image whose long side is more than
+``MAX_ASPECT_RATIO`` times its short side before resizing it (resized on its short side, a
+thin strip within the pixel limit grew to gigabytes). The metadata records both limits. An
+empty batch returns empty outputs.
 
 Serving lives beside this module: ``serving.server`` starts ``tensorflow_model_server`` and
 ``serving.client`` is the REST/gRPC client.
@@ -37,12 +40,13 @@ from tftransfer.config import PREPROCESSING_OPTIONS, recorded_load_options
 from tftransfer.errors import UserError
 from tftransfer.sources.export_format import (IMAGES_SIGNATURE, METADATA_FILE, SERVING_SIGNATURE,
                                       read_metadata, saved_model_sha256)
-from tftransfer.serving.image_limits import MAX_IMAGE_PIXELS, check_encoded_size
+from tftransfer.serving.image_limits import (MAX_ASPECT_RATIO, MAX_IMAGE_PIXELS,
+                                             check_aspect_ratio, check_encoded_size)
 
-# MAX_IMAGE_PIXELS and read_metadata are re-exported: callers read an export's limit and
-# metadata from here.
-__all__ = ["BYTES_INPUT", "DEFAULT_TOP_K", "IMAGES_INPUT", "MAX_IMAGE_PIXELS",
-           "OUTPUT_KEYS", "build_archive", "check_name", "existing_versions", "export_metadata",
+# MAX_IMAGE_PIXELS, MAX_ASPECT_RATIO and read_metadata are re-exported: callers read an
+# export's limits and metadata from here.
+__all__ = ["BYTES_INPUT", "DEFAULT_TOP_K", "IMAGES_INPUT", "MAX_ASPECT_RATIO",
+           "MAX_IMAGE_PIXELS", "OUTPUT_KEYS", "build_archive", "check_name", "existing_versions", "export_metadata",
            "export_model", "read_metadata", "version_dir"]
 
 BYTES_INPUT = "image_bytes"     # the "_bytes" suffix is TF Serving's convention for binary input
@@ -53,7 +57,8 @@ DEFAULT_TOP_K = 5
 
 def export_model(model_ref, name: str, base="saved_models", version: int | None = None,
                  top_k: int = DEFAULT_TOP_K, max_pixels: int = MAX_IMAGE_PIXELS,
-                 trust_saved_model: bool = False) -> dict:
+                 trust_saved_model: bool = False,
+                 max_aspect_ratio: int = MAX_ASPECT_RATIO) -> dict:
     """Exports a model as ``base/name/version/`` for TensorFlow Serving.
 
     Args:
@@ -66,6 +71,8 @@ def export_model(model_ref, name: str, base="saved_models", version: int | None 
         ``MAX_IMAGE_PIXELS``); recorded in the metadata.
       trust_saved_model: let ``model_ref`` be a SavedModel the toolkit did not write
         (see ``saving.load_model``).
+      max_aspect_ratio: the most times an image's long side may exceed its short side
+        (see ``MAX_ASPECT_RATIO``); recorded in the metadata.
 
     Returns:
       A result row: the export path, version, signatures, class count and metadata.
@@ -82,6 +89,8 @@ def export_model(model_ref, name: str, base="saved_models", version: int | None 
         raise UserError(f"--top-k must be at least 1, got {top_k}.")
     if max_pixels < 1:
         raise UserError(f"The pixel limit must be at least 1, got {max_pixels}.")
+    if max_aspect_ratio < 1:
+        raise UserError(f"The aspect-ratio limit must be at least 1, got {max_aspect_ratio}.")
     model_ref = hub.model_dir(model_ref)
     model = saving.load_model(model_ref, trust_saved_model=trust_saved_model)
     config = saving.read_config(model_ref)
@@ -94,8 +103,9 @@ def export_model(model_ref, name: str, base="saved_models", version: int | None 
     top_k = min(top_k, len(class_names))
     target = version_dir(Path(base) / name, version)
     metadata = export_metadata(model_ref, config, class_names, image_size, top_k, max_pixels,
-                               preprocessing)
-    archive = build_archive(model, class_names, image_size, top_k, max_pixels, preprocessing)
+                               preprocessing, max_aspect_ratio)
+    archive = build_archive(model, class_names, image_size, top_k, max_pixels, preprocessing,
+                            max_aspect_ratio)
     _write_version(archive, target, metadata)
     print(f"exported {model_ref} -> {target} (signatures {SERVING_SIGNATURE}, "
           f"{IMAGES_SIGNATURE}; {len(class_names)} classes, {image_size}px, top-{top_k})",
@@ -103,7 +113,8 @@ def export_model(model_ref, name: str, base="saved_models", version: int | None 
     return {"export_dir": str(target), "name": name, "version": int(target.name),
             "signatures": [SERVING_SIGNATURE, IMAGES_SIGNATURE],
             "num_classes": len(class_names), "image_size": image_size, "top_k": top_k,
-            "max_image_pixels": max_pixels, "test_accuracy": metadata["test_accuracy"],
+            "max_image_pixels": max_pixels, "max_aspect_ratio": max_aspect_ratio,
+            "test_accuracy": metadata["test_accuracy"],
             "metadata": str(target / METADATA_FILE)}
 
 
@@ -156,9 +167,10 @@ def version_dir(model_dir, version: int | None) -> Path:
 
 
 def export_metadata(model_ref, config: dict, class_names, image_size: int, top_k: int,
-                    max_pixels: int = MAX_IMAGE_PIXELS, preprocessing=None) -> dict:
+                    max_pixels: int = MAX_IMAGE_PIXELS, preprocessing=None,
+                    max_aspect_ratio: int = MAX_ASPECT_RATIO) -> dict:
     """What ``assets.extra/tftransfer.json`` records: source, recipe, accuracy, signatures,
-    their pixel limit and preprocessing (``data.Preprocessing``; None: the default) and, added
+    their pixel and aspect-ratio limits and preprocessing (``data.Preprocessing``; None: the default) and, added
     by ``_write_version``, the sha256 of ``saved_model.pb``."""
     import keras
     import tensorflow as tf
@@ -170,6 +182,7 @@ def export_metadata(model_ref, config: dict, class_names, image_size: int, top_k
 
     source = {k: v for k, v in config.items() if k.startswith("source")}
     preprocessing = preprocessing or data.Preprocessing()
+    shape_limit = f", the long side at most {max_aspect_ratio} times the short side"
     return {
         "model": str(saving.resolve_model_path(model_ref)),
         "kind": config.get("kind"), "arch": config.get("arch"), "dataset": config.get("dataset"),
@@ -177,16 +190,18 @@ def export_metadata(model_ref, config: dict, class_names, image_size: int, top_k
         "test_accuracy": config.get("test_accuracy"),
         "model_git_commit": config.get("git_commit"),
         "class_names": list(class_names), "image_size": image_size, "top_k": top_k,
-        "max_image_pixels": max_pixels,
+        "max_image_pixels": max_pixels, "max_aspect_ratio": max_aspect_ratio,
         "preprocessing": {"resize": preprocessing.resize,
                           "crop_fraction": preprocessing.crop_fraction,
                           "downsample": preprocessing.downsample},
         "signatures": {
             SERVING_SIGNATURE: {"inputs": {BYTES_INPUT: "string [N]: JPEG/PNG/GIF/BMP/WebP "
                                                         f"bytes, at most {max_pixels} pixels "
-                                                        "each"},
+                                                        f"each{shape_limit}"},
                                 "outputs": list(OUTPUT_KEYS)},
-            IMAGES_SIGNATURE: {"inputs": {IMAGES_INPUT: "float32 [N, H, W, 3] RGB in [0, 1]"},
+            IMAGES_SIGNATURE: {"inputs": {IMAGES_INPUT: "float32 [N, H, W, 3] RGB in [0, 1], "
+                                                        f"H x W at most {max_pixels} pixels"
+                                                        f"{shape_limit}"},
                                "outputs": list(OUTPUT_KEYS)}},
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "export_git_commit": runs.git_commit(),
@@ -195,9 +210,11 @@ def export_metadata(model_ref, config: dict, class_names, image_size: int, top_k
 
 
 def build_archive(model, class_names, image_size: int, top_k: int,
-                  max_pixels: int = MAX_IMAGE_PIXELS, preprocessing=None):
+                  max_pixels: int = MAX_IMAGE_PIXELS, preprocessing=None,
+                  max_aspect_ratio: int = MAX_ASPECT_RATIO):
     """A ``keras.export.ExportArchive`` tracking ``model`` with both signatures, which
-    prepare every image with ``preprocessing`` (``data.Preprocessing``; None: the default).
+    prepare every image with ``preprocessing`` (``data.Preprocessing``; None: the default)
+    once it passed the limits (``max_pixels``, ``max_aspect_ratio``).
 
     ExportArchive (rather than a hand-made ``tf.Module``) tracks every Keras variable,
     which the SavedModel loader of TF Serving and ``saved_model_cli`` needs.
@@ -231,7 +248,11 @@ def build_archive(model, class_names, image_size: int, top_k: int,
         decoded_size = tf.debugging.Assert(shape[0] * shape[1] <= max_pixels, [
             tf.strings.format("image {} of the batch decodes to {}x{} pixels, more than the {} "
                               "this model accepts", (index, shape[1], shape[0], max_pixels))])
-        with tf.control_dependencies([decoded_size]):
+        # Checked on the decoded size, which the header's pixel count allows to be decoded:
+        # the resize, not the decoding, is what a thin strip makes huge.
+        aspect = check_aspect_ratio(shape[0], shape[1], "image {} of the batch is", (index,),
+                                    max_aspect_ratio)
+        with tf.control_dependencies([decoded_size, aspect]):
             return data.to_model_input(image, image_size, preprocessing)
 
     def serve_encoded(image_bytes):
@@ -248,7 +269,9 @@ def build_archive(model, class_names, image_size: int, top_k: int,
         too_big = tf.debugging.Assert(shape[1] * shape[2] <= max_pixels, [tf.strings.format(
             "the images are {}x{} pixels, more than the {} this model accepts; downscale them",
             (shape[2], shape[1], max_pixels))])
-        with tf.control_dependencies([too_big]):
+        aspect = check_aspect_ratio(shape[1], shape[2], "the images are", (),
+                                    max_aspect_ratio)
+        with tf.control_dependencies([too_big, aspect]):
             # Resizing an empty batch fails too; a blank image stands in (see outputs).
             nonempty = tf.cond(shape[0] > 0, lambda: images, lambda: tf.zeros([1, 1, 1, 3]))
         # One image at a time: data.to_model_input (the evaluation crop) takes one image.

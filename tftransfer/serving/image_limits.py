@@ -16,6 +16,13 @@ from __future__ import annotations
 # fits; the models see at most 224 px anyway, so a client with a larger image loses nothing
 # by downscaling it first.
 MAX_IMAGE_PIXELS = 40_000_000
+# The most times an image's long side may exceed its short side. The pixel limit alone did
+# not bound the preprocessing: it resizes the short side to about the model's input size
+# before cropping the centre, so a 2,500,000 x 16 image (40 MP, within the limit) became
+# 32 x 5,000,000 x 3 float32 for a 32 px model (over 4 GB and 13 s for one image). At this
+# ratio a 224 px model's resized image (256 x 25,600) is 79 MB of floats, less than the
+# decoded image's own budget, while panoramas (up to about 10:1) still pass.
+MAX_ASPECT_RATIO = 100
 # A GIF's size is the union of its frames, found by walking its data sub-blocks (255
 # bytes each as encoders write them); this many steps cover a 25 MB GIF, and a file needing
 # more is refused after 0.6-1.1 s of walking rather than walked for longer.
@@ -65,6 +72,32 @@ def check_encoded_size(encoded, index, max_pixels: int = MAX_IMAGE_PIXELS):
         message = tf.strings.format("image {} of the batch " + text, values)
         asserts.append(tf.debugging.Assert(ok, [message]))
     return tf.group(asserts)
+
+
+def check_aspect_ratio(height, width, subject: str, subject_values=(),
+                       max_ratio: int = MAX_ASPECT_RATIO):
+    """An assertion op: an image of ``height`` x ``width`` pixels is at most ``max_ratio``
+    times as long as it is wide, or as wide as it is long (see ``MAX_ASPECT_RATIO``).
+
+    Args:
+      height, width: int64 scalars.
+      subject: the start of the error, naming the image(s): "image {} of the batch is",
+        its ``{}`` filled with ``subject_values`` (tensors).
+      max_ratio: the limit.
+
+    Returns:
+      An op raising InvalidArgumentError when the image is refused; run the resize under a
+      control dependency on it.
+    """
+    import tensorflow as tf
+
+    short, long = tf.minimum(height, width), tf.maximum(height, width)
+    message = tf.strings.format(
+        subject + " {}x{} pixels, whose long side is more than " + str(max_ratio) + " times "
+        "its short side, the most this model accepts (resizing its short side for the model "
+        "would make it too large); crop it nearer to square",
+        (*subject_values, width, height))
+    return tf.debugging.Assert(long <= max_ratio * short, [message])
 
 
 def declared_pixels(encoded, header=None, kind=None):

@@ -1,4 +1,5 @@
-"""Starts ``tensorflow_model_server`` on an exported model and waits until it serves."""
+"""Starts a model server process on an exported model and waits until it serves:
+``tensorflow_model_server`` here, KServe's through ``serving.kserve_server``."""
 
 from __future__ import annotations
 
@@ -46,16 +47,19 @@ def install_instructions(base: Path, name: str, rest_port: int, grpc_port: int) 
             f"-e MODEL_NAME={name} -t tensorflow/serving\n"
             f"or install tensorflow-model-server from TF Serving's apt repository "
             f"(https://www.tensorflow.org/tfx/serving/setup) and run:\n"
-            f"  {' '.join(server_command(base, name, rest_port, grpc_port))}")
+            f"  {' '.join(server_command(base, name, rest_port, grpc_port))}\n"
+            f"or serve it with KServe's model server (REST only): install the [serve] extra "
+            f"(docs/cli.md, serve) and run serve --backend kserve.")
 
 
 @dataclass
 class ModelServer:
-    """A running ``tensorflow_model_server`` (see ``start_model_server``)."""
+    """A running model server (see ``start_model_server`` and ``launch``)."""
 
     process: subprocess.Popen
     status: dict
     log_path: Path
+    backend: str = "tfserving"
 
     def available_versions(self) -> list[int]:
         """The versions the server reported AVAILABLE."""
@@ -64,7 +68,7 @@ class ModelServer:
 
     def stop(self, grace: float = 10.0) -> int:
         """Terminates the server (kills it after ``grace`` seconds); returns its exit code."""
-        _stop(self.process, grace)
+        stop_process(self.process, grace)
         return self.process.returncode
 
 
@@ -90,24 +94,42 @@ def start_model_server(base, name: str, rest_port: int = 8501, grpc_port: int = 
     check_name(name)
     if shutil.which(SERVER_BINARY) is None:
         raise UserError(install_instructions(base, name, rest_port, grpc_port))
-    for port, flag in ((rest_port, "--rest-port"), (grpc_port, "--grpc-port")):
-        if _port_in_use(port):
+    check_ports_free((rest_port, "--rest-port"), (grpc_port, "--grpc-port"))
+    return launch(server_command(base, name, rest_port, grpc_port), name, rest_port, timeout,
+                  log_path)
+
+
+def check_ports_free(*ports) -> None:
+    """UserError for the first ``(port, flag)`` that something on this machine listens on."""
+    for port, flag in ports:
+        if port_in_use(port):
             raise UserError(f"Port {port} is already in use on this machine; choose another "
                             f"{flag}.")
-    log_path = Path(log_path) if log_path else _temp_log(name)
+
+
+def launch(command: list[str], name: str, rest_port: int, timeout: float, log_path=None,
+           backend: str = "tfserving", version: int | None = None) -> ModelServer:
+    """Starts ``command`` (a model server, its output to ``log_path`` or a temporary file)
+    and waits until its REST API on ``rest_port`` reports ``name`` (``version``) AVAILABLE.
+
+    Raises:
+      UserError: when the server exits first or the model is not available in time (the
+        server is then stopped).
+    """
+    log_path = Path(log_path) if log_path else temp_log(name)
     with open(log_path, "w") as log:
-        process = subprocess.Popen(server_command(base, name, rest_port, grpc_port),
-                                   stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     try:
         status = wait_until_available(f"http://127.0.0.1:{rest_port}", name, timeout, process,
-                                      log_path)
+                                      log_path, version=version, label=command[0])
     except BaseException:
-        _stop(process)
+        stop_process(process)
         raise
-    return ModelServer(process, status, log_path)
+    return ModelServer(process, status, log_path, backend)
 
 
-def _temp_log(name: str) -> Path:
+def temp_log(name: str) -> Path:
+    """A new temporary file for a server's log."""
     import tempfile
 
     handle, path = tempfile.mkstemp(prefix=f"tf_serving_{name}_", suffix=".log")
@@ -115,13 +137,15 @@ def _temp_log(name: str) -> Path:
     return Path(path)
 
 
-def _port_in_use(port: int) -> bool:
+def port_in_use(port: int) -> bool:
+    """Whether something accepts connections on ``port`` of 127.0.0.1."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.5)
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _stop(process: subprocess.Popen, grace: float = 10.0) -> None:
+def stop_process(process: subprocess.Popen, grace: float = 10.0) -> None:
+    """Terminates ``process`` and waits for it; kills it after ``grace`` seconds."""
     if process.poll() is None:
         process.terminate()
         try:
@@ -132,8 +156,11 @@ def _stop(process: subprocess.Popen, grace: float = 10.0) -> None:
 
 
 def wait_until_available(server: str, name: str, timeout: float, process=None,
-                         log_path=None, interval: float = 0.5) -> dict:
-    """Polls ``GET /v1/models/NAME`` until a version is AVAILABLE.
+                         log_path=None, interval: float = 0.5, version: int | None = None,
+                         label: str = SERVER_BINARY) -> dict:
+    """Polls ``GET /v1/models/NAME[/versions/N]`` until a version is AVAILABLE.
+
+    ``label`` names the server process in errors.
 
     Returns:
       The status JSON of the model.
@@ -145,10 +172,10 @@ def wait_until_available(server: str, name: str, timeout: float, process=None,
     last = "no answer yet"
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
-            raise UserError(f"{SERVER_BINARY} exited with code {process.returncode} before "
-                            f"{name!r} was available: {_log_tail(log_path)}")
+            raise UserError(f"{label} exited with code {process.returncode} before "
+                            f"{name!r} was available: {log_tail(log_path)}")
         try:
-            status = model_status(server, name)
+            status = model_status(server, name, version)
             if any(v.get("state") == "AVAILABLE" for v in status.get("model_version_status", [])):
                 return status
             last = json.dumps(status)
@@ -156,10 +183,11 @@ def wait_until_available(server: str, name: str, timeout: float, process=None,
             last = str(error)
         time.sleep(interval)
     raise UserError(f"Model {name!r} was not AVAILABLE at {server} after {timeout:g}s "
-                    f"(last status: {last}); server log: {_log_tail(log_path)}")
+                    f"(last status: {last}); server log: {log_tail(log_path)}")
 
 
-def _log_tail(log_path, lines: int = 5) -> str:
+def log_tail(log_path, lines: int = 5) -> str:
+    """The last ``lines`` lines of a server's log, joined with " | " for one sentence."""
     if not log_path or not Path(log_path).exists():
         return "(no log)"
     tail = Path(log_path).read_text(errors="replace").strip().splitlines()[-lines:]

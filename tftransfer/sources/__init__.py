@@ -1,3 +1,4 @@
 """Source models: names to model directories (local, published), loading and saving model
-files, and the checks on untrusted SavedModels.
+files, the checks on untrusted SavedModels, and the behavioural check of converted ImageNet
+models (``behaviour``).
 """

@@ -49,12 +49,14 @@ def on_disk(source: Source) -> bool:
 
 def describe(source: Source) -> dict:
     """One ``sources`` listing row: the record's facts, its clean accuracy as a fraction,
-    and ``on_disk`` in words (what using it would need first)."""
+    ``on_disk`` in words (what using it would need first) and, for a published model,
+    ``behaviour_check``: ``checked`` or ``unverified`` (``published.behaviour_status``)."""
     ready = on_disk(source)
     if source.published:
         status = "cached" if ready else "no (downloaded on first use)"
     else:
         status = "yes" if ready else "no (not trained yet)"
+    check = published.behaviour_status(source) if source.published else None
     return {"name": source.name, "kind": "published" if source.published else "local",
             "arch": source.arch, "dataset": source.dataset, "image_size": source.image_size,
             "attack": source.attack, "eps": source.eps,
@@ -63,7 +65,7 @@ def describe(source: Source) -> dict:
             "available": ready, "on_disk": status,
             "directory": source.directory or str(published.model_dir(source)),
             "description": source.description, "command": source.command,
-            "file_name": source.file_name or None}
+            "file_name": source.file_name or None, "behaviour_check": check}
 
 
 def model_dir(reference, progress: bool = True) -> Path:

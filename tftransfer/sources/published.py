@@ -23,6 +23,11 @@ could not be found; those entries record None and say so wherever ``--trust-pick
 is mentioned. A file whose sha256 differs is moved aside (``*.rejected``), never loaded.
 The sha256 of every converted file is recorded in its ``config.json``.
 
+Behaviour: whatever its checksum, every converted ImageNet model must recognise three photos
+shipped with scikit-image (``tftransfer.sources.behaviour``) before it is saved; one that does
+not is refused unless converted with ``--skip-behaviour-check``, and is listed as
+``unverified``.
+
 Each entry is a ``tftransfer.sources.registry.Source`` (the record local sources use too).
 ``resolve(name)`` returns the cached model directory
 (``$TFTRANSFER_CACHE/<name>/`` or ``~/.cache/tftransfer/<name>/``), downloading
@@ -39,6 +44,7 @@ import urllib.request
 from pathlib import Path
 
 from tftransfer.errors import UserError
+from tftransfer.sources import behaviour
 from tftransfer.sources.registry import Source
 
 IMAGE_SIZE = 224
@@ -91,17 +97,25 @@ _HF_SHA256 = {
 # torch.hub's naming convention: "filename-<sha256>.ext, where <sha256> is the first eight or
 # more digits of the SHA256 hash of the contents of the file" (torch.hub.load_state_dict_from_url).
 _TORCH_HUB_HASH = "https://pytorch.org/docs/stable/hub.html#torch.hub.load_state_dict_from_url"
+# The four files above whose mirror page was not found: a sha256 is public, but not recorded here.
+_HF_NOT_COPIED = ("not recorded: the Hugging Face mirror's page for this file, which shows its "
+                  "sha256, could not be read when the others were copied")
+# Looked for on 2026-12-07 and not found: a sha256 (or md5) of the robustness library's files.
+_NO_PUBLIC_CHECKSUM = (
+    "no public checksum: the robustness README links the files without one, and none is given "
+    "in its GitHub issues or in the public code that downloads these Dropbox files")
 
 
 def _published(name: str, file_name: str, urls: tuple, arch: str, attack: str, eps: float,
                eps_label: str, top1: float | None, sha256: str | None, origin: str,
-               sha256_source: str | None = None) -> Source:
+               sha256_source: str | None = None, checksum_note: str = "") -> Source:
     """The record of one published ImageNet checkpoint (224 px, converted on first use)."""
     return Source(
         name=name, arch=arch, attack=attack, eps=eps, eps_label=eps_label, dataset="imagenet",
         image_size=IMAGE_SIZE, description=f"published ImageNet {arch}, {attack} eps {eps_label}",
         metrics={} if top1 is None else {"imagenet_top1": top1}, file_name=file_name,
-        urls=urls, sha256=sha256, sha256_source=sha256_source, origin=origin)
+        urls=urls, sha256=sha256, sha256_source=sha256_source, origin=origin,
+        checksum_note=checksum_note)
 
 
 def _salman(arch: str, attack: str, eps_label: str, file_eps: str, top1: float) -> Source:
@@ -114,7 +128,8 @@ def _salman(arch: str, attack: str, eps_label: str, file_eps: str, top1: float) 
         (_HF_MIRROR + file_name, _AZURE + file_name + _AZURE_QUERY), arch,
         "none" if eps == 0 else attack, eps,
         eps_label if attack == "l2" else f"{eps_label}/255", top1, sha256, _SALMAN_README,
-        sha256_source=_HF_SHA256_SOURCE + file_name if sha256 else None)
+        sha256_source=_HF_SHA256_SOURCE + file_name if sha256 else None,
+        checksum_note="" if sha256 else _HF_NOT_COPIED)
 
 
 # (eps as written, eps in the file name, ResNet-18 top-1, ResNet-50 top-1)
@@ -139,13 +154,16 @@ _ENTRIES = [
     # The README links Dropbox pages (?dl=0); ?dl=1 is the same file as a direct download.
     _published("robust-resnet50-l2-eps3", "imagenet_l2_3_0.pt",
                ("https://www.dropbox.com/s/knf4uimlqsi1yz8/imagenet_l2_3_0.pt?dl=1",),
-               "resnet50", "l2", 3.0, "3", 57.90, None, _ROBUSTNESS_README),
+               "resnet50", "l2", 3.0, "3", 57.90, None, _ROBUSTNESS_README,
+               checksum_note=_NO_PUBLIC_CHECKSUM),
     _published("robust-resnet50-linf-eps4", "imagenet_linf_4.pt",
                ("https://www.dropbox.com/s/axfuary2w1cnyrg/imagenet_linf_4.pt?dl=1",),
-               "resnet50", "linf", 4 / 255, "4/255", 62.42, None, _ROBUSTNESS_README),
+               "resnet50", "linf", 4 / 255, "4/255", 62.42, None, _ROBUSTNESS_README,
+               checksum_note=_NO_PUBLIC_CHECKSUM),
     _published("robust-resnet50-linf-eps8", "imagenet_linf_8.pt",
                ("https://www.dropbox.com/s/yxn15a9zklz3s8q/imagenet_linf_8.pt?dl=1",),
-               "resnet50", "linf", 8 / 255, "8/255", 47.91, None, _ROBUSTNESS_README),
+               "resnet50", "linf", 8 / 255, "8/255", 47.91, None, _ROBUSTNESS_README,
+               checksum_note=_NO_PUBLIC_CHECKSUM),
 ]
 for _arch, _column in (("resnet50", 3), ("resnet18", 2)):
     _ENTRIES += [_salman(_arch, "l2", row[0], row[1], row[_column]) for row in _SALMAN_L2]
@@ -181,14 +199,15 @@ def checkpoint_path(entry: Source) -> Path:
 
 def table() -> str:
     """The registry as a plain-text table (``convert --list``); the sha256 column says what
-    a download is checked against: a ``full`` published sha256, a ``prefix``, or ``none``."""
-    rows = [("name", "arch", "attack", "eps", "top1%", "cached", "sha256", "file")]
+    a download is checked against: a ``full`` published sha256, a ``prefix``, or ``none``;
+    the behaviour column whether the cached model passed the behavioural check."""
+    rows = [("name", "arch", "attack", "eps", "top1%", "cached", "sha256", "file", "behaviour")]
     for entry in REGISTRY.values():
         cached = "yes" if _is_converted(model_dir(entry)) else "no"
         top1 = entry.metrics.get("imagenet_top1")
         top1 = "?" if top1 is None else f"{top1:.2f}"
         rows.append((entry.name, entry.arch, entry.attack, entry.eps_label, top1, cached,
-                     _verification(entry), entry.file_name))
+                     _verification(entry), entry.file_name, behaviour_status(entry)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
                      for row in rows)
@@ -198,6 +217,17 @@ def _is_converted(directory: Path) -> bool:
     from tftransfer.sources import saving
 
     return (directory / saving.MODEL_FILE).is_file() and (directory / saving.CONFIG_FILE).is_file()
+
+
+def behaviour_status(entry: Source) -> str:
+    """``checked`` when the cached model passed the behavioural check, else ``unverified``
+    (not converted yet, converted with ``--skip-behaviour-check``, or before the check)."""
+    directory = model_dir(entry)
+    if not _is_converted(directory):
+        return behaviour.UNVERIFIED
+    from tftransfer.sources import saving
+
+    return behaviour.status(saving.read_config(directory))
 
 
 def checksum_status(entry: Source) -> str:
@@ -312,7 +342,8 @@ def offline_error(entry: Source, reason: str) -> UserError:
 
 
 def ensure_converted(entry: Source, image_size: int = IMAGE_SIZE,
-                     trust_pickle: bool = False, out_dir=None, progress: bool = True) -> Path:
+                     trust_pickle: bool = False, out_dir=None, progress: bool = True,
+                     skip_behaviour_check: bool = False) -> Path:
     """The converted model directory of ``entry``, downloading and converting once.
 
     Args:
@@ -321,6 +352,8 @@ def ensure_converted(entry: Source, image_size: int = IMAGE_SIZE,
       trust_pickle: allow an unsafe full unpickling (dill-pickled robustness files).
       out_dir: where to write the model; default the cache directory.
       progress: report the download and the conversion on stderr.
+      skip_behaviour_check: save an ImageNet model that fails the behavioural check
+        (``behaviour``) instead of refusing it; the result is recorded all the same.
 
     Returns:
       The model directory.
@@ -330,6 +363,8 @@ def ensure_converted(entry: Source, image_size: int = IMAGE_SIZE,
 
     directory = Path(out_dir) if out_dir else model_dir(entry)
     if _is_converted(directory):
+        if progress:
+            _warn_if_unverified(entry, directory)
         return directory
     checkpoint = download(entry, progress)
     if progress:
@@ -344,8 +379,49 @@ def ensure_converted(entry: Source, image_size: int = IMAGE_SIZE,
                         f"if you trust it ({entry.origin}) run once: python main.py convert "
                         f"--published {entry.name} --trust-pickle (unpickling can run "
                         f"arbitrary code).") from error
-    saving.save_model_dir(converted.model, directory, converted.config)
+    checked = _check_behaviour(entry, converted.model, checkpoint, skip_behaviour_check)
+    saving.save_model_dir(converted.model, directory, {**converted.config, **checked})
     return directory
+
+
+def _check_behaviour(entry: Source, model, checkpoint: Path, skip: bool) -> dict:
+    """The converted model's ``behaviour_check`` record (an ImageNet model's only); refuses a
+    model that fails it unless ``skip``: a wrong file converts as cleanly as the right one."""
+    if entry.dataset != "imagenet":
+        return {}
+    from tftransfer.convert import report_phase
+
+    record = behaviour.run(model)
+    report_phase(f"behaviour check on {len(behaviour.PHOTOS)} scikit-image photos: "
+                 f"{record['status']}")
+    if record["status"] != "passed" and not skip:
+        raise UserError(
+            f"The converted {entry.name!r} does not behave like an ImageNet classifier "
+            f"({behaviour.failure_clause(record)}), so it was not saved: "
+            f"{_suspect(entry, checkpoint)}, or, if you trust it, convert it anyway with: python "
+            f"main.py convert --published {entry.name} {behaviour.SKIP_FLAG} (the result is "
+            f"recorded and the model listed as unverified).")
+    return {"behaviour_check": record}
+
+
+def _suspect(entry: Source, checkpoint: Path) -> str:
+    """What a failed behavioural check says about ``checkpoint``, given its checksum."""
+    if _verification(entry) == "full":  # the authors' own file: the fault is on this side
+        return (f"{checkpoint} has the published sha256, so the conversion or the check is at "
+                f"fault; please report it")
+    return (f"{checkpoint} may not be the file its authors released ({checksum_status(entry)}); "
+            f"delete it and run again to download it anew")
+
+
+def _warn_if_unverified(entry: Source, directory: Path) -> None:
+    """One stderr line when a cached ImageNet model never passed the behavioural check."""
+    from tftransfer.sources import saving
+
+    if entry.dataset == "imagenet" and \
+            behaviour.status(saving.read_config(directory)) != behaviour.CHECKED:
+        print(f"warning: {entry.name} in {directory} is unverified: it did not pass the "
+              f"behavioural check (converted before it existed, or with {behaviour.SKIP_FLAG}); "
+              f"delete that folder to convert and check it again", file=sys.stderr)
 
 
 def published_config(entry: Source) -> dict:

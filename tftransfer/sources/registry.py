@@ -64,6 +64,8 @@ class Source:
       file_name, urls, sha256, sha256_source, origin, width: a published checkpoint's file,
         download addresses (tried in order), published sha256 (or its published prefix) and
         where that is published, the publication, and the channel multiplier.
+      checksum_note: for a published checkpoint without a sha256, that none is public and
+        where one was looked for.
     """
 
     name: str
@@ -83,6 +85,7 @@ class Source:
     sha256_source: str | None = None
     origin: str = ""
     width: float = 1.0
+    checksum_note: str = ""
 
     @property
     def published(self) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
-import fcntl
+import io
 import os
 import socket
 import sys
@@ -26,6 +26,7 @@ from tftransfer.sweeps.cells import Cell
 
 LOCK_FILE = Path("runs") / ".lock"        # relative to the results directory
 CLAIMS_DIR = Path("runs") / ".claims"
+CLOCK_FILE = Path("runs") / ".clock"     # touched to read the file server's clock
 HEARTBEAT_SECONDS = 60
 # Long enough that a busy machine's late heartbeat is not mistaken for a dead process.
 CLAIM_STALE_SECONDS = 15 * 60
@@ -38,12 +39,32 @@ def results_file(results_dir, index: int, count: int) -> Path:
 
 
 def read_rows(path) -> list[dict]:
-    """The rows of a results CSV ([] when it does not exist)."""
+    """The rows of a results CSV ([] when it does not exist).
+
+    Raises:
+      UserError: a byte that is not UTF-8, or a row with more fields than the header
+        (rewritten, its extra fields would become a column without a name).
+    """
     path = Path(path)
     if not path.exists():
         return []
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data[:error.start].count(b"\n") + 1
+        raise UserError(f"Line {line} of {path} is not UTF-8 text (byte "
+                        f"0x{data[error.start]:02x}); fix or remove that line.") from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    rows = []
+    for row in reader:
+        if None in row:
+            columns = len(reader.fieldnames)
+            raise UserError(f"Line {reader.line_num} of {path} has {columns + len(row[None])} "
+                            f"fields, more than the {columns} columns of its header; fix or "
+                            f"remove that line.")
+        rows.append(row)
+    return rows
 
 
 def finished_keys(results_dir) -> set[str]:
@@ -57,17 +78,9 @@ def finished_keys(results_dir) -> set[str]:
     return {row["run_key"] for path in files for row in read_rows(path) if row.get("run_key")}
 
 
-@contextlib.contextmanager
 def locked(results_dir):
     """Holds the exclusive lock of ``results_dir`` (waiting for it) for the ``with`` body."""
-    path = Path(results_dir) / LOCK_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return runs.locked(Path(results_dir) / LOCK_FILE)
 
 
 def append_row(path, row: dict) -> None:
@@ -113,11 +126,12 @@ def claim_next(results_dir, candidates: list[Cell], skip=frozenset()) -> Claim |
     results_dir = Path(results_dir)
     with locked(results_dir):
         finished = finished_keys(results_dir)
+        now = file_clock(results_dir)
         for cell in candidates:
             if cell.key in finished or cell.key in skip:
                 continue
             path = claim_path(results_dir, cell)
-            if path.exists() and claim_is_live(path):
+            if path.exists() and claim_is_live(path, now):
                 continue
             if path.exists():
                 print(f"\nrun {cell.key}: taking over the claim of a stopped process "
@@ -130,13 +144,27 @@ def claim_next(results_dir, candidates: list[Cell], skip=frozenset()) -> Claim |
     return None
 
 
-def claim_is_live(path) -> bool:
+def file_clock(results_dir) -> float:
+    """The file server's time now: the time of a file touched in ``results_dir``.
+
+    A claim's heartbeat time is set by the file server's clock (NFS sets a touched file's
+    time on the server), so its age is measured against that clock, not this host's: hosts
+    whose clocks disagree by minutes still agree on which claims are stale.
+    """
+    path = Path(results_dir) / CLOCK_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch()  # an existing file gets the time now (utime)
+    return path.stat().st_mtime
+
+
+def claim_is_live(path, now: float | None = None) -> bool:
     """Whether the claim marker ``path`` belongs to a process that may still be running:
-    its heartbeat is recent and, on this host, its pid is alive. An unreadable marker is
+    its heartbeat is recent by the file server's clock (``now``, from ``file_clock``; this
+    host's clock when None) and, on this host, its pid is alive. An unreadable marker is
     not live (markers are written atomically, so it cannot be one being written)."""
     path = Path(path)
     try:
-        age = time.time() - path.stat().st_mtime
+        age = (time.time() if now is None else now) - path.stat().st_mtime
         claim = runs.read_json(path)
         pid, host = int(claim["pid"]), claim["host"]
     except (OSError, ValueError, KeyError, TypeError):
@@ -187,8 +215,9 @@ def claimed_elsewhere(results_dir, candidates: list[Cell]) -> int:
     """How many unfinished cells of ``candidates`` a live process holds a claim on."""
     results_dir = Path(results_dir)
     finished = finished_keys(results_dir)
+    now = file_clock(results_dir)
     return sum(1 for cell in candidates if cell.key not in finished
-               and claim_is_live(claim_path(results_dir, cell)))
+               and claim_is_live(claim_path(results_dir, cell), now))
 
 
 def _describe_claim(path: Path) -> str:

@@ -192,20 +192,29 @@ class AtomicBackup(keras.callbacks.BackupAndRestore):
                 raise self._unusable(f"{weights} does not record its epoch and {metadata} "
                                      f"is missing")
             return recorded
-        stored = int(stored)
+        stored = self._stored_epoch(stored, weights)
         if recorded is not None and recorded not in (stored - 1, stored):
             raise self._unusable(f"{metadata} says epoch {recorded} but {weights} holds "
                                  f"epoch {stored}")
         return stored
+
+    def _stored_epoch(self, stored, weights: str) -> int:
+        """The weights file's own epoch attribute, which must be a whole number >= 0 (a
+        negative one would make ``fit()`` train extra epochs)."""
+        whole = isinstance(stored, (int, np.integer)) and not isinstance(stored, bool)
+        if not whole or stored < 0:
+            raise self._unusable(f"{weights} records its epoch ({EPOCH_ATTRIBUTE}) as "
+                                 f"{stored!r}, not a whole number 0 or more")
+        return int(stored)
 
     def _metadata_epoch(self, path: str) -> int | None:
         if not os.path.exists(path):
             return None
         try:
             epoch = json.loads(Path(path).read_text())["epoch"]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             epoch = None
-        if not isinstance(epoch, int) or epoch < 0:
+        if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
             raise self._unusable(f"{path} is empty or corrupt (no epoch number in it)")
         return epoch
 

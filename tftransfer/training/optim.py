@@ -51,6 +51,26 @@ class Constant(keras.optimizers.schedules.LearningRateSchedule):
         return {"value": self.value}
 
 
+@keras.saving.register_keras_serializable(package="tftransfer")
+class ScaledAfter(keras.optimizers.schedules.LearningRateSchedule):
+    """``schedule``'s rate, times ``scale`` from optimizer step ``first_step`` (from 0) on:
+    the lower rate of a two-phase fine-tune's second phase. Step-indexed like the schedule
+    it wraps, so that a resumed run continues in the right phase."""
+
+    def __init__(self, schedule, first_step: int, scale: float):
+        self.schedule = (keras.optimizers.schedules.deserialize(schedule)
+                         if isinstance(schedule, dict) else schedule)
+        self.first_step, self.scale = int(first_step), float(scale)
+
+    def __call__(self, step):
+        rate = tf.cast(self.schedule(step), tf.float32)
+        return tf.where(tf.cast(step, tf.int64) >= self.first_step, rate * self.scale, rate)
+
+    def get_config(self):
+        return {"schedule": keras.optimizers.schedules.serialize(self.schedule),
+                "first_step": self.first_step, "scale": self.scale}
+
+
 def learning_rate_schedule(optim: OptimConfig, epochs: int, steps_per_epoch: int):
     """A step-indexed schedule, so that a resumed run continues where it stopped.
 
@@ -80,12 +100,16 @@ def learning_rate_schedule(optim: OptimConfig, epochs: int, steps_per_epoch: int
     return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
 
 
-def make_optimizer(optim: OptimConfig, epochs: int, steps_per_epoch: int) -> keras.optimizers.SGD:
-    """SGD with momentum and the schedule above.
+def make_optimizer(optim: OptimConfig, epochs: int, steps_per_epoch: int,
+                   scaled_after: tuple[int, float] | None = None) -> keras.optimizers.SGD:
+    """SGD with momentum and the schedule above; ``scaled_after`` = (epochs, scale): the
+    rate times ``scale`` after that many epochs (``ScaledAfter``).
 
     Weight decay is not the optimizer's (Keras' is decoupled); the trainer adds
     PyTorch's coupled L2 term to the loss so the paper's 5e-4 means what it meant there.
     """
-    return keras.optimizers.SGD(
-        learning_rate=learning_rate_schedule(optim, epochs, steps_per_epoch),
-        momentum=optim.momentum, nesterov=optim.nesterov)
+    schedule = learning_rate_schedule(optim, epochs, steps_per_epoch)
+    if scaled_after is not None:
+        schedule = ScaledAfter(schedule, scaled_after[0] * steps_per_epoch, scaled_after[1])
+    return keras.optimizers.SGD(learning_rate=schedule, momentum=optim.momentum,
+                                nesterov=optim.nesterov)

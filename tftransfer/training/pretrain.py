@@ -39,6 +39,7 @@ from tftransfer.training import runtime
 from tftransfer.sources import saving
 from tftransfer.adversarial.train_step import AdversarialTrainer
 from tftransfer.training.checkpoints import EXTENSION_RULE
+from tftransfer.training.resume_fields import ResumeFile
 from tftransfer.training.callbacks import BackupUnlessNaN, HistoryCSV, StopOnNaN
 from tftransfer.config import PretrainConfig, from_dict, to_dict
 from tftransfer.errors import UserError
@@ -46,6 +47,8 @@ from tftransfer.training.optim import make_optimizer
 
 METRICS_FILE = "metrics.json"
 EXTENSIONS_FILE = "extensions.json"
+RUN_CONFIG_FILE = "run_config.json"
+_RECORD_REMEDY = "restore it, or choose another --out"
 _STATS_SAMPLE = 10_000
 
 
@@ -60,9 +63,9 @@ def pretrain(cfg: PretrainConfig) -> dict:
     _record_extension(out, cfg)
     if (out / METRICS_FILE).exists() and (out / saving.MODEL_FILE).exists():
         print(f"{out} already holds this finished run; reporting it.", file=sys.stderr)
-        return runs.read_json(out / METRICS_FILE)
+        return _metrics(out)
     out.mkdir(parents=True, exist_ok=True)
-    runs.write_json(out / "run_config.json", to_dict(cfg))
+    runs.write_json(out / RUN_CONFIG_FILE, to_dict(cfg))
 
     runtime.set_seed(cfg.seed)
     runtime.set_precision(cfg.precision)
@@ -222,15 +225,9 @@ def _check_same_run(out: Path, cfg: PretrainConfig) -> None:
     and data paths are compared once normalised. More epochs than recorded are not another
     configuration: they extend the run (``_record_extension``).
     """
-    previous = out / "run_config.json"
-    if not previous.exists():
+    before = _recorded_config(out)
+    if before is None:
         return
-    try:
-        # As configs, not as files: fields added to the config later take their defaults.
-        before = from_dict(PretrainConfig, runs.read_json(previous))
-    except (ValueError, TypeError):  # not JSON, or not a config's JSON
-        raise UserError(f"{previous} is empty or corrupt; restore it, or choose another "
-                        f"--out.") from None
     changed = _differences(_comparable(before), _comparable(cfg))
     if before.epochs < cfg.epochs:
         changed = [c for c in changed if not c.startswith("epochs:")]
@@ -246,26 +243,45 @@ def _record_extension(out: Path, cfg: PretrainConfig) -> None:
     end) and withdraws the finished run's metrics. The checkpoint then continues with the
     new total's learning-rate schedule from the epoch it holds
     (``checkpoints.EXTENSION_RULE``)."""
-    previous = out / "run_config.json"
-    if not previous.exists():
+    before = _recorded_config(out)
+    if before is None or before.epochs >= cfg.epochs:
         return
-    before = from_dict(PretrainConfig, runs.read_json(previous))
-    if before.epochs >= cfg.epochs:
-        return
-    metrics = runs.read_json(out / METRICS_FILE) if (out / METRICS_FILE).exists() else {}
+    metrics = _metrics(out)
     entries = _extensions(out) + [{
         "epochs": before.epochs, "finished": bool(metrics), "new_epochs": cfg.epochs,
         "accuracy": metrics.get("accuracy"), "learning_rate": EXTENSION_RULE}]
     runs.write_json(out / EXTENSIONS_FILE, entries)
     (out / METRICS_FILE).unlink(missing_ok=True)
-    runs.write_json(previous, to_dict(cfg))  # a kill from here on resumes the extension
+    # A kill from here on resumes the extension.
+    runs.write_json(out / RUN_CONFIG_FILE, to_dict(cfg))
     print(f"pretrain: extending {out} from {before.epochs} to {cfg.epochs} epochs.",
           file=sys.stderr)
 
 
+def _recorded_config(out: Path) -> PretrainConfig | None:
+    """The configuration the run in ``out`` was started with (None: no run there yet),
+    validated as a config built from flags is."""
+    fields = ResumeFile(out / RUN_CONFIG_FILE, _RECORD_REMEDY)
+    recorded = fields.read_json(None)
+    if recorded is None:
+        return None
+    try:
+        # As configs, not as files: fields added to the config later take their defaults.
+        return from_dict(PretrainConfig, fields.object(None, recorded))
+    except (UserError, ValueError, TypeError) as error:  # not a config's JSON
+        raise fields.corrupt(str(error).rstrip(".")) from None
+
+
 def _extensions(out: Path) -> list[dict]:
-    path = out / EXTENSIONS_FILE
-    return runs.read_json(path) if path.exists() else []
+    """The run's recorded extensions (``extensions.json``; [] without one), checked."""
+    fields = ResumeFile(out / EXTENSIONS_FILE, _RECORD_REMEDY)
+    return fields.objects(None, fields.read_json([]))
+
+
+def _metrics(out: Path) -> dict:
+    """The finished run's ``metrics.json`` ({} without one), checked to be an object."""
+    fields = ResumeFile(out / METRICS_FILE, _RECORD_REMEDY)
+    return fields.object(None, fields.read_json({}))
 
 
 def _comparable(cfg: PretrainConfig) -> dict:

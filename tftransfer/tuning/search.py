@@ -8,9 +8,12 @@ test split is never read during the search. ``tune`` then retrains the best
 configuration on all N images with ``finetune.fine_tune`` and evaluates it once on the
 test split, and writes it as a ready-to-run ``python main.py transfer ...`` command.
 
-Every search lives in a directory and resumes from it (finished trials are kept).
-keras-tuner's distributed mode works unchanged: one chief process serves the oracle,
-worker processes run trials (see ``tuners.role`` and ``results/tuning/README.md``).
+Every search lives in a directory and resumes from it (finished trials are kept). One
+process searches a directory at a time (its lock, ``runs.locked``; a second is refused):
+two oracles on one directory would each claim every trial. For a parallel search,
+keras-tuner's distributed mode works unchanged: one chief process serves the oracle (and
+holds the lock), worker processes run trials (see ``tuners.role`` and
+``results/tuning/README.md``).
 
 The parts: ``tuning.search_space`` (the knobs), ``hypermodel`` (a trial's training),
 ``tuners`` (keras-tuner), ``tuning.best`` (the best trial's command and retrain); this
@@ -19,6 +22,7 @@ module holds the search's config and ``tune``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
@@ -26,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+from tftransfer import runs
 from tftransfer.sources import loading as source_loading
 from tftransfer.config import TUNE_DEFAULT_MAX_TRIALS as DEFAULT_MAX_TRIALS
 from tftransfer.config import TUNERS, DataConfig, TransferConfig
@@ -36,6 +41,8 @@ from tftransfer.tuning.tuners import make_tuner, role, run_search
 
 __all__ = ["DEFAULT_MAX_TRIALS", "TUNERS", "TuneConfig", "base_config", "default_directory",
            "tune"]
+
+LOCK_FILE = ".lock"  # in the search directory, beside keras-tuner's project folder
 
 
 # ----------------------------------------------------------------------------- config
@@ -122,7 +129,30 @@ def tune(cfg: TuneConfig, verbose: bool = True, callbacks=None) -> dict:
 
     Returns:
       The result dict (see ``retrain_best``), or a worker's summary.
+
+    Raises:
+      UserError: at once, when another search (not a worker of this one) holds the
+        directory's lock.
     """
+    with search_lock(cfg.directory):
+        return _tune(cfg, verbose, callbacks)
+
+
+def search_lock(directory):
+    """The lock of a search directory, held by a single search or a distributed search's
+    chief, never by its workers (they share the chief's directory); refused at once when
+    another process holds it."""
+    if role() == "worker":
+        return contextlib.nullcontext()
+    return runs.locked(Path(directory) / LOCK_FILE, busy=lambda holder: (
+        f"--dir {directory} is in use by another tune ({holder}); wait for it to end, or "
+        f"for a parallel search start one chief and several workers on it in keras-tuner's "
+        f"distributed mode (KERASTUNER_TUNER_ID, KERASTUNER_ORACLE_IP and "
+        f"KERASTUNER_ORACLE_PORT; see `tune --help` and results/tuning/README.md)."))
+
+
+def _tune(cfg: TuneConfig, verbose: bool, callbacks) -> dict:
+    """``tune`` under the search directory's lock."""
     search_data = prepare(cfg)
     hypermodel = FineTuneHyperModel(search_data, cfg.base, cfg.max_epochs,
                                     tune_epochs=cfg.tuner != "hyperband",
