@@ -37,6 +37,37 @@ def machine_note() -> str:
     return f"cores: {os.cpu_count()}; processes using >20% CPU at the start (%CPU, command):\n{busy or '(none)'}"
 
 
+def last_network(cache):
+    """The network of ``cache``'s last run (its most recently used one). Reads the
+    RunCache's private table: benchmarks only, to time the parts of a real run."""
+    return next(reversed(cache._networks.values()))
+
+
+def recorded_calls(cache, run, names):
+    """Runs ``run()`` (a fine-tune through ``cache`` on the network an earlier run traced)
+    and records the arguments of the last call of each of that network's traced
+    compiled-loop functions ``names`` ("schedule", "evaluate").
+
+    Returns:
+      (the network, its steps per epoch, {name: the recorded arguments}).
+    """
+    network = last_network(cache)
+    (steps, functions), = network.compiled_functions.items()
+    originals, recorded = {name: functions[name] for name in names}, {}
+
+    def recording(name):
+        def call(*args):
+            recorded[name] = args
+            return originals[name](*args)
+        return call
+    functions.update({name: recording(name) for name in names})
+    try:
+        run()
+    finally:
+        functions.update(originals)
+    return network, steps, recorded
+
+
 def random_source(directory, arch="resnet20", num_classes=10, image_size=32):
     """A random-weight source model directory: speed does not depend on the weights."""
     import keras

@@ -20,7 +20,7 @@ import argparse
 import tempfile
 import time
 
-from common import machine_note
+from common import machine_note, recorded_calls
 
 from tftransfer import config
 from tftransfer.finetune import compiled_loop
@@ -41,19 +41,10 @@ def best_of_3(call, before):
 def recorded_schedule_call(cache, cfg):
     """Runs ``cfg`` again on the network the warm-up traced and returns (network, steps per
     epoch, the schedule call's args), read from the network's store of traced functions."""
-    network = next(iter(cache._networks.values()))
-    (steps, functions), = network.compiled_functions.items()
-    schedule, recorded = functions["schedule"], {}
-
-    def recording(*args):
-        recorded["args"] = args
-        return schedule(*args)
-    functions["schedule"] = recording
-    try:
-        finetune.fine_tune(cfg, cache=cache, save_model=False, verbose=False)
-    finally:
-        functions["schedule"] = schedule
-    return network, steps, recorded["args"]
+    network, steps, calls = recorded_calls(
+        cache, lambda: finetune.fine_tune(cfg, cache=cache, save_model=False, verbose=False),
+        ("schedule",))
+    return network, steps, calls["schedule"]
 
 
 def main():

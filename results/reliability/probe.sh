@@ -5,8 +5,8 @@
 #
 #   PASS|FAIL | probe | command | observed outcome (exit code: last line, shortened; checks)
 #
-# then a summary; exits 1 when any probe failed. About 8 minutes on this 2-core machine with the
-# background experiment running (longer when more is running). Usage, from anywhere:
+# then a summary; exits 1 when any probe failed. About 38 minutes for both rounds on this 2-core
+# machine under load (results/reliability/probe.log). Usage, from anywhere:
 #
 #   bash results/reliability/probe.sh          # KEEP=1 keeps the temporary directory
 #
