@@ -130,7 +130,7 @@ def run_standard(model, x, y, norm: str, eps: float, seed: int = 0, batch_size: 
     if log:
         log(f"autoattack {norm} eps={eps:g}: clean accuracy {correct.sum() / total:.2%}")
     flags = (sanity.model_flags(model, x[:batch_size], y[:batch_size], attacks, n_targets)
-             if check else [])
+             if check and len(y) else [])  # no point to look at: nothing to flag
     accuracy_after = {}
     for name in attacks:
         points = np.flatnonzero(robust)
