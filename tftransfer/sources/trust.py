@@ -15,6 +15,15 @@ passes, without ``TRUST_FLAG``, only a SavedModel that
 Anyone can copy the metadata format, so (1) alone proves nothing about a hostile file;
 (2) is what makes loading safe, and (1) keeps every SavedModel from elsewhere behind
 the explicit flag. Both are read from the protocol buffer before TensorFlow loads anything.
+
+What the check does not promise: that the graph ends, or stays within a memory budget. A
+forged export (metadata copied, its own sha256 recorded) made only of allowed ops can loop
+forever (a ``While`` whose condition never turns false) or allocate until memory runs out;
+the toolkit's own ``serving_default`` needs ``While`` (one decode per image), so loops
+cannot be refused, and a recorded hash of the function library would be forged as easily as
+the file's sha256. The check keeps files, network and processes out of reach, not time or
+memory: run SavedModels from elsewhere under the usual limits (``timeout``, a container's
+memory cap), as for any program.
 """
 
 from __future__ import annotations
