@@ -99,6 +99,80 @@ class RecordTest(ModelsFolderCase):
         self.assertEqual(hub.get(sources.DEFAULT_SOURCE).eps, 9.0)
 
 
+class PlantedModelTest(ModelsFolderCase):
+    """A models folder earlier in the search order holding a shipped name (issue 33, item 10)."""
+
+    def setUp(self):
+        super().setUp()
+        for name in ("_WARNED", "_PATH_SAID"):  # said once per process: fresh for each test
+            patcher = mock.patch.object(hub, name, set())
+            patcher.start()
+            self.addCleanup(patcher.stop)
+        self.addCleanup(os.chmod, self.models, 0o755)
+
+    def plant(self, name=sources.DEFAULT_SOURCE, **fields) -> Path:
+        directory = write_source_json(self.models / name, **fields)
+        (directory / "model.keras").write_bytes(b"")  # on disk is all model_dir checks
+        return directory
+
+    def test_a_planted_default_source_says_its_path_and_the_other_folder(self):
+        planted = self.plant(eps=0.0, attack="none")
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            name = hub.default_source("cifar10", image_size=32)
+            self.assertEqual(hub.model_dir(name), planted)
+            hub.model_dir(name)  # said once, not on every resolution
+        lines = err.getvalue().splitlines()
+        self.assertNotIn("so the shipped", err.getvalue())
+        self.assertIn(f"so the model at {planted}, not the shipped 32 px", lines[0])
+        self.assertEqual(len(lines), 2, lines)
+        self.assertIn(f"warning: source {name!r} is in 2 models folders ({self.models.resolve()}"
+                      f", {sources.CHECKOUT_MODELS}); using {planted}", lines[1])
+
+    def test_a_shipped_name_resolved_elsewhere_names_the_path(self):
+        planted = self.plant()
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            hub.model_dir(sources.DEFAULT_SOURCE)
+        self.assertIn(f"source {sources.DEFAULT_SOURCE!r}: using the model at {planted}, not "
+                      f"the package's own", err.getvalue())
+
+    def test_the_shipped_model_itself_is_resolved_without_a_word(self):
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            path = hub.model_dir(sources.DEFAULT_SOURCE)
+        self.assertEqual((path.parent, err.getvalue()), (sources.CHECKOUT_MODELS, ""))
+
+    def test_a_world_writable_models_folder_is_refused_unless_allowed(self):
+        self.plant()
+        os.chmod(self.models, 0o1777)  # a sticky bit does not stop a planted model
+        with self.assertRaisesRegex(UserError, rf"models folder {self.models.resolve()} is "
+                                               rf"writable by every user.*"
+                                               rf"{sources.ALLOW_WRITABLE_ENV}=1"):
+            hub.model_dir(sources.DEFAULT_SOURCE)
+        code, _, err = run_cli("sources")
+        self.assertEqual(code, 2)
+        self.assertIn(sources.ALLOW_WRITABLE_ENV, err)
+        with mock.patch.dict(os.environ, {sources.ALLOW_WRITABLE_ENV: "1"}):
+            self.assertEqual(hub.model_dir(sources.DEFAULT_SOURCE).parent,
+                             self.models.resolve())
+
+    def test_sources_skips_an_unreadable_source_json_and_lists_the_rest(self):
+        write_source_json(self.models / "good-one")
+        (self.models / "broken").mkdir()
+        (self.models / "broken" / sources.SOURCE_FILE).write_text("{not json")
+        code, out, err = run_cli("sources", "--json")
+        self.assertEqual(code, 0, err)
+        names = [row["name"] for row in json.loads(out.splitlines()[-1])["sources"]]
+        self.assertIn("good-one", names)
+        self.assertIn(sources.DEFAULT_SOURCE, names)
+        self.assertNotIn("broken", names)
+        self.assertRegex(err, r"warning: skipped source 'broken': .*broken/source.json is not "
+                              r"readable JSON")
+        with self.assertRaisesRegex(UserError, "broken/source.json"):
+            hub.get("broken")  # naming it still says what is wrong
+
+
 class InstallTest(tf.test.TestCase):
     """A non-editable install: the package copied away from the checkout, run elsewhere."""
 

@@ -85,7 +85,37 @@ def model_dir(reference, progress: bool = True) -> Path:
             "it is probably still being trained"
         raise UserError(f"Source {source.name!r} has no {saving.MODEL_FILE} in "
                         f"{source.directory} yet; {how}")
+    _say_where(source)
     return Path(source.directory)
+
+
+_WARNED: set[str] = set()  # local names already warned about in this process
+_PATH_SAID: set[str] = set()  # local names whose path this process has already said
+
+
+def _say_where(source: Source) -> None:
+    """Once per name and process, on stderr: a warning naming every models folder that holds
+    the name when there are several, and the path a name the package ships (or publishes)
+    resolved to when that is not the package's own model."""
+    if source.name not in _WARNED:
+        _WARNED.add(source.name)
+        folders = sources.holders(source.name)
+        if len(folders) > 1:
+            print(f"warning: source {source.name!r} is in {len(folders)} models folders "
+                  f"({', '.join(str(folder) for folder in folders)}); using "
+                  f"{source.directory}, the first in the search order", file=sys.stderr)
+    if source.name not in _PATH_SAID and _shipped_name(source.name) \
+            and not sources.is_shipped(source.directory):
+        _PATH_SAID.add(source.name)
+        print(f"source {source.name!r}: using the model at {source.directory}, not the "
+              f"package's own", file=sys.stderr)
+
+
+def _shipped_name(name: str) -> bool:
+    """Whether the package ships or publishes a model of that name (the default source, a
+    model directory in the checkout's ``saved_models/``, a published model)."""
+    return (name == sources.DEFAULT_SOURCE or name in published.REGISTRY
+            or (sources.CHECKOUT_MODELS / name).is_dir())
 
 
 def _unknown(reference: str) -> UserError:
@@ -129,6 +159,12 @@ def default_source(target: str, data_dir: str | None = None, image_size: int | N
     except LookupError:  # not a dataset we can inspect: its loader stops the run with why
         name, reason = sources.DEFAULT_SOURCE, (f"{target}'s image size cannot be read, so "
                                                 f"the shipped 32 px source")
+    local = sources.get(name)
+    if local is not None and not sources.is_shipped(local.directory):
+        reason = reason.replace("the shipped ", f"the model at {local.directory}, not the "
+                                                f"shipped ")
+        if verbose:  # said here, so model_dir only warns of other folders holding it
+            _PATH_SAID.add(name)
     if verbose:
         print(f"source: {name} (no --source given; {reason}; `python main.py sources` lists "
               f"the others)", file=sys.stderr)

@@ -14,12 +14,19 @@ Models folders, searched in this order (the first that holds a name wins):
 3. ``saved_models/`` of the repository checkout this package was imported from (a checkout
    or an editable install). A non-editable install (``pip install .``) has no checkout, so
    its users set ``TFTRANSFER_MODELS`` or run from the folder that holds ``saved_models/``.
+
+A models folder that every user may write to is refused (anyone could plant a model under a
+source's name there; a sticky bit does not stop that) unless ``$TFTRANSFER_ALLOW_WRITABLE_MODELS``
+is ``1``. ``hub.model_dir`` says the path when a shipped name resolves outside the package's
+own ``saved_models/`` and warns when several folders hold a name.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import stat
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,8 +35,9 @@ from tftransfer.errors import UserError
 SOURCE_FILE = "source.json"
 MODELS_ENV = "TFTRANSFER_MODELS"
 MODELS_FOLDER = "saved_models"
+ALLOW_WRITABLE_ENV = "TFTRANSFER_ALLOW_WRITABLE_MODELS"
 # The repository checkout beside the package, if the package is imported from one.
-CHECKOUT_MODELS = Path(__file__).resolve().parent.parent / MODELS_FOLDER
+CHECKOUT_MODELS = Path(__file__).resolve().parents[2] / MODELS_FOLDER
 # The default --source for small targets: the replication's robust source (L2 eps 0.5 at
 # 32 px has about the per-pixel size of the paper's eps 3 at 224 px), shipped in saved_models/.
 DEFAULT_SOURCE = "cifar10-resnet20-l2-eps0.5"
@@ -111,9 +119,33 @@ def models_dirs() -> list[Path]:
     for candidate in candidates:
         resolved = candidate.expanduser().resolve()
         if resolved.is_dir() and resolved not in seen:
+            _refuse_world_writable(resolved)
             seen.add(resolved)
             found.append(resolved)
     return found
+
+
+def _refuse_world_writable(folder: Path) -> None:
+    """Raise a ``UserError`` for a models folder any user may write to, unless allowed."""
+    if folder.stat().st_mode & stat.S_IWOTH and os.environ.get(ALLOW_WRITABLE_ENV) != "1":
+        raise UserError(f"The models folder {folder} is writable by every user, so anyone could "
+                        f"plant a model under a source's name in it; remove that permission "
+                        f"(chmod o-w {folder}) or set {ALLOW_WRITABLE_ENV}=1 to use it anyway.")
+
+
+def holders(name: str) -> list[Path]:
+    """The models folders that hold a model directory called ``name``, in search order (the
+    first one wins)."""
+    if not name or Path(name).name != name:
+        return []
+    return [folder for folder in models_dirs() if (folder / name).is_dir() and any(
+        (folder / name / file).is_file() for file in (SOURCE_FILE, "config.json"))]
+
+
+def is_shipped(directory) -> bool:
+    """Whether a model directory is one of the package's own (in the checkout's
+    ``saved_models/``)."""
+    return Path(directory).resolve().parent == CHECKOUT_MODELS
 
 
 def where_to_put(name: str) -> str:
@@ -123,15 +155,23 @@ def where_to_put(name: str) -> str:
 
 
 def local_sources() -> list[Source]:
-    """Every local source in the models folders (the first of a name wins), by name."""
-    found: dict[str, Source] = {}
+    """Every local source in the models folders (the first of a name wins), by name; one
+    whose ``source.json`` or ``config.json`` is unreadable or invalid is left out with a
+    warning on stderr (``get`` of that name still raises its sentence)."""
+    found: dict[str, Source | None] = {}
     for folder in models_dirs():
         for directory in sorted(p for p in folder.iterdir() if p.is_dir()):
             if directory.name not in found:
-                source = read_source(directory)
+                try:
+                    source = read_source(directory)
+                except UserError as error:
+                    print(f"warning: skipped source {directory.name!r}: {error}",
+                          file=sys.stderr)
+                    found[directory.name] = None  # it shadows later folders, as in get()
+                    continue
                 if source is not None:
                     found[directory.name] = source
-    return [found[name] for name in sorted(found)]
+    return [found[name] for name in sorted(found) if found[name] is not None]
 
 
 def get(name: str) -> Source | None:
