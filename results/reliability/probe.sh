@@ -9,6 +9,11 @@
 # machine under load (results/reliability/probe.log). Usage, from anywhere:
 #
 #   bash results/reliability/probe.sh          # KEEP=1 keeps the temporary directory
+#   ROUNDS=2 ONLY='p2_planted|p2_bad' bash results/reliability/probe.sh   # a few probes only
+#
+# ROUNDS (default "1 2") picks the rounds; ONLY (an extended regex) keeps the round-two probe
+# functions whose names match it. A run with either set is not a full run: probe.log and the
+# README's counts come from a full run.
 #
 # Everything it writes goes to a `mktemp -d` directory (removed at the end unless KEEP=1);
 # in the printed commands that directory is "$T". Needs the dev and torch extras
@@ -258,6 +263,8 @@ print("fixtures written")
 EOF
 
 # --- bad input data: one sentence, exit 2 (or a warning and a run when files can be skipped) ---
+
+if [[ " ${ROUNDS:-1 2} " == *" 1 "* ]]; then  # round one (not indented: it is most of the file)
 
 spawn refused unknown-dataset "Unknown dataset 'no_such_dataset'" \
     $PY transfer --target no_such_dataset --source "$T/src" --train-images 20 --epochs 1 --test-images 50
@@ -673,13 +680,18 @@ report
 # folders, serving limits, a misbehaving server, convert (probes_round2_*.sh) --------------------
 
 barrier
-for ROUND2 in sweeps cli io; do
+fi  # round one
+
+if [[ " ${ROUNDS:-1 2} " == *" 2 "* ]]; then
+for ROUND2 in sweeps cli io sources; do
     # shellcheck source=/dev/null
     source "$REPO/results/reliability/probes_round2_$ROUND2.sh"
 done
-for P2 in $ROUND2_SWEEPS_PROBES $ROUND2_CLI_PROBES $ROUND2_IO_PROBES; do
+for P2 in $ROUND2_SWEEPS_PROBES $ROUND2_CLI_PROBES $ROUND2_IO_PROBES $ROUND2_SOURCES_PROBES; do
+    [[ "$P2" =~ ${ONLY:-.} ]] || continue
     "$P2"   # one at a time: several start background processes or time a kill
 done
+fi  # round two
 
 # --- summary -----------------------------------------------------------------------------------
 
