@@ -14,7 +14,9 @@ cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python}"
 
 # What was installed and what it finds: the TensorFlow package(s) (tensorflow-cpu and
-# tensorflow side by side is a broken install), the CUDA/cuDNN it was built with, the devices.
+# tensorflow side by side is a broken install: setup.cfg's [cpu] and [gpu] extras), whether it
+# was built with CUDA (tensorflow-cpu is not) and with which CUDA/cuDNN, the devices, each
+# GPU's compute capability, and the policy `--precision auto` picks here.
 "$PYTHON" - <<'PY' >&2 || echo "gpu_check: TensorFlow does not import with $PYTHON" >&2
 import importlib.metadata as metadata, os
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
@@ -29,6 +31,21 @@ build = tf.sysconfig.get_build_info()
 print(f"gpu_check: packages: {', '.join(installed)}; CUDA build: {build.get('is_cuda_build')} "
       f"(CUDA {build.get('cuda_version', '-')}, cuDNN {build.get('cudnn_version', '-')}); "
       f"devices: {[d.name for d in tf.config.list_physical_devices()]}")
+print(f"gpu_check: TensorFlow {tf.__version__}; tf.test.is_built_with_cuda(): "
+      f"{tf.test.is_built_with_cuda()}; build info: {dict(sorted(build.items()))}")
+gpus = tf.config.list_physical_devices("GPU")
+for gpu in gpus:
+    details = tf.config.experimental.get_device_details(gpu)
+    print(f"gpu_check: {gpu.name}: {details.get('device_name', '?')}, compute capability "
+          f"{details.get('compute_capability', '?')}")
+if len(installed) > 1:
+    print("gpu_check: WARNING: both tensorflow and tensorflow-cpu are installed (one "
+          "overwrites the other's files): pip uninstall -y tensorflow-cpu, then pip install "
+          "--force-reinstall \"tensorflow[and-cuda]==2.21.*\"")
+if not gpus and tf.test.is_built_with_cuda():
+    print("gpu_check: a CUDA build that sees no GPU: check nvidia-smi, the driver and "
+          "CUDA_VISIBLE_DEVICES")
+print(f"gpu_check: --precision auto picks {'mixed_float16' if gpus else 'float32'} here")
 PY
 
 NAME=gpu_check; source bench/gpu_require.sh

@@ -46,7 +46,7 @@ class HelpTest(tf.test.TestCase):
                           if not command.description], [])
 
     def test_help_shows_defaults(self):
-        for command, shown in (("transfer", ("training epochs (default: 10;",
+        for command, shown in (("transfer", ("(default: auto; with --resume",
                                              "initial learning rate (SGD) (default: 0.1)",
                                              "(default: 0)")),
                                ("pretrain", ("(default: 30)", "L2 penalty added to the loss "
@@ -463,7 +463,8 @@ class SetOverrideTest(tf.test.TestCase):
         self.assertEqual((cfg.epochs, cfg.optim.learning_rate, cfg.data.augment),
                          (20, 0.01, True))
         self.assertIsNone(cfg.data.train_images)
-        with self.assertRaisesRegex(UserError, "'ten' is not a valid int"):
+        with self.assertRaisesRegex(UserError,
+                                    r"epochs must be at least 1 \(or 'auto'\), got 'ten'"):
             apply_overrides(cfg, ["epochs=ten"])
         with self.assertRaisesRegex(UserError, "no field 'epoch'"):
             apply_overrides(cfg, ["epoch=3"])

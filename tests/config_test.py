@@ -6,8 +6,9 @@ import tensorflow as tf
 from absl.testing import parameterized
 
 from tftransfer.training import runtime
-from tftransfer.config import (AttackConfig, CellOverride, DataConfig, ModelConfig, OptimConfig,
-                               PretrainConfig, SweepConfig, TransferConfig, apply_overrides,
+from tftransfer.config import (AttackConfig, CellOverride, DataConfig, InfluenceConfig,
+                               ModelConfig, OptimConfig, PretrainConfig, SaliencyConfig,
+                               SweepConfig, TransferConfig, apply_overrides,
                                recorded_load_options, to_dict)
 from tftransfer.errors import UserError
 
@@ -23,6 +24,8 @@ FLOAT_FIELDS = [
     (OptimConfig, {}, "label_smoothing"),
     (ModelConfig, {}, "width"),
     (PretrainConfig, {"out": "x"}, "adversarial_fraction"),
+    (SaliencyConfig, {"models": ("m",), "dataset": "mnist", "out": "x.png"}, "noise"),
+    (InfluenceConfig, {"run_dirs": ("r",), "out": "x"}, "damping"),
 ]
 SEEDS = [(-1,), (2 ** 32,), (99999999999,), (1.5,), (True,)]
 

@@ -38,7 +38,7 @@ from tests.bad_servers import GOOD_ROW, REPLIES, RawServer, answer, predictions,
 from tests.helpers import TempRootTestCase, run_cli
 from tftransfer import data
 from tftransfer.serving import export
-from tftransfer.serving import image_limits
+from tftransfer.serving import image_formats, image_limits
 from tftransfer.serving import server as model_server
 from tftransfer.models import resnet
 from tftransfer.sources import saving
@@ -607,6 +607,25 @@ class ImageSizeCheckTest(tf.test.TestCase):
         # Too short to hold a size: nothing is refused here; the decoder names the problem.
         png = sample_images()["png_rgb_20x24"]
         self.assertIsNone(size_refusal(png[:10], 1))
+
+    def test_the_client_knows_the_formats_the_graph_decodes_without_tensorflow(self):
+        pixels = np.zeros((20, 30, 3), np.uint8)
+        images = {"PNG": encode(pixels, "PNG"), "JPEG": encode(pixels, "JPEG"),
+                  "BMP": encode(pixels, "BMP"), "GIF": encode(pixels, "GIF", "P"),
+                  "WebP": encode(pixels, "WEBP")}
+        for name, encoded in images.items():
+            self.assertEqual(image_formats.image_format(encoded), name)
+            self.assertIsNone(size_refusal(encoded, 600), name)
+        jxl = b"\xff\x0a" + bytes(30)
+        self.assertEqual(image_formats.image_format(jxl), "JPEG XL")
+        self.assertRegex(size_refusal(jxl, 10**6), "JPEG XL")
+        self.assertIsNone(image_formats.image_format(b"hello, not an image"))
+        # The client (and the formats and limits it reads) start without TensorFlow.
+        code = ("import sys; import tftransfer.serving.client; "
+                "print('tensorflow' in sys.modules)")
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              check=True, cwd=Path(__file__).resolve().parents[1])
+        self.assertEqual(done.stdout.strip(), "False")
 
 
 def _webp(pixels: np.ndarray, **options) -> bytes:

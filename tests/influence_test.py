@@ -1,5 +1,6 @@
 """Tests of tftransfer.interpret.influence.run on small softmax-regression problems (float64)."""
 
+import re
 import tempfile
 import types
 from pathlib import Path
@@ -9,12 +10,17 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from tests.helpers import run_cli
+from tftransfer import cli
+from tftransfer.commands import influence as influence_command
+from tftransfer.config import InfluenceConfig
 from tftransfer.interpret.influence import run as influence
 from tftransfer.interpret.influence import math as influence_math
 from tftransfer.interpret.influence import plots as influence_plots
 from tftransfer.interpret.influence import ranking as influence_ranking
 from tftransfer.interpret.influence import trained_runs as influence_runs
 from tftransfer.errors import UserError
+from tftransfer.models import architectures
 
 
 def make_problem(n=60, d=5, classes=3, seed=0):
@@ -184,10 +190,22 @@ class HeadOfModelTest(tf.test.TestCase):
         difference = influence_runs.check_head_matches_model(model, head, images, features)
         self.assertLess(difference, 1e-5)
 
-    def test_model_without_fc_is_refused(self):
+    def test_the_head_is_the_architecture_s_or_the_last_layer(self):
+        # A fine-tuned registered network: its record names the head (not the last layer's
+        # position); another network's head is its last layer, whatever its name.
+        model = architectures.build("resnet20", 3, 8, width=0.25)
+        self.assertEqual(architectures.head_name(model), "fc")
+        self.assertEqual(influence_runs.head_of(model).kernel.shape,
+                         tuple(model.get_layer("fc").kernel.shape))
         inputs = keras.Input((4,))
         model = keras.Model(inputs, keras.layers.Dense(2, name="logits")(inputs))
-        with self.assertRaisesRegex(UserError, "fc"):
+        self.assertEqual(influence_runs.head_of(model).kernel.shape, (4, 2))
+
+    def test_a_model_without_a_linear_head_is_refused(self):
+        inputs = keras.Input((4,))
+        logits = keras.layers.Dense(2, name="fc")(inputs)
+        model = keras.Model(inputs, keras.layers.Softmax(name="probabilities")(logits))
+        with self.assertRaisesRegex(UserError, "'probabilities' of .* is not a linear Dense"):
             influence_runs.head_of(model)
 
 
@@ -215,6 +233,48 @@ class AnalyzeRunTest(tf.test.TestCase):
         self.assertEqual(summary["match_rate_test_k1"], test_rates["match_rate"].iloc[0])
         self.assertLess(summary["objective_gradient_norm"], 1e-8)  # fitted to the optimum
         self.assertEqual(summary["notes"], [])
+
+
+class InfluenceConfigTest(tf.test.TestCase):
+    """The command's settings: the flags' defaults are the config's, bad values one sentence."""
+
+    def test_the_command_line_gives_the_config_s_defaults_and_values(self):
+        parser = cli.build_parser()
+        args = parser.parse_args(["influence", "--model", "runs/a", "--out", "o"])
+        self.assertEqual(influence_command.config_from_args(args),
+                         InfluenceConfig(run_dirs=("runs/a",), out="o"))
+        args = parser.parse_args([
+            "influence", "--model", "runs/a", "--model", "runs/b", "--out", "o", "--names",
+            "nat", "rob", "--train-images", "50", "--test-images", "20", "--top-k", "7",
+            "--damping", "0.1", "--method", "cg", "--rank", "absolute", "--grid-rows", "2",
+            "--no-matrices", "--data-dir", "d", "--no-download"])
+        self.assertEqual(influence_command.config_from_args(args), InfluenceConfig(
+            run_dirs=("runs/a", "runs/b"), out="o", names=("nat", "rob"), train_images=50,
+            test_images=20, top_k=7, damping=0.1, method="cg", rank="absolute", grid_rows=2,
+            save_matrices=False, data_dir="d", download=False))
+
+    def test_impossible_settings_are_one_sentence_before_any_work(self):
+        runs = ("runs/a", "runs/b")
+        for settings, message in (
+                ({"top_k": 0}, "--top-k must be at least 1, got 0."),
+                ({"test_images": 0}, "--test-images must be at least 1, got 0."),
+                ({"train_images": 0}, "--train-images must be at least 1, got 0."),
+                ({"test_images": 2.5}, "--test-images must be a whole number, got 2.5."),
+                ({"damping": -1.0}, "--damping must be >= 0, got -1.0."),
+                ({"damping": float("nan")}, "damping must be a finite number, got nan."),
+                ({"method": "lissa"}, "Unknown --method 'lissa'"),
+                ({"rank": "harmful"}, "Unknown ranking 'harmful'"),
+                ({"names": ("one",)}, "--names has 1 entries for 2 --model runs.")):
+            with self.assertRaisesRegex(UserError, re.escape(message)):
+                InfluenceConfig(run_dirs=runs, out="o", **settings)
+        with self.assertRaisesRegex(UserError, "run_dirs is empty"):
+            InfluenceConfig(run_dirs=(), out="o")
+
+    def test_the_command_refuses_a_bad_setting_without_a_traceback(self):
+        code, out, err = run_cli("influence", "--model", "runs/none", "--out",
+                                 self.get_temp_dir(), "--top-k", "0")
+        self.assertEqual((code, out), (2, ""))
+        self.assertEqual(err, "error: --top-k must be at least 1, got 0.\n")
 
 
 class FiguresTest(tf.test.TestCase):

@@ -147,7 +147,7 @@ class KServeServerTest(TempRootTestCase):
             self.skipTest("KServe's model server is not installed: no Python with the [serve] "
                           "extra (kserve 0.21 pins protobuf<7 and pandas<3, so install it in "
                           "its own environment: python3 -m venv .venv-serve && "
-                          ".venv-serve/bin/pip install -e \".[serve]\")")
+                          ".venv-serve/bin/pip install -e \".[cpu,serve]\")")
 
     def expected(self, encoded):
         outputs = self.loaded.signatures["serving_default"](image_bytes=tf.constant(encoded))

@@ -3,7 +3,9 @@ The one lock of run, search and results directories."""
 
 from __future__ import annotations
 
+import csv
 import os
+import re
 import socket
 import subprocess
 from unittest import mock
@@ -12,7 +14,7 @@ import pytest
 
 from tftransfer import runs
 from tftransfer.errors import UserError
-from tests.helpers import run_cli
+from tests.helpers import REPO, run_cli
 
 
 def _git(root, *args):
@@ -73,3 +75,57 @@ def test_a_held_lock_is_refused_at_once_naming_its_holder(tmp_path):
                 pass
     with runs.locked(path, busy=lambda holder: "never refused"):  # released: taken at once
         pass
+
+
+# The four slug functions that ``runs.slug`` replaced, verbatim: run directories (transfer
+# and tune), report figures, influence files. Their names are committed (figures) or on
+# users' disks (run directories a rerun resumes), so each variant must give the same names.
+_OLD_SLUGS = {
+    "run directory part": (
+        lambda text: re.sub(r"[^A-Za-z0-9.+-]+", "_", str(text)).strip("_")[-60:],
+        {"keep": ".+-", "max_chars": 60}),
+    "report figure": (
+        lambda name: re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "target",
+        {"keep": "._-", "fallback": "target"}),
+    "influence file": (
+        lambda name: re.sub(r"[^A-Za-z0-9._+-]+", "_", name).strip("_") or "model",
+        {"fallback": "model"}),
+}
+
+
+def _committed_names() -> set[str]:
+    """Targets and sources of every committed results CSV, and the committed models."""
+    names = {path.name for path in (REPO / "saved_models").iterdir()}
+    for path in (REPO / "results").rglob("*.csv"):
+        with open(path, newline="") as handle:
+            for row in csv.DictReader(handle):
+                names.update(row[key] for key in ("target", "source") if row.get(key))
+    return names
+
+
+_EDGE_NAMES = [
+    "", "_", "__", "mnist", "fashion_mnist", "oxford_flowers102", "cifar10",
+    "cifar10-resnet20-l2-eps0.5", "saved_models/cifar10-resnet20-natural/",
+    "/data/my photos/", "runs/transfer/mnist__cifar10__n100__b0__s0", "a__b", "_a_", "a+b",
+    "nat+robust", "robust (L2 eps 0.5)", "x" * 70, "y" * 59 + "/" + "z" * 10,
+    "weird:name?*", "ümlaut", "a..b", "-lead", "a\nb", "natural_2"]
+
+
+@pytest.mark.parametrize("variant", sorted(_OLD_SLUGS))
+def test_one_slug_gives_every_old_variant_s_names(variant):
+    old, options = _OLD_SLUGS[variant]
+    names = sorted(_committed_names()) + _EDGE_NAMES
+    assert len(names) > len(_EDGE_NAMES) + 5  # the committed names were read
+    for name in names:
+        assert runs.slug(name, **options) == old(name), (variant, name)
+
+
+def test_slug_keeps_the_chosen_punctuation_and_never_a_separator_run():
+    assert runs.slug("a  b//c") == "a_b_c"
+    assert runs.slug("a__b", keep=".+-") == "a_b"  # a run-directory part holds no "__"
+    assert runs.slug("a__b") == "a__b"
+    assert runs.slug("a+b.c-d", keep="-") == "a_b_c-d"
+    assert runs.slug("??", fallback="model") == "model"
+    assert runs.slug(12.5) == "12.5"
+    assert runs.slug("abcdef", max_chars=3) == "def"
+    assert runs.slug("abcdef", max_chars=0, fallback="x") == "x"

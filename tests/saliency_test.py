@@ -1,5 +1,6 @@
 """Tests of tftransfer.interpret.saliency on tiny Keras models (no datasets)."""
 
+import re
 import tempfile
 from pathlib import Path
 
@@ -7,6 +8,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tftransfer import cli
+from tftransfer.commands import saliency as saliency_command
+from tftransfer.config import SaliencyConfig
 from tftransfer.interpret import saliency
 from tftransfer.errors import UserError
 from tftransfer.report.plot_parts import save_figure
@@ -146,10 +150,6 @@ class RenderTest(tf.test.TestCase):
                          "r\n(l2 eps 3)")
 
 
-if __name__ == "__main__":
-    tf.test.main()
-
-
 class SharedLoadOptionsTest(tf.test.TestCase):
     """saliency loads its one dataset with the options every model's run recorded alike."""
 
@@ -167,3 +167,60 @@ class SharedLoadOptionsTest(tf.test.TestCase):
     def test_a_model_without_a_recorded_data_section_keeps_the_defaults(self):
         configs = [self.run_config(resize="squash"), {"kind": "converted"}]
         self.assertEqual(saliency.shared_load_options(configs, "dtd"), {})
+
+
+class SaliencyCommandTest(tf.test.TestCase):
+    """The command's config: the flags' defaults are its defaults, bad values one sentence,
+    and a run on an image folder writes the figure and the gradients."""
+
+    def test_the_command_line_gives_the_config_s_defaults_and_values(self):
+        parser = cli.build_parser()
+        args = parser.parse_args(["saliency", "--models", "a", "b", "--dataset", "mnist",
+                                  "--out", "x.png"])
+        self.assertEqual(saliency_command.config_from_args(args),
+                         SaliencyConfig(models=("a", "b"), dataset="mnist", out="x.png"))
+        args = parser.parse_args([
+            "saliency", "--models", "a", "--dataset", "mnist", "--out", "x.png", "--labels",
+            "A", "--images", "3", "--smoothgrad", "--samples", "4", "--noise", "0.2",
+            "--render", "image", "--seed", "5", "--data-dir", "d", "--no-download"])
+        self.assertEqual(saliency_command.config_from_args(args), SaliencyConfig(
+            models=("a",), dataset="mnist", out="x.png", labels=("A",), images=3,
+            smoothgrad=True, samples=4, noise=0.2, render="image", seed=5, data_dir="d",
+            download=False))
+
+    def test_impossible_settings_are_one_sentence_before_any_work(self):
+        for settings, message in (
+                ({"images": 0}, "--images must be at least 1, got 0."),
+                ({"samples": 0}, "--samples must be at least 1, got 0."),
+                ({"noise": -0.1}, "--noise must be >= 0, got -0.1."),
+                ({"noise": float("inf")}, "noise must be a finite number, got inf."),
+                ({"render": "heat"}, "Unknown rendering 'heat'"),
+                ({"labels": ("one",)}, "--labels has 1 entries for 2 models."),
+                ({"seed": -1}, "seed must be a whole number from 0 to 4294967295, got -1.")):
+            with self.assertRaisesRegex(UserError, re.escape(message)):
+                SaliencyConfig(models=("a", "b"), dataset="mnist", out="x.png", **settings)
+
+    def test_a_figure_and_the_gradients_of_every_model(self):
+        root = Path(self.get_temp_dir())
+        rng = np.random.default_rng(0)
+        for label in ("cat", "dog"):
+            (root / "pets" / label).mkdir(parents=True)
+            for k in range(6):
+                pixels = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+                keras.utils.save_img(root / "pets" / label / f"{label}{k}.png", pixels)
+        model_path = root / "tiny.keras"
+        tiny_model(classes=2).save(model_path)
+        out = root / "maps.png"
+        result = saliency.run_saliency(SaliencyConfig(
+            models=(str(model_path), str(model_path)), dataset=str(root / "pets"),
+            out=str(out), images=2, labels=("first", "second")))
+        self.assertTrue(out.read_bytes().startswith(b"\x89PNG"))
+        arrays = np.load(result["arrays"])
+        self.assertEqual(arrays["gradients_0"].shape, (2, 8, 8, 3))
+        self.assertAllClose(arrays["gradients_0"], arrays["gradients_1"])
+        self.assertEqual([m["title"] for m in result["models"]], ["first", "second"])
+        self.assertEqual((result["images"], result["render"]), (2, "abs"))
+
+
+if __name__ == "__main__":
+    tf.test.main()

@@ -278,7 +278,7 @@ class DefaultSourceTest(ModelsFolderCase):
         small = make_image_folder(Path(self.get_temp_dir()) / "small", size=(20, 24))
         large = make_image_folder(Path(self.get_temp_dir()) / "large", size=(150, 200))
         self.assertEqual(self.chosen(str(small))[0], sources.DEFAULT_SOURCE)
-        self.assertIn("images are 200 px", self.chosen(str(large))[1])
+        self.assertIn("images are 200x150 px, all 12 files read", self.chosen(str(large))[1])
         self.assertEqual(self.chosen(str(large))[0], sources.PHOTO_SOURCE)
         self.assertEqual(self.chosen("mnist", image_size=224)[0], sources.PHOTO_SOURCE)
 
@@ -300,8 +300,9 @@ class TransferDefaultTest(ModelsFolderCase):
         self.assertEqual(code, 0, err)
         self.assertEqual(err.splitlines()[0],
                          f"source: {sources.DEFAULT_SOURCE} (no --source given; {folder}'s "
-                         f"images are 24 px (<= 64 px), so the shipped 32 px CIFAR-10 ResNet-20 "
-                         f"(L2 eps 0.5); `python main.py sources` lists the others)")
+                         f"images are 24x20 px, all 12 files read (<= 64 px), so the shipped "
+                         f"32 px CIFAR-10 ResNet-20 (L2 eps 0.5); `python main.py sources` "
+                         f"lists the others)")
         self.assertEqual(json.loads(out.splitlines()[-1])["source"], sources.DEFAULT_SOURCE)
 
     def test_offline_a_photo_target_stops_with_the_file_and_the_cache_directory(self):
@@ -312,7 +313,7 @@ class TransferDefaultTest(ModelsFolderCase):
         self.assertEqual(code, 2)
         lines = err.splitlines()
         self.assertTrue(lines[0].startswith(f"source: {sources.PHOTO_SOURCE} (no --source given; "
-                                            f"{folder}'s images are 200 px"), lines[0])
+                                            f"{folder}'s images are 200x150 px"), lines[0])
         where = self.cache / sources.PHOTO_SOURCE
         self.assertTrue(lines[-1].startswith(f"error: Could not download source "
                                              f"{sources.PHOTO_SOURCE!r}"), lines[-1])

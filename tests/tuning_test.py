@@ -5,6 +5,7 @@ import dataclasses
 import io
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -138,6 +139,21 @@ class SearchSpaceTest(TuningTestCase):
             tuning.TuneConfig(base=base, directory="d", tuner="grid")
         with self.assertRaisesRegex(UserError, "needs --train-images"):
             tuning.TuneConfig(base=tuning.base_config("x", None, None), directory="d")
+        for settings, message in (
+                ({"max_trials": 0}, "--max-trials must be at least 1, got 0."),
+                ({"max_trials": True}, "--max-trials must be a whole number, got True."),
+                ({"executions_per_trial": 1.5},
+                 "--executions-per-trial must be a whole number, got 1.5."),
+                ({"max_epochs": 0}, "--max-epochs must be at least 1, got 0."),
+                ({"validation_fraction": 1.0},
+                 "--validation-fraction must be between 0 and 1, got 1.0."),
+                ({"validation_fraction": float("nan")},
+                 "validation_fraction must be a finite number, got nan."),
+                ({"unfrozen_choices": ()}, "tune: --unfrozen-choices is empty."),
+                ({"unfrozen_choices": (0, 1.5)},
+                 "each of --unfrozen-choices must be a whole number, got 1.5.")):
+            with self.assertRaisesRegex(UserError, re.escape(message)):
+                tuning.TuneConfig(base=base, directory="d", **settings)
         with mock.patch.dict(os.environ, {"KERASTUNER_ORACLE_IP": "127.0.0.1"}):
             with self.assertRaisesRegex(UserError, "KERASTUNER_ORACLE_PORT"):
                 tuners.role()

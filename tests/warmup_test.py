@@ -95,7 +95,7 @@ def test_the_flags_reach_the_config_and_impossible_warmups_are_refused(root):
     with pytest.raises(UserError, match="unfreeze some"):
         config.TransferConfig(target="x", head_warmup_epochs=2)
     with pytest.raises(UserError, match="fewer than the epochs"):
-        config.TransferConfig(target="x", unfrozen_blocks=1, head_warmup_epochs=10)
+        config.TransferConfig(target="x", unfrozen_blocks=1, head_warmup_epochs=10, epochs=10)
     with pytest.raises(UserError, match="give head_warmup_epochs too"):
         config.TransferConfig(target="x", unfrozen_lr_scale=0.5)
     with pytest.raises(UserError, match="fewer than the epochs"):  # checked once resolved

@@ -9,6 +9,7 @@ import functools
 import io
 import json
 import os
+import re
 import socket
 import subprocess
 import tempfile
@@ -100,6 +101,35 @@ def checkout_relative(path) -> str:
         if base is not None and resolved.is_relative_to(base):
             return str(resolved.relative_to(base))
     return str(path)
+
+
+def slug(text, keep: str = "._+-", max_chars: int | None = None, fallback: str = "") -> str:
+    """``text`` as a portable part of a file or directory name.
+
+    Every run of characters other than ASCII letters, digits and ``keep`` becomes one ``_``,
+    and ``_`` is stripped from both ends; then the last ``max_chars`` characters are kept
+    (None: all), and an empty result becomes ``fallback``. The callers' variants name
+    committed files and existing run directories, so each keeps its own:
+
+    - run and search directories (``<target>__<source>__n<N>...``): ``keep=".+-"``,
+      ``max_chars=60``; without ``_`` in ``keep`` a part never holds ``__``, the separator
+      between parts;
+    - report figures per target: ``keep="._-"``, ``fallback="target"``;
+    - influence file names per run: the default ``keep``, ``fallback="model"``.
+
+    Args:
+      text: any value; ``str(text)`` is used.
+      keep: the punctuation kept as it is.
+      max_chars: keep only this many characters from the end.
+      fallback: the result when nothing is left.
+
+    Returns:
+      The slug.
+    """
+    name = re.sub(f"[^A-Za-z0-9{re.escape(keep)}]+", "_", str(text)).strip("_")
+    if max_chars is not None:
+        name = name[max(len(name) - max_chars, 0):]
+    return name or fallback
 
 
 @contextlib.contextmanager

@@ -17,7 +17,7 @@
 #
 # Everything it writes goes to a `mktemp -d` directory (removed at the end unless KEEP=1);
 # in the printed commands that directory is "$T". Needs the dev and torch extras
-# (pip install -e ".[dev,torch]") and TFDS_DATA_DIR with mnist (default ../shared/tfds).
+# (pip install -e ".[cpu,dev,torch]") and TFDS_DATA_DIR with mnist (default ../shared/tfds).
 set -u
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from tftransfer.config import attack_methods
-from tftransfer.config import ATTACKS, PRECISIONS, check_seed
+from tftransfer.config import ATTACKS, PRECISIONS, TransferConfig, check_seed
 from tftransfer.errors import UserError
 
 
@@ -90,8 +90,11 @@ def attack_config(args):
 
 
 def add_precision_argument(parser: argparse.ArgumentParser) -> None:
-    """--precision float32 | mixed_float16 | mixed_bfloat16."""
-    parser.add_argument("--precision", choices=PRECISIONS, default="float32",
-                        help="Keras dtype policy: mixed_float16 for GPUs; whether mixed_bfloat16 is faster on a "
-                             "CPU depends on the CPU and the model (measure it with "
-                             "bench/photo_step.py)")
+    """--precision auto | float32 | mixed_float16 | mixed_bfloat16 (default: the config's,
+    auto)."""
+    parser.add_argument("--precision", choices=PRECISIONS, default=TransferConfig.precision,
+                        help="Keras dtype policy: auto = mixed_float16 when TensorFlow sees a "
+                             "GPU, float32 when not (said on stderr; the run records the "
+                             "resolved one); whether mixed_bfloat16 is faster on a CPU depends "
+                             "on the CPU and the model (measure it with bench/photo_step.py) "
+                             "(default: %(default)s)")

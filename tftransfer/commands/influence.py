@@ -56,6 +56,16 @@ def run(args) -> dict:
     """Runs ``influence``; returns the result row the CLI prints."""
     from tftransfer.interpret.influence.run import analyze
 
-    return analyze(args.model, args.out, args.train_images, args.test_images, args.top_k,
-                   args.damping, args.method, args.rank, args.data_dir, args.download,
-                   args.names, args.grid_rows, args.save_matrices)
+    return analyze(config_from_args(args))
+
+
+def config_from_args(args):
+    """The InfluenceConfig that the command line describes."""
+    from tftransfer.config import InfluenceConfig
+
+    return InfluenceConfig(
+        run_dirs=tuple(args.model), out=args.out, train_images=args.train_images,
+        test_images=args.test_images, top_k=args.top_k, damping=args.damping,
+        method=args.method, rank=args.rank,
+        names=None if args.names is None else tuple(args.names), grid_rows=args.grid_rows,
+        save_matrices=args.save_matrices, data_dir=args.data_dir, download=args.download)

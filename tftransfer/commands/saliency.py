@@ -46,6 +46,15 @@ def run(args) -> dict:
     """Runs ``saliency``; returns the result row the CLI prints."""
     from tftransfer.interpret.saliency import run_saliency
 
-    return run_saliency(args.models, args.dataset, args.images, args.out, args.smoothgrad,
-                        args.samples, args.noise, args.data_dir, args.download, args.labels,
-                        args.render, args.seed)
+    return run_saliency(config_from_args(args))
+
+
+def config_from_args(args):
+    """The SaliencyConfig that the command line describes."""
+    from tftransfer.config import SaliencyConfig
+
+    return SaliencyConfig(
+        models=tuple(args.models), dataset=args.dataset, out=args.out, images=args.images,
+        smoothgrad=args.smoothgrad, samples=args.samples, noise=args.noise, render=args.render,
+        labels=None if args.labels is None else tuple(args.labels), seed=args.seed,
+        data_dir=args.data_dir, download=args.download)

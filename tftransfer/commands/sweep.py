@@ -8,6 +8,7 @@ from pathlib import Path
 from tftransfer import runs
 from tftransfer.commands.common import add_data_arguments
 from tftransfer.errors import UserError
+from tftransfer.sweeps.cell_runs import DEFAULT_SEED_BATCH
 
 
 def register(subparsers):
@@ -45,6 +46,11 @@ def register(subparsers):
                              "far); rows go to the same results file")
     parser.add_argument("--max-runs", type=int, default=None, metavar="K",
                         help="stop after K runs (K >= 1)")
+    parser.add_argument("--seed-batch", type=int, default=DEFAULT_SEED_BATCH, metavar="K",
+                        help="train up to K seeds of a cell together in one compiled loop, "
+                             "each with the result it gets alone, where the cell's runs "
+                             "allow (cached trunk features); 1: one run at a time "
+                             "(default: %(default)s)")
     parser.add_argument("--allow-dirty", action="store_true",
                         help="record rows from code with uncommitted changes (marked +dirty "
                              "in git_commit); without it a sweep refuses, so that every row "
@@ -72,7 +78,8 @@ def run(args) -> dict:
     results = args.results = args.results or f"results/{sweep.name}"  # for `kept`, too
     check_results_dir(results)
     result = run_sweep(sweep, results, args.shard, args.max_runs, args.data_dir, args.download,
-                       args.save_models, sources=args.sources)
+                       args.save_models, sources=args.sources,
+                       seed_batch=args.seed_batch)
     say_when_nothing_ran(result, results)
     return result
 

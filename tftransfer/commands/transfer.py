@@ -14,6 +14,8 @@ from tftransfer.commands.common import add_data_arguments
 from tftransfer.config import (AUGMENT_PRESETS, DEFAULT_FEATURE_CACHE_MEMORY, TransferConfig,
                                apply_overrides, apply_recipe, parse_size)
 from tftransfer.config.flags import TRANSFER_FLAGS, add_flags, apply_flags, typed_flags
+from tftransfer.config.length import (AUTO_MAX_EPOCHS, AUTO_MIN_EPOCHS, AUTO_MIN_STEPS,
+                                      parse_epochs)
 from tftransfer.config.recipes import RECIPES
 from tftransfer.errors import UnsavedResult, UserError
 
@@ -51,9 +53,14 @@ def register(subparsers):
                              f"published) or a model path (default: {DEFAULT_SOURCE} for "
                              f"targets of at most {SMALL_IMAGE_MAX} px, {PHOTO_SOURCE} for "
                              f"larger ones; the run's first line says which and why)")
-    parser.add_argument("--epochs", type=int, default=None,
-                        help=f"training epochs (default: {DEFAULT_EPOCHS}; with --resume "
-                             f"RUN_DIR the run's own; more than a finished run's extends it)")
+    parser.add_argument("--epochs", type=parse_epochs, default=None, metavar="N|auto",
+                        help=f"training epochs, or auto: the epochs of at least "
+                             f"{AUTO_MIN_STEPS} SGD steps, at least {AUTO_MIN_EPOCHS} and at "
+                             f"most {AUTO_MAX_EPOCHS}, resolved before training (the learning-"
+                             f"rate schedule needs the number) and recorded with the rule "
+                             f"(epochs_rule in metrics.json) (default: {DEFAULT_EPOCHS}; with "
+                             f"--resume RUN_DIR the run's own; more than a finished run's "
+                             f"extends it)")
     parser.add_argument("--out", default=None,
                         help="run directory (default: runs/transfer/<target>__<source>__n<N>"
                              "__b<blocks>__s<seed>); refused if it holds a finished run of "
@@ -111,8 +118,8 @@ def config_from_args(args) -> TransferConfig:
 
 def _typed_over_recipe(cfg: TransferConfig, args) -> TransferConfig:
     """``cfg`` with what the user typed set again after the recipe: a typed flag wins over
-    the recipe, as --set does; a flag left at its default does not (issue 36: the recipe
-    overrode the --normalization subset that its own error recommended)."""
+    the recipe, as --set does; a flag left at its default does not (otherwise the recipe
+    would override the --normalization subset that its own error recommends)."""
     cfg = apply_flags(cfg, args, typed_flags(args, TRANSFER_FLAGS))
     if args.epochs is not None:
         cfg = dataclasses.replace(cfg, epochs=args.epochs)
@@ -186,8 +193,9 @@ def summary(result: dict) -> dict:
     stay in ``metrics.json`` (and ``history.csv``)."""
     keys = ("test_accuracy", "mean_class_accuracy", "test_loss", "worst_class",
             "worst_class_accuracy", "target", "source", "train_images", "test_images",
-            "unfrozen_blocks", "unfrozen_stages", "epochs", "steps", "sgd_steps", "seed",
-            "extended_from", "train_accuracy", "warning", "train_seconds", "run_dir")
+            "unfrozen_blocks", "unfrozen_stages", "epochs", "epochs_rule", "steps",
+            "sgd_steps", "seed", "extended_from", "train_accuracy", "warning",
+            "train_seconds", "run_dir")
     compact = {key: result[key] for key in keys if key in result}
     compact["metrics"] = str(Path(result["run_dir"]) / "metrics.json")
     return compact

@@ -6,9 +6,10 @@ stops with one sentence before any TensorFlow work starts.
 
 This package's face is the one place callers import them from; each job lives in its own
 module: ``checks`` (validation), ``sections`` (data, attack, optimizer, model), ``run``
-(pretrain, transfer), ``sweep`` (grids), ``overrides`` (``to_dict``/``from_dict``, ``--set``,
-recipes, sizes), ``recipes`` (the named presets) and ``config.attack_methods`` (the registry of
-adversarial training methods).
+(pretrain, transfer), ``length`` (a run's training length: epochs, steps or auto), ``sweep``
+(grids), ``overrides`` (``to_dict``/``from_dict``, ``--set``, recipes, sizes), ``recipes``
+(the named presets), ``config.attack_methods`` (the registry of adversarial training
+methods) and ``interpret`` (the ``saliency`` and ``influence`` commands).
 """
 
 from __future__ import annotations
@@ -24,11 +25,10 @@ from tftransfer.config.sections import (  # noqa: F401
     ARCHITECTURES, ATTACKS, AUGMENT_POLICIES, AUGMENT_PRESETS, PREPROCESSING_OPTIONS,
     RESIZE_MODES, SCHEDULES, SUBSET_METHODS, AttackConfig, DataConfig, ModelConfig, OptimConfig,
     recorded_load_options)
+from tftransfer.config.interpret import (  # noqa: F401
+    INFLUENCE_METHODS, INFLUENCE_RANKINGS, SALIENCY_RENDERINGS, InfluenceConfig, SaliencyConfig)
 from tftransfer.config.sweep import SWEEP_ORDERS, CellOverride, SweepConfig  # noqa: F401
 
-# Choices of the interpretation commands (here so that the CLI lists them without TensorFlow).
-SALIENCY_RENDERINGS = ("abs", "image")
-INFLUENCE_METHODS = ("auto", "exact", "cg")
-INFLUENCE_RANKINGS = ("helpful", "absolute")
+# The tune command's choices (here so that the CLI lists them without TensorFlow).
 TUNERS = ("hyperband", "bayesian", "random")
 TUNE_DEFAULT_MAX_TRIALS = 10                # random and bayesian; Hyperband sizes itself

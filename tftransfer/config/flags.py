@@ -151,8 +151,9 @@ def _shown(value) -> str:
 # The flags shared by both training commands (the same fields in both configs).
 _COMMON = (
     Flag("data.batch_size", "training batch size"),
-    Flag("data.image_size", "input size in pixels (unset: the source's for transfer, the "
-         "dataset's for pretrain)"),
+    Flag("data.image_size", "input size in pixels (unset: the source's for transfer, or for a "
+         "32 px source on larger photos the size its first line states; the dataset's for "
+         "pretrain)"),
     Flag("data.train_images", "number of training images in total, a stratified subset "
          "(unset: all)"),
     Flag("optim.learning_rate", "initial learning rate (SGD)", name="lr"),
@@ -162,8 +163,10 @@ _COMMON = (
          choices=SCHEDULES),
     Flag("seed", "seed of the training subset, the new weights, the batch order and the "
          "augmentation"),
-    Flag("precision", "Keras dtype policy: mixed_float16 for GPUs; whether mixed_bfloat16 is "
-         "faster on a CPU depends on the CPU and the model (bench/photo_step.py measures it)",
+    Flag("precision", "Keras dtype policy: auto = mixed_float16 when TensorFlow sees a GPU, "
+         "float32 when not (said on stderr; config.json records the resolved one); whether "
+         "mixed_bfloat16 is faster on a CPU depends on the CPU and the model "
+         "(bench/photo_step.py measures it)",
          choices=PRECISIONS),
 )
 
@@ -175,8 +178,9 @@ TRANSFER_FLAGS = _COMMON + (
          "blocks from the architecture registry: ResNet-50's layer3 + layer4 is 2, i.e. 9 "
          "blocks); config.json records the blocks", metavar="K"),
     Flag("steps", "train for at least N SGD steps instead of --epochs: epochs = ceil(N / steps "
-         "per epoch), which config.json records (at N = 100 and batch 128 an epoch is 1 step); "
-         "a run that ends unconverged carries a warning either way", metavar="N"),
+         "per epoch), which config.json records (at N = 100 and batch 128 an epoch is 1 step; "
+         "the default --epochs auto is such a step budget too); a run that ends unconverged "
+         "carries a warning either way", metavar="N"),
     Flag("head_warmup_epochs", "two-phase fine-tune (keras-io's transfer-learning guide): the "
          "first K of the epochs train the new head alone (the unfrozen blocks frozen, their "
          "BatchNorm in inference mode), the rest head and blocks at --unfrozen-lr-scale x "

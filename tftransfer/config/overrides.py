@@ -86,6 +86,8 @@ def _cast(raw: str, annotation, full_path):
     if type(None) in typing.get_args(annotation) and raw.lower() in ("none", "null", ""):
         return None
     target = options[0]
+    if target is int and str in options and not raw.lstrip("+-").isdigit():
+        target = str  # int | str (epochs: a number or auto): the config checks the text
     try:
         if target is bool:
             if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):

@@ -7,10 +7,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tftransfer.config.checks import check, check_finite, check_seed
+from tftransfer.config.length import EPOCHS_AUTO
 from tftransfer.config.recipes import RECIPES
 from tftransfer.config.sections import AttackConfig, DataConfig, ModelConfig, OptimConfig
 
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+# auto (the default): mixed_float16 where TensorFlow sees a GPU, float32 where it does not,
+# resolved when a run starts (training.runtime.resolve_precision); a run records the resolved
+# policy, never auto, so runs recorded before auto (float32) compare equal on a CPU.
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 DISTRIBUTIONS = ("none", "mirrored", "multi_worker_mirrored")
 HEAD_INITS = ("normal", "glorot")
 FROZEN_BN_MODES = ("inference", "train")
@@ -35,7 +39,7 @@ class PretrainConfig:
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(schedule="cosine"))
     epochs: int = 30
     seed: int = 0
-    precision: str = "float32"
+    precision: str = "auto"
     distribute: str = "none"
     adversarial_fraction: float = 1.0      # share of each batch replaced by its adversarial copy
     eval_every: int = 1                    # test accuracy every N epochs (and at the end)
@@ -115,7 +119,9 @@ class TransferConfig:
     # logit size when its features have similar magnitudes.
     head_std: float = 1.0
     frozen_bn: str = "inference"
-    epochs: int = 10
+    # A number, or auto: a step budget (config.length: at least 500 SGD steps and 10
+    # epochs); fine_tune resolves it to a number before training, which config.json records.
+    epochs: int | str = EPOCHS_AUTO
     # SGD steps instead of epochs: fine_tune sets epochs to ceil(steps / steps per epoch).
     steps: int | None = None
     # Two-phase fine-tuning (keras-io's transfer-learning guide): the first head_warmup_epochs
@@ -128,7 +134,7 @@ class TransferConfig:
     eval_every: int = 1
     curve_test_images: int | None = None   # per-epoch curve on a stratified part of the test set
     seed: int = 0
-    precision: str = "float32"
+    precision: str = "auto"
     feature_cache: str = "auto"
     normalization: str = "source"
     recipe: str | None = None              # the preset applied (recipes.RECIPES), recorded
@@ -151,7 +157,8 @@ class TransferConfig:
               f"head_std sets the normal head's scale; head_init is {self.head_init!r}.")
         check(self.frozen_bn in FROZEN_BN_MODES,
               f"frozen_bn must be one of {', '.join(FROZEN_BN_MODES)}, got {self.frozen_bn!r}.")
-        check(self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}.")
+        check(self.epochs == EPOCHS_AUTO or (isinstance(self.epochs, int) and self.epochs >= 1),
+              f"epochs must be at least 1 (or {EPOCHS_AUTO!r}), got {self.epochs!r}.")
         check(self.steps is None or self.steps >= 1,
               f"steps must be at least 1, got {self.steps}.")
         self._check_head_warmup()
@@ -181,7 +188,9 @@ class TransferConfig:
         check(self.unfrozen_blocks != 0 or bool(self.unfrozen_stages),
               "head_warmup_epochs trains the head before the unfrozen blocks; unfreeze some "
               "(unfrozen_blocks or unfrozen_stages).")
-        # With steps, epochs are only known when fine_tune resolves them (and checks again).
-        check(self.steps is not None or self.head_warmup_epochs < self.epochs,
+        # With steps or auto, epochs are only known when fine_tune resolves them (and checks
+        # again).
+        check(self.steps is not None or self.epochs == EPOCHS_AUTO
+              or self.head_warmup_epochs < self.epochs,
               f"head_warmup_epochs ({self.head_warmup_epochs}) must be fewer than the "
               f"epochs ({self.epochs}), so that the unfrozen blocks train.")

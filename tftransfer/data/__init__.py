@@ -10,7 +10,8 @@ One module per step, re-exported here so that callers write ``data.load``, ``dat
 ``loading`` (name or path -> ``TargetData``) over ``tfds_loader`` (with ``catalog``: other
 projects' dataset names, ``tfds_schema``: which keys and splits, ``download_errors``: why a
 download failed, ``download_guard``: the host probe before it and the cleanup after it) and
-``folders`` (with ``hygiene``: files that do not look like photos of the task); ``sets``
+``folders`` (with ``hygiene``: files that do not look like photos of the task);
+``image_sizes`` (the sizes of a sample of a target's images, spread over its classes); ``sets``
 (the containers); ``subsets`` (which examples); ``normalization`` (the paper's constants);
 ``preprocess`` and ``augmentation`` (one image); ``pipelines`` (batched ``tf.data``).
 """

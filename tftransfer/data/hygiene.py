@@ -3,7 +3,7 @@ not found"), a file in a format the rest of the folder does not use (a GIF among
 scrapers save the site's stand-in image), or a byte-identical copy of another file (within
 a class, across classes, or a test image that is also a training image).
 
-Such a file trains or tests as a member of its class without a word (issue 36), so
+Such a file trains or tests as a member of its class without a word, so
 ``check_images`` names them all in one warning line, or refuses them (``strict``).
 """
 

@@ -2,9 +2,9 @@
 result's "not converged" warning.
 
 Training accuracy says nothing about convergence: a head-only run on hard photos can
-settle at 80% training accuracy (issue 36: a loss of 0.418 that moved to 0.413 over 350
-epochs was called unconverged), and a run stopped early can pass 95% while its loss still
-drops. So the decision is made on the per-epoch training losses: a straight line fitted
+settle at 80% training accuracy (a loss of 0.418 that moved to 0.413 over 350 epochs is
+converged, not short of training), and a run stopped early can pass 95% while its loss
+still drops. So the decision is made on the per-epoch training losses: a straight line fitted
 by least squares to the last stretch of them; the run is still falling when that line's
 drop over the stretch is larger than a stated tolerance and larger than the noise of the
 stretch (the standard error of the fitted drop).
@@ -23,7 +23,7 @@ import numpy as np
 STRETCH_SHARE = 0.25
 MIN_STRETCH = 5
 # Still falling: the fitted drop over the stretch exceeds this share of the stretch's mean
-# loss (1%: the issue's 0.418 -> 0.413 over 350 epochs is ~0.3% over its last quarter) ...
+# loss (1%: a head-only run's 0.418 -> 0.413 over 350 epochs is ~0.3% over its last quarter) ...
 RELATIVE_TOLERANCE = 0.01
 # ... and this many nats: a loss near zero that halves again gains nothing to train for ...
 ABSOLUTE_TOLERANCE = 0.005

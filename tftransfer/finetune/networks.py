@@ -14,6 +14,7 @@ from tftransfer.models import architectures
 from tftransfer.adversarial.train_step import AdversarialTrainer
 from tftransfer.config import TransferConfig
 from tftransfer.errors import UserError
+from tftransfer.training import runtime
 from tftransfer.training.optim import make_optimizer
 from tftransfer.sources.loading import SourceModel, with_input_size
 
@@ -179,7 +180,9 @@ def build_network(cfg: TransferConfig, source: SourceModel, num_classes: int, im
                   normalization: tuple | None = None) -> Network:
     """A ``Network`` for ``cfg``: copy of the source, head, freezing, compiled trainer
     (``augment`` and ``normalization`` as in ``RunCache.network``)."""
-    copy = with_input_size(source.model, image_size, cfg.precision, always_copy=True)
+    # auto resolved here too, for callers that build networks without fine_tune (tuning).
+    precision = runtime.resolve_precision(cfg.precision)
+    copy = with_input_size(source.model, image_size, precision, always_copy=True)
     model = attach_head(copy, num_classes, cfg.head_init, cfg.seed, cfg.head_std)
     if normalization is not None:
         set_normalization(model, *normalization)

@@ -42,7 +42,8 @@ def result_row(cfg, source, target, indices, evaluator, seconds, out, use_cache)
 def protocol_columns(cfg: TransferConfig) -> dict:
     """The protocol fields that differ from the defaults the replication's rows were run
     with (so those rows keep their columns): normalisation, subset, augmentation, recipe,
-    head scale, downsampling, a head warm-up."""
+    head scale, downsampling, a head warm-up, a precision other than float32 (the resolved
+    one: ``fine_tune`` resolves auto before the row is made)."""
     columns = {}
     if cfg.normalization != "source":
         columns["normalization"] = cfg.normalization
@@ -59,6 +60,8 @@ def protocol_columns(cfg: TransferConfig) -> dict:
     if cfg.head_warmup_epochs:
         columns["head_warmup_epochs"] = cfg.head_warmup_epochs
         columns["unfrozen_lr_scale"] = cfg.unfrozen_lr_scale
+    if cfg.precision != "float32":
+        columns["precision"] = cfg.precision
     return columns
 
 
@@ -87,8 +90,8 @@ def convergence_warning(columns: dict, trend: LossTrend, num_classes: int) -> st
     loss has levelled off is converged, whatever its training accuracy."""
     loss, chance = columns["train_loss"], math.log(num_classes)
     reasons = [trend.describe()] if trend.still_falling else []
-    # A loss no lower than chance has learned nothing, whatever its trend (issue 23:
-    # Fashion-MNIST N = 100 at the default 10 epochs, 10 SGD steps, ended near chance).
+    # A loss no lower than chance has learned nothing, whatever its trend (Fashion-MNIST at
+    # N = 100 and 10 epochs, 10 SGD steps, ended near chance).
     if loss >= chance:
         reasons.append(f"its training loss {loss:.3g} is no lower than a uniform guess's "
                        f"(ln {num_classes} = {chance:.3g})")

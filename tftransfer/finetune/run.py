@@ -28,9 +28,11 @@ import numpy as np
 
 from tftransfer import data, runs
 from tftransfer.config import TransferConfig, to_dict
+from tftransfer.config.length import EPOCHS_AUTO, Length, training_length
 from tftransfer.errors import UnsavedResult, UserError, os_error_sentence
 from tftransfer.finetune.loop import (Checkpointer, check_finite_result, extensions, train,
                                       use_compiled_loop)
+from tftransfer.finetune.input_plan import photo_input_size, say_photo_input, target_sizes
 from tftransfer.finetune.networks import Network
 from tftransfer.finetune.result import (per_class_accuracy, per_class_summary, result_row,
                                         training_columns)
@@ -94,6 +96,10 @@ def fine_tune(cfg: TransferConfig, cache: RunCache | None = None, save_model: bo
       The result row: test accuracy (a fraction) and loss, the paper's variables, time,
       per-epoch test accuracies and the run directory.
     """
+    # precision auto resolved first: config.json, the result and the run-directory checks
+    # hold what the run ran with (a run recorded as float32 before auto compares equal).
+    # Said after the run's own first lines (source, input size, length: _fine_tune).
+    cfg = runtime.with_resolved_precision(cfg, say=False)
     # The precision policy holds while the networks are built, and is the caller's again after.
     # `held` keeps the run directory's lock until the last write (see _fine_tune).
     with runtime.precision_policy(cfg.precision), contextlib.ExitStack() as held:
@@ -116,6 +122,11 @@ def _fine_tune(cfg: TransferConfig, cache: RunCache, save_model: bool, verbose: 
     source = cache.source(cfg.source)
     requested = cfg
     cfg = resolve_length_and_stages(cfg, source, cache)
+    length = run_length(requested, cache) if verbose else None  # for the first lines
+    if verbose:
+        say_photo_input(requested, source.identity["source"], _source_size(source),
+                        cfg.data.image_size or _source_size(source),
+                        lambda: target_sizes(cfg, cache), length)
     out = Path(cfg.out) if cfg.out else default_run_dir(cfg, source)
     # From the check to the last write: a second run into `out` is refused, not mixed in.
     held.enter_context(locked(out))
@@ -142,17 +153,18 @@ def _fine_tune(cfg: TransferConfig, cache: RunCache, save_model: bool, verbose: 
     if verbose:
         print(f"transfer: {source.identity['source']} -> {target.name} "
               f"({len(train_idx)} images, {image_size}px), unfrozen blocks "
-              f"{cfg.unfrozen_blocks} {network.blocks}, {cfg.epochs} epochs, "
+              f"{cfg.unfrozen_blocks} {network.blocks}, {length.describe()}, "
               f"feature cache {'on' if network.cached else 'off'} -> {out}"
               + (f"; resumed after epoch {first}" if point else ""), file=sys.stderr)
+        runtime.say_auto_precision()
 
     if not point:
         clear_run_record(out)  # only now: a run that stops on bad input keeps the old one
     start = time.time()
     if network.cached:
-        datasets = _cached_datasets(cfg, network, source, target, (train_idx, test_idx,
-                                                                   curve_idx), image_size, cache,
-                                    tensors=compiled, first_epoch=first, progress=verbose)
+        datasets = cached_datasets(cfg, network, source, target,
+                                   (train_idx, test_idx, curve_idx), image_size, cache,
+                                   tensors=compiled, first_epoch=first, progress=verbose)
     else:
         datasets = _image_datasets(cfg, target, (train_idx, test_idx, curve_idx), image_size,
                                    augment, first_epoch=first)
@@ -161,15 +173,52 @@ def _fine_tune(cfg: TransferConfig, cache: RunCache, save_model: bool, verbose: 
                       network.compiled_functions, warmup_callbacks(cfg, network))
     check_finite_result(cfg, network.trained, evaluator)
     seconds = time.time() - start
+    trained = TrainedRun(cfg, requested, source, target, (train_idx, test_idx, curve_idx),
+                         image_size, steps, network, datasets[1], out)
+    return record_run(trained, evaluator, seconds, save_model, point)
 
-    result = result_row(cfg, source, target, (train_idx, test_idx, curve_idx), evaluator,
-                         seconds, out, network.cached)
-    result.update(requested_columns(requested))
-    training, convergence = training_columns(out / "history.csv", steps * cfg.epochs,
+
+@dataclasses.dataclass(frozen=True)
+class TrainedRun:
+    """A trained run, as ``record_run`` records it: its resolved and requested configs, the
+    source and target, the (train, test, curve) indices, the image size, the SGD steps per
+    epoch, the network, the final test set and the run directory."""
+
+    cfg: TransferConfig
+    requested: TransferConfig
+    source: SourceModel
+    target: object
+    indices: tuple
+    image_size: int
+    steps: int
+    network: Network
+    test_set: object
+    out: Path
+
+
+def record_run(run: TrainedRun, evaluator, seconds: float, save_model: bool,
+               point=None) -> dict:
+    """Writes a trained run's record (``metrics.json``, and the model when ``save_model``)
+    and returns its result row: what ``fine_tune`` and each seed of
+    ``multi_seed.fine_tune_seeds`` record.
+
+    Args:
+      run: the trained run.
+      evaluator: its curve, final result and (optionally) final predictions.
+      seconds: its training time.
+      save_model: write the fine-tuned model into the run directory.
+      point: the ``rundir.resume_point`` it continued from (None: a new run).
+    """
+    cfg, source, target, network, out = run.cfg, run.source, run.target, run.network, run.out
+    result = result_row(cfg, source, target, run.indices, evaluator, seconds, out,
+                        network.cached)
+    result.update(requested_columns(run.requested, len(run.indices[0])))
+    training, convergence = training_columns(out / "history.csv", run.steps * cfg.epochs,
                                              target.num_classes)
     result.update(training)
-    per_class = per_class_accuracy(network.trained, datasets[1], target.test.labels[test_idx],
-                                   target.class_names, getattr(evaluator, "predictions", None))
+    per_class = per_class_accuracy(network.trained, run.test_set,
+                                   target.test.labels[run.indices[1]], target.class_names,
+                                   getattr(evaluator, "predictions", None))
     result.update(per_class_summary(per_class))
     if "warning" in result:
         print(f"warning: {result['warning']}", file=sys.stderr)
@@ -179,7 +228,7 @@ def _fine_tune(cfg: TransferConfig, cache: RunCache, save_model: bool, verbose: 
         if save_model:
             config = {"kind": "transfer", "arch": source.identity["source_arch"],
                       "dataset": target.name, "num_classes": target.num_classes,
-                      "class_names": list(target.class_names), "image_size": image_size,
+                      "class_names": list(target.class_names), "image_size": run.image_size,
                       "unfrozen_block_names": network.blocks, **source.identity,
                       "resolved_config": to_dict(cfg),
                       "test_accuracy": result["test_accuracy"], **extended}
@@ -203,30 +252,49 @@ def _reported_if_unsaved(result: dict, out: Path):
 
 def resolve_length_and_stages(cfg: TransferConfig, source: SourceModel,
                               cache: RunCache) -> TransferConfig:
-    """``cfg`` with ``unfrozen_stages`` turned into the number of blocks those stages hold
-    and ``steps`` into epochs (``ceil(steps / steps per epoch)``, so at least ``steps`` SGD
-    steps), both fields then None: the resolved config is what config.json records and
-    what resuming or extending the run compares."""
+    """``cfg`` with ``unfrozen_stages`` turned into the number of blocks those stages hold,
+    ``steps`` or ``epochs`` auto into a number of epochs (``run_length``), ``steps`` and
+    ``unfrozen_stages`` then None, and an input size other than the source's own that
+    ``input_plan.photo_input_size`` chooses set as ``data.image_size``: the resolved config
+    is what config.json records and what resuming or extending the run compares."""
     if cfg.unfrozen_stages is not None:
         blocks = architectures.blocks_of_last_stages(source.model, cfg.unfrozen_stages)
         if cfg.unfrozen_blocks not in (0, blocks):
             raise UserError(f"--unfrozen-stages {cfg.unfrozen_stages} ({blocks} blocks) and "
                             f"--unfrozen-blocks {cfg.unfrozen_blocks} disagree; give one.")
         cfg = dataclasses.replace(cfg, unfrozen_blocks=blocks, unfrozen_stages=None)
-    if cfg.steps is not None:
-        target = cache.target(cfg)
-        images = len(data.select_subset(target.train.labels, cfg.data.train_images, cfg.seed,
-                                        method=cfg.data.subset))
-        per_epoch = math.ceil(images / cfg.data.batch_size)
-        cfg = dataclasses.replace(cfg, epochs=math.ceil(cfg.steps / per_epoch), steps=None)
+    if cfg.steps is not None or cfg.epochs == EPOCHS_AUTO:
+        cfg = dataclasses.replace(cfg, epochs=run_length(cfg, cache).epochs, steps=None)
+    size = photo_input_size(cfg, _source_size(source), lambda: target_sizes(cfg, cache))
+    if size is not None:
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, image_size=size))
     return cfg
 
 
-def requested_columns(requested: TransferConfig) -> dict:
+def run_length(cfg: TransferConfig, cache: RunCache) -> Length:
+    """How long ``cfg`` trains (``config.length.training_length``) over the training images
+    it selects (this loads the target)."""
+    target = cache.target(cfg)
+    images = len(data.select_subset(target.train.labels, cfg.data.train_images, cfg.seed,
+                                    method=cfg.data.subset))
+    return training_length(cfg.epochs, cfg.steps, images, cfg.data.batch_size)
+
+
+def _source_size(source: SourceModel) -> int:
+    return int(source.model.inputs[0].shape[1])
+
+
+def requested_columns(requested: TransferConfig, images: int | None = None) -> dict:
     """Result columns for how the run's length and freezing were asked for, when they were
-    given as ``steps`` / ``unfrozen_stages`` (the resolved config holds epochs and blocks)."""
-    return {name: getattr(requested, name) for name in ("steps", "unfrozen_stages")
-            if getattr(requested, name) is not None}
+    given as ``steps`` / ``unfrozen_stages`` (the resolved config holds epochs and blocks),
+    and with the run's ``images`` training images, ``epochs_rule`` for a length given as
+    steps or by the auto rule (``config.length.Length.rule``)."""
+    columns = {name: getattr(requested, name) for name in ("steps", "unfrozen_stages")
+               if getattr(requested, name) is not None}
+    if images is not None and (requested.steps is not None or requested.epochs == EPOCHS_AUTO):
+        columns["epochs_rule"] = training_length(requested.epochs, requested.steps, images,
+                                                 requested.data.batch_size).rule
+    return columns
 
 
 def run_indices(cfg: TransferConfig, target):
@@ -260,12 +328,13 @@ def feature_key(cfg: TransferConfig, source: SourceModel, target, network: Netwo
     # The load options (keys, splits, crop) change the images, so they are part of the key.
     return (source.identity["source_path"], target.name,
             tuple(sorted(cfg.data.load_options().items())),
-            network.boundary_key, image_size, cfg.precision, network.normalization)
+            network.boundary_key, image_size, runtime.resolve_precision(cfg.precision),
+            network.normalization)  # auto and what it resolves to share features
 
 
-def _cached_datasets(cfg, network: Network, source, target, indices, image_size,
-                     cache: RunCache, tensors: bool = False, first_epoch: int = 0,
-                     progress: bool = False):
+def cached_datasets(cfg, network: Network, source, target, indices, image_size,
+                    cache: RunCache, tensors: bool = False, first_epoch: int = 0,
+                    progress: bool = False):
     """(train, test, curve) datasets of trunk activations; with ``tensors``, test and curve
     are (features, labels) tensors instead where they are held in memory (``finetune.compiled_loop``
     evaluates those). The training batches start at epoch ``first_epoch`` (a resumed run).

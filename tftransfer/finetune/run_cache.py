@@ -89,10 +89,8 @@ class RunCache:
         augmented (default ``cfg.data.augment``); ``normalization``: (mean, std) replacing
         the source's input statistics (None keeps them)."""
         augment = cfg.data.augment if augment is None else augment
-        key = (source.identity["source_path"], image_size, num_classes, cfg.precision,
-               cfg.head_init, cfg.unfrozen_blocks, cfg.frozen_bn, cfg.feature_cache,
-               augment, cfg.optim, cfg.epochs, steps_per_epoch, normalization,
-               cfg.head_warmup_epochs, cfg.unfrozen_lr_scale)
+        key = network_key(cfg, source, num_classes, image_size, steps_per_epoch, augment,
+                          normalization)
         if key in self._networks:
             self._networks.move_to_end(key)
         else:
@@ -230,6 +228,16 @@ class RunCache:
         if isinstance(container[0], FeatureView):
             return container[0].subset(positions)
         return tf.gather(container[0], positions)
+
+
+def network_key(cfg: TransferConfig, source: SourceModel, num_classes: int, image_size: int,
+                steps_per_epoch: int, augment: bool, normalization: tuple | None) -> tuple:
+    """What a built ``Network`` depends on (the graph and the optimizer's schedule): runs
+    with the same key can share one, reset between them (``RunCache.network``)."""
+    return (source.identity["source_path"], image_size, num_classes, cfg.precision,
+            cfg.head_init, cfg.unfrozen_blocks, cfg.frozen_bn, cfg.feature_cache, augment,
+            cfg.optim, cfg.epochs, steps_per_epoch, normalization, cfg.head_warmup_epochs,
+            cfg.unfrozen_lr_scale)
 
 
 def _set_key(key: tuple, indices: np.ndarray) -> tuple:

@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from tftransfer.config import SALIENCY_RENDERINGS as RENDERINGS
+from tftransfer.config import SaliencyConfig, recorded_load_options
 from tftransfer.errors import UserError
 
-from tftransfer.config import SALIENCY_RENDERINGS as RENDERINGS  # noqa: E402
-from tftransfer.config import recorded_load_options  # noqa: E402
 _PERCENTILE = 99.0
 
 
@@ -275,21 +275,11 @@ def shared_load_options(configs, dataset: str) -> dict:
             if all(key in other and other[key] == value for other in rest)}
 
 
-def run_saliency(model_refs, dataset: str, num_images: int, out, smooth: bool = False,
-                 samples: int = 25, noise: float = 0.1, data_dir=None, download: bool = True,
-                 titles=None, mode: str = "abs", seed: int = 0) -> dict:
+def run_saliency(cfg: SaliencyConfig) -> dict:
     """The ``saliency`` command: a figure of every model's input gradients.
 
     Args:
-      model_refs: model directories, ``.keras`` files or registered names.
-      dataset: the dataset whose test images are shown.
-      num_images: K, the first K of the seed-0 stratified order of the test split.
-      out: the PNG to write (the raw gradients go next to it as ``.npz``).
-      smooth, samples, noise: SmoothGrad instead of the vanilla gradient.
-      data_dir, download: where the dataset is.
-      titles: column titles (default: from each model's directory and config).
-      mode: ``abs`` or ``image`` (see ``render``).
-      seed: seed of the SmoothGrad noise.
+      cfg: the models, the images and how their gradients are computed and drawn.
 
     Returns:
       The result row: output files, per-model label mode and mean |gradient|.
@@ -298,15 +288,13 @@ def run_saliency(model_refs, dataset: str, num_images: int, out, smooth: bool = 
     from tftransfer.sources import hub
     from tftransfer.report.plot_parts import save_figure
 
-    if num_images < 1:
-        raise UserError(f"--images must be at least 1, got {num_images}.")
-    if titles is not None and len(titles) != len(model_refs):
-        raise UserError(f"--labels has {len(titles)} entries for {len(model_refs)} models.")
-    render(np.zeros((1, 1, 1, 3)), mode)  # an unknown --render fails before any work
+    model_refs, titles, mode, smooth = cfg.models, cfg.labels, cfg.render, cfg.smoothgrad
+    samples, noise = cfg.samples, cfg.noise
     configs = [hub.read_config(ref) for ref in model_refs]
-    target = data.load(dataset, data_dir, download, **shared_load_options(configs, dataset))
+    target = data.load(cfg.dataset, cfg.data_dir, cfg.download,
+                       **shared_load_options(configs, cfg.dataset))
     # The nested seed-0 order's prefix: stratified, and stable when K grows.
-    indices = data.select_subset(target.test.labels, None, 0)[:num_images]
+    indices = data.select_subset(target.test.labels, None, 0)[:cfg.images]
     true_labels = target.test.labels[indices]
     models = [(ref, hub.load_model(ref), config) for ref, config in zip(model_refs, configs)]
     sizes = {ref: model_input_size(model, 224) for ref, model, _ in models}
@@ -320,11 +308,11 @@ def run_saliency(model_refs, dataset: str, num_images: int, out, smooth: bool = 
         print(f"saliency: {title.splitlines()[0]}: {method.lower()} of {len(indices)} images at "
               f"{sizes[ref]}px", file=sys.stderr)
         columns.append(column_for(model, config, title, images[sizes[ref]], true_labels,
-                                  target.class_names, smooth, samples, noise, seed))
+                                  target.class_names, smooth, samples, noise, cfg.seed))
     shown = images.get(shown_size)
     captions = [target.class_names[int(y)] for y in true_labels]
     figure = saliency_figure(shown, captions, columns, mode, method, target.name)
-    path = save_figure(figure, out)
+    path = save_figure(figure, cfg.out)
     arrays = Path(path).with_suffix(".npz")
     np.savez_compressed(arrays, images=shown, labels=true_labels, indices=indices,
                         **{f"gradients_{k}": c.gradients for k, c in enumerate(columns)})

@@ -10,7 +10,6 @@ figures. No TensorFlow is imported.
 
 from __future__ import annotations
 
-import re
 import sys
 import warnings
 from pathlib import Path
@@ -97,17 +96,13 @@ def _write_tables(tables: dict, out_dir: Path) -> list[Path]:
     return files
 
 
-def _slug(name: str) -> str:
-    # Target names become file names; keep them portable.
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "target"
-
-
 def _write_figures(tables: dict, out_dir: Path, curve_images) -> list[Path]:
     summary, baseline = tables["summary"], tables["baseline"]
     colors = plot_parts.source_colors(summary["source"], baseline)
     files = []
     for target in sorted(summary["target"].unique()):
-        slug = _slug(target)
+        # Target names become file names; the committed figures are named this way.
+        slug = runs.slug(target, keep="._-", fallback="target")
         figures = {f"accuracy_vs_images_{slug}.png":
                    plots.plot_accuracy_vs_images(summary, target, baseline, colors)}
         if (tables["differences"]["target"] == target).any():

@@ -19,7 +19,7 @@ from tftransfer.errors import UserError
 from tftransfer.serving.export import BYTES_INPUT
 from tftransfer.serving.http_exchange import Unreachable, check_timeout, exchange
 from tftransfer.sources.export_format import SERVING_SIGNATURE
-from tftransfer.serving.image_limits import image_format
+from tftransfer.serving.image_formats import image_format
 from tftransfer.serving.predictions import check_prediction
 
 # The largest answer read: a status answer is a few hundred bytes; a prediction row holds a

@@ -40,8 +40,7 @@ from tftransfer.config import PREPROCESSING_OPTIONS, recorded_load_options
 from tftransfer.errors import UserError
 from tftransfer.sources.export_format import (IMAGES_SIGNATURE, METADATA_FILE, SERVING_SIGNATURE,
                                       read_metadata, saved_model_sha256)
-from tftransfer.serving.image_limits import (MAX_ASPECT_RATIO, MAX_IMAGE_PIXELS,
-                                             check_aspect_ratio, check_encoded_size)
+from tftransfer.serving.image_formats import MAX_ASPECT_RATIO, MAX_IMAGE_PIXELS
 
 # MAX_IMAGE_PIXELS, MAX_ASPECT_RATIO and read_metadata are re-exported: callers read an
 # export's limits and metadata from here.
@@ -223,6 +222,7 @@ def build_archive(model, class_names, image_size: int, top_k: int,
     import tensorflow as tf
 
     from tftransfer import data
+    from tftransfer.serving.image_limits import check_aspect_ratio, check_encoded_size
 
     def outputs(images):
         count = tf.shape(images)[0]

@@ -4,33 +4,21 @@ Graph code (it runs inside the ``serving_default`` signature, in TF Serving): re
 encoded image's width and height from its header (PNG IHDR, JPEG SOF, BMP DIB header, WebP
 VP8/VP8L/VP8X, every GIF frame descriptor) so that a decompression bomb is refused before
 the decoder allocates its pixels; JPEG XL, whose size cannot be read this cheaply, is
-refused. ``image_format`` is the same magic-number table for Python bytes (the client).
+refused. The formats' magic numbers and the limits are ``serving.image_formats`` (no
+TensorFlow, for the client); this module imports TensorFlow, so ``serving.export`` imports it
+only when it builds the signatures.
 """
 
 from __future__ import annotations
 
-# The most pixels (width x height) serving_default decodes per image. Decoding and the
-# float32 preprocessing cost 15-20 bytes per pixel (measured on 2 cores: a 12000x12000 PNG
-# took 2.9 GB and 10-18 s; one of 6324x6324, at this limit, 0.6 GB and 1.3 s), while every
-# common camera photo (12 MP phones, 24-36 MP cameras, 8K video frames of 33 MP) still
-# fits; the models see at most 224 px anyway, so a client with a larger image loses nothing
-# by downscaling it first.
-MAX_IMAGE_PIXELS = 40_000_000
-# The most times an image's long side may exceed its short side. The pixel limit alone did
-# not bound the preprocessing: it resizes the short side to about the model's input size
-# before cropping the centre, so a 2,500,000 x 16 image (40 MP, within the limit) became
-# 32 x 5,000,000 x 3 float32 for a 32 px model (over 4 GB and 13 s for one image). At this
-# ratio a 224 px model's resized image (256 x 25,600) is 79 MB of floats, less than the
-# decoded image's own budget, while panoramas (up to about 10:1) still pass.
-MAX_ASPECT_RATIO = 100
+import tensorflow as tf
+
+from tftransfer.serving.image_formats import MAGIC, MAX_ASPECT_RATIO, MAX_IMAGE_PIXELS
+
 # A GIF's size is the union of its frames, found by walking its data sub-blocks (255
 # bytes each as encoders write them); this many steps cover a 25 MB GIF, and a file needing
 # more is refused after 0.6-1.1 s of walking rather than walked for longer.
 MAX_GIF_BLOCKS = 100_000
-# Leading bytes of the formats tf.io.decode_image reads (WebP: RIFF....WEBP).
-_MAGIC = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF87a", "GIF"),
-          (b"GIF89a", "GIF"), (b"BM", "BMP"), (b"\xff\x0a", "JPEG XL"),
-          (b"\x00\x00\x00\x0cJXL ", "JPEG XL"))
 _UNKNOWN, _JPEG, _PNG, _GIF, _BMP, _WEBP, _JPEG_XL = range(7)
 _HEADER_SIZE = 64  # bytes holding every size field read here, except a GIF's frames
 _HEADER_PAD = 32  # zero bytes appended so that header fields past a short file read as 0
@@ -49,8 +37,6 @@ def check_encoded_size(encoded, index, max_pixels: int = MAX_IMAGE_PIXELS):
       An op raising InvalidArgumentError ("image I of the batch ...") when the image is
       refused; run the decoder under a control dependency on it.
     """
-    import tensorflow as tf
-
     header = _header_bytes(encoded)
     kind = _image_kind(header)
     pixels, walked = declared_pixels(encoded, header, kind)
@@ -89,8 +75,6 @@ def check_aspect_ratio(height, width, subject: str, subject_values=(),
       An op raising InvalidArgumentError when the image is refused; run the resize under a
       control dependency on it.
     """
-    import tensorflow as tf
-
     short, long = tf.minimum(height, width), tf.maximum(height, width)
     message = tf.strings.format(
         subject + " {}x{} pixels, whose long side is more than " + str(max_ratio) + " times "
@@ -107,8 +91,6 @@ def declared_pixels(encoded, header=None, kind=None):
       ``(pixels, walked)``: an int64 scalar (0 for a format without a size field read
       here) and False only for a GIF too long to walk (``MAX_GIF_BLOCKS``).
     """
-    import tensorflow as tf
-
     header = _header_bytes(encoded) if header is None else header
     kind = _image_kind(header) if kind is None else kind
     zero = tf.constant(0, tf.int64)
@@ -129,8 +111,6 @@ def declared_pixels(encoded, header=None, kind=None):
 def _header_bytes(encoded, size: int | None = _HEADER_SIZE):
     """The first ``size`` bytes of the file (all of them for None) as a uint8 vector,
     zero-padded (see ``_HEADER_PAD``)."""
-    import tensorflow as tf
-
     if size is not None:
         encoded = tf.strings.substr(encoded, 0, size)  # shorter files: all their bytes
     raw = tf.io.decode_raw(encoded, tf.uint8)
@@ -139,38 +119,28 @@ def _header_bytes(encoded, size: int | None = _HEADER_SIZE):
 
 def _byte(header, position):
     """``header[position]`` as int64 (0 past the end)."""
-    import tensorflow as tf
-
     last = tf.size(header, out_type=tf.int64) - 1
     return tf.cast(tf.gather(header, tf.minimum(tf.cast(position, tf.int64), last)), tf.int64)
 
 
 def _little_endian(header, position, size: int):
-    import tensorflow as tf
-
     return tf.add_n([_byte(header, position + k) * 256 ** k for k in range(size)])
 
 
 def _big_endian(header, position, size: int):
-    import tensorflow as tf
-
     return tf.add_n([_byte(header, position + k) * 256 ** (size - 1 - k) for k in range(size)])
 
 
 def _starts_with(header, magic: bytes, position: int = 0):
-    import tensorflow as tf
-
     expected = tf.constant(list(magic), tf.uint8)
     return tf.reduce_all(tf.equal(header[position:position + len(magic)], expected))
 
 
 def _image_kind(header):
-    """Which decoder ``tf.io.decode_image`` would pick (its magic numbers, see ``_MAGIC``)."""
-    import tensorflow as tf
-
+    """Which decoder ``tf.io.decode_image`` would pick (its magic numbers, see ``MAGIC``)."""
     kinds = {"JPEG": _JPEG, "PNG": _PNG, "GIF": _GIF, "BMP": _BMP, "JPEG XL": _JPEG_XL}
     kind = tf.constant(_UNKNOWN)
-    for magic, name in _MAGIC:
+    for magic, name in MAGIC:
         kind = tf.where(_starts_with(header, magic), kinds[name], kind)
     webp = tf.logical_and(_starts_with(header, b"RIFF"), _starts_with(header, b"WEBP", 8))
     return tf.where(webp, _WEBP, kind)
@@ -182,8 +152,6 @@ def _png_pixels(header):
 
 
 def _bmp_pixels(header):
-    import tensorflow as tf
-
     # A 12-byte BITMAPCOREHEADER has 16-bit sizes; the others signed 32-bit ones (a negative
     # height is a top-down bitmap).
     core = tf.equal(_little_endian(header, 14, 4), 12)
@@ -195,8 +163,6 @@ def _bmp_pixels(header):
 
 
 def _webp_pixels(header):
-    import tensorflow as tf
-
     chunk = _big_endian(header, 12, 4)
     # VP8 (lossy): 14-bit sizes after the frame tag and start code.
     lossy = (tf.bitwise.bitwise_and(_little_endian(header, 26, 2), 0x3FFF)
@@ -213,8 +179,6 @@ def _webp_pixels(header):
 
 def _gif_color_table(flags):
     """Bytes of the colour table a GIF screen or image descriptor's flags announce."""
-    import tensorflow as tf
-
     size = 3 * tf.bitwise.left_shift(tf.constant(2, tf.int64), tf.bitwise.bitwise_and(flags, 7))
     return tf.where(tf.bitwise.bitwise_and(flags, 0x80) != 0, size, tf.constant(0, tf.int64))
 
@@ -223,8 +187,6 @@ def _gif_pixels(encoded):
     """``(pixels, walked)`` of a GIF: the larger of its canvas (the logical screen and every
     frame's extent) and the sum of its frames' areas (giflib keeps every frame), walking
     its blocks; walked is False when ``MAX_GIF_BLOCKS`` ran out first."""
-    import tensorflow as tf
-
     header = _header_bytes(encoded, None)  # the frame descriptors are anywhere in the file
     length = tf.cast(tf.strings.length(encoded), tf.int64)
 
@@ -262,8 +224,6 @@ def _gif_pixels(encoded):
 def _skip_gif_sub_blocks(header, position, length, budget):
     """The position after the data sub-blocks at ``position`` (a length byte, that many
     bytes, ...; a zero length ends them) and the step budget left."""
-    import tensorflow as tf
-
     def more(position, budget):
         return tf.logical_and(tf.logical_and(position < length, budget > 0),
                               tf.not_equal(_byte(header, position), 0))
@@ -273,12 +233,3 @@ def _skip_gif_sub_blocks(header, position, length, budget):
 
     position, budget = tf.while_loop(more, step, (position, budget))
     return position + 1, budget
-
-
-
-def image_format(encoded: bytes) -> str | None:
-    """The image format named by the first bytes of ``encoded`` (None if unknown)."""
-    if encoded[:4] == b"RIFF" and encoded[8:12] == b"WEBP":
-        return "WebP"
-    return next((fmt for magic, fmt in _MAGIC if encoded.startswith(magic)), None)
-

@@ -69,10 +69,10 @@ def find_python(python: str | None = None) -> str:
             return candidate
     tried = ", ".join(filter(None, candidates))
     raise UserError(f"No Python with KServe's model server was found (tried {tried}); install "
-                    f"the [serve] extra: `pip install -e \".[serve]\"`, or, where this "
+                    f"the [serve] extra: `pip install -e \".[cpu,serve]\"`, or, where this "
                     f"environment has protobuf 7 or pandas 3 (kserve 0.21 pins protobuf<7, "
                     f"pandas<3, psutil<6), in its own: `python3 -m venv .venv-serve && "
-                    f".venv-serve/bin/pip install -e \".[serve]\"`.")
+                    f".venv-serve/bin/pip install -e \".[cpu,serve]\"`.")
 
 
 def has_kserve(python: str) -> bool:

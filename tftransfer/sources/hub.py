@@ -171,9 +171,10 @@ def default_source(target: str, data_dir: str | None = None, image_size: int | N
     return name
 
 
-def native_image_size(target: str, data_dir: str | None = None) -> int | None:
-    """The longer side of a target's images in pixels: a TFDS dataset's fixed image shape,
-    or an image folder's first image; None when they vary.
+def native_image_size(target: str, data_dir: str | None = None):
+    """The longer side of a target's images in pixels: a TFDS dataset's fixed image shape;
+    None when they vary; for an image folder, the sizes of a sample of its files spread over
+    its classes (``data.image_sizes.SizeSample``, which ``sources.default_for`` reads).
 
     Raises:
       LookupError: for a name TFDS does not know (or without an image feature), and a folder
@@ -181,7 +182,12 @@ def native_image_size(target: str, data_dir: str | None = None) -> int | None:
     """
     folder = Path(target).expanduser()
     if folder.is_dir():
-        return _first_image_size(folder)
+        from tftransfer.data.image_sizes import folder_sample
+
+        sample = folder_sample(folder)
+        if sample is None:
+            raise LookupError(str(folder))
+        return sample
     import tensorflow_datasets as tfds  # only for TFDS targets: it is slow to import
 
     try:
@@ -193,16 +199,3 @@ def native_image_size(target: str, data_dir: str | None = None) -> int | None:
         # feature: the data loader says which, in its own sentence
         raise LookupError(target) from error
     return None if None in shape[:2] else max(shape[:2])
-
-
-def _first_image_size(folder: Path) -> int:
-    from PIL import Image, UnidentifiedImageError  # pillow ships with keras' dependencies
-
-    for path in sorted(folder.rglob("*")):
-        if path.is_file():
-            try:
-                with Image.open(path) as image:
-                    return max(image.size)
-            except (OSError, UnidentifiedImageError):
-                continue
-    raise LookupError(str(folder))

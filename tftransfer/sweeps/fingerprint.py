@@ -43,6 +43,9 @@ class Fingerprint:
 
 def fingerprint(cfg: TransferConfig) -> Fingerprint:
     """The fingerprint of the run config ``cfg`` (see the module docstring)."""
+    from tftransfer.training import runtime  # TensorFlow: not when the CLI only parses
+
+    cfg = runtime.with_resolved_precision(cfg)  # what the run will record (fine_tune)
     defaults = _defaults()
     fields = {name: value for name, value in _flat(cfg).items()
               if name not in _NOT_RESULT and (name not in defaults or value != defaults[name])}
@@ -64,7 +67,12 @@ def differences(recorded: dict, current: dict) -> list[str]:
 
 @functools.lru_cache(maxsize=1)
 def _defaults() -> dict:
-    return _flat(TransferConfig(target="x"))
+    # precision: the default is auto, which a run resolves and records; float32, the default
+    # before auto, stays the value left out, so that the rows recorded then keep their
+    # fingerprints on a CPU, and a GPU's mixed_float16 is a setting of its own. epochs: the
+    # same for the default before auto (10), which a grid's cell always sets.
+    return _flat(dataclasses.replace(TransferConfig(target="x"), precision="float32",
+                                     epochs=10))
 
 
 def _flat(cfg: TransferConfig) -> dict:

@@ -26,6 +26,12 @@ side by side), and each cell still runs once and every row is kept:
   A row is appended only when no results file holds the cell yet (a claim taken over
   from a process that was merely stalled must not give a second row).
 
+The seeds of one cell train together (``sweeps.cell_runs``, up to ``seed_batch`` at once,
+each seed's row the one it gets alone) where its runs allow: the first cell claimed as
+above, then, once its seeds are known to train together, its other unfinished seeds that
+no live process holds, all claimed before any of them trains; each row is then recorded,
+and each claim released, as a single run's.
+
 The lock and the claims sit in the results directory itself (a shared file system
 for processes on several hosts; ``flock`` works on local disks and NFSv4). The grid is
 ``sweeps.cells``; the rows, the lock and the claims are ``sweeps.state``; this module runs
@@ -39,25 +45,27 @@ directory is a link, lies outside the results folder or holds another cell's run
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
-import traceback
 from pathlib import Path
 
 from tftransfer import runs
 from tftransfer.config import SweepConfig
 from tftransfer.errors import UserError
 from tftransfer.sweeps import run_dirs, same_config
-from tftransfer.sweeps.fingerprint import HASH_COLUMN, fingerprint
+from tftransfer.sweeps.cell_runs import DEFAULT_SEED_BATCH, SeedBatching, run_cell
 # Re-exported: the sweep's public names stay importable from here (tests, commands).
 from tftransfer.sweeps.cells import (Cell, cells, parse_shard, select_sources, shard_cells,
                                    transfer_config)
 from tftransfer.sweeps.state import (CLAIM_STALE_SECONDS, CLAIMS_DIR, Claim, Heartbeat,
-                                    append_row, claim_is_live, claim_next, claim_path,
+                                    append_row, claim_cells, claim_is_live, claim_next,
+                                    claim_path,
                                     claimed_elsewhere, finished_keys, read_rows, record_row,
                                     release_claim, results_file)
 
-__all__ = ["CLAIM_STALE_SECONDS", "CLAIMS_DIR", "Cell", "Heartbeat", "append_row", "cells",
+__all__ = ["CLAIM_STALE_SECONDS", "CLAIMS_DIR", "Cell", "DEFAULT_SEED_BATCH", "Heartbeat",
+           "append_row", "cells",
            "check_max_runs", "claim_is_live", "claim_path", "finished_keys", "load_targets",
            "parse_shard", "read_rows", "run_sweep", "select_sources", "shard_cells",
            "transfer_config"]
@@ -71,7 +79,8 @@ def check_max_runs(max_runs: int | None) -> None:
 
 def run_sweep(sweep: SweepConfig, results_dir, shard: str | None = None,
               max_runs: int | None = None, data_dir=None, download=True,
-              save_models: bool = False, cache=None, sources=None) -> dict:
+              save_models: bool = False, cache=None, sources=None,
+              seed_batch: int = 1) -> dict:
     """Runs the unfinished cells of (a shard of) ``sweep``; see the module docstring.
 
     Other processes may run the same sweep on ``results_dir`` at the same time: each
@@ -80,7 +89,9 @@ def run_sweep(sweep: SweepConfig, results_dir, shard: str | None = None,
     ``cache``: a ``finetune.RunCache`` to share with other sweeps in this process (a new
     one when None). ``sources``: run only the cells of these sources (all when None); the
     rows go to the same results file, so later calls fill in the rest of the grid.
-    ``max_runs``: stop after this many runs (failed ones included).
+    ``max_runs``: stop after this many runs (failed ones included). ``seed_batch``: train up
+    to this many seeds of a cell together where its runs allow (1: one run at a time; the
+    ``sweep`` command's default is ``DEFAULT_SEED_BATCH``).
 
     Returns:
       Counts of cells, finished-before, run now, failed and remaining (unfinished at the
@@ -95,6 +106,7 @@ def run_sweep(sweep: SweepConfig, results_dir, shard: str | None = None,
     from tqdm import tqdm
 
     check_max_runs(max_runs)
+    batching = SeedBatching(sweep, seed_batch)
     index, count = parse_shard(shard)
     runs.git_commit()  # pinned now, before this sweep's rows make the checkout dirty
     results_dir = Path(results_dir)
@@ -118,15 +130,16 @@ def run_sweep(sweep: SweepConfig, results_dir, shard: str | None = None,
     with tqdm(total=len(pending), desc=f"sweep {sweep.name}", unit="run",
               file=sys.stderr) as bar:
         while max_runs is None or len(attempted) < max_runs:
-            claim = claim_next(results_dir, mine, skip=attempted)
-            if claim is None:
+            claims = _claim(batching, results_dir, mine, attempted, max_runs, cache, data)
+            if not claims:
                 break
-            attempted.add(claim.cell.key)
-            outcome = _run_claimed(sweep, claim, path, cache, data, save_models)
-            if outcome == "failed":
-                failed.append(claim.cell.key)
-            ran += outcome == "ran"
-            bar.update()
+            attempted.update(claim.cell.key for claim in claims)
+            outcomes = _run_claimed(batching, claims, path, cache, data, save_models)
+            for claim, outcome in zip(claims, outcomes):
+                if outcome == "failed":
+                    failed.append(claim.cell.key)
+                ran += outcome == "ran"
+            bar.update(len(claims))
     finished = finished_keys(results_dir) & {cell.key for cell in mine}
     elsewhere = claimed_elsewhere(results_dir, mine)
     if elsewhere:
@@ -138,24 +151,51 @@ def run_sweep(sweep: SweepConfig, results_dir, shard: str | None = None,
             "features_computed": cache.computed}
 
 
-def _run_claimed(sweep: SweepConfig, claim: Claim, path: Path, cache, data: dict,
-                 save_models: bool) -> str:
-    """Runs a claimed cell, records its row and releases the claim, also when interrupted.
+def _claim(batching: SeedBatching, results_dir: Path, mine: list, attempted: set,
+           max_runs: int | None, cache, data: dict) -> list[Claim]:
+    """The next cell's claim, and those of its other seeds that train with it (as many as
+    ``batching`` and ``max_runs`` allow); [] when no cell is left to claim."""
+    claim = claim_next(results_dir, mine, skip=attempted)
+    if claim is None:
+        return []
+    room = batching.size - 1 if max_runs is None else min(batching.size,
+                                                            max_runs - len(attempted)) - 1
+    if room < 1:
+        return [claim]
+    others = batching.companions(claim.cell, mine, results_dir, cache, data)
+    return [claim] + claim_cells(results_dir, others, attempted, limit=room)
+
+
+def _run_claimed(batching: SeedBatching, claims: list[Claim], path: Path, cache, data: dict,
+                 save_models: bool) -> list[str]:
+    """Runs claimed cells (the seeds of one cell together when there are several), records
+    their rows and releases the claims, also when interrupted.
 
     Returns:
-      "ran", "failed", or "duplicate" when another process recorded the cell first.
+      Per claim: "ran", "failed", or "duplicate" when another process recorded it first.
     """
-    cell = claim.cell
+    sweep, results_dir = batching.sweep, claims[0].results_dir
     try:
-        with Heartbeat(claim.path):
-            row = _run_cell(sweep, cell, claim.results_dir, cache, data, save_models)
-        if row is None:
-            return "failed"
-        row = {"run_key": cell.key, "sweep": sweep.name, **row,
-               "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        return "ran" if record_row(claim.results_dir, path, cell, row) else "duplicate"
+        with contextlib.ExitStack() as beating:
+            for claim in claims:
+                beating.enter_context(Heartbeat(claim.path))
+            cells = [claim.cell for claim in claims]
+            rows = (batching.run(cells, results_dir, cache, data, save_models) if len(cells) > 1
+                    else [run_cell(sweep, cells[0], results_dir, cache, data, save_models)])
+        return [_record(sweep, claim, path, row) for claim, row in zip(claims, rows)]
     finally:
-        release_claim(claim)
+        for claim in claims:
+            release_claim(claim)
+
+
+def _record(sweep: SweepConfig, claim: Claim, path: Path, row: dict | None) -> str:
+    """Appends a finished cell's row (``state.record_row``); "ran", "failed" (no row) or
+    "duplicate"."""
+    if row is None:
+        return "failed"
+    row = {"run_key": claim.cell.key, "sweep": sweep.name, **row,
+           "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    return "ran" if record_row(claim.results_dir, path, claim.cell, row) else "duplicate"
 
 
 def load_targets(sweep: SweepConfig, todo: list, results_dir: Path, cache, data: dict) -> None:
@@ -167,29 +207,3 @@ def load_targets(sweep: SweepConfig, todo: list, results_dir: Path, cache, data:
         first_cell.setdefault(cell.target, cell)
     for cell in first_cell.values():
         cache.target(transfer_config(sweep, cell, results_dir / "runs", **data))
-
-
-def _run_cell(sweep: SweepConfig, cell: Cell, results_dir: Path, cache, data: dict,
-              save_models: bool) -> dict | None:
-    """Fine-tunes one cell: its result row, or None (after logging why) when it failed.
-
-    Failures are logged and not raised: one bad cell should not end a long sweep, and
-    re-running the sweep retries it.
-    """
-    from tftransfer import finetune
-
-    try:
-        # Checked again now: the directory may have changed since the sweep started.
-        run_dir = run_dirs.check_run_dir(results_dir, cell)
-        cfg = transfer_config(sweep, cell, run_dir, **data)
-        settings = fingerprint(cfg)
-        run_dirs.mark(run_dir, cell, settings)
-        row = finetune.fine_tune(cfg, cache=cache, save_model=save_models, verbose=False)
-        return {**row, "run_dir": runs.checkout_relative(run_dir), HASH_COLUMN: settings.hash}
-    except UserError as error:
-        # This cell's own problem (N below the target's class count, a source not trained
-        # yet): the message says it all, and the other sources' cells may well run.
-        print(f"\nrun {cell.key} failed: {error}", file=sys.stderr)
-    except Exception:
-        print(f"\nrun {cell.key} failed:\n{traceback.format_exc()}", file=sys.stderr)
-    return None

@@ -123,11 +123,22 @@ def claim_next(results_dir, candidates: list[Cell], skip=frozenset()) -> Claim |
     The results files are read now, under the directory's lock, so that concurrent
     processes never claim the same cell.
     """
+    claims = claim_cells(results_dir, candidates, skip, limit=1)
+    return claims[0] if claims else None
+
+
+def claim_cells(results_dir, candidates: list[Cell], skip=frozenset(),
+                limit: int = 1) -> list[Claim]:
+    """Claims the first ``limit`` cells of ``candidates`` that ``claim_next`` could claim,
+    all under one hold of the directory's lock (the seeds of a cell trained together)."""
     results_dir = Path(results_dir)
+    claims = []
     with locked(results_dir):
         finished = finished_keys(results_dir)
         now = file_clock(results_dir)
         for cell in candidates:
+            if len(claims) >= limit:
+                break
             if cell.key in finished or cell.key in skip:
                 continue
             path = claim_path(results_dir, cell)
@@ -140,8 +151,8 @@ def claim_next(results_dir, candidates: list[Cell], skip=frozenset()) -> Claim |
             runs.write_json(path, {"run_key": cell.key, "pid": os.getpid(),
                                    "host": socket.gethostname(), "token": token,
                                    "claimed_at": time.strftime("%Y-%m-%dT%H:%M:%S")})
-            return Claim(cell, results_dir, token)
-    return None
+            claims.append(Claim(cell, results_dir, token))
+    return claims
 
 
 def file_clock(results_dir) -> float:

@@ -59,6 +59,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
       The final metrics (test accuracy as a fraction, time, epochs, paths).
     """
     out = Path(cfg.out)
+    cfg = runtime.with_resolved_precision(cfg)  # recorded and compared as resolved, never auto
     _check_same_run(out, cfg)
     _record_extension(out, cfg)
     if (out / METRICS_FILE).exists() and (out / saving.MODEL_FILE).exists():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sys
 
 import keras
@@ -29,10 +30,59 @@ def set_seed(seed: int) -> None:
     keras.utils.set_random_seed(int(seed))
 
 
+# The precision ``auto`` last said on stderr (once per process and value: a sweep's cells
+# each resolve it, and one line says it for all of them), and the last one resolved.
+_said_auto = None
+_resolved_auto = None  # (policy, why) of the last ``auto`` resolved, said or not
+
+
+def resolve_precision(precision: str, say: bool = True) -> str:
+    """The dtype policy that ``precision`` names: ``auto`` is ``mixed_float16`` when
+    TensorFlow sees a GPU and ``float32`` when it does not (on a CPU float16 is emulated and
+    slower, and whether bfloat16 pays depends on the CPU: bench/photo_step.py measures it);
+    it says which on stderr, one line per process. Other values are returned as they are.
+
+    Args:
+      precision: ``auto``, ``float32``, ``mixed_float16`` or ``mixed_bfloat16``.
+      say: print the line now; False leaves it to ``say_auto_precision`` (a command whose
+        first line says something else, as ``transfer``'s does).
+
+    Returns:
+      A Keras dtype policy name, never ``auto`` (what a run records).
+    """
+    global _resolved_auto
+    if precision != "auto":
+        return precision
+    gpus = tf.config.list_physical_devices("GPU")
+    resolved = "mixed_float16" if gpus else "float32"
+    _resolved_auto = (resolved, f"{len(gpus)} GPU{'s' if len(gpus) > 1 else ''}" if gpus
+                      else "no GPU")
+    if say:
+        say_auto_precision()
+    return resolved
+
+
+def say_auto_precision() -> None:
+    """Says on stderr what the last ``auto`` precision resolved to, once per process and
+    value (nothing when none was resolved)."""
+    global _said_auto
+    if _resolved_auto is not None and _said_auto != _resolved_auto[0]:
+        print(f"precision: {_resolved_auto[0]} (auto: {_resolved_auto[1]})", file=sys.stderr)
+        _said_auto = _resolved_auto[0]
+
+
+def with_resolved_precision(cfg, say: bool = True):
+    """``cfg`` (a config with a ``precision`` field) with ``auto`` resolved
+    (``resolve_precision``): runs record, compare and fingerprint what they ran with."""
+    resolved = resolve_precision(cfg.precision, say)
+    return cfg if resolved == cfg.precision else dataclasses.replace(cfg, precision=resolved)
+
+
 def set_precision(precision: str) -> None:
-    """Sets the global Keras dtype policy (``float32``, ``mixed_float16``, ``mixed_bfloat16``)."""
+    """Sets the global Keras dtype policy (``auto``, ``float32``, ``mixed_float16``,
+    ``mixed_bfloat16``; ``auto`` as ``resolve_precision`` resolves it)."""
     try:
-        keras.mixed_precision.set_global_policy(precision)
+        keras.mixed_precision.set_global_policy(resolve_precision(precision))
     except ValueError as error:
         raise UserError(f"Unknown precision {precision!r}: {error}") from None
 

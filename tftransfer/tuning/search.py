@@ -23,8 +23,8 @@ module holds the search's config and ``tune``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +34,8 @@ from tftransfer import runs
 from tftransfer.sources import loading as source_loading
 from tftransfer.config import TUNE_DEFAULT_MAX_TRIALS as DEFAULT_MAX_TRIALS
 from tftransfer.config import TUNERS, DataConfig, TransferConfig
-from tftransfer.errors import UserError
+from tftransfer.config.checks import check, check_finite, check_values, check_whole_number
+from tftransfer.training import runtime
 from tftransfer.tuning.hypermodel import FineTuneHyperModel, prepare
 from tftransfer.tuning.best import retrain_best
 from tftransfer.tuning.tuners import make_tuner, role, run_search
@@ -66,20 +67,21 @@ class TuneConfig:
     unfrozen_choices: tuple | None = None  # None: every choice valid for the source
 
     def __post_init__(self):
-        def check(condition, message):
-            if not condition:
-                raise UserError(message)
+        # The fields are the command's flags, and the messages name them.
         check(self.tuner in TUNERS,
               f"--tuner must be one of {', '.join(TUNERS)}, got {self.tuner!r}.")
-        check(self.max_trials is None or self.max_trials >= 1,
-              f"--max-trials must be at least 1, got {self.max_trials}.")
-        check(self.executions_per_trial >= 1,
-              f"--executions-per-trial must be at least 1, got {self.executions_per_trial}.")
-        check(self.max_epochs >= 1, f"--max-epochs must be at least 1, got {self.max_epochs}.")
+        for name in ("max_trials", "executions_per_trial", "max_epochs"):
+            value, flag = getattr(self, name), "--" + name.replace("_", "-")
+            if value is not None:
+                check_whole_number(value, flag)
+                check(value >= 1, f"{flag} must be at least 1, got {value}.")
+        check_finite(self)
         check(0.0 < self.validation_fraction < 1.0,
               f"--validation-fraction must be between 0 and 1, got {self.validation_fraction}.")
-        check(self.unfrozen_choices is None or len(self.unfrozen_choices) >= 1,
-              "--unfrozen-choices needs at least one value.")
+        if self.unfrozen_choices is not None:
+            check_values("tune", "--unfrozen-choices", self.unfrozen_choices)
+            for value in self.unfrozen_choices:
+                check_whole_number(value, "each of --unfrozen-choices")
         check(self.base.data.train_images is not None,
               "tune needs --train-images N: the validation split is carved from those N images.")
 
@@ -92,7 +94,7 @@ class TuneConfig:
 
 
 def base_config(target: str, source: str | None, train_images: int, seed: int = 0,
-                precision: str = "float32", data_dir: str | None = None,
+                precision: str = "auto", data_dir: str | None = None,
                 download: bool = True, test_images: int | None = None,
                 image_size: int | None = None) -> TransferConfig:
     """The fixed part of every trial: the paper's recipe without augmentation, so that
@@ -109,10 +111,10 @@ def base_config(target: str, source: str | None, train_images: int, seed: int = 
 
 def default_directory(base: TransferConfig, tuner: str) -> str:
     """``runs/tune/<target>__<source>__n<N>__<tuner>__s<seed>``."""
-    def slug(text):
-        return re.sub(r"[^A-Za-z0-9.+-]+", "_", str(text)).strip("_")[-60:]
+    def part(text):
+        return runs.slug(text, keep=".+-", max_chars=60)  # as run directories' parts
     source = base.source or source_loading.DEFAULT_SOURCE
-    return str(Path("runs/tune") / (f"{slug(base.target)}__{slug(source)}__n"
+    return str(Path("runs/tune") / (f"{part(base.target)}__{part(source)}__n"
                                     f"{base.data.train_images}__{tuner}__s{base.seed}"))
 
 
@@ -134,6 +136,8 @@ def tune(cfg: TuneConfig, verbose: bool = True, callbacks=None) -> dict:
       UserError: at once, when another search (not a worker of this one) holds the
         directory's lock.
     """
+    # precision auto resolved once: the trials, the retrain and their records agree.
+    cfg = dataclasses.replace(cfg, base=runtime.with_resolved_precision(cfg.base))
     with search_lock(cfg.directory):
         return _tune(cfg, verbose, callbacks)
 

@@ -8,7 +8,6 @@ a run is ``interpret.influence.trained_runs``; ranking and match rates ``interpr
 
 from __future__ import annotations
 
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tftransfer.errors import UserError
+from tftransfer import runs
+from tftransfer.config import InfluenceConfig
 from tftransfer.interpret.influence.math import (Influence, compute_influence, objective_gradient,
                                       with_bias_column)
 from tftransfer.interpret.influence.plots import plot_match_rates, plot_most_influential, save
@@ -79,35 +79,34 @@ def analyze_run(run: RunData, top_k: int = 100, damping: float = 0.01, method: s
     return RunAnalysis(run=run, influence=influence, rates=rates, summary=summary)
 
 
-def analyze(run_dirs, out_dir, train_images: int | None = None, test_images: int = 100,
-            top_k: int = 100, damping: float = 0.01, method: str = "auto",
-            rank: str = "helpful", data_dir=None, download: bool = True, names=None,
-            grid_rows: int = 4, save_matrices: bool = True) -> dict:
+def analyze(cfg: InfluenceConfig) -> dict:
     """The ``influence`` command: scores, match rates and figures for several runs.
 
-    Writes ``influence_<model>.npy`` (M x N, I_up,loss), ``match_rates.csv``,
-    ``match_rates.png``, ``most_influential.png`` and ``summary.json`` into ``out_dir``.
+    Writes ``influence_<model>.npy`` (M x N, I_up,loss; unless ``cfg.save_matrices`` is
+    off), ``match_rates.csv``, ``match_rates.png``, ``most_influential.png`` and
+    ``summary.json`` into ``cfg.out``.
+
+    Args:
+      cfg: the runs and the analysis' settings.
 
     Returns:
       ``{"out", "files", "models": [per-run summaries]}``.
     """
-    from tftransfer import runs
-
-    if top_k < 1:
-        raise UserError(f"--top-k must be at least 1, got {top_k}.")
-    names = _unique_names(run_dirs, names)
-    out_dir = Path(out_dir)
+    rank = cfg.rank
+    names = _unique_names(cfg.run_dirs, cfg.names)
+    out_dir = Path(cfg.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     analyses, files = [], []
-    for run_dir, name in zip(run_dirs, names):
-        run = load_run(run_dir, train_images, test_images, data_dir, download, name)
-        analysis = analyze_run(run, top_k, damping, method, rank)
+    for run_dir, name in zip(cfg.run_dirs, names):
+        run = load_run(run_dir, cfg.train_images, cfg.test_images, cfg.data_dir, cfg.download,
+                       name)
+        analysis = analyze_run(run, cfg.top_k, cfg.damping, cfg.method, rank)
         summary = analysis.summary
         how = "exact Hessian" if summary["method"] == "exact" else "Hessian-vector products + CG"
         print(f"influence: {name}: {how}, {summary['solved_params']} rows "
               f"(head: {summary['head_params']} parameters); match rate at k=1: test images "
               f"{summary['match_rate_test_k1']:.3f}", file=sys.stderr)
-        if save_matrices:
+        if cfg.save_matrices:
             path = out_dir / f"influence_{name}.npy"
             np.save(path, analysis.influence.on_test)
             files.append(path)
@@ -116,7 +115,7 @@ def analyze(run_dirs, out_dir, train_images: int | None = None, test_images: int
     runs.write_text_atomic(out_dir / "match_rates.csv", rates.to_csv(index=False))
     files.append(out_dir / "match_rates.csv")
     files.append(save(plot_match_rates(rates, rank), out_dir / "match_rates.png"))
-    files.append(save(plot_most_influential(analyses, grid_rows, rank),
+    files.append(save(plot_most_influential(analyses, cfg.grid_rows, rank),
                        out_dir / "most_influential.png"))
     summaries = [dict(a.summary, rank=rank) for a in analyses]
     runs.write_json(out_dir / "summary.json", {"sign_convention": SIGN_CONVENTION,
@@ -132,12 +131,11 @@ SIGN_CONVENTION = ("influence_<model>.npy holds I = -grad L(test)^T H^-1 grad L(
 
 
 def _unique_names(run_dirs, names) -> list[str]:
-    if names is not None and len(names) != len(run_dirs):
-        raise UserError(f"--names has {len(names)} entries for {len(run_dirs)} --model runs.")
+    """File-name-safe labels of the runs (``names`` or the directory names), made unique."""
     raw = names or [Path(str(d).rstrip("/")).name or "model" for d in run_dirs]
     slugs, seen = [], {}
     for name in raw:
-        slug = re.sub(r"[^A-Za-z0-9._+-]+", "_", name).strip("_") or "model"
+        slug = runs.slug(name, fallback="model")
         seen[slug] = seen.get(slug, 0) + 1
         slugs.append(slug if seen[slug] == 1 else f"{slug}_{seen[slug]}")
     return slugs

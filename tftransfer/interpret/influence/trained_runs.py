@@ -12,8 +12,7 @@ import tensorflow as tf
 from tftransfer.config import recorded_load_options
 from tftransfer.errors import UserError
 from tftransfer.interpret.influence.math import Head, with_bias_column
-
-HEAD_NAME = "fc"
+from tftransfer.models import architectures
 
 
 @dataclass(frozen=True)
@@ -53,18 +52,16 @@ class RunData:
 
 
 def head_of(model) -> Head:
-    """The ``fc`` Dense layer of a fine-tuned model as a ``Head`` (objective not set)."""
+    """The classifier layer of a fine-tuned model (``architectures.head_name``: its
+    architecture's head, else its last layer) as a ``Head`` (objective not set)."""
     import keras
 
-    try:
-        layer = model.get_layer(HEAD_NAME)
-    except ValueError:
-        raise UserError(f"The model {model.name!r} has no layer named {HEAD_NAME!r}; influence "
-                        f"needs a model fine-tuned by `transfer`.") from None
+    layer = model.get_layer(architectures.head_name(model))
     linear = layer.get_config().get("activation") in ("linear", None)
     if not isinstance(layer, keras.layers.Dense) or not layer.use_bias or not linear:
-        raise UserError(f"The {HEAD_NAME!r} layer of {model.name!r} is not a linear Dense layer "
-                        f"with a bias; influence assumes a softmax-regression head.")
+        raise UserError(f"The head {layer.name!r} of {model.name!r} is not a linear Dense layer "
+                        f"with a bias; influence assumes a softmax-regression head, as "
+                        f"`transfer` attaches.")
     kernel, bias = (np.asarray(w, np.float64) for w in layer.get_weights())
     return Head(kernel=kernel, bias=bias)
 
@@ -73,19 +70,20 @@ def head_features(model, dataset) -> np.ndarray:
     """The head's input features of every image in ``dataset`` (``training=False``)."""
     import keras
 
-    trunk = keras.Model(model.inputs, model.get_layer(HEAD_NAME).input)
+    trunk = keras.Model(model.inputs, model.get_layer(architectures.head_name(model)).input)
     run = tf.function(lambda x: tf.cast(trunk(x, training=False), tf.float32))
     return np.concatenate([run(images).numpy() for images, _ in dataset]).astype(np.float64)
 
 
 def check_head_matches_model(model, head: Head, images, features) -> float:
     """Max |model logits - head(features)| on ``images``: a mismatch means the model is
-    not trunk -> fc -> output, and every score would be silently wrong."""
+    not trunk -> head -> output, and every score would be silently wrong."""
     logits = tf.cast(model(images, training=False), tf.float64).numpy()
     difference = float(np.max(np.abs(logits - with_bias_column(features) @ head.theta)))
     if difference > 1e-3 * max(1.0, float(np.max(np.abs(logits)))):
-        raise UserError(f"The model's logits differ from its {HEAD_NAME!r} layer applied to its "
-                        f"input by {difference:.3g}: {HEAD_NAME!r} must be the output layer.")
+        head = architectures.head_name(model)
+        raise UserError(f"The model's logits differ from its {head!r} layer applied to its "
+                        f"input by {difference:.3g}: {head!r} must be the output layer.")
     return difference
 
 

@@ -10,8 +10,8 @@
   accuracy with the number of test images (``evaluations/<source>.json``, written by
   ``evaluate --json-out``) and the epoch early stopping stopped at, if any;
 - ``robust_vs_time.png``: PGD-20 accuracy against training wall time, every method on one
-  plot, the PGD-3 sources as reference points and the issue's goal (within 2 points of the
-  30-epoch PGD-3 source in at most half its time) as a shaded region;
+  plot, the PGD-3 sources as reference points and the goal of a fast method (within 2
+  points of the 30-epoch PGD-3 source in at most half its time) as a shaded region;
 - the transfer comparison of ``fast_adversarial.md`` (and ``transfer_differences.csv``):
   for each target, N and number of fine-tuned blocks, fast-minus-natural and
   PGD-minus-natural (and fast-minus-PGD), each paired by seed with
@@ -44,7 +44,7 @@ from tftransfer.report.analyses.fast_adversarial_transfer import (  # noqa: F401
     BLOCKS, FAST, FAST_SOURCES, GRID, NATURAL, PGD, TARGETS, percent, transfer_differences,
     transfer_markdown, transfer_table)
 
-GOAL_POINTS, GOAL_TIME_FRACTION = 2.0, 0.5   # the issue's goal against the PGD source
+GOAL_POINTS, GOAL_TIME_FRACTION = 2.0, 0.5   # a fast method's goal against the PGD source
 METHODS_CSV, FIGURE = "methods.csv", "robust_vs_time.png"
 TRANSFER_CSV = "transfer_differences.csv"
 METHOD_LABELS = {"pgd": "PGD", "fgsm_rs": "FGSM-RS", "free": "free", "none": "natural"}
@@ -221,7 +221,7 @@ def methods_markdown(table: pd.DataFrame) -> str:
 
 
 def goal(table: pd.DataFrame) -> tuple[str, float | None, float | None]:
-    """The issue's goal as a sentence, and its bounds (PGD-20 accuracy at least, seconds at
+    """A fast method's goal as a sentence, and its bounds (PGD-20 accuracy at least, seconds at
     most; None without a measured PGD source)."""
     reference = table[(table.source == PGD) & table.pgd20_accuracy.notna()
                       & table.train_seconds.notna()]

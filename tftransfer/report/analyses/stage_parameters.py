@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import sys
 
-from tftransfer.sources import saving
 from tftransfer import finetune
+from tftransfer.models import architectures
+from tftransfer.sources import saving
 
 
 def weights_in(layers) -> int:
@@ -24,7 +25,8 @@ def main(model_ref: str = "saved_models/cifar10-resnet20-l2-eps0.5") -> None:
     model = saving.load_model(model_ref)
     blocks = finetune.unfrozen_block_names(model, 3)
     prefixes = tuple(f"{block}." for block in blocks)
-    body = [layer for layer in model.layers if layer.name != finetune.HEAD_NAME]
+    head = architectures.head_name(model)
+    body = [layer for layer in model.layers if layer.name != head]
     stage = [layer for layer in body if layer.name.startswith(prefixes)]
     total, unfrozen = weights_in(body), weights_in(stage)
     print(f"{model_ref}: blocks {', '.join(blocks)} hold {unfrozen:,} of the {total:,} weights "
