@@ -5,8 +5,8 @@
 #
 #   PASS|FAIL | probe | command | observed outcome (exit code: last line, shortened; checks)
 #
-# then a summary; exits 1 when any probe failed. About 38 minutes for both rounds on this 2-core
-# machine under load (results/reliability/probe.log). Usage, from anywhere:
+# then a summary; exits 1 when any probe failed. About 40-50 minutes for both rounds on this 2-core
+# machine under load (38 min at c9fa005, 52 min at ebb4348: results/reliability/probe.log). Usage, from anywhere:
 #
 #   bash results/reliability/probe.sh          # KEEP=1 keeps the temporary directory
 #   ROUNDS=2 ONLY='p2_planted|p2_bad' bash results/reliability/probe.sh   # a few probes only
