@@ -99,6 +99,15 @@ def test_a_default_run_trains_the_resolved_epochs_and_records_the_rule(photos, t
     assert explicit["epochs"] == 1 and "epochs_rule" not in explicit
 
 
+def test_auto_epochs_thin_the_default_curve_and_keep_a_chosen_one():
+    auto = length.training_length("auto", None, images=100, batch_size=128)  # 500 epochs
+    assert length.auto_eval_every(1, auto) == 25  # at most 20 curve points
+    assert length.auto_eval_every(0, auto) == 0
+    assert length.auto_eval_every(7, auto) == 7
+    given = length.training_length(500, None, images=100, batch_size=128)
+    assert length.auto_eval_every(1, given) == 1  # numeric epochs: as asked
+
+
 # ----------------------------------------------------------------------------- the first line
 
 def test_the_first_stderr_line_states_source_size_crop_and_length(photos, tmp_path,

@@ -188,7 +188,8 @@ TRANSFER_FLAGS = _COMMON + (
          "compiled loop", metavar="K"),
     Flag("unfrozen_lr_scale", "with --head-warmup-epochs, the learning rate after the "
          "warm-up as a multiple of the schedule's"),
-    Flag("eval_every", "test accuracy every N epochs into history.csv (0: only the last)"),
+    Flag("eval_every", "test accuracy every N epochs into history.csv (0: only the last; "
+         "with --epochs auto the default 1 becomes epochs/20, a curve of at most 20 points)"),
     Flag("curve_test_images", "measure that per-epoch curve on a stratified K of the test "
          "images (faster; the final accuracy always uses all of them)", metavar="K"),
     Flag("head_init", "normal: N(0, --head-std^2), the paper's N(0, 1); glorot: Keras' default",

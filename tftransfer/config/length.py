@@ -93,6 +93,21 @@ def training_length(epochs: int | str, steps: int | None, images: int,
     return Length(chosen, EPOCHS_AUTO, detail)
 
 
+# With ``auto`` epochs the default curve (``eval_every`` 1) is thinned to at most this many
+# points: at one SGD step an epoch (a 100-image subset), 500 evaluations of a 10,000-image
+# test set would cost several times the training.
+AUTO_CURVE_POINTS = 20
+
+
+def auto_eval_every(eval_every: int, length: Length) -> int:
+    """``eval_every`` for a run of ``length``: the default 1 under ``auto`` epochs becomes
+    ``ceil(epochs / AUTO_CURVE_POINTS)``; any other value (0, or one given with numeric
+    epochs or ``--steps``) stays as it is."""
+    if length.kind != EPOCHS_AUTO or eval_every != 1:
+        return eval_every
+    return max(1, math.ceil(length.epochs / AUTO_CURVE_POINTS))
+
+
 def parse_epochs(text: str) -> int | str:
     """``--epochs`` / ``--set epochs=`` text: ``auto`` or a whole number (argparse type)."""
     if str(text).strip().lower() == EPOCHS_AUTO:

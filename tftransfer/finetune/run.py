@@ -28,7 +28,7 @@ import numpy as np
 
 from tftransfer import data, runs
 from tftransfer.config import TransferConfig, to_dict
-from tftransfer.config.length import EPOCHS_AUTO, Length, training_length
+from tftransfer.config.length import EPOCHS_AUTO, Length, auto_eval_every, training_length
 from tftransfer.errors import UnsavedResult, UserError, os_error_sentence
 from tftransfer.finetune.loop import (Checkpointer, check_finite_result, extensions, train,
                                       use_compiled_loop)
@@ -264,7 +264,9 @@ def resolve_length_and_stages(cfg: TransferConfig, source: SourceModel,
                             f"--unfrozen-blocks {cfg.unfrozen_blocks} disagree; give one.")
         cfg = dataclasses.replace(cfg, unfrozen_blocks=blocks, unfrozen_stages=None)
     if cfg.steps is not None or cfg.epochs == EPOCHS_AUTO:
-        cfg = dataclasses.replace(cfg, epochs=run_length(cfg, cache).epochs, steps=None)
+        length = run_length(cfg, cache)
+        cfg = dataclasses.replace(cfg, epochs=length.epochs, steps=None,
+                                  eval_every=auto_eval_every(cfg.eval_every, length))
     size = photo_input_size(cfg, _source_size(source), lambda: target_sizes(cfg, cache))
     if size is not None:
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, image_size=size))
