@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from unittest import mock
 
 import pytest
@@ -112,12 +113,18 @@ def test_auto_epochs_thin_the_default_curve_and_keep_a_chosen_one():
 
 def test_the_first_stderr_line_states_source_size_crop_and_length(photos, tmp_path,
                                                                   small_budget):
-    # An explicit precision: auto says its own choice on a line of its own.
-    code, out, err = helpers.run_cli("transfer", "--target", photos / "photos", "--source",
+    # A duplicate file: the folder's hygiene warning, printed while the target loads, comes
+    # after the first line, and so does the precision auto chose.
+    folder = tmp_path / "photos"
+    shutil.copytree(photos / "photos", folder)
+    shutil.copy(folder / "cat" / "0.png", folder / "cat" / "copy.png")
+    code, out, err = helpers.run_cli("transfer", "--target", folder, "--source",
                                      photos / "src", "--batch-size", "4", "--eval-every", "0",
-                                     "--precision", "float32", "--out", tmp_path / "run")
+                                     "--out", tmp_path / "run")
     assert code == 0, err
-    first = err.splitlines()[0]
+    first, *rest = err.splitlines()
+    assert any(line.startswith("warning: 1 image file(s)") for line in rest), err
+    assert "precision: float32 (auto: no GPU)" in rest or "precision:" not in err
     assert first.startswith(f"source {photos / 'src'} (32 px); 100x80 photos are resized and "
                             f"centre-cropped to 64 px (the input size for a small source on "
                             f"photos; the source's own is 32 px); --image-size 32 "), first

@@ -9,6 +9,8 @@ a newcomer's first result is not read without knowing what the network saw.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import sys
 from pathlib import Path
 
@@ -40,14 +42,32 @@ def photo_input_size(cfg: TransferConfig, source_size: int, sizes) -> int | None
 
 
 def say_photo_input(requested: TransferConfig, source_name: str, source_size: int,
-                    image_size: int, sizes, length: Length) -> None:
-    """Prints ``photo_line`` (stderr) when there is one; ``sizes`` (a callable returning the
-    target's ``SizeSample``) is called for a small source only."""
+                    image_size: int, sizes, length: Length, file=None) -> None:
+    """Prints ``photo_line`` (to ``file``, default stderr) when there is one; ``sizes`` (a
+    callable returning the target's ``SizeSample``) is called for a small source only."""
     if source_size > registry.SMALL_IMAGE_MAX:
         return
     line = photo_line(requested, source_name, source_size, image_size, sizes(), length)
     if line:
-        print(line, file=sys.stderr)
+        print(line, file=file or sys.stderr)
+
+
+@contextlib.contextmanager
+def first_line_first(target: str):
+    """Holds what loading an image-folder target writes on stderr (the hygiene warning) until
+    the block ends, an error's end too, so that the run's first line, printed to the stream
+    this yields, comes first. A TFDS target is not held: its download progress must show as
+    it happens."""
+    stream = sys.stderr
+    if not Path(target).is_dir():
+        yield stream
+        return
+    held = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(held):
+            yield stream
+    finally:
+        stream.write(held.getvalue())
 
 
 def photo_line(cfg: TransferConfig, source_name: str, source_size: int, image_size: int,

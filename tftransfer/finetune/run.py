@@ -32,7 +32,8 @@ from tftransfer.config.length import EPOCHS_AUTO, Length, auto_eval_every, train
 from tftransfer.errors import UnsavedResult, UserError, os_error_sentence
 from tftransfer.finetune.loop import (Checkpointer, check_finite_result, extensions, train,
                                       use_compiled_loop)
-from tftransfer.finetune.input_plan import photo_input_size, say_photo_input, target_sizes
+from tftransfer.finetune.input_plan import (first_line_first, photo_input_size, say_photo_input,
+                                           target_sizes)
 from tftransfer.finetune.networks import Network
 from tftransfer.finetune.result import (per_class_accuracy, per_class_summary, result_row,
                                         training_columns)
@@ -121,12 +122,13 @@ def _fine_tune(cfg: TransferConfig, cache: RunCache, save_model: bool, verbose: 
     hub.model_dir(cfg.source, progress=verbose)  # a published source: fetched once, quiet if asked
     source = cache.source(cfg.source)
     requested = cfg
-    cfg = resolve_length_and_stages(cfg, source, cache)
-    length = run_length(requested, cache) if verbose else None  # for the first lines
-    if verbose:
-        say_photo_input(requested, source.identity["source"], _source_size(source),
-                        cfg.data.image_size or _source_size(source),
-                        lambda: target_sizes(cfg, cache), length)
+    with first_line_first(cfg.target) as stderr:  # the target's warnings after that line
+        cfg = resolve_length_and_stages(cfg, source, cache)
+        length = run_length(requested, cache) if verbose else None  # for the first lines
+        if verbose:
+            say_photo_input(requested, source.identity["source"], _source_size(source),
+                            cfg.data.image_size or _source_size(source),
+                            lambda: target_sizes(cfg, cache), length, file=stderr)
     out = Path(cfg.out) if cfg.out else default_run_dir(cfg, source)
     # From the check to the last write: a second run into `out` is refused, not mixed in.
     held.enter_context(locked(out))
