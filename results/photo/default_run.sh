@@ -21,19 +21,21 @@ for source in cifar10-resnet20-natural cifar10-resnet20-l2-eps0.5; do
     mv "$OUT/$name.json.part" "$OUT/$name.json"
   done
 done
-python - "$OUT" <<'PY'
+python - "$OUT" "$RUNS" <<'PY'
 import json, sys
 from pathlib import Path
 import pandas as pd
 from tftransfer.report.stats import t_half_width
-out = Path(sys.argv[1])
+out, runs = Path(sys.argv[1]), Path(sys.argv[2])
 rows = []
 for path in sorted(out.glob("*-s[0-9].json")):
     result = json.loads(path.read_text())
     first = path.with_suffix(".first_line").read_text().strip()
+    commit = json.loads((runs / path.stem / "config.json").read_text()).get("git_commit")
     rows.append({key: result.get(key) for key in ("source", "seed", "test_accuracy",
                  "mean_class_accuracy", "train_images", "test_images", "unfrozen_blocks",
-                 "epochs", "epochs_rule", "train_seconds", "git_commit")} | {"first_line": first})
+                 "epochs", "epochs_rule", "train_seconds")}
+                | {"git_commit": commit, "first_line": first})
 table = pd.DataFrame(rows)
 table.to_csv(out / "runs.csv", index=False)
 wide = table.pivot(index="seed", columns="source", values="test_accuracy") * 100
