@@ -10,7 +10,7 @@ from tftransfer.commands.common import positive_int
 
 # The names of tftransfer.report.analyses.ANALYSES (here so that --help does not import pandas).
 ANALYSIS_NAMES = ("answers", "paper-table", "blocks", "ablation", "fast-adversarial",
-                  "why-no-gain")
+                  "why-no-gain", "photo-sizes", "length-check")
 
 
 def register(subparsers):
@@ -39,7 +39,9 @@ def register(subparsers):
                              "(fast_adversarial.md, methods.csv, robust_vs_time.png; on "
                              "results/fast-adversarial; asked for alone, it builds no sweep "
                              "report), why-no-gain (causes.md and its CSVs and figure; on "
-                             "results/why-no-gain; builds no sweep report)")
+                             "results/why-no-gain; builds no sweep report), photo-sizes (sizes.md; on "
+                             "results/photo/flowers12) and length-check (length.md; on "
+                             "results/photo/length), neither building a sweep report")
     parser.set_defaults(run=run)
     return parser
 

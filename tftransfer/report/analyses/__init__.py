@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from tftransfer.report.analyses import (ablation, blocks, fast_adversarial, paper_table,
-                                 replication_answers)
+from tftransfer.report.analyses import (ablation, blocks, fast_adversarial, length_check,
+                                        paper_table, photo_sizes, replication_answers)
 
 
 @dataclass(frozen=True)
@@ -70,5 +70,11 @@ ANALYSES = {a.name: a for a in (
              standalone=True),
     Analysis("why-no-gain", "causes.md", _why_no_gain,
              "the candidate causes of the missing last-stage gain (on results/why-no-gain)",
+             standalone=True),
+    Analysis("photo-sizes", "sizes.md", photo_sizes.markdown,
+             "the same photo grid at two input sizes, paired by seed (on "
+             "results/photo/flowers12)", standalone=True),
+    Analysis("length-check", "length.md", length_check.markdown,
+             "the default training length against long runs (on results/photo/length)",
              standalone=True),
 )}

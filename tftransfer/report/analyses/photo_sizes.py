@@ -6,19 +6,19 @@ accuracy at each size, the change from the smallest size to each larger one pair
 (95% Student-t interval), the robust-minus-natural difference at each size (paired by seed),
 and the median training time. Run as
 
-    python -m tftransfer.report.analyses.photo_sizes --results results/photo/flowers12
+    python main.py report --results results/photo/flowers12 --analysis photo-sizes
 
 which writes ``sizes.md`` into that folder.
 """
 
 from __future__ import annotations
 
-import argparse
 import re
 from pathlib import Path
 
 import pandas as pd
 
+from tftransfer.errors import UserError
 from tftransfer.report.stats import t_half_width
 
 SIZE_FOLDER = re.compile(r"^(\d+)px$")
@@ -33,7 +33,7 @@ def load(results: Path) -> pd.DataFrame:
             frame = pd.read_csv(folder / "results.csv")
             frames.append(frame.assign(input_size=int(match.group(1))))
     if not frames:
-        raise SystemExit(f"no <size>px/results.csv under {results}")
+        raise UserError(f"no <size>px/results.csv under {results}")
     return pd.concat(frames, ignore_index=True)
 
 
@@ -81,18 +81,6 @@ def markdown(results: Path) -> str:
             f"N = {', '.join(str(n) for n in sorted(table.train_images.unique()))}, "
             f"commit(s) {commits}. Differences are paired by seed, ± the half-width of "
             f"the 95% Student-t interval. Written by "
-            f"`python -m tftransfer.report.analyses.photo_sizes --results {results}`.\n\n"
+            f"`python main.py report --results {results} --analysis photo-sizes`.\n\n"
             f"{size_table(table)}\n")
 
-
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--results", required=True, type=Path,
-                        help="folder holding <size>px/results.csv")
-    args = parser.parse_args(argv)
-    (args.results / "sizes.md").write_text(markdown(args.results))
-    print(args.results / "sizes.md")
-
-
-if __name__ == "__main__":
-    main()
