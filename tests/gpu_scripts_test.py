@@ -1,6 +1,6 @@
-"""The prepared GPU scripts (bench/gpu_fast_at.sh, bench/gpu_autoattack.sh) run their commands
-end to end: on the CPU at toy scale (ALLOW_CPU=1), with the same flags they give a GPU; and
-without a GPU and without ALLOW_CPU they skip with the reason."""
+"""The prepared GPU scripts (bench/gpu_fast_at.sh, bench/gpu_autoattack.sh, bench/gpu_grid.sh)
+run their commands end to end: on the CPU at toy scale (ALLOW_CPU=1), with the same flags they
+give a GPU; and without a GPU and without ALLOW_CPU they skip with the reason."""
 
 from __future__ import annotations
 
@@ -82,3 +82,33 @@ def test_gpu_check_prints_the_tensorflow_build_and_devices_then_skips():
     assert "gpu_check: packages: tensorflow" in done.stderr
     assert "CUDA build: " in done.stderr and "devices: ['/physical_device:CPU:0'" in done.stderr
     assert "gpu_check: skipped: TensorFlow sees no GPU here" in done.stdout
+
+
+def _run_grid(**env):
+    return subprocess.run(
+        ["bash", "bench/gpu_grid.sh"], cwd=REPO, capture_output=True, text=True,
+        timeout=900, env={**os.environ, "PYTHON": sys.executable, "CUDA_VISIBLE_DEVICES": "",
+                          **env})
+
+
+def test_gpu_grid_without_a_gpu_skips_and_says_why():
+    done = _run_grid(ALLOW_CPU="0")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines() == [
+        "gpu_grid: skipped: TensorFlow sees no GPU here (no CUDA device, or a CPU-only "
+        "TensorFlow build); this benchmark needs one GPU."]
+
+
+@pytest.mark.slow
+def test_gpu_grid_times_k_seeds_against_single_runs_at_toy_scale():
+    done = _run_grid(ALLOW_CPU="1", IMAGE_SIZE="32", N="24", MOCK_EXAMPLES="24",
+                     TEST_IMAGES="24", CURVE_IMAGES="24", EPOCHS="2", K="2", REPEATS="1")
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    assert ("Last 1 stage(s) + head of resnet50 (random weights) at 32 px on oxford_flowers102"
+            in out)
+    assert "2 single runs one after another:" in out and "2 seeds in one call:" in out
+    ratio = next(line for line in out.splitlines() if "ratio (single / together):" in line)
+    assert float(ratio.split(":")[1].strip().rstrip("x")) > 0
+    gap = next(line for line in out.splitlines() if "largest test-accuracy difference" in line)
+    assert float(gap.split(":")[1]) <= 1e-6
