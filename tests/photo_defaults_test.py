@@ -34,6 +34,7 @@ def photos(tmp_path_factory):
 def small_budget():
     """The auto rule with a budget a test trains in seconds: >= 20 steps, >= 2 epochs."""
     with mock.patch.object(length, "AUTO_MIN_STEPS", 20), \
+            mock.patch.object(length, "AUTO_MIN_STEPS_HEAD_ONLY", 20), \
             mock.patch.object(length, "AUTO_MIN_EPOCHS", 2):
         yield
 
@@ -54,6 +55,10 @@ def test_auto_is_the_default_and_gives_at_least_the_step_budget_on_small_and_lar
     assert photo.describe() == "auto = 63 epochs (>= 500 steps of batch 64 over 503 images)"
     large = length.training_length("auto", None, 50_000, 128)  # 391 steps an epoch
     assert large.epochs == length.AUTO_MIN_EPOCHS and "at least 10 epochs" in large.rule
+    # The head alone: a larger budget (its steps are nearly free on cached features).
+    head = length.training_length("auto", None, 100, 128, head_only=True)
+    assert head.epochs == length.AUTO_MIN_STEPS_HEAD_ONLY > length.AUTO_MIN_STEPS
+    assert head.rule == "auto: >= 2000 steps of batch 128 over 100 images"
 
 
 def test_explicit_epochs_steps_recipes_and_sweep_cells_keep_their_meaning():

@@ -15,7 +15,7 @@ from tftransfer.config import (AUGMENT_PRESETS, DEFAULT_FEATURE_CACHE_MEMORY, Tr
                                apply_overrides, apply_recipe, parse_size)
 from tftransfer.config.flags import TRANSFER_FLAGS, add_flags, apply_flags, typed_flags
 from tftransfer.config.length import (AUTO_MAX_EPOCHS, AUTO_MIN_EPOCHS, AUTO_MIN_STEPS,
-                                      parse_epochs)
+                                      AUTO_MIN_STEPS_HEAD_ONLY, parse_epochs)
 from tftransfer.config.recipes import RECIPES
 from tftransfer.errors import UnsavedResult, UserError
 
@@ -55,7 +55,8 @@ def register(subparsers):
                              f"larger ones; the run's first line says which and why)")
     parser.add_argument("--epochs", type=parse_epochs, default=None, metavar="N|auto",
                         help=f"training epochs, or auto: the epochs of at least "
-                             f"{AUTO_MIN_STEPS} SGD steps, at least {AUTO_MIN_EPOCHS} and at "
+                             f"{AUTO_MIN_STEPS} SGD steps ({AUTO_MIN_STEPS_HEAD_ONLY} with the "
+                             f"head only), at least {AUTO_MIN_EPOCHS} and at "
                              f"most {AUTO_MAX_EPOCHS}, resolved before training (the learning-"
                              f"rate schedule needs the number) and recorded with the rule "
                              f"(epochs_rule in metrics.json) (default: {DEFAULT_EPOCHS}; with "

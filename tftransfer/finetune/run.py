@@ -281,7 +281,13 @@ def run_length(cfg: TransferConfig, cache: RunCache) -> Length:
     target = cache.target(cfg)
     images = len(data.select_subset(target.train.labels, cfg.data.train_images, cfg.seed,
                                     method=cfg.data.subset))
-    return training_length(cfg.epochs, cfg.steps, images, cfg.data.batch_size)
+    return training_length(cfg.epochs, cfg.steps, images, cfg.data.batch_size,
+                           head_only=head_only(cfg))
+
+
+def head_only(cfg: TransferConfig) -> bool:
+    """Whether only the new head trains (no unfrozen blocks or stages)."""
+    return cfg.unfrozen_blocks == 0 and not cfg.unfrozen_stages
 
 
 def _source_size(source: SourceModel) -> int:
@@ -297,7 +303,8 @@ def requested_columns(requested: TransferConfig, images: int | None = None) -> d
                if getattr(requested, name) is not None}
     if images is not None and (requested.steps is not None or requested.epochs == EPOCHS_AUTO):
         columns["epochs_rule"] = training_length(requested.epochs, requested.steps, images,
-                                                 requested.data.batch_size).rule
+                                                 requested.data.batch_size,
+                                                 head_only=head_only(requested)).rule
     return columns
 
 
