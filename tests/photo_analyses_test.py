@@ -32,20 +32,18 @@ def test_sizes_pair_by_seed_across_sizes_and_sources(tmp_path):
     assert "| 80.0 | - | - |" in natural_32  # no change against itself, no robust difference
 
 
-def test_length_check_says_whether_the_default_is_within_a_point(tmp_path):
-    for kind, values, epochs in (("default", [0.600, 0.610, 0.620], 84),
-                                 ("long", [0.605, 0.615, 0.625], 336)):
-        folder = tmp_path / f"photos-{kind}"
+def test_length_check_lists_accuracy_by_steps_and_the_shortest_within_a_point(tmp_path):
+    for grid, values, epochs in (("default", [0.600, 0.610, 0.620], 500),
+                                 ("long", [0.640, 0.650, 0.660], 2000),
+                                 ("longer", [0.645, 0.655, 0.665], 8000)):
+        folder = tmp_path / grid
         folder.mkdir()
-        rows({"robust": values}, target="photos", train_images=720, unfrozen_blocks=0,
-             epochs=epochs).to_csv(folder / "results.csv", index=False)
-    long_only = tmp_path / "mnist-default"
-    long_only.mkdir()
-    rows({"robust": [0.9, 0.9]}, target="mnist", train_images=100, unfrozen_blocks=3,
-         epochs=500).to_csv(long_only / "results.csv", index=False)
-    lines = length_check.markdown(tmp_path).splitlines()
-    photos = next(line for line in lines if line.startswith("| photos |"))
-    assert "61.0 (84 ep, 3 seeds)" in photos and "+0.5 ± 0.0 (n = 3)" in photos
-    assert photos.endswith("| yes |")
-    mnist = next(line for line in lines if line.startswith("| mnist |"))
-    assert "not run" in mnist and mnist.endswith("| n/a |")  # no long twin yet
+        rows({"robust": values}, target="photos", train_images=100, unfrozen_blocks=0,
+             epochs=epochs, batch_size=128).to_csv(folder / "results.csv", index=False)
+    lines = [line for line in length_check.markdown(tmp_path).splitlines()
+             if line.startswith("| photos |")]
+    assert len(lines) == 3  # one per step count, shortest first
+    assert "| 500 | 61.0 | 3 | - |" in lines[0]
+    assert "| 2,000 (shortest within 1 point of the longest) | 65.0 | 3 | +4.0 ± 0.0 (n = 3) |" \
+        in lines[1]
+    assert "| 8,000 | 65.5 | 3 | +0.5 ± 0.0 (n = 3) |" in lines[2]
