@@ -58,7 +58,7 @@ def test_auto_is_the_default_and_gives_at_least_the_step_budget_on_small_and_lar
     # The head alone: a larger budget (its steps are nearly free on cached features).
     head = length.training_length("auto", None, 100, 128, head_only=True)
     assert head.epochs == length.AUTO_MIN_STEPS_HEAD_ONLY > length.AUTO_MIN_STEPS
-    assert head.rule == "auto: >= 2000 steps of batch 128 over 100 images"
+    assert head.rule == "auto: >= 8000 steps of batch 128 over 100 images"
 
 
 def test_explicit_epochs_steps_recipes_and_sweep_cells_keep_their_meaning():
